@@ -1,0 +1,113 @@
+"""`cashmarkets …`: serve, replay --verify, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+
+from cashmarkets.ops.settings import Settings
+
+app = typer.Typer(
+    help="Cash Markets: five real-time money products on one deterministic engine.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Benchmarks; each prints one JSON object.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory [env CASHMARKETS_DATA_DIR].")
+]
+
+
+def _run(coro: object) -> object:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [env CASHMARKETS_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port [env CASHMARKETS_PORT].")] = None,
+) -> None:
+    """Run everything in one process (embedded mode): log, engine, store and HTTP API."""
+    import uvicorn
+
+    from cashmarkets.api.app import create_app
+    from cashmarkets.ops.logging import configure_logging
+
+    settings = Settings.from_env(data_dir=data_dir, host=host, port=port)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+@app.command()
+def replay(
+    data_dir: DataDir = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Compare with every kept snapshot.")] = False,
+) -> None:
+    """Rebuild the state from the command log; with --verify, exit 1 on any mismatch."""
+    from cashmarkets.runtime.verify import verify as run_verify
+
+    settings = Settings.from_env(data_dir=data_dir)
+    if not settings.redis_url and not settings.journal_path.exists():
+        typer.echo(f"no journal at {settings.journal_path}", err=True)
+        raise typer.Exit(2)
+    report = _run(run_verify(settings))
+    typer.echo(msgspec.json.encode(report).decode())
+    if verify and not report.ok:  # type: ignore[attr-defined]
+        raise typer.Exit(1)
+
+
+@bench_app.command("engine")
+def bench_engine(
+    accounts: Annotated[int, typer.Option(help="User accounts in the workload.")] = 10_000,
+    commands: Annotated[int, typer.Option(help="Commands to apply.")] = 300_000,
+    seed: Annotated[int, typer.Option(help="Workload seed.")] = 1,
+) -> None:
+    """In-memory apply rate of a hold/post/void/transfer mix."""
+    from cashmarkets.benchmarks.engine import run
+
+    print(json.dumps(run(accounts=accounts, commands=commands, seed=seed)))
+
+
+@bench_app.command("journal")
+def bench_journal(
+    backend: Annotated[str, typer.Option(help="sqlite or redis.")] = "sqlite",
+    submitters: Annotated[int, typer.Option(help="Concurrent submitters.")] = 64,
+    duration_s: Annotated[float, typer.Option(help="How long to run.")] = 5.0,
+    redis_url: Annotated[str, typer.Option(help="Redis for --backend redis.")] = "redis://127.0.0.1:6379/0",
+) -> None:
+    """Durable, acknowledged commands/s with group commit, and acknowledgement latency."""
+    from cashmarkets.benchmarks.journal import run
+
+    if backend not in ("sqlite", "redis"):
+        raise typer.BadParameter("backend must be sqlite or redis")
+    result = _run(run(backend=backend, submitters=submitters, duration_s=duration_s, redis_url=redis_url))
+    print(json.dumps(result))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

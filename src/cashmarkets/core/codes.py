@@ -1,0 +1,61 @@
+"""Rejection codes: the one list of every expected failure the engine can answer with.
+
+Codes are stable snake_case strings: clients and stored results depend on them, so a code is
+never renamed or reused. Group by stage, as exchange-core does:
+
+    engine   unknown_command, duplicate_command_id, internal_error, bad_command
+    ledger   amount_must_be_positive ... exceeds_pending_amount
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Engine stage.
+UNKNOWN_COMMAND: Final = "unknown_command"
+BAD_COMMAND: Final = "bad_command"
+INTERNAL_ERROR: Final = "internal_error"
+
+# Ledger stage, in order of precedence: a transfer failing several checks gets the first.
+AMOUNT_MUST_BE_POSITIVE: Final = "amount_must_be_positive"
+UNKNOWN_ASSET: Final = "unknown_asset"
+UNKNOWN_TRANSFER_CODE: Final = "unknown_transfer_code"
+BAD_OWNER: Final = "bad_owner"
+ACCOUNTS_MUST_BE_DIFFERENT: Final = "accounts_must_be_different"
+ACCOUNT_NOT_FOUND: Final = "account_not_found"
+DEBIT_ACCOUNT_NOT_FOUND: Final = "debit_account_not_found"
+CREDIT_ACCOUNT_NOT_FOUND: Final = "credit_account_not_found"
+ASSETS_MUST_MATCH: Final = "assets_must_match"
+INSUFFICIENT_FUNDS: Final = "insufficient_funds"
+EXCEEDS_DEBITS: Final = "exceeds_debits"
+PENDING_TRANSFER_NOT_FOUND: Final = "pending_transfer_not_found"
+ALREADY_POSTED: Final = "already_posted"
+ALREADY_VOIDED: Final = "already_voided"
+EXCEEDS_PENDING_AMOUNT: Final = "exceeds_pending_amount"
+LINKED_EVENT_FAILED: Final = "linked_event_failed"
+TOO_MANY_TRANSFERS: Final = "too_many_transfers"
+ACCOUNTS_MAX_REACHED: Final = "accounts_max_reached"
+
+DESCRIPTIONS: Final[dict[str, str]] = {
+    UNKNOWN_COMMAND: "No handler is registered for this command type.",
+    BAD_COMMAND: "The command is malformed (a field out of its allowed range).",
+    INTERNAL_ERROR: "A bug: the handler raised. Nothing was changed; the error is counted and logged.",
+    AMOUNT_MUST_BE_POSITIVE: "Amounts are positive integers in minor units.",
+    UNKNOWN_ASSET: "The asset code is not one the engine knows.",
+    UNKNOWN_TRANSFER_CODE: "The transfer code is not one the ledger knows.",
+    BAD_OWNER: "Owner names are 1..128 characters; names starting with '@' are system accounts.",
+    ACCOUNTS_MUST_BE_DIFFERENT: "A transfer must move money between two different accounts.",
+    ACCOUNT_NOT_FOUND: "No account exists for this owner and asset.",
+    DEBIT_ACCOUNT_NOT_FOUND: "The account to debit does not exist.",
+    CREDIT_ACCOUNT_NOT_FOUND: "The account to credit does not exist.",
+    ASSETS_MUST_MATCH: "Both accounts of a transfer must hold the same asset.",
+    INSUFFICIENT_FUNDS: "The debit would exceed the account's available balance (no overdraft).",
+    EXCEEDS_DEBITS: "The credit would exceed the account's debits (credit-limited account).",
+    PENDING_TRANSFER_NOT_FOUND: "No hold exists with this id.",
+    ALREADY_POSTED: "The hold was already posted; a hold resolves at most once.",
+    ALREADY_VOIDED: "The hold was already voided; a hold resolves at most once.",
+    EXCEEDS_PENDING_AMOUNT: "A partial post may not exceed the held amount.",
+    LINKED_EVENT_FAILED: "Another transfer of the same linked batch failed; none was applied.",
+    TOO_MANY_TRANSFERS: "A linked batch holds at most TRANSFERS_PER_BATCH_MAX transfers.",
+    ACCOUNTS_MAX_REACHED: "The engine holds at most ACCOUNTS_MAX accounts.",
+}

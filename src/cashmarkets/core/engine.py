@@ -1,0 +1,269 @@
+"""The deterministic engine: `apply(command) -> (result, events)`, one command at a time.
+
+    Engine
+      ├── Ledger                 every product's money
+      ├── products               each registers handlers for its command types and owns a state
+      ├── dedup table            command_id -> first result, bounded by count and by age
+      └── snapshot/restore       canonical MessagePack; state_hash = sha256 of that encoding
+
+The engine reads no clock and draws no randomness: `seq` and `ts_ns` arrive stamped on each
+command. A handler validates first and mutates after; should it raise anyway, every mutation it
+made (ledger journal + product undo callbacks) is rolled back and the command is rejected as
+internal_error. Same commands in the same order therefore always give the same state, bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol
+
+import msgspec
+
+from cashmarkets.core import codes
+from cashmarkets.core.commands import Command
+from cashmarkets.core.events import LEDGER_EVENTS
+from cashmarkets.core.ledger import Ledger, LedgerState
+from cashmarkets.core.results import Accepted, Reject, Rejected, ResultData
+
+SNAPSHOT_FORMAT_VERSION: Final = 1
+DEFAULT_ASSETS: Final = ("USD", "USDC", "BTC", "ETH", "SOL")
+
+Result = Accepted | Rejected
+Handler = Callable[[Any], "ResultData | Reject | None"]
+
+
+class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
+    assets: tuple[str, ...] = DEFAULT_ASSETS
+    # A repeated command_id is answered from this table; entries leave it after this long...
+    dedup_window_ns: int = 24 * 3600 * 1_000_000_000
+    # ...or when it holds this many, oldest first. Both bounds are part of the deterministic state.
+    dedup_entries_max: int = 1_000_000
+
+
+class Product(Protocol):
+    """A product: command handlers plus a state that can be snapshotted and restored."""
+
+    name: str
+    commands: tuple[type[Command], ...]
+    events: tuple[type, ...]
+    results: tuple[type[ResultData], ...]
+
+    def handlers(self) -> dict[type[Command], Handler]: ...
+
+    def snapshot_state(self) -> bytes:
+        """Canonical encoding of the product's state (sorted, deterministic)."""
+        ...
+
+    def restore_state(self, data: bytes) -> None: ...
+
+
+class DedupEntry(msgspec.Struct, array_like=True, gc=False):
+    command_id: str
+    ts_ns: int
+    result: Accepted | Rejected
+
+
+class SnapshotBody(msgspec.Struct, array_like=True):
+    version: int
+    seq: int
+    ts_ns: int
+    ledger: LedgerState
+    products: dict[str, bytes]
+    dedup: list[DedupEntry]
+    internal_errors: int
+
+
+class Engine:
+    """The single-threaded state machine every product runs on."""
+
+    def __init__(self, config: EngineConfig | None = None, products: Iterable[Any] = ()) -> None:
+        from cashmarkets.core.products.ledger import LedgerProduct
+
+        self.config = config or EngineConfig()
+        self.ledger = Ledger(frozenset(self.config.assets))
+        self.seq = 0
+        self.ts_ns = 0
+        self.internal_errors = 0
+        self.products: dict[str, Any] = {}
+        self._handlers: dict[type[Command], Handler] = {}
+        self._dedup: dict[str, Result] = {}
+        self._dedup_order: deque[tuple[int, str]] = deque()
+        self._undo: list[Callable[[], None]] = []
+        self._events: list[Any] = []
+        self.register(LedgerProduct(self))
+        for product in products:
+            self.register(product)
+        self._codec: EngineCodec | None = None
+
+    # ---- registration -----------------------------------------------------------------------
+
+    def register(self, product: Any) -> None:
+        assert product.name not in self.products, f"product {product.name} registered twice"
+        for command_type, handler in product.handlers().items():
+            assert command_type not in self._handlers, f"{command_type} handled twice"
+            self._handlers[command_type] = handler
+        self.products[product.name] = product
+        self._codec = None
+
+    @property
+    def codec(self) -> EngineCodec:
+        """Encoders/decoders for every registered command, event and result type."""
+        if self._codec is None:
+            self._codec = EngineCodec(self.products.values())
+        return self._codec
+
+    # ---- applying -----------------------------------------------------------------------------
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Handlers that mutate product state register how to undo it, in case they later raise."""
+        self._undo.append(undo)
+
+    def emit(self, event: Any) -> None:
+        self._events.append(event)
+
+    def apply(self, cmd: Command) -> tuple[Result, list[Any]]:
+        """Apply one stamped command; return its result and the events it caused."""
+        seq = cmd.seq
+        assert seq == self.seq + 1, f"seq gap: engine at {self.seq}, command {seq}"
+        assert cmd.ts_ns >= self.ts_ns, "time went backwards"
+        self.seq = seq
+        self.ts_ns = ts_ns = cmd.ts_ns
+        command_id = cmd.command_id
+        prior = self._dedup.get(command_id)
+        if prior is not None:
+            self._evict(ts_ns)
+            return prior, []
+        # Fresh per-command buffers: the ledger's undo journal and the event list.
+        events: list[Any] = []
+        self._events = events
+        ledger = self.ledger
+        ledger._journal.clear()
+        ledger.events = events
+        if self._undo:
+            self._undo.clear()
+        result: Result
+        handler = self._handlers.get(type(cmd))
+        if handler is None:
+            result = Rejected(seq=seq, command_id=command_id, code=codes.UNKNOWN_COMMAND)
+        else:
+            try:
+                out = handler(cmd)
+            except Exception as exc:  # a handler bug must never corrupt state
+                self._rollback()
+                self.internal_errors += 1
+                detail = f"{type(exc).__name__}: {exc}"[:200]
+                result = Rejected(seq=seq, command_id=command_id, code=codes.INTERNAL_ERROR, detail=detail)
+            else:
+                if out.__class__ is Reject:
+                    # Handlers reject before mutating; roll back anyway so a late reject is safe.
+                    self._rollback()
+                    result = Rejected(seq=seq, command_id=command_id, code=out.code, detail=out.detail)
+                else:
+                    result = Accepted(seq=seq, command_id=command_id, data=out)  # type: ignore[arg-type]
+        self._dedup[command_id] = result
+        self._dedup_order.append((ts_ns, command_id))
+        self._evict(ts_ns)
+        return result, events
+
+    def _rollback(self) -> None:
+        self.ledger.rollback()
+        while self._undo:
+            self._undo.pop()()
+        self._events.clear()
+
+    def _evict(self, ts_ns: int) -> None:
+        order = self._dedup_order
+        oldest_ns = ts_ns - self.config.dedup_window_ns
+        limit = self.config.dedup_entries_max
+        while order and (len(order) > limit or order[0][0] < oldest_ns):
+            _, command_id = order.popleft()
+            del self._dedup[command_id]
+
+    def result_of(self, command_id: str) -> Result | None:
+        """The stored result of a command still inside the dedup window."""
+        return self._dedup.get(command_id)
+
+    # ---- snapshots ----------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole state as canonical MessagePack: equal states give equal bytes."""
+        body = SnapshotBody(
+            version=SNAPSHOT_FORMAT_VERSION,
+            seq=self.seq,
+            ts_ns=self.ts_ns,
+            ledger=self.ledger.state(),
+            products={name: p.snapshot_state() for name, p in sorted(self.products.items())},
+            dedup=[DedupEntry(cid, ts, self._dedup[cid]) for ts, cid in self._dedup_order],
+            internal_errors=self.internal_errors,
+        )
+        return self.codec.snapshot_encoder.encode(body)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's."""
+        body = self.codec.snapshot_decoder.decode(data)
+        if body.version != SNAPSHOT_FORMAT_VERSION:
+            raise ValueError(f"snapshot format {body.version}, this engine reads {SNAPSHOT_FORMAT_VERSION}")
+        if set(body.products) != set(self.products):
+            raise ValueError(f"snapshot products {sorted(body.products)} != {sorted(self.products)}")
+        self.seq = body.seq
+        self.ts_ns = body.ts_ns
+        self.internal_errors = body.internal_errors
+        self.ledger.restore(body.ledger)
+        for name, state in body.products.items():
+            self.products[name].restore_state(state)
+        self._dedup = {e.command_id: e.result for e in body.dedup}
+        self._dedup_order = deque((e.ts_ns, e.command_id) for e in body.dedup)
+
+    def state_hash(self) -> str:
+        """sha256 of the canonical snapshot: the determinism check across replays and machines."""
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+
+def snapshot_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class EngineCodec:
+    """MessagePack encoders/decoders built from the registered products' types."""
+
+    def __init__(self, products: Iterable[Any]) -> None:
+        products = list(products)
+        command_types = tuple(t for p in products for t in p.commands)
+        event_types = tuple(LEDGER_EVENTS) + tuple(t for p in products for t in p.events)
+        result_types = tuple(t for p in products for t in p.results)
+        self.command_type: Any = _union(command_types)
+        self.event_type: Any = _union(event_types)
+        result_data: Any = _union(result_types) | None
+        # Results and snapshots embed ResultData; decode them through the concrete union.
+        accepted = msgspec.defstruct(
+            "Accepted",
+            [("seq", int), ("command_id", str), ("data", result_data, None)],
+            bases=(Accepted,),
+            tag="accepted",
+            kw_only=True,
+        )
+        self.result_type: Any = accepted | Rejected
+        dedup_entry = msgspec.defstruct(
+            "DedupEntry", [("result", self.result_type)], bases=(DedupEntry,), array_like=True
+        )
+        body = msgspec.defstruct("SnapshotBody", [("dedup", list[dedup_entry])], bases=(SnapshotBody,))  # type: ignore[valid-type]
+        # `deterministic` sorts dict keys, so equal states encode to equal bytes.
+        self.encoder = msgspec.msgpack.Encoder(order="deterministic")
+        self.snapshot_encoder = self.encoder
+        self.command_decoder: Any = msgspec.msgpack.Decoder(self.command_type)
+        self.event_decoder: Any = msgspec.msgpack.Decoder(self.event_type)
+        self.result_decoder: Any = msgspec.msgpack.Decoder(self.result_type)
+        self.snapshot_decoder: Any = msgspec.msgpack.Decoder(body)
+
+    def encode(self, obj: Any) -> bytes:
+        return self.encoder.encode(obj)
+
+
+def _union(types: tuple[type, ...]) -> Any:
+    assert types, "no types to build a union from"
+    out: Any = types[0]
+    for t in types[1:]:
+        out = out | t
+    return out

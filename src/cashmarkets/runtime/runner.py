@@ -1,0 +1,280 @@
+"""The runtime around the pure engine: sequencer, group commit, apply, snapshots, recovery.
+
+    submit(cmd) ──> pending ──> writer task: stamp seq/ts_ns, encode, append batch (one fsync)
+                                   └─> apply each in order ──> resolve the submitter's future
+                                                          └─> publish events to the bus
+    snapshot task: every interval or N commands, state bytes ──> store (on its own thread)
+    start(): newest intact snapshot ──> replay the log after its position ──> check ──> serve
+
+A command is acknowledged (its future resolved) only after its batch is durable *and* applied.
+Commands that arrive while a batch is being written form the next batch: under load one fsync
+covers many commands, and with a single client a command waits for at most one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+import structlog
+
+from cashmarkets.core.commands import COMMAND_ID_LENGTH_MAX, Command
+from cashmarkets.core.engine import Engine, Result, snapshot_hash
+from cashmarkets.core.results import Rejected
+from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, CommandLog, LogCorrupted, Position
+from cashmarkets.store.snapshots import SnapshotRecord, SqliteSnapshotStore
+
+log = structlog.get_logger("cashmarkets.runtime")
+
+# Commands waiting for the writer; past this, submit() refuses at once (back-pressure).
+PENDING_COMMANDS_MAX: Final = 100_000
+# Records per page when replaying the log.
+REPLAY_PAGE_RECORDS: Final = 10_000
+
+
+class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    snapshot_interval_s: float = 10.0
+    snapshot_every_commands: int = 100_000
+    batch_records_max: int = 1024
+    # Drop log records below the previous snapshot once a newer one is durable. Off by default:
+    # the full log lets `cashmarkets replay --verify` rebuild everything from the first command.
+    trim_log: bool = False
+
+
+class Overloaded(Exception):
+    """The pending queue is full; the caller should retry later."""
+
+
+class RuntimeFailed(Exception):
+    """The log could not be written; the process must restart and recover from the log."""
+
+
+class Runtime:
+    """One engine driven by one command log; the only writer of both."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        log_backend: CommandLog,
+        snapshots: SqliteSnapshotStore,
+        config: RuntimeConfig | None = None,
+    ) -> None:
+        self.engine = engine
+        self.log = log_backend
+        self.snapshots = snapshots
+        self.config = config or RuntimeConfig()
+        self.codec = engine.codec
+        self.position: Position | None = None  # log position of the last applied command
+        self._pending: list[tuple[Command, asyncio.Future[Result]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._snapshotter: asyncio.Task[None] | None = None
+        self._last_ts_ns = 0
+        self._failed: BaseException | None = None
+        self._snapshot_seq = 0
+        self._snapshot_position: Position | None = None
+        self._subscribers: list[Callable[[list[Any]], None]] = []
+        self.recovered_from_seq = 0
+        self.replayed = 0
+        self.stats = {"submitted": 0, "applied": 0, "rejected": 0, "batches": 0, "snapshots": 0}
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover state (snapshot + replay), then start accepting commands."""
+        await self.log.open()
+        await asyncio.get_running_loop().run_in_executor(None, self.snapshots.open_sync)
+        await self.recover()
+        self._writer = asyncio.create_task(self._write_loop(), name="runtime-writer")
+        self._snapshotter = asyncio.create_task(self._snapshot_loop(), name="runtime-snapshots")
+
+    async def stop(self, *, snapshot: bool = True) -> None:
+        """Drain pending commands, take a last snapshot, close the log."""
+        for task in (self._snapshotter,):
+            if task is not None:
+                task.cancel()
+        if self._writer is not None:
+            self._wake.set()
+            while self._pending and self._failed is None:
+                await asyncio.sleep(0.001)
+            self._writer.cancel()
+            try:
+                await self._writer
+            except (asyncio.CancelledError, Exception):
+                pass
+        if snapshot and self._failed is None and self.engine.seq > self._snapshot_seq:
+            await self.take_snapshot()
+        await self.log.close()
+        self.snapshots.close_sync()
+
+    async def recover(self) -> None:
+        loop = asyncio.get_running_loop()
+        record = await loop.run_in_executor(None, self.snapshots.newest_intact_sync)
+        after: Position | None = None
+        if record is not None:
+            self.engine.restore(record.data)
+            after = record.position
+            self._snapshot_seq, self._snapshot_position = record.seq, record.position
+            self.recovered_from_seq = record.seq
+        self.position = after
+        self.replayed, self.position = await replay(self.engine, self.log, after)
+        self.engine.ledger.check_invariants()
+        self._last_ts_ns = self.engine.ts_ns
+        log.info(
+            "recovered",
+            snapshot_seq=self.recovered_from_seq,
+            replayed=self.replayed,
+            seq=self.engine.seq,
+            state_hash=self.engine.state_hash(),
+        )
+
+    # ---- commands -------------------------------------------------------------------------------
+
+    def subscribe(self, fn: Callable[[list[Any]], None]) -> None:
+        """Call fn with the events of each applied batch (in order, on the event loop)."""
+        self._subscribers.append(fn)
+
+    async def submit(self, cmd: Command) -> Result:
+        """Append cmd to the log and apply it; return its result once durable and applied."""
+        if self._failed is not None:
+            raise RuntimeFailed(str(self._failed))
+        if not 0 < len(cmd.command_id) <= COMMAND_ID_LENGTH_MAX:
+            raise ValueError(f"command_id must be 1..{COMMAND_ID_LENGTH_MAX} characters")
+        if len(self._pending) >= PENDING_COMMANDS_MAX:
+            raise Overloaded(f"{PENDING_COMMANDS_MAX} commands already waiting")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((cmd, future))
+        self.stats["submitted"] += 1
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending:
+                    limit = min(self.config.batch_records_max, APPEND_BATCH_RECORDS_MAX)
+                    batch = self._pending[:limit]
+                    del self._pending[:limit]
+                    await self._write_batch(batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # A failed append leaves the log's tail uncertain: stop taking commands; a restart
+            # recovers from whatever the log holds.
+            self._failed = exc
+            log.error("log append failed; runtime stopped", error=repr(exc))
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_exception(RuntimeFailed(repr(exc)))
+            self._pending.clear()
+            raise
+
+    async def _write_batch(self, batch: list[tuple[Command, asyncio.Future[Result]]]) -> None:
+        ts_ns = max(self._last_ts_ns, time.time_ns())
+        self._last_ts_ns = ts_ns
+        seq = self.engine.seq
+        encode = self.codec.encoder.encode
+        records = []
+        for cmd, _ in batch:
+            seq += 1
+            cmd.seq = seq
+            cmd.ts_ns = ts_ns
+            records.append(encode(cmd))
+        try:
+            positions = await self.log.append(records)
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(RuntimeFailed(repr(exc)))
+            raise
+        apply = self.engine.apply
+        batch_events: list[Any] = []
+        rejected = 0
+        for cmd, future in batch:
+            result, events = apply(cmd)
+            if events:
+                batch_events.extend(events)
+            if result.__class__ is Rejected:
+                rejected += 1
+            if not future.done():
+                future.set_result(result)
+        self.position = positions[-1]
+        self.stats["applied"] += len(batch)
+        self.stats["rejected"] += rejected
+        self.stats["batches"] += 1
+        if batch_events:
+            for fn in self._subscribers:
+                fn(batch_events)
+        if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
+            asyncio.get_running_loop().create_task(self.take_snapshot())
+
+    # ---- snapshots ------------------------------------------------------------------------------
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.snapshot_interval_s)
+            if self.engine.seq > self._snapshot_seq and self._failed is None:
+                try:
+                    await self.take_snapshot()
+                except Exception as exc:
+                    log.error("snapshot failed", error=repr(exc))
+
+    async def take_snapshot(self) -> SnapshotRecord | None:
+        """Capture the state between two batches, then write it on the store's thread."""
+        if self.position is None or self.engine.seq <= self._snapshot_seq:
+            return None
+        # No await between these lines: the state, seq and position are one consistent cut.
+        data = self.engine.snapshot()
+        record = SnapshotRecord(
+            seq=self.engine.seq,
+            position=self.position,
+            state_hash=snapshot_hash(data),
+            ts_ns=self.engine.ts_ns,
+            data=data,
+        )
+        previous = self._snapshot_position
+        self._snapshot_seq = record.seq
+        await self.snapshots.save(record)
+        self._snapshot_position = record.position
+        self.stats["snapshots"] += 1
+        if self.config.trim_log and previous is not None:
+            await self.log.trim_below(previous)
+        return record
+
+
+async def replay(
+    engine: Engine, log_backend: CommandLog, after: Position | None, *, until_seq: int | None = None
+) -> tuple[int, Position | None]:
+    """Apply every log record after `after` (up to `until_seq` when set); return how many, and
+    the position of the last one applied. `until_seq=None` replays to the end.
+
+    A record that carries a seq must be the next one; a record without (written by a
+    distributed API process) gets the next seq here, the same on every replay.
+    """
+    decode = engine.codec.command_decoder.decode
+    count = 0
+    while True:
+        page = await log_backend.read_from(after, REPLAY_PAGE_RECORDS)
+        if not page:
+            return count, after
+        for record in page:
+            if until_seq is not None and engine.seq >= until_seq:
+                return count, after
+            try:
+                cmd = decode(record.data)
+            except msgspec.DecodeError as exc:
+                raise LogCorrupted(f"record at {record.position} does not decode: {exc}") from exc
+            expected = engine.seq + 1
+            if cmd.seq == 0:
+                cmd.seq = expected
+            elif cmd.seq != expected:
+                raise LogCorrupted(f"record at {record.position} has seq {cmd.seq}, expected {expected}")
+            cmd.ts_ns = max(cmd.ts_ns, engine.ts_ns)
+            engine.apply(cmd)
+            count += 1
+            after = record.position

@@ -1,0 +1,56 @@
+"""Black-box: `cashmarkets serve` on the embedded default answers /health and /ready, stops
+cleanly on SIGTERM, and leaves a data directory that verifies."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cashmarkets.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.1)
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).json()
+        assert ready["ready"] is True and ready["seq"] == 0
+        assert (data_dir / "journal.db").exists() and (data_dir / "store.db").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal: -SIGTERM is a clean stop.
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
+    output = proc.stdout.read().decode()  # type: ignore[union-attr]
+    assert "Application shutdown complete" in output, output
+    verify = subprocess.run(
+        [sys.executable, "-m", "cashmarkets.cli", "replay", "--verify", "--data-dir", str(data_dir)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout
