@@ -13,6 +13,7 @@ import time
 from cashmarkets.core.commands import Command, Deposit, PlaceHold, PostHold, TransferFunds, VoidHold
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.results import Accepted, TransfersDone
+from cashmarkets.ops import gcpolicy
 
 
 def workload(accounts: int, commands: int, seed: int) -> list[Command]:
@@ -60,9 +61,12 @@ def run(accounts: int = 10_000, commands: int = 300_000, seed: int = 1) -> dict[
     cmds = workload(accounts, commands, seed)
     setup, timed = cmds[:accounts], cmds[accounts:]
 
+    # The same GC policy as the runtime: thresholds, and the loaded state frozen.
+    gcpolicy.tune()
     engine = Engine()
     for cmd in setup:
         engine.apply(cmd)
+    gcpolicy.freeze_survivors()
     apply = engine.apply
     start = time.perf_counter()
     for cmd in timed:
@@ -72,6 +76,7 @@ def run(accounts: int = 10_000, commands: int = 300_000, seed: int = 1) -> dict[
     latency_engine = Engine()
     for cmd in setup:
         latency_engine.apply(cmd)
+    gcpolicy.freeze_survivors()
     apply = latency_engine.apply
     clock = time.perf_counter_ns
     samples = [0] * len(timed)

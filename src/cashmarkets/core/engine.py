@@ -88,6 +88,9 @@ class Engine:
         self.internal_errors = 0
         self.products: dict[str, Any] = {}
         self._handlers: dict[type[Command], Handler] = {}
+        # Cached: read on every command.
+        self._dedup_window_ns = self.config.dedup_window_ns
+        self._dedup_entries_max = self.config.dedup_entries_max
         self._dedup: dict[str, Result] = {}
         self._dedup_order: deque[tuple[int, str]] = deque()
         self._undo: list[Callable[[], None]] = []
@@ -163,8 +166,10 @@ class Engine:
                 else:
                     result = Accepted(seq=seq, command_id=command_id, data=out)  # type: ignore[arg-type]
         self._dedup[command_id] = result
-        self._dedup_order.append((ts_ns, command_id))
-        self._evict(ts_ns)
+        order = self._dedup_order
+        order.append((ts_ns, command_id))
+        if len(order) > self._dedup_entries_max or order[0][0] < ts_ns - self._dedup_window_ns:
+            self._evict(ts_ns)
         return result, events
 
     def _rollback(self) -> None:
@@ -175,8 +180,8 @@ class Engine:
 
     def _evict(self, ts_ns: int) -> None:
         order = self._dedup_order
-        oldest_ns = ts_ns - self.config.dedup_window_ns
-        limit = self.config.dedup_entries_max
+        oldest_ns = ts_ns - self._dedup_window_ns
+        limit = self._dedup_entries_max
         while order and (len(order) > limit or order[0][0] < oldest_ns):
             _, command_id = order.popleft()
             del self._dedup[command_id]

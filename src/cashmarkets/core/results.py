@@ -45,4 +45,4 @@ class AccountOpened(ResultData, tag="account_opened"):
 class TransfersDone(ResultData, tag="transfers_done"):
     """Transfer ids in leg order; for a hold the first id is the hold id to post or void later."""
 
-    transfer_ids: list[int]
+    transfer_ids: tuple[int, ...]

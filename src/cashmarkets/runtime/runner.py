@@ -25,6 +25,7 @@ from cashmarkets.core.commands import COMMAND_ID_LENGTH_MAX, Command
 from cashmarkets.core.engine import Engine, Result, snapshot_hash
 from cashmarkets.core.results import Rejected
 from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, CommandLog, LogCorrupted, Position
+from cashmarkets.ops import gcpolicy
 from cashmarkets.store.snapshots import SnapshotRecord, SqliteSnapshotStore
 
 log = structlog.get_logger("cashmarkets.runtime")
@@ -87,7 +88,9 @@ class Runtime:
         """Recover state (snapshot + replay), then start accepting commands."""
         await self.log.open()
         await asyncio.get_running_loop().run_in_executor(None, self.snapshots.open_sync)
+        gcpolicy.tune()
         await self.recover()
+        gcpolicy.freeze_survivors()
         self._writer = asyncio.create_task(self._write_loop(), name="runtime-writer")
         self._snapshotter = asyncio.create_task(self._snapshot_loop(), name="runtime-snapshots")
 
@@ -239,6 +242,8 @@ class Runtime:
         )
         previous = self._snapshot_position
         self._snapshot_seq = record.seq
+        # What survived until now is long-lived state: keep the collector from walking it again.
+        gcpolicy.freeze_survivors()
         await self.snapshots.save(record)
         self._snapshot_position = record.position
         self.stats["snapshots"] += 1

@@ -104,13 +104,13 @@ class LedgerProduct:
         out = self.ledger.resolve(cmd.hold_id, cmd.amount, cmd.seq, post=True)
         if isinstance(out, str):
             return Reject(out)
-        return TransfersDone(transfer_ids=[out.id])
+        return TransfersDone(transfer_ids=(out.id,))
 
     def void_hold(self, cmd: VoidHold) -> TransfersDone | Reject:
         out = self.ledger.resolve(cmd.hold_id, 0, cmd.seq, post=False)
         if isinstance(out, str):
             return Reject(out)
-        return TransfersDone(transfer_ids=[out.id])
+        return TransfersDone(transfer_ids=(out.id,))
 
     def linked(self, cmd: LinkedTransfers) -> TransfersDone | Reject:
         if not 0 < len(cmd.legs) <= TRANSFERS_PER_BATCH_MAX:
@@ -129,20 +129,25 @@ class LedgerProduct:
         out = self.ledger.execute(legs, cmd.seq)
         if isinstance(out, LedgerFailure):
             return Reject(out.code, f"leg {out.index}")
-        return TransfersDone(transfer_ids=[t.id for t in out])
+        return TransfersDone(transfer_ids=tuple(t.id for t in out))
 
     # ---- helpers --------------------------------------------------------------------------------
 
     def _move(
         self, debit_owner: str, credit_owner: str, asset: str, amount: int, code: str, *, pending: bool
     ) -> TransfersDone | Reject:
-        pair = self._accounts(debit_owner, credit_owner, asset, amount)
-        if isinstance(pair, Reject):
-            return pair
-        out = self.ledger.move(pair[0], pair[1], amount, code, self.engine.seq, pending=pending)
-        if isinstance(out, str):
+        by_key = self.ledger.by_key
+        dr = by_key.get((debit_owner, asset))
+        cr = by_key.get((credit_owner, asset))
+        if dr is None or cr is None:  # the uncommon path: accounts to open, or bad input
+            pair = self._accounts(debit_owner, credit_owner, asset, amount)
+            if isinstance(pair, Reject):
+                return pair
+            dr, cr = pair
+        out = self.ledger.move(dr, cr, amount, code, self.engine.seq, pending=pending)
+        if out.__class__ is str:
             return Reject(out)
-        return TransfersDone(transfer_ids=[out.id])
+        return TransfersDone(transfer_ids=(out.id,))  # type: ignore[union-attr]
 
     def _accounts(
         self, debit_owner: str, credit_owner: str, asset: str, amount: int

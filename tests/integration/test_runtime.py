@@ -1,0 +1,129 @@
+"""The runtime on a real journal: group commit, acknowledgement after durability, idempotent
+resubmission, snapshots by count, back-pressure, and a failed append."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from cashmarkets.core.commands import Deposit, TransferFunds
+from cashmarkets.core.engine import Engine
+from cashmarkets.core.results import Accepted, Rejected
+from cashmarkets.log.base import Position
+from cashmarkets.log.sqlite import SqliteJournal
+from cashmarkets.runtime import runner
+from cashmarkets.runtime.runner import Runtime, RuntimeConfig, RuntimeFailed
+from cashmarkets.store.snapshots import SqliteSnapshotStore
+
+
+def make_runtime(tmp_path: Path, **config: object) -> Runtime:
+    return Runtime(
+        Engine(),
+        SqliteJournal(tmp_path / "journal.db"),
+        SqliteSnapshotStore(tmp_path / "store.db"),
+        RuntimeConfig(**config),  # type: ignore[arg-type]
+    )
+
+
+async def test_concurrent_submissions_share_batches_and_all_land(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    await runtime.start()
+    results = await asyncio.gather(
+        *(
+            runtime.submit(Deposit(command_id=f"d{i}", owner=f"u{i % 5}", asset="USDC", amount=i + 1))
+            for i in range(300)
+        )
+    )
+    assert all(isinstance(r, Accepted) for r in results)
+    assert sorted(r.seq for r in results) == list(range(1, 301))
+    # 300 commands submitted at once must not take 300 fsyncs.
+    assert runtime.stats["batches"] < 30
+    balance = sum(runtime.engine.ledger.account(f"u{k}", "USDC").balance for k in range(5))  # type: ignore[union-attr]
+    assert balance == sum(range(1, 301))
+    await runtime.stop()
+    records = []
+    journal = SqliteJournal(tmp_path / "journal.db")
+    await journal.open()
+    records = await journal.read_from(None, 1000)
+    await journal.close()
+    assert len(records) == 300
+
+
+async def test_resubmitting_a_command_id_returns_the_first_result(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    await runtime.start()
+    first = await runtime.submit(Deposit(command_id="same", owner="a", asset="USDC", amount=100))
+    again = await runtime.submit(Deposit(command_id="same", owner="a", asset="USDC", amount=999))
+    assert again == first
+    assert runtime.engine.ledger.account("a", "USDC").balance == 100  # type: ignore[union-attr]
+    rejected = await runtime.submit(
+        TransferFunds(command_id="t", from_owner="a", to_owner="b", asset="USDC", amount=101)
+    )
+    assert isinstance(rejected, Rejected) and rejected.code == "insufficient_funds"
+    await runtime.stop()
+
+
+async def test_snapshot_every_n_commands_and_recovery_replays_only_the_tail(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, snapshot_every_commands=25)
+    await runtime.start()
+    for i in range(60):
+        await runtime.submit(Deposit(command_id=f"d{i}", owner="a", asset="USDC", amount=1))
+    await asyncio.sleep(0.05)  # let the snapshot writes finish
+    assert runtime.stats["snapshots"] >= 2
+    expected = runtime.engine.state_hash()
+    await runtime.stop(snapshot=False)
+
+    again = make_runtime(tmp_path)
+    await again.start()
+    assert again.engine.state_hash() == expected
+    assert again.recovered_from_seq >= 50
+    assert again.replayed == 60 - again.recovered_from_seq
+    await again.stop()
+
+
+async def test_back_pressure_refuses_past_the_pending_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "PENDING_COMMANDS_MAX", 4)
+    runtime = make_runtime(tmp_path)
+    await runtime.start()
+    tasks = [
+        asyncio.create_task(runtime.submit(Deposit(command_id=f"d{i}", owner="a", asset="USDC", amount=1)))
+        for i in range(4)
+    ]
+    await asyncio.sleep(0)
+    with pytest.raises(runner.Overloaded):
+        await runtime.submit(Deposit(command_id="one-too-many", owner="a", asset="USDC", amount=1))
+    assert all(isinstance(r, Accepted) for r in await asyncio.gather(*tasks))
+    await runtime.stop()
+
+
+async def test_bad_command_ids_are_refused_before_the_log(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    await runtime.start()
+    for bad in ("", "x" * 129):
+        with pytest.raises(ValueError, match="command_id"):
+            await runtime.submit(Deposit(command_id=bad, owner="a", asset="USDC", amount=1))
+    assert runtime.engine.seq == 0
+    await runtime.stop()
+
+
+class BrokenJournal(SqliteJournal):
+    async def append(self, records: Sequence[bytes]) -> list[Position]:
+        raise OSError("disk full")
+
+
+async def test_a_failed_append_fails_the_batch_and_stops_the_runtime(tmp_path: Path) -> None:
+    runtime = Runtime(Engine(), BrokenJournal(tmp_path / "j.db"), SqliteSnapshotStore(tmp_path / "s.db"))
+    await runtime.start()
+    with pytest.raises(RuntimeFailed, match="disk full"):
+        await runtime.submit(Deposit(command_id="d", owner="a", asset="USDC", amount=1))
+    # Nothing was applied: an unlogged command must never change the state.
+    assert runtime.engine.seq == 0
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeFailed):
+        await runtime.submit(Deposit(command_id="e", owner="a", asset="USDC", amount=1))
+    await runtime.stop()
