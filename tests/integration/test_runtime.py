@@ -127,3 +127,17 @@ async def test_a_failed_append_fails_the_batch_and_stops_the_runtime(tmp_path: P
     with pytest.raises(RuntimeFailed):
         await runtime.submit(Deposit(command_id="e", owner="a", asset="USDC", amount=1))
     await runtime.stop()
+
+
+async def test_a_bug_while_applying_fails_the_waiting_callers_instead_of_hanging(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    await runtime.start()
+    runtime.engine.seq = 5  # corrupt the engine: the next stamped seq will not match
+
+    def broken_apply(cmd: object) -> object:
+        raise AssertionError("seq gap")
+
+    runtime.engine.apply = broken_apply  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeFailed, match="seq gap"):
+        await asyncio.wait_for(runtime.submit(Deposit(command_id="d", owner="a", asset="USDC", amount=1)), 5)
+    await runtime.stop(snapshot=False)

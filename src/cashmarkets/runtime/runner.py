@@ -70,6 +70,7 @@ class Runtime:
         self.codec = engine.codec
         self.position: Position | None = None  # log position of the last applied command
         self._pending: list[tuple[Command, asyncio.Future[Result]]] = []
+        self._inflight: list[tuple[Command, asyncio.Future[Result]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._snapshotter: asyncio.Task[None] | None = None
@@ -87,6 +88,9 @@ class Runtime:
     async def start(self) -> None:
         """Recover state (snapshot + replay), then start accepting commands."""
         await self.log.open()
+        warn = getattr(self.log, "durability_warning", None)
+        if warn is not None and (message := await warn()):
+            log.warning("command log durability", detail=message)
         await asyncio.get_running_loop().run_in_executor(None, self.snapshots.open_sync)
         gcpolicy.tune()
         await self.recover()
@@ -163,18 +167,21 @@ class Runtime:
                     limit = min(self.config.batch_records_max, APPEND_BATCH_RECORDS_MAX)
                     batch = self._pending[:limit]
                     del self._pending[:limit]
+                    self._inflight = batch
                     await self._write_batch(batch)
+                    self._inflight = []
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             # A failed append leaves the log's tail uncertain: stop taking commands; a restart
             # recovers from whatever the log holds.
             self._failed = exc
-            log.error("log append failed; runtime stopped", error=repr(exc))
-            for _, future in self._pending:
+            log.error("runtime stopped: log append or apply failed", error=repr(exc))
+            for _, future in self._inflight + self._pending:
                 if not future.done():
                     future.set_exception(RuntimeFailed(repr(exc)))
             self._pending.clear()
+            self._inflight = []
             raise
 
     async def _write_batch(self, batch: list[tuple[Command, asyncio.Future[Result]]]) -> None:
