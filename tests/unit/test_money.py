@@ -243,7 +243,7 @@ def test_default_assets() -> None:
         "USD": 2,
         "USDC": 6,
         "BTC": 8,
-        "ETH": 18,
+        "ETH": 9,
         "SOL": 9,
     }
     usd = asset("USD")

@@ -4,7 +4,7 @@ Codes are stable snake_case strings: clients and stored results depend on them, 
 never renamed or reused. Group by stage, as exchange-core does:
 
     engine   unknown_command, duplicate_command_id, internal_error, bad_command
-    ledger   amount_must_be_positive ... exceeds_pending_amount
+    ledger   amount_must_be_positive ... overflow
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ EXCEEDS_PENDING_AMOUNT: Final = "exceeds_pending_amount"
 LINKED_EVENT_FAILED: Final = "linked_event_failed"
 TOO_MANY_TRANSFERS: Final = "too_many_transfers"
 ACCOUNTS_MAX_REACHED: Final = "accounts_max_reached"
+OVERFLOW: Final = "overflow"
 
 DESCRIPTIONS: Final[dict[str, str]] = {
     UNKNOWN_COMMAND: "No handler is registered for this command type.",
@@ -58,4 +59,5 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     LINKED_EVENT_FAILED: "Another transfer of the same linked batch failed; none was applied.",
     TOO_MANY_TRANSFERS: "A linked batch holds at most TRANSFERS_PER_BATCH_MAX transfers.",
     ACCOUNTS_MAX_REACHED: "The engine holds at most ACCOUNTS_MAX accounts.",
+    OVERFLOW: "An account's running total would pass TOTAL_MAX (2**63 - 1 minor units).",
 }

@@ -134,9 +134,13 @@ class Engine:
         self.seq = seq
         self.ts_ns = ts_ns = cmd.ts_ns
         command_id = cmd.command_id
+        order = self._dedup_order
+        # Expire by age first, so whether a repeat is answered from the table depends only on
+        # its own timestamp, never on whether other commands happened to arrive in between.
+        if order and order[0][0] < ts_ns - self._dedup_window_ns:
+            self._evict(ts_ns)
         prior = self._dedup.get(command_id)
         if prior is not None:
-            self._evict(ts_ns)
             return prior, []
         # Fresh per-command buffers: the ledger's undo journal and the event list.
         events: list[Any] = []
@@ -166,9 +170,8 @@ class Engine:
                 else:
                     result = Accepted(seq=seq, command_id=command_id, data=out)  # type: ignore[arg-type]
         self._dedup[command_id] = result
-        order = self._dedup_order
         order.append((ts_ns, command_id))
-        if len(order) > self._dedup_entries_max or order[0][0] < ts_ns - self._dedup_window_ns:
+        if len(order) > self._dedup_entries_max:
             self._evict(ts_ns)
         return result, events
 

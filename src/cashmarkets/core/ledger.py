@@ -27,6 +27,9 @@ import msgspec
 from cashmarkets.core import codes
 
 ACCOUNTS_MAX: Final = 10_000_000
+# Every running total fits a signed 64-bit integer: a PostgreSQL BIGINT and a MessagePack int.
+# Asset decimals are chosen so that this is ample (ETH in gwei: 9.2e9 ETH).
+TOTAL_MAX: Final = 2**63 - 1
 TRANSFERS_PER_BATCH_MAX: Final = 64
 OWNER_LENGTH_MAX: Final = 128
 
@@ -270,6 +273,12 @@ class Ledger:
             return codes.INSUFFICIENT_FUNDS
         if cr.flags & NO_CREDIT_EXCESS and cr.credits_posted + cr.credits_pending + amount > cr.debits_posted:
             return codes.EXCEEDS_DEBITS
+        # posted + pending bounds what either total can reach once the hold is posted.
+        if (
+            dr.debits_posted + dr.debits_pending + amount > TOTAL_MAX
+            or cr.credits_posted + cr.credits_pending + amount > TOTAL_MAX
+        ):
+            return codes.OVERFLOW
         transfer_id = self.next_transfer_id
         self.next_transfer_id = transfer_id + 1
         if pending:

@@ -219,7 +219,9 @@ ASSETS: dict[str, Asset] = {
         Asset(code="USD", decimals=2, name="US dollar"),  # minor unit: cents
         Asset(code="USDC", decimals=6, name="USD Coin"),
         Asset(code="BTC", decimals=8, name="Bitcoin"),  # minor unit: satoshi
-        Asset(code="ETH", decimals=18, name="Ether"),  # minor unit: wei
+        # Gwei, not wei: ledger totals are signed 64-bit (ledger.TOTAL_MAX), and 18 decimals
+        # would cap them at 9.2 ETH.
+        Asset(code="ETH", decimals=9, name="Ether"),  # minor unit: gwei
         Asset(code="SOL", decimals=9, name="Solana"),  # minor unit: lamport
     )
 }

@@ -122,6 +122,9 @@ class LedgerProduct:
                 continue
             if spec.kind != SINGLE and spec.kind != PENDING:
                 return Reject(codes.BAD_COMMAND, f"unknown transfer kind {spec.kind}")
+            if spec.from_owner.startswith("@"):
+                # Money leaves system accounts only through product handlers, never by command.
+                return Reject(codes.BAD_OWNER, "a leg may not debit a system account")
             pair = self._accounts(spec.from_owner, spec.to_owner, spec.asset, spec.amount)
             if isinstance(pair, Reject):
                 return pair
