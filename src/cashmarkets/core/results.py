@@ -22,7 +22,8 @@ class ResultData(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
     """Base of every accepted command's payload."""
 
 
-class Accepted(msgspec.Struct, tag="accepted", kw_only=True, gc=False):
+# Not kw_only: the engine builds one per command, positionally (measurably faster).
+class Accepted(msgspec.Struct, tag="accepted", gc=False):
     seq: int
     command_id: str
     data: ResultData | None = None

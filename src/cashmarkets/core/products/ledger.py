@@ -83,22 +83,22 @@ class LedgerProduct:
     def deposit(self, cmd: Deposit) -> TransfersDone | Reject:
         if cmd.owner.startswith("@"):
             return Reject(codes.BAD_OWNER, "deposits are for user accounts")
-        return self._move(WORLD, cmd.owner, cmd.asset, cmd.amount, cmd.code, pending=False)
+        return self._move(WORLD, cmd.owner, cmd.asset, cmd.amount, cmd.code, False, cmd.seq)
 
     def withdraw(self, cmd: Withdraw) -> TransfersDone | Reject:
         if cmd.owner.startswith("@"):
             return Reject(codes.BAD_OWNER, "withdrawals are for user accounts")
-        return self._move(cmd.owner, WORLD, cmd.asset, cmd.amount, "withdrawal", pending=False)
+        return self._move(cmd.owner, WORLD, cmd.asset, cmd.amount, "withdrawal", False, cmd.seq)
 
     def transfer(self, cmd: TransferFunds) -> TransfersDone | Reject:
         if cmd.from_owner.startswith("@") or cmd.to_owner.startswith("@"):
             return Reject(codes.BAD_OWNER, "transfers move money between users; products move the rest")
-        return self._move(cmd.from_owner, cmd.to_owner, cmd.asset, cmd.amount, cmd.code, pending=False)
+        return self._move(cmd.from_owner, cmd.to_owner, cmd.asset, cmd.amount, cmd.code, False, cmd.seq)
 
     def hold(self, cmd: PlaceHold) -> TransfersDone | Reject:
         if cmd.owner.startswith("@"):
             return Reject(codes.BAD_OWNER, "holds are placed on user accounts")
-        return self._move(cmd.owner, cmd.to_owner, cmd.asset, cmd.amount, cmd.code, pending=True)
+        return self._move(cmd.owner, cmd.to_owner, cmd.asset, cmd.amount, cmd.code, True, cmd.seq)
 
     def post_hold(self, cmd: PostHold) -> TransfersDone | Reject:
         out = self.ledger.resolve(cmd.hold_id, cmd.amount, cmd.seq, post=True)
@@ -137,7 +137,7 @@ class LedgerProduct:
     # ---- helpers --------------------------------------------------------------------------------
 
     def _move(
-        self, debit_owner: str, credit_owner: str, asset: str, amount: int, code: str, *, pending: bool
+        self, debit_owner: str, credit_owner: str, asset: str, amount: int, code: str, pending: bool, seq: int
     ) -> TransfersDone | Reject:
         by_key = self.ledger.by_key
         dr = by_key.get((debit_owner, asset))
@@ -147,7 +147,7 @@ class LedgerProduct:
             if isinstance(pair, Reject):
                 return pair
             dr, cr = pair
-        out = self.ledger.move(dr, cr, amount, code, self.engine.seq, pending=pending)
+        out = self.ledger.move(dr, cr, amount, code, seq, pending)
         if out.__class__ is str:
             return Reject(out)
         return TransfersDone(transfer_ids=(out.id,))  # type: ignore[union-attr]
