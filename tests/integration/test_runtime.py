@@ -66,16 +66,23 @@ async def test_resubmitting_a_command_id_returns_the_first_result(tmp_path: Path
     await runtime.stop()
 
 
-async def test_snapshot_every_n_commands_and_recovery_replays_only_the_tail(tmp_path: Path) -> None:
-    runtime = make_runtime(tmp_path, snapshot_every_commands=25)
+@pytest.mark.parametrize("fork", [True, False], ids=["forked-capture", "inline-capture"])
+async def test_snapshot_every_n_commands_and_recovery_replays_only_the_tail(
+    tmp_path: Path, fork: bool
+) -> None:
+    runtime = make_runtime(tmp_path, snapshot_every_commands=25, snapshot_fork=fork)
     await runtime.start()
     for i in range(60):
         await runtime.submit(Deposit(command_id=f"d{i}", owner="a", asset="USDC", amount=1))
-    await asyncio.sleep(0.05)  # let the snapshot writes finish
+    for _ in range(200):  # let the snapshot writes finish
+        if runtime.stats["snapshots"] >= 2:
+            break
+        await asyncio.sleep(0.01)
     assert runtime.stats["snapshots"] >= 2
     expected = runtime.engine.state_hash()
     await runtime.stop(snapshot=False)
 
+    assert not list(tmp_path.glob(".snapshot-*")), "scratch files left behind"
     again = make_runtime(tmp_path)
     await again.start()
     assert again.engine.state_hash() == expected

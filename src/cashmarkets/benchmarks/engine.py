@@ -7,13 +7,17 @@ Both must end with the same state_hash: the bench doubles as a determinism check
 
 from __future__ import annotations
 
+import asyncio
 import random
+import tempfile
 import time
+from pathlib import Path
 
 from cashmarkets.core.commands import Command, Deposit, PlaceHold, PostHold, TransferFunds, VoidHold
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.results import Accepted, TransfersDone
 from cashmarkets.ops import gcpolicy
+from cashmarkets.runtime import forksnap
 
 
 def workload(accounts: int, commands: int, seed: int) -> list[Command]:
@@ -85,6 +89,7 @@ def run(accounts: int = 10_000, commands: int = 300_000, seed: int = 1) -> dict[
         apply(cmd)
         samples[i] = clock() - t0
     samples.sort()
+    snapshot = asyncio.run(snapshot_figures(engine))
     state_hash = engine.state_hash()
     assert state_hash == latency_engine.state_hash(), "same commands gave different states"
     return {
@@ -96,4 +101,39 @@ def run(accounts: int = 10_000, commands: int = 300_000, seed: int = 1) -> dict[
         "p99_us": round(samples[int(len(samples) * 0.99)] / 1000, 2),
         "max_us": round(samples[-1] / 1000, 2),
         "state_hash": state_hash,
+        **snapshot,
     }
+
+
+async def snapshot_figures(engine: Engine) -> dict[str, object]:
+    """What a snapshot of this state costs the event loop: inline encode vs the fork stall."""
+    start = time.perf_counter()
+    data = engine.snapshot()
+    inline_ms = (time.perf_counter() - start) * 1000
+    figures: dict[str, object] = {
+        "snapshot_mb": round(len(data) / 1e6, 2),
+        "snapshot_inline_ms": round(inline_ms, 1),
+    }
+    if forksnap.supported():
+        stalls: list[float] = []
+
+        async def ticker() -> None:
+            # The longest gap between two loop iterations is the stall a command would see.
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                stalls.append(now - last)
+                last = now
+
+        with tempfile.TemporaryDirectory() as tmp:
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            start = time.perf_counter()
+            forked = await forksnap.capture(engine.snapshot, Path(tmp), "bench")
+            total_ms = (time.perf_counter() - start) * 1000
+            task.cancel()
+        assert forked == data, "the forked child encoded a different state"
+        figures["snapshot_fork_max_loop_stall_ms"] = round(max(stalls) * 1000, 1)
+        figures["snapshot_fork_total_ms"] = round(total_ms, 1)
+    return figures

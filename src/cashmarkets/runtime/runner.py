@@ -26,6 +26,7 @@ from cashmarkets.core.engine import Engine, Result, snapshot_hash
 from cashmarkets.core.results import Rejected
 from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, CommandLog, LogCorrupted, Position
 from cashmarkets.ops import gcpolicy
+from cashmarkets.runtime import forksnap
 from cashmarkets.store.snapshots import SnapshotRecord, SqliteSnapshotStore
 
 log = structlog.get_logger("cashmarkets.runtime")
@@ -40,6 +41,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_interval_s: float = 10.0
     snapshot_every_commands: int = 100_000
     batch_records_max: int = 1024
+    # Serialize snapshots in a forked child (see forksnap.py); inline where fork does not exist.
+    snapshot_fork: bool = forksnap.supported()
     # Drop log records below the previous snapshot once a newer one is durable. Off by default:
     # the full log lets `cashmarkets replay --verify` rebuild everything from the first command.
     trim_log: bool = False
@@ -77,6 +80,7 @@ class Runtime:
         self._last_ts_ns = 0
         self._failed: BaseException | None = None
         self._snapshot_seq = 0
+        self._snapshotting = False
         self._snapshot_position: Position | None = None
         self._subscribers: list[Callable[[list[Any]], None]] = []
         self.recovered_from_seq = 0
@@ -92,6 +96,7 @@ class Runtime:
         if warn is not None and (message := await warn()):
             log.warning("command log durability", detail=message)
         await asyncio.get_running_loop().run_in_executor(None, self.snapshots.open_sync)
+        forksnap.remove_leftovers(self.snapshots.path.parent)
         gcpolicy.tune()
         await self.recover()
         gcpolicy.freeze_survivors()
@@ -236,19 +241,28 @@ class Runtime:
 
     async def take_snapshot(self) -> SnapshotRecord | None:
         """Capture the state between two batches, then write it on the store's thread."""
-        if self.position is None or self.engine.seq <= self._snapshot_seq:
+        if self.position is None or self.engine.seq <= self._snapshot_seq or self._snapshotting:
             return None
-        # No await between these lines: the state, seq and position are one consistent cut.
-        data = self.engine.snapshot()
-        record = SnapshotRecord(
-            seq=self.engine.seq,
-            position=self.position,
-            state_hash=snapshot_hash(data),
-            ts_ns=self.engine.ts_ns,
-            data=data,
-        )
+        self._snapshotting = True
+        try:
+            return await self._take_snapshot()
+        finally:
+            self._snapshotting = False
+
+    async def _take_snapshot(self) -> SnapshotRecord:
+        assert self.position is not None
+        # seq, position and the state are one consistent cut: no await until the capture began
+        # (inline: the bytes exist; fork: the child holds a copy-on-write image of this instant).
+        seq, position, ts_ns = self.engine.seq, self.position, self.engine.ts_ns
         previous = self._snapshot_position
-        self._snapshot_seq = record.seq
+        self._snapshot_seq = seq
+        if self.config.snapshot_fork:
+            data = await forksnap.capture(self.engine.snapshot, self.snapshots.path.parent, str(seq))
+        else:
+            data = self.engine.snapshot()
+        record = SnapshotRecord(
+            seq=seq, position=position, state_hash=snapshot_hash(data), ts_ns=ts_ns, data=data
+        )
         # What survived until now is long-lived state: keep the collector from walking it again.
         gcpolicy.freeze_survivors()
         await self.snapshots.save(record)
