@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Run each benchmark at a tiny size and check it prints one JSON object. Not a measurement.
+# Run each benchmark at a tiny size and check that stdout is exactly one JSON object.
+# Not a measurement: sizes are far too small to mean anything.
 set -euo pipefail
 BIN=${VENV:-.venv}/bin
-check() { "$@" 2>/dev/null | tail -n 1 | "$BIN/python" -c 'import json,sys; d=json.loads(sys.stdin.read()); assert isinstance(d, dict); print("bench ok:", d.get("bench"), d.get("backend", ""))'; }
+check() {
+  "$@" 2>/dev/null | "$BIN/python" -c '
+import json, sys
+lines = sys.stdin.read().splitlines()
+assert len(lines) == 1, f"expected one line of JSON on stdout, got {len(lines)}"
+d = json.loads(lines[0])
+assert isinstance(d, dict) and d.get("commands_per_s", 0) > 0, d
+print("bench ok:", d["bench"], d.get("backend", ""))'
+}
 check "$BIN/cashmarkets" bench engine --accounts 100 --commands 2000
 check "$BIN/cashmarkets" bench journal --backend sqlite --submitters 8 --duration-s 0.5
 check "$BIN/cashmarkets" bench journal --backend redis --submitters 8 --duration-s 0.5
+check "$BIN/python" bench/engine.py 2000

@@ -20,6 +20,15 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks; each prints one JSON object.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
+
+@app.callback()
+def _configure() -> None:
+    """Logs are JSON lines on stderr for every command, so stdout carries only results."""
+    from cashmarkets.ops.logging import configure_logging
+
+    configure_logging(Settings.from_env().log_level)
+
+
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory [env CASHMARKETS_DATA_DIR].")
 ]
@@ -44,10 +53,8 @@ def serve(
     import uvicorn
 
     from cashmarkets.api.app import create_app
-    from cashmarkets.ops.logging import configure_logging
 
     settings = Settings.from_env(data_dir=data_dir, host=host, port=port)
-    configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
