@@ -16,12 +16,15 @@ from cashmarkets.core import codes
 from cashmarkets.core.commands import (
     LEDGER_COMMANDS,
     Command,
+    CompleteWithdrawal,
     Deposit,
     LegSpec,
     LinkedTransfers,
     OpenAccount,
     PlaceHold,
     PostHold,
+    RejectWithdrawal,
+    RequestWithdrawal,
     TransferFunds,
     VoidHold,
     Withdraw,
@@ -493,6 +496,9 @@ def every_ledger_command() -> list[Command]:
         PlaceHold(command_id="h", owner="alice", asset="SOL", amount=9, to_owner="@escrow:dice", code="bet"),
         PostHold(command_id="p", hold_id=42, amount=3),
         VoidHold(command_id="v", hold_id=43),
+        RequestWithdrawal(command_id="rw", owner="alice", asset="BTC", amount=5, destination="bc1qxyz"),
+        CompleteWithdrawal(command_id="cw", hold_id=44, reference="txid"),
+        RejectWithdrawal(command_id="jw", hold_id=45, reason="kyc"),
         LinkedTransfers(
             command_id="l",
             legs=[

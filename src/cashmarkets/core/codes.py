@@ -36,6 +36,8 @@ LINKED_EVENT_FAILED: Final = "linked_event_failed"
 TOO_MANY_TRANSFERS: Final = "too_many_transfers"
 ACCOUNTS_MAX_REACHED: Final = "accounts_max_reached"
 OVERFLOW: Final = "overflow"
+WITHDRAWAL_NOT_FOUND: Final = "withdrawal_not_found"
+BAD_DESTINATION: Final = "bad_destination"
 
 DESCRIPTIONS: Final[dict[str, str]] = {
     UNKNOWN_COMMAND: "No handler is registered for this command type.",
@@ -60,4 +62,6 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     TOO_MANY_TRANSFERS: "A linked batch holds at most TRANSFERS_PER_BATCH_MAX transfers.",
     ACCOUNTS_MAX_REACHED: "The engine holds at most ACCOUNTS_MAX accounts.",
     OVERFLOW: "An account's running total would pass TOTAL_MAX (2**63 - 1 minor units).",
+    WITHDRAWAL_NOT_FOUND: "No pending withdrawal has this id.",
+    BAD_DESTINATION: "A withdrawal destination is 1..256 printable characters.",
 }

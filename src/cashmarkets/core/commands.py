@@ -2,7 +2,7 @@
 
     Command (base: command_id, seq, ts_ns)
       ├── ledger: OpenAccount, Deposit, Withdraw, TransferFunds, PlaceHold, PostHold, VoidHold,
-      │           LinkedTransfers
+      │           LinkedTransfers, RequestWithdrawal, CompleteWithdrawal, RejectWithdrawal
       └── products add their own (each module lists them in its COMMANDS tuple)
 
 `command_id` is the client's idempotency key: the engine answers a repeat with the first result
@@ -93,6 +93,32 @@ class LinkedTransfers(Command, tag="linked_transfers"):
     legs: list[LegSpec]
 
 
+DESTINATION_LENGTH_MAX = 256
+
+
+class RequestWithdrawal(Command, tag="request_withdrawal"):
+    """Hold funds for a withdrawal to `destination`; an admin or a chain adapter resolves it."""
+
+    owner: str
+    asset: str
+    amount: int
+    destination: str
+
+
+class CompleteWithdrawal(Command, tag="complete_withdrawal"):
+    """The money left (e.g. a chain transaction confirmed): post the hold to @world."""
+
+    hold_id: int
+    reference: str = ""
+
+
+class RejectWithdrawal(Command, tag="reject_withdrawal"):
+    """The withdrawal will not happen: void the hold, the funds are available again."""
+
+    hold_id: int
+    reason: str = ""
+
+
 LEDGER_COMMANDS: tuple[type[Command], ...] = (
     OpenAccount,
     Deposit,
@@ -102,4 +128,7 @@ LEDGER_COMMANDS: tuple[type[Command], ...] = (
     PostHold,
     VoidHold,
     LinkedTransfers,
+    RequestWithdrawal,
+    CompleteWithdrawal,
+    RejectWithdrawal,
 )

@@ -96,7 +96,7 @@ class Engine:
         # (the tuples cost ~10 % of apply throughput, mostly in GC).
         self._dedup_ts: deque[int] = deque()
         self._dedup_ids: deque[str] = deque()
-        self._undo: list[Callable[[], None]] = []
+        self._undo: list[Callable[[], object]] = []
         self._events: list[Any] = []
         self.register(LedgerProduct(self))
         for product in products:
@@ -122,7 +122,7 @@ class Engine:
 
     # ---- applying -----------------------------------------------------------------------------
 
-    def on_rollback(self, undo: Callable[[], None]) -> None:
+    def on_rollback(self, undo: Callable[[], object]) -> None:
         """Handlers that mutate product state register how to undo it, in case they later raise."""
         self._undo.append(undo)
 

@@ -19,6 +19,22 @@ class AccountCreated(msgspec.Struct, tag="account_created", array_like=True, gc=
     flags: int
 
 
-Event = Transfer | AccountCreated
+class WithdrawalRequested(msgspec.Struct, tag="withdrawal_requested", array_like=True, gc=False):
+    seq: int
+    hold_id: int
+    owner: str
+    asset: str
+    amount: int
+    destination: str
 
-LEDGER_EVENTS: tuple[type, ...] = (Transfer, AccountCreated)
+
+class WithdrawalResolved(msgspec.Struct, tag="withdrawal_resolved", array_like=True, gc=False):
+    seq: int
+    hold_id: int
+    status: str  # completed | rejected
+    reference: str
+
+
+Event = Transfer | AccountCreated | WithdrawalRequested | WithdrawalResolved
+
+LEDGER_EVENTS: tuple[type, ...] = (Transfer, AccountCreated, WithdrawalRequested, WithdrawalResolved)

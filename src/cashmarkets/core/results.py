@@ -47,3 +47,8 @@ class TransfersDone(ResultData, tag="transfers_done"):
     """Transfer ids in leg order; for a hold the first id is the hold id to post or void later."""
 
     transfer_ids: tuple[int, ...]
+
+
+class WithdrawalState(ResultData, tag="withdrawal"):
+    hold_id: int
+    status: str  # pending | completed | rejected

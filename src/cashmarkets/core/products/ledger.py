@@ -1,28 +1,35 @@
 """The ledger commands as the engine's first product: accounts, deposits, withdrawals, transfers
 and holds (two-phase: place, then post fully/partly or void).
 
-The ledger state itself lives in the engine (every product uses it); this product only has
-handlers, so its own snapshot state is empty.
+The ledger state itself lives in the engine (every product uses it); this product's own state
+is the set of pending withdrawals (hold id -> owner), so that only a withdrawal's hold can be
+completed or rejected as one.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from cashmarkets.core import codes
 from cashmarkets.core.commands import (
+    DESTINATION_LENGTH_MAX,
     LEDGER_COMMANDS,
     Command,
+    CompleteWithdrawal,
     Deposit,
     LinkedTransfers,
     OpenAccount,
     PlaceHold,
     PostHold,
+    RejectWithdrawal,
+    RequestWithdrawal,
     TransferFunds,
     VoidHold,
     Withdraw,
 )
-from cashmarkets.core.events import AccountCreated
+from cashmarkets.core.events import AccountCreated, WithdrawalRequested, WithdrawalResolved
 from cashmarkets.core.ledger import (
     PENDING,
     POST,
@@ -34,7 +41,10 @@ from cashmarkets.core.ledger import (
     LedgerFailure,
     Leg,
 )
-from cashmarkets.core.results import AccountOpened, Reject, ResultData, TransfersDone
+from cashmarkets.core.results import AccountOpened, Reject, ResultData, TransfersDone, WithdrawalState
+
+_STATE_ENCODER = msgspec.msgpack.Encoder()
+_STATE_DECODER = msgspec.msgpack.Decoder(list[tuple[int, str]])
 
 if TYPE_CHECKING:
     from cashmarkets.core.engine import Engine, Handler
@@ -44,11 +54,12 @@ class LedgerProduct:
     name = "ledger"
     commands = LEDGER_COMMANDS
     events: tuple[type, ...] = ()
-    results: tuple[type[ResultData], ...] = (AccountOpened, TransfersDone)
+    results: tuple[type[ResultData], ...] = (AccountOpened, TransfersDone, WithdrawalState)
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.ledger = engine.ledger
+        self.withdrawals: dict[int, str] = {}  # pending withdrawal hold id -> owner
 
     def handlers(self) -> dict[type[Command], Handler]:
         return {
@@ -60,13 +71,16 @@ class LedgerProduct:
             PostHold: self.post_hold,
             VoidHold: self.void_hold,
             LinkedTransfers: self.linked,
+            RequestWithdrawal: self.request_withdrawal,
+            CompleteWithdrawal: self.complete_withdrawal,
+            RejectWithdrawal: self.reject_withdrawal,
         }
 
     def snapshot_state(self) -> bytes:
-        return b""
+        return _STATE_ENCODER.encode(sorted(self.withdrawals.items()))
 
     def restore_state(self, data: bytes) -> None:
-        assert data == b""
+        self.withdrawals = dict(_STATE_DECODER.decode(data))
 
     # ---- handlers -------------------------------------------------------------------------------
 
@@ -101,12 +115,16 @@ class LedgerProduct:
         return self._move(cmd.owner, cmd.to_owner, cmd.asset, cmd.amount, cmd.code, True, cmd.seq)
 
     def post_hold(self, cmd: PostHold) -> TransfersDone | Reject:
+        if cmd.hold_id in self.withdrawals:
+            return Reject(codes.BAD_COMMAND, "a withdrawal resolves by complete_withdrawal")
         out = self.ledger.resolve(cmd.hold_id, cmd.amount, cmd.seq, post=True)
         if isinstance(out, str):
             return Reject(out)
         return TransfersDone(transfer_ids=(out.id,))
 
     def void_hold(self, cmd: VoidHold) -> TransfersDone | Reject:
+        if cmd.hold_id in self.withdrawals:
+            return Reject(codes.BAD_COMMAND, "a withdrawal resolves by reject_withdrawal")
         out = self.ledger.resolve(cmd.hold_id, 0, cmd.seq, post=False)
         if isinstance(out, str):
             return Reject(out)
@@ -118,6 +136,8 @@ class LedgerProduct:
         legs: list[Leg] = []
         for spec in cmd.legs:
             if spec.kind == POST or spec.kind == VOID:
+                if spec.pending_id in self.withdrawals:
+                    return Reject(codes.BAD_COMMAND, "a withdrawal resolves by its own commands")
                 legs.append(Leg(spec.kind, amount=spec.amount, pending_id=spec.pending_id))
                 continue
             if spec.kind != SINGLE and spec.kind != PENDING:
@@ -133,6 +153,44 @@ class LedgerProduct:
         if isinstance(out, LedgerFailure):
             return Reject(out.code, f"leg {out.index}")
         return TransfersDone(transfer_ids=tuple(t.id for t in out))
+
+    def request_withdrawal(self, cmd: RequestWithdrawal) -> WithdrawalState | Reject:
+        if cmd.owner.startswith("@"):
+            return Reject(codes.BAD_OWNER, "withdrawals are for user accounts")
+        destination = cmd.destination
+        if not 0 < len(destination) <= DESTINATION_LENGTH_MAX or not destination.isprintable():
+            return Reject(codes.BAD_DESTINATION)
+        done = self._move(cmd.owner, WORLD, cmd.asset, cmd.amount, "withdrawal", True, cmd.seq)
+        if isinstance(done, Reject):
+            return done
+        hold_id = done.transfer_ids[0]
+        self.withdrawals[hold_id] = cmd.owner
+        self.engine.on_rollback(lambda: self.withdrawals.pop(hold_id, None))
+        self.engine.emit(WithdrawalRequested(cmd.seq, hold_id, cmd.owner, cmd.asset, cmd.amount, destination))
+        return WithdrawalState(hold_id=hold_id, status="pending")
+
+    def complete_withdrawal(self, cmd: CompleteWithdrawal) -> WithdrawalState | Reject:
+        return self._resolve_withdrawal(cmd.hold_id, cmd.seq, cmd.reference, post=True)
+
+    def reject_withdrawal(self, cmd: RejectWithdrawal) -> WithdrawalState | Reject:
+        return self._resolve_withdrawal(cmd.hold_id, cmd.seq, cmd.reason, post=False)
+
+    def _resolve_withdrawal(
+        self, hold_id: int, seq: int, reference: str, *, post: bool
+    ) -> WithdrawalState | Reject:
+        owner = self.withdrawals.get(hold_id)
+        if owner is None:
+            return Reject(codes.WITHDRAWAL_NOT_FOUND, str(hold_id))
+        if len(reference) > DESTINATION_LENGTH_MAX:
+            return Reject(codes.BAD_COMMAND, f"reference is at most {DESTINATION_LENGTH_MAX} characters")
+        out = self.ledger.resolve(hold_id, 0, seq, post=post)
+        # A withdrawal's hold is resolved only through these commands, so it must still be pending.
+        assert not isinstance(out, str), out
+        del self.withdrawals[hold_id]
+        self.engine.on_rollback(lambda: self.withdrawals.__setitem__(hold_id, owner))
+        status = "completed" if post else "rejected"
+        self.engine.emit(WithdrawalResolved(seq, hold_id, status, reference))
+        return WithdrawalState(hold_id=hold_id, status=status)
 
     # ---- helpers --------------------------------------------------------------------------------
 
