@@ -1,4 +1,4 @@
-"""`cashmarkets …`: serve, replay --verify, bench."""
+"""`cashmarkets …`: serve, replay --verify, migrate, bench."""
 
 from __future__ import annotations
 
@@ -82,6 +82,49 @@ def replay(
     typer.echo(msgspec.json.encode(report).decode())
     if verify and not report.ok:  # type: ignore[attr-defined]
         raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    data_dir: DataDir = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Store database; unset means SQLite store.db in the data directory"
+            " [env CASHMARKETS_DATABASE_URL].",
+        ),
+    ] = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the store's schema up to --revision and print the current one."""
+    import logging
+
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at import
+
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cashmarkets.store import db
+    from cashmarkets.store import migrate as migrations
+
+    settings = Settings.from_env(data_dir=data_dir, database_url=database_url)
+    try:
+        url = db.database_url(settings.database_url, settings.data_dir)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+    async def upgrade_then_current() -> str | None:
+        await migrations.upgrade(url, revision)
+        return await migrations.current(url)
+
+    try:
+        current = _run(upgrade_then_current())
+    except (CommandError, SQLAlchemyError, OSError) as exc:
+        typer.echo(f"migration failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"revision": current}))
 
 
 @bench_app.command("engine")

@@ -16,15 +16,16 @@ from cashmarkets.log.base import Position
 from cashmarkets.log.sqlite import SqliteJournal
 from cashmarkets.runtime import runner
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig, RuntimeFailed
-from cashmarkets.store.snapshots import SqliteSnapshotStore
+from cashmarkets.store.snapshots import SnapshotStore
 
 
 def make_runtime(tmp_path: Path, **config: object) -> Runtime:
     return Runtime(
         Engine(),
         SqliteJournal(tmp_path / "journal.db"),
-        SqliteSnapshotStore(tmp_path / "store.db"),
+        SnapshotStore(f"sqlite+aiosqlite:///{tmp_path}/store.db"),
         RuntimeConfig(**config),  # type: ignore[arg-type]
+        scratch_dir=tmp_path,
     )
 
 
@@ -124,7 +125,12 @@ class BrokenJournal(SqliteJournal):
 
 
 async def test_a_failed_append_fails_the_batch_and_stops_the_runtime(tmp_path: Path) -> None:
-    runtime = Runtime(Engine(), BrokenJournal(tmp_path / "j.db"), SqliteSnapshotStore(tmp_path / "s.db"))
+    runtime = Runtime(
+        Engine(),
+        BrokenJournal(tmp_path / "j.db"),
+        SnapshotStore(f"sqlite+aiosqlite:///{tmp_path}/s.db"),
+        scratch_dir=tmp_path,
+    )
     await runtime.start()
     with pytest.raises(RuntimeFailed, match="disk full"):
         await runtime.submit(Deposit(command_id="d", owner="a", asset="USDC", amount=1))

@@ -1,41 +1,165 @@
-"""The HTTP application. For now: liveness and readiness; the platform API builds on this."""
+"""The HTTP application: Litestar + msgspec, versioned under /api/v1, OpenAPI at /openapi.json,
+interactive docs at /docs.
+
+Embedded mode (`cashmarkets serve`): one process holds the runtime (log + engine), the projector
+and the API. The lifespan builds everything in that order and tears it down in reverse.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
-from litestar import Litestar, get
+import structlog
+from litestar import Litestar, Request, Response, get
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.response import Redirect
 
+from cashmarkets.api.accounts import AccountsController
+from cashmarkets.api.admin import AdminController
+from cashmarkets.api.auth import AuthController
+from cashmarkets.api.context import request_id_middleware
+from cashmarkets.api.errors import EXCEPTION_HANDLERS
+from cashmarkets.api.health import health, metrics_endpoint, ready
+from cashmarkets.api.middleware import (
+    TokenBuckets,
+    idempotency_middleware,
+    metrics_middleware,
+    rate_limit_middleware,
+)
+from cashmarkets.api.security import TokenService
+from cashmarkets.api.services import Services
+from cashmarkets.integrations.email import mailer_from_url
+from cashmarkets.ops import metrics
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_runtime
-from cashmarkets.runtime.runner import Runtime
+from cashmarkets.runtime.bootstrap import build_log, build_runtime, store_url
+from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
+from cashmarkets.store import migrate
+from cashmarkets.store.db import create_engine
+from cashmarkets.store.idempotency import IdempotencyStore
+from cashmarkets.store.projector import Projector
+from cashmarkets.store.snapshots import SnapshotStore
+from cashmarkets.store.users import UserStore
+
+log = structlog.get_logger("cashmarkets.api")
+
+API_VERSION = "1"
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured secret, or (embedded) one generated once and kept in the data directory."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = Path(settings.data_dir) / "jwt.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+def openapi_json(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """The OpenAPI 3.1 document."""
+    return Response(request.app.openapi_schema.to_schema(), media_type="application/vnd.oai.openapi+json")
+
+
+@get("/docs", include_in_schema=False, sync_to_thread=False)
+def docs() -> Redirect:
+    """Interactive API docs (Swagger UI)."""
+    return Redirect("/schema/swagger")
 
 
 def create_app(settings: Settings) -> Litestar:
-    state: dict[str, Runtime] = {}
-
-    @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        url = store_url(settings)
+        await migrate.upgrade(url)
+        db = create_engine(url)
         runtime = build_runtime(settings)
         await runtime.start()
-        state["runtime"] = runtime
+        # The projector reads the log through its own connection, off the writer's thread.
+        projector = Projector(db, build_log(settings), SnapshotStore(url, migrate=False, engine=db))
+        await projector.log.open()
+        runtime.subscribe(lambda _events: projector.notify())
+        projector_task = asyncio.create_task(projector.run(), name="projector")
+
+        async def engine_ready() -> str:
+            return "ok" if runtime.running else "runtime stopped"
+
+        async def projector_ready() -> str:
+            lag = runtime.engine.seq - projector.seq
+            metrics.PROJECTOR_LAG.set(lag)
+            return "ok" if not projector_task.done() else "projector stopped"
+
+        tokens = TokenService(jwt_secret(settings), settings.access_token_ttl_s)
+        services = Services(
+            settings=settings,
+            db=db,
+            tokens=tokens,
+            users=UserStore(db),
+            idempotency=IdempotencyStore(db),
+            bus=EmbeddedBus(runtime),
+            balances=EngineBalances(runtime),
+            mailer=mailer_from_url(settings.smtp_url, settings.mail_from),
+            engine_assets=runtime.engine.ledger.assets,
+            extras={
+                "runtime": runtime,
+                "projector": projector,
+                "readiness": {"engine": engine_ready, "projector": projector_ready},
+            },
+        )
+        app.state.services = services
+        app.state.tokens = tokens
+        app.state.request_body_max_bytes = settings.request_body_max_bytes
+        app.state.rate_limits = {
+            "ip": TokenBuckets(settings.rate_limit_ip_per_s, settings.rate_limit_ip_burst),
+            "user": TokenBuckets(settings.rate_limit_user_per_s, settings.rate_limit_user_burst),
+        }
+        log.info("serving", mode="embedded", url=settings.base_url, seq=runtime.engine.seq)
         try:
             yield
         finally:
+            projector_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await projector_task
+            await projector.log.close()
             await runtime.stop()
+            await db.dispose()
 
-    @get("/health", sync_to_thread=False)
-    def health() -> dict[str, object]:
-        """Alive: the process answers."""
-        return {"status": "ok"}
+    return build_litestar(settings, lifespan)
 
-    @get("/ready", sync_to_thread=False)
-    def ready() -> dict[str, object]:
-        """Ready: recovery finished and the engine is applying commands."""
-        runtime = state.get("runtime")
-        if runtime is None:
-            return {"ready": False}
-        return {"ready": True, "seq": runtime.engine.seq, "position": runtime.position}
 
-    return Litestar(route_handlers=[health, ready], lifespan=[lifespan])
+def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
+    return Litestar(
+        route_handlers=[
+            AuthController,
+            AccountsController,
+            AdminController,
+            health,
+            ready,
+            metrics_endpoint,
+            openapi_json,
+            docs,
+        ],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_id_middleware, metrics_middleware, rate_limit_middleware, idempotency_middleware],
+        request_max_body_size=settings.request_body_max_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Cash Markets",
+            version=API_VERSION,
+            description="Five real-time money products on one engine. Amounts are decimal strings.",
+            # Not "/": Litestar would then answer every unknown path with its HTML schema 404.
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=False,
+    )

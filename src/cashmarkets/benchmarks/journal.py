@@ -18,7 +18,7 @@ from cashmarkets.log.base import CommandLog
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig
-from cashmarkets.store.snapshots import SqliteSnapshotStore
+from cashmarkets.store.snapshots import SnapshotStore
 
 
 async def run(
@@ -34,8 +34,9 @@ async def run(
         runtime = Runtime(
             Engine(),
             log,
-            SqliteSnapshotStore(Path(tmp) / "store.db"),
+            SnapshotStore(f"sqlite+aiosqlite:///{tmp}/store.db"),
             RuntimeConfig(snapshot_interval_s=3600, snapshot_every_commands=10**9),
+            scratch_dir=Path(tmp),
         )
         await runtime.start()
         try:

@@ -23,6 +23,31 @@ class Settings(msgspec.Struct, kw_only=True):
     log_level: str = "info"
     # FULL fsyncs every batch (the no-loss promise); NORMAL survives a process kill but not a power cut.
     journal_synchronous: str = "FULL"
+    # The platform store: unset means SQLite `store.db` in the data directory; or postgresql://…
+    database_url: str | None = None
+
+    # ---- HTTP API --------------------------------------------------------------------------------
+    # HS256 secret for access tokens; unset in embedded mode: generated once into <data_dir>/jwt.secret.
+    jwt_secret: str | None = None
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    # Where the server is reached by browsers: magic links and wallet sign-in messages name it.
+    public_url: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "Cash Markets <no-reply@localhost>"
+    magic_link_ttl_s: int = 900
+    wallet_nonce_ttl_s: int = 300
+    # Development money: on by default in embedded mode only.
+    faucet: bool | None = None
+    demo_balance: str = "5000"  # USDC credited at signup when the faucet is on
+    faucet_amount_max: str = "10000"  # per faucet request, in the asset's units
+    request_body_max_bytes: int = 64 * 1024
+    command_timeout_s: float = 5.0
+    rate_limit_ip_per_s: float = 100.0
+    rate_limit_ip_burst: int = 200
+    rate_limit_user_per_s: float = 50.0
+    rate_limit_user_burst: int = 100
+    cookie_secure: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -34,10 +59,25 @@ class Settings(msgspec.Struct, kw_only=True):
             if value is not None and value != "":
                 raw[field.name] = value
         raw.update({k: v for k, v in overrides.items() if v is not None})
+        # msgspec converts no str to Path: do it here, for the environment and for callers alike.
+        if isinstance(raw.get("data_dir"), str):
+            raw["data_dir"] = Path(str(raw["data_dir"]))
         try:
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SystemExit(f"bad configuration: {exc}") from exc
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.database_url and self.redis_url)
+
+    @property
+    def faucet_enabled(self) -> bool:
+        return (not self.distributed) if self.faucet is None else self.faucet
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def journal_path(self) -> Path:

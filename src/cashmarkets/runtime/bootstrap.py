@@ -8,7 +8,8 @@ from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig
-from cashmarkets.store.snapshots import SqliteSnapshotStore
+from cashmarkets.store.db import database_url
+from cashmarkets.store.snapshots import SnapshotStore
 
 
 def build_engine() -> Engine:
@@ -27,4 +28,16 @@ def build_runtime(settings: Settings) -> Runtime:
         snapshot_every_commands=settings.snapshot_every_commands,
         trim_log=settings.trim_log,
     )
-    return Runtime(build_engine(), build_log(settings), SqliteSnapshotStore(settings.store_path), config)
+    return Runtime(
+        build_engine(), build_log(settings), build_snapshots(settings), config, scratch_dir=settings.data_dir
+    )
+
+
+def store_url(settings: Settings) -> str:
+    return database_url(settings.database_url, settings.data_dir)
+
+
+def build_snapshots(settings: Settings, *, migrate: bool | None = None) -> SnapshotStore:
+    """Embedded mode migrates the store on start; distributed mode expects `cashmarkets migrate`."""
+    url = store_url(settings)
+    return SnapshotStore(url, migrate=not settings.database_url if migrate is None else migrate)

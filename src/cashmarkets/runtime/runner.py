@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -27,7 +28,7 @@ from cashmarkets.core.results import Rejected
 from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, CommandLog, LogCorrupted, Position
 from cashmarkets.ops import gcpolicy
 from cashmarkets.runtime import forksnap
-from cashmarkets.store.snapshots import SnapshotRecord, SqliteSnapshotStore
+from cashmarkets.store.snapshots import SnapshotRecord, SnapshotStore
 
 log = structlog.get_logger("cashmarkets.runtime")
 
@@ -63,13 +64,16 @@ class Runtime:
         self,
         engine: Engine,
         log_backend: CommandLog,
-        snapshots: SqliteSnapshotStore,
+        snapshots: SnapshotStore,
         config: RuntimeConfig | None = None,
+        *,
+        scratch_dir: Path,
     ) -> None:
         self.engine = engine
         self.log = log_backend
         self.snapshots = snapshots
         self.config = config or RuntimeConfig()
+        self.scratch_dir = scratch_dir  # forked snapshot children write here
         self.codec = engine.codec
         self.position: Position | None = None  # log position of the last applied command
         self._pending: list[tuple[Command, asyncio.Future[Result]]] = []
@@ -95,8 +99,9 @@ class Runtime:
         warn = getattr(self.log, "durability_warning", None)
         if warn is not None and (message := await warn()):
             log.warning("command log durability", detail=message)
-        await asyncio.get_running_loop().run_in_executor(None, self.snapshots.open_sync)
-        forksnap.remove_leftovers(self.snapshots.path.parent)
+        await self.snapshots.open()
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        forksnap.remove_leftovers(self.scratch_dir)
         gcpolicy.tune()
         await self.recover()
         gcpolicy.freeze_survivors()
@@ -120,11 +125,10 @@ class Runtime:
         if snapshot and self._failed is None and self.engine.seq > self._snapshot_seq:
             await self.take_snapshot()
         await self.log.close()
-        self.snapshots.close_sync()
+        await self.snapshots.close()
 
     async def recover(self) -> None:
-        loop = asyncio.get_running_loop()
-        record = await loop.run_in_executor(None, self.snapshots.newest_intact_sync)
+        record = await self.snapshots.newest_intact()
         after: Position | None = None
         if record is not None:
             self.engine.restore(record.data)
@@ -144,6 +148,10 @@ class Runtime:
         )
 
     # ---- commands -------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._writer is not None and not self._writer.done() and self._failed is None
 
     def subscribe(self, fn: Callable[[list[Any]], None]) -> None:
         """Call fn with the events of each applied batch (in order, on the event loop)."""
@@ -222,9 +230,8 @@ class Runtime:
         self.stats["applied"] += len(batch)
         self.stats["rejected"] += rejected
         self.stats["batches"] += 1
-        if batch_events:
-            for fn in self._subscribers:
-                fn(batch_events)
+        for fn in self._subscribers:
+            fn(batch_events)
         if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
             asyncio.get_running_loop().create_task(self.take_snapshot())
 
@@ -257,7 +264,7 @@ class Runtime:
         previous = self._snapshot_position
         self._snapshot_seq = seq
         if self.config.snapshot_fork:
-            data = await forksnap.capture(self.engine.snapshot, self.snapshots.path.parent, str(seq))
+            data = await forksnap.capture(self.engine.snapshot, self.scratch_dir, str(seq))
         else:
             data = self.engine.snapshot()
         record = SnapshotRecord(

@@ -7,9 +7,8 @@ import msgspec
 
 from cashmarkets.log.base import LogCorrupted
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_engine, build_log
+from cashmarkets.runtime.bootstrap import build_engine, build_log, build_snapshots
 from cashmarkets.runtime.runner import replay
-from cashmarkets.store.snapshots import SqliteSnapshotStore
 
 
 class SnapshotCheck(msgspec.Struct):
@@ -32,15 +31,15 @@ class VerifyReport(msgspec.Struct):
 async def verify(settings: Settings) -> VerifyReport:
     """Replay the whole log from its first record; compare with each snapshot on the way."""
     log = build_log(settings)
-    store = SqliteSnapshotStore(settings.store_path)
-    store.open_sync()
+    store = build_snapshots(settings, migrate=False)
+    await store.open()
     await log.open()
     engine = build_engine()
     problems: list[str] = []
     checks: list[SnapshotCheck] = []
     replayed = 0
     try:
-        snapshots = sorted(store.list_sync(), key=lambda r: r.seq)
+        snapshots = sorted(await store.list(), key=lambda r: r.seq)
         after = None
         for snap in snapshots:
             intact = snap.intact()
@@ -67,7 +66,7 @@ async def verify(settings: Settings) -> VerifyReport:
         problems.append(f"log: {exc}")
     finally:
         await log.close()
-        store.close_sync()
+        await store.close()
     return VerifyReport(
         ok=not problems,
         seq=engine.seq,

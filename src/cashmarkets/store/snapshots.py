@@ -1,36 +1,23 @@
 """Engine snapshots in the store: the state bytes, the seq and log position they stand for, and
 their sha256, so a damaged snapshot is detected and skipped in favour of an older one.
 
-The embedded store is a SQLite file in the data directory (`store.db`). Writes run on their own
-thread so that saving a snapshot never stalls command processing.
+One table (`engine_snapshots`) on SQLite (embedded) or PostgreSQL (distributed). The engine
+process writes; the projector reads (to rebuild its replica up to its checkpoint).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Final
 
 import msgspec
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cashmarkets.store.db import create_engine
+from cashmarkets.store.tables import engine_snapshots
 
 # How many snapshots to keep; older ones are deleted after a newer one is durable.
-SNAPSHOTS_KEPT: Final = 3
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS engine_snapshots (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    seq        INTEGER NOT NULL,
-    position   TEXT NOT NULL,
-    state_hash TEXT NOT NULL,
-    ts_ns      INTEGER NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    data       BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS engine_snapshots_seq ON engine_snapshots (seq);
-"""
+SNAPSHOTS_KEPT = 3
 
 
 class SnapshotRecord(msgspec.Struct, frozen=True):
@@ -44,58 +31,75 @@ class SnapshotRecord(msgspec.Struct, frozen=True):
         return hashlib.sha256(self.data).hexdigest() == self.state_hash
 
 
-class SqliteSnapshotStore:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshots")
+class SnapshotStore:
+    """Snapshots through SQLAlchemy; `open()` brings the schema to the newest migration first
+    unless `migrate=False` (distributed processes expect `cashmarkets migrate` to have run)."""
 
-    def open_sync(self) -> None:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            self._db = db
+    def __init__(self, url: str, *, migrate: bool = True, engine: AsyncEngine | None = None) -> None:
+        self.url = url
+        self.migrate = migrate
+        self._engine = engine
+        self._owns_engine = engine is None
 
-    def save_sync(self, record: SnapshotRecord) -> None:
-        db = self._require()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(
-            "INSERT INTO engine_snapshots (seq, position, state_hash, ts_ns, size_bytes, data)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (record.seq, record.position, record.state_hash, record.ts_ns, len(record.data), record.data),
-        )
-        db.execute(
-            "DELETE FROM engine_snapshots WHERE id NOT IN"
-            " (SELECT id FROM engine_snapshots ORDER BY seq DESC, id DESC LIMIT ?)",
-            (SNAPSHOTS_KEPT,),
-        )
-        db.execute("COMMIT")
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("snapshot store is not open")
+        return self._engine
 
-    def list_sync(self) -> list[SnapshotRecord]:
-        """Every kept snapshot, newest first."""
-        rows = self._require().execute(
-            "SELECT seq, position, state_hash, ts_ns, data FROM engine_snapshots ORDER BY seq DESC, id DESC"
-        )
-        return [SnapshotRecord(int(r[0]), str(r[1]), str(r[2]), int(r[3]), bytes(r[4])) for r in rows]
+    async def open(self) -> None:
+        if self.migrate:
+            from cashmarkets.store.migrate import upgrade
 
-    def newest_intact_sync(self) -> SnapshotRecord | None:
-        for record in self.list_sync():
+            await upgrade(self.url)
+        if self._engine is None:
+            self._engine = create_engine(self.url)
+
+    async def close(self) -> None:
+        if self._engine is not None and self._owns_engine:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def save(self, record: SnapshotRecord) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                engine_snapshots.insert().values(
+                    seq=record.seq,
+                    position=record.position,
+                    state_hash=record.state_hash,
+                    ts_ns=record.ts_ns,
+                    size_bytes=len(record.data),
+                    data=record.data,
+                )
+            )
+            keep = (
+                select(engine_snapshots.c.id)
+                .order_by(engine_snapshots.c.seq.desc(), engine_snapshots.c.id.desc())
+                .limit(SNAPSHOTS_KEPT)
+                .scalar_subquery()
+            )
+            await conn.execute(delete(engine_snapshots).where(engine_snapshots.c.id.not_in(keep)))
+
+    async def list(self, *, max_seq: int | None = None) -> list[SnapshotRecord]:
+        """Kept snapshots, newest first (only those at or below `max_seq` when given)."""
+        query = select(
+            engine_snapshots.c.seq,
+            engine_snapshots.c.position,
+            engine_snapshots.c.state_hash,
+            engine_snapshots.c.ts_ns,
+            engine_snapshots.c.data,
+        ).order_by(engine_snapshots.c.seq.desc(), engine_snapshots.c.id.desc())
+        if max_seq is not None:
+            query = query.where(engine_snapshots.c.seq <= max_seq)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            SnapshotRecord(int(r.seq), str(r.position), str(r.state_hash), int(r.ts_ns), bytes(r.data))
+            for r in rows
+        ]
+
+    async def newest_intact(self, *, max_seq: int | None = None) -> SnapshotRecord | None:
+        for record in await self.list(max_seq=max_seq):
             if record.intact():
                 return record
         return None
-
-    def close_sync(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def _require(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("snapshot store is not open")
-        return self._db
-
-    async def save(self, record: SnapshotRecord) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self.save_sync, record)

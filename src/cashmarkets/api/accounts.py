@@ -1,0 +1,231 @@
+"""Balances, ledger history, the development faucet, withdrawals, and command outcomes."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+
+from cashmarkets.api.errors import ApiError
+from cashmarkets.api.schemas import (
+    BalanceAfter,
+    BalanceItem,
+    Balances,
+    CommandOutcome,
+    FaucetDone,
+    FaucetRequest,
+    LedgerEntry,
+    LedgerPage,
+    Withdrawal,
+    WithdrawalCreate,
+    WithdrawalPage,
+)
+from cashmarkets.api.security import AuthUser, current_user
+from cashmarkets.api.services import Services, command_id, parse_money, services
+from cashmarkets.core.commands import Deposit, RequestWithdrawal
+from cashmarkets.core.ledger import PENDING, POST, VOID, Account
+from cashmarkets.core.money import ASSETS, format_amount
+from cashmarkets.core.results import Accepted, Rejected, WithdrawalState
+from cashmarkets.store import queries
+
+_KINDS = {0: "transfer", PENDING: "hold", POST: "post", VOID: "void"}
+
+
+def encode_cursor(value: int | None) -> str | None:
+    return None if value is None else base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = int(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_cursor", "the cursor is not one this API issued") from None
+    if value <= 0:
+        raise ApiError(400, "bad_cursor", "the cursor is not one this API issued")
+    return value
+
+
+def balance_item(acc: Account) -> BalanceItem:
+    decimals = ASSETS[acc.asset].decimals
+    return BalanceItem(
+        asset=acc.asset,
+        decimals=decimals,
+        balance=format_amount(acc.balance, decimals),
+        available=format_amount(acc.available, decimals),
+        held=format_amount(acc.debits_pending, decimals),
+    )
+
+
+async def balance_after(svc: Services, owner: str, asset: str) -> BalanceAfter:
+    """Read-your-writes: the balance right after the caller's command."""
+    decimals = ASSETS[asset].decimals
+    for acc in await svc.balances.accounts_of(owner):
+        if acc.asset == asset:
+            return BalanceAfter(
+                asset=asset,
+                balance=format_amount(acc.balance, decimals),
+                available=format_amount(acc.available, decimals),
+            )
+    return BalanceAfter(asset=asset, balance=format_amount(0, decimals), available=format_amount(0, decimals))
+
+
+def withdrawal_view(row: Any, *, with_owner: bool = False) -> Withdrawal:
+    decimals = ASSETS[row.asset].decimals
+    return Withdrawal(
+        id=row.hold_id,
+        asset=row.asset,
+        amount=format_amount(row.amount, decimals),
+        destination=row.destination,
+        status=row.status,
+        reference=row.reference,
+        requested_ts_ns=row.requested_ts_ns,
+        resolved_ts_ns=row.resolved_ts_ns,
+        owner=row.owner if with_owner else None,
+    )
+
+
+class AccountsController(Controller):
+    path = "/api/v1"
+    tags = ["accounts"]
+    dependencies = {"user": current_user}
+
+    @get("/balance")
+    async def balance(self, request: Request[Any, Any, Any], user: AuthUser) -> Balances:
+        """Every asset the caller holds: balance, available (balance less holds), held."""
+        accounts = await services(request).balances.accounts_of(user.id)
+        return Balances(balances=[balance_item(a) for a in accounts])
+
+    @get("/ledger")
+    async def ledger(
+        self,
+        request: Request[Any, Any, Any],
+        user: AuthUser,
+        asset: str | None = Parameter(default=None, max_length=16),
+        code: str | None = Parameter(default=None, max_length=32),
+        from_ns: int | None = Parameter(query="fromNs", default=None, ge=0),
+        to_ns: int | None = Parameter(query="toNs", default=None, ge=0),
+        cursor: str | None = Parameter(default=None, max_length=64),
+        limit: int = Parameter(default=50, ge=1, le=queries.PAGE_LIMIT_MAX),
+    ) -> LedgerPage:
+        """The caller's ledger history, newest first; pass `nextCursor` back as `cursor`."""
+        svc = services(request)
+        rows, next_id = await queries.ledger_page(
+            svc.db,
+            user.id,
+            asset=asset,
+            code=code,
+            from_ns=from_ns,
+            to_ns=to_ns,
+            before_id=decode_cursor(cursor),
+            limit=limit,
+        )
+        items = []
+        for row, mine in rows:
+            decimals = ASSETS[row.asset].decimals
+            signed = -row.amount if row.debit_account_id == mine else row.amount
+            items.append(
+                LedgerEntry(
+                    id=row.transfer_id,
+                    seq=row.seq,
+                    ts_ns=row.ts_ns,
+                    kind=_KINDS[row.kind],  # type: ignore[arg-type]
+                    asset=row.asset,
+                    amount=format_amount(signed, decimals),
+                    code=row.code,
+                    hold_id=row.pending_id or (row.transfer_id if row.kind == PENDING else None),
+                )
+            )
+        return LedgerPage(items=items, next_cursor=encode_cursor(next_id))
+
+    @post("/faucet", status_code=200)
+    async def faucet(
+        self, request: Request[Any, Any, Any], user: AuthUser, data: FaucetRequest
+    ) -> FaucetDone:
+        """Development money (embedded/dev mode only)."""
+        svc = services(request)
+        if not svc.settings.faucet_enabled:
+            raise ApiError(403, "faucet_disabled", "the faucet is off in this deployment")
+        asset = svc.asset(data.asset)
+        amount = parse_money(asset, data.amount)
+        if amount > asset.parse(svc.settings.faucet_amount_max):
+            raise ApiError(
+                400,
+                "invalid_amount",
+                f"at most {svc.settings.faucet_amount_max} {asset.code} per request",
+                errors=[{"field": "amount", "message": "too_large"}],
+            )
+        cmd = Deposit(
+            command_id=command_id(request, user.id),
+            owner=user.id,
+            asset=asset.code,
+            amount=amount,
+            code="faucet",
+        )
+        result = await svc.execute(cmd)
+        return FaucetDone(
+            command_id=result.command_id,
+            seq=result.seq,
+            balance=await balance_after(svc, user.id, asset.code),
+        )
+
+    @post("/withdrawals", status_code=202)
+    async def request_withdrawal(
+        self, request: Request[Any, Any, Any], user: AuthUser, data: WithdrawalCreate
+    ) -> Withdrawal:
+        """Hold the amount for a withdrawal; an admin or a chain adapter completes or rejects it."""
+        svc = services(request)
+        asset = svc.asset(data.asset)
+        amount = parse_money(asset, data.amount)
+        cmd = RequestWithdrawal(
+            command_id=command_id(request, user.id),
+            owner=user.id,
+            asset=asset.code,
+            amount=amount,
+            destination=data.destination,
+        )
+        result = await svc.execute(cmd)
+        assert isinstance(result.data, WithdrawalState)
+        return Withdrawal(
+            id=result.data.hold_id,
+            asset=asset.code,
+            amount=format_amount(amount, asset.decimals),
+            destination=data.destination,
+            status=result.data.status,
+            reference="",
+            requested_ts_ns=cmd.ts_ns,
+        )
+
+    @get("/withdrawals")
+    async def list_withdrawals(
+        self,
+        request: Request[Any, Any, Any],
+        user: AuthUser,
+        cursor: str | None = Parameter(default=None, max_length=64),
+        limit: int = Parameter(default=50, ge=1, le=queries.PAGE_LIMIT_MAX),
+    ) -> WithdrawalPage:
+        rows, next_id = await queries.withdrawals_page(
+            services(request).db, owner=user.id, status=None, before_id=decode_cursor(cursor), limit=limit
+        )
+        return WithdrawalPage(items=[withdrawal_view(r) for r in rows], next_cursor=encode_cursor(next_id))
+
+    @get("/commands/{key:str}")
+    async def command(self, request: Request[Any, Any, Any], user: AuthUser, key: str) -> CommandOutcome:
+        """The outcome of a command sent with `Idempotency-Key: key` (e.g. after a 504)."""
+        if not 0 < len(key) <= 128:
+            raise ApiError(400, "bad_request", "key is 1..128 characters")
+        result = await services(request).bus.result_of(f"{user.id}:{key}")
+        if result is None:
+            raise ApiError(
+                404, "not_found", "no command with this key (or it is older than the dedup window)"
+            )
+        if isinstance(result, Rejected):
+            return CommandOutcome(
+                command_id=key, status="rejected", seq=result.seq, code=result.code, detail=result.detail
+            )
+        assert isinstance(result, Accepted)
+        return CommandOutcome(command_id=key, status="accepted", seq=result.seq)

@@ -1,0 +1,135 @@
+"""Admin routes (role `admin`): deposits, withdrawal decisions, roles. Every action is audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+
+from cashmarkets.api.accounts import decode_cursor, encode_cursor, withdrawal_view
+from cashmarkets.api.context import request_id_of
+from cashmarkets.api.errors import ApiError
+from cashmarkets.api.schemas import (
+    AdminDeposit,
+    AdminResolve,
+    CommandOutcome,
+    RoleChange,
+    UserView,
+    Withdrawal,
+    WithdrawalPage,
+)
+from cashmarkets.api.security import authenticate, require_roles
+from cashmarkets.api.services import command_id, parse_money, services
+from cashmarkets.core.commands import CompleteWithdrawal, Deposit, RejectWithdrawal
+from cashmarkets.store import queries
+
+
+def _actor(request: Request[Any, Any, Any]) -> str:
+    user = authenticate(request)
+    return f"user:{user.id}" if user else "unknown"
+
+
+class AdminController(Controller):
+    path = "/api/v1/admin"
+    tags = ["admin"]
+    guards = [require_roles("admin")]
+
+    @post("/deposits", status_code=200)
+    async def deposit(self, request: Request[Any, Any, Any], data: AdminDeposit) -> CommandOutcome:
+        """Credit a user from the outside world (e.g. a confirmed bank or chain deposit)."""
+        svc = services(request)
+        if await svc.users.by_id(data.user_id) is None:
+            raise ApiError(404, "not_found", "no such user")
+        asset = svc.asset(data.asset)
+        amount = parse_money(asset, data.amount)
+        cmd = Deposit(
+            command_id=command_id(request, _actor(request)),
+            owner=data.user_id,
+            asset=asset.code,
+            amount=amount,
+        )
+        result = await svc.execute(cmd)
+        await svc.users.audit(
+            actor=_actor(request),
+            action="deposit",
+            target=data.user_id,
+            detail={"asset": asset.code, "amount": amount, "seq": result.seq},
+            request_id=request_id_of(request),
+        )
+        return CommandOutcome(command_id=result.command_id, status="accepted", seq=result.seq)
+
+    @get("/withdrawals")
+    async def withdrawals(
+        self,
+        request: Request[Any, Any, Any],
+        status: str | None = Parameter(default=None, max_length=16),
+        cursor: str | None = Parameter(default=None, max_length=64),
+        limit: int = Parameter(default=50, ge=1, le=queries.PAGE_LIMIT_MAX),
+    ) -> WithdrawalPage:
+        rows, next_id = await queries.withdrawals_page(
+            services(request).db, owner=None, status=status, before_id=decode_cursor(cursor), limit=limit
+        )
+        return WithdrawalPage(
+            items=[withdrawal_view(r, with_owner=True) for r in rows], next_cursor=encode_cursor(next_id)
+        )
+
+    @post("/withdrawals/{hold_id:int}/complete", status_code=200)
+    async def complete(self, request: Request[Any, Any, Any], hold_id: int, data: AdminResolve) -> Withdrawal:
+        return await self._resolve(request, hold_id, data.reference, complete=True)
+
+    @post("/withdrawals/{hold_id:int}/reject", status_code=200)
+    async def reject(self, request: Request[Any, Any, Any], hold_id: int, data: AdminResolve) -> Withdrawal:
+        return await self._resolve(request, hold_id, data.reference, complete=False)
+
+    async def _resolve(
+        self, request: Request[Any, Any, Any], hold_id: int, reference: str, *, complete: bool
+    ) -> Withdrawal:
+        svc = services(request)
+        cid = command_id(request, _actor(request))
+        cmd = (
+            CompleteWithdrawal(command_id=cid, hold_id=hold_id, reference=reference)
+            if complete
+            else RejectWithdrawal(command_id=cid, hold_id=hold_id, reason=reference)
+        )
+        result = await svc.execute(cmd)
+        await svc.users.audit(
+            actor=_actor(request),
+            action="complete_withdrawal" if complete else "reject_withdrawal",
+            target=str(hold_id),
+            detail={"reference": reference, "seq": result.seq},
+            request_id=request_id_of(request),
+        )
+        row = await queries.withdrawal(svc.db, hold_id)
+        if row is None:  # not projected yet: answer from what we know
+            return Withdrawal(
+                id=hold_id,
+                asset="",
+                amount="",
+                destination="",
+                reference=reference,
+                status="completed" if complete else "rejected",
+                requested_ts_ns=0,
+            )
+        # The projection may lag the engine by a batch: report the outcome the engine just gave.
+        status = "completed" if complete else "rejected"
+        return msgspec.structs.replace(
+            withdrawal_view(row, with_owner=True), status=status, reference=reference
+        )
+
+    @post("/users/{user_id:str}/role", status_code=200)
+    async def set_role(self, request: Request[Any, Any, Any], user_id: str, data: RoleChange) -> UserView:
+        svc = services(request)
+        if not await svc.users.set_role(user_id, data.role):
+            raise ApiError(404, "not_found", "no such user")
+        await svc.users.audit(
+            actor=_actor(request),
+            action="set_role",
+            target=user_id,
+            detail={"role": data.role},
+            request_id=request_id_of(request),
+        )
+        user = await svc.users.by_id(user_id)
+        assert user is not None
+        return UserView(id=user.id, email=user.email, role=user.role, created_at_ns=user.created_at_ns)

@@ -1,0 +1,220 @@
+"""Sign-up and sign-in: email + password, magic links, and wallets (Ethereum, Solana, Aptos).
+
+Every successful sign-in answers `{token, refreshToken, user}` and sets the `authToken` cookie.
+Wrong password and unknown email get the same 401 (and take the same time); a magic link request
+gets the same 202 whether or not the email is known.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.params import Parameter
+from litestar.response import Redirect
+
+from cashmarkets.api.errors import ApiError
+from cashmarkets.api.schemas import (
+    MagicLinkSent,
+    RefreshRequest,
+    SigninRequest,
+    SignupDone,
+    SignupRequest,
+    TokenPair,
+    UserView,
+    WalletNonce,
+    WalletSigninRequest,
+)
+from cashmarkets.api.security import AUTH_COOKIE, AuthUser, current_user, hash_password, verify_password
+from cashmarkets.api.services import Services, services
+from cashmarkets.auth.wallets import WalletAuthError, normalize_address, verify
+from cashmarkets.core.commands import Deposit
+from cashmarkets.integrations.email import magic_link_message
+from cashmarkets.store.users import EmailTaken, User, normalize_email
+
+
+def user_view(user: User) -> UserView:
+    return UserView(id=user.id, email=user.email, role=user.role, created_at_ns=user.created_at_ns)
+
+
+def auth_cookie(svc: Services, token: str) -> Cookie:
+    return Cookie(
+        key=AUTH_COOKIE,
+        value=token,
+        max_age=svc.tokens.access_ttl_s,
+        httponly=True,
+        samesite="lax",
+        secure=svc.settings.cookie_secure,
+        path="/",
+    )
+
+
+async def token_pair(svc: Services, user: User) -> TokenPair:
+    if user.status != "active":
+        raise ApiError(403, "account_disabled", "this account is disabled")
+    access = svc.tokens.issue(user.id, user.role)
+    refresh = await svc.users.issue_refresh(user.id, svc.settings.refresh_token_ttl_s)
+    return TokenPair(token=access, refresh_token=refresh, user=user_view(user))
+
+
+async def welcome(svc: Services, user: User) -> None:
+    """New users start with the demo balance when the faucet is on (dev and embedded)."""
+    if not svc.settings.faucet_enabled:
+        return
+    usdc = svc.asset("USDC")
+    amount = usdc.parse(svc.settings.demo_balance)
+    await svc.execute(
+        Deposit(command_id=f"welcome:{user.id}", owner=user.id, asset="USDC", amount=amount, code="faucet")
+    )
+
+
+def wallet_domain(svc: Services) -> str:
+    return urlsplit(svc.settings.base_url).netloc
+
+
+class AuthController(Controller):
+    path = "/api/v1"
+    tags = ["auth"]
+
+    @post("/signup", status_code=201)
+    async def signup(self, request: Request[Any, Any, Any], data: SignupRequest) -> Response[SignupDone]:
+        """Create an account with email and password; 409 if the email is taken."""
+        svc = services(request)
+        email = normalize_email(data.email)
+        try:
+            user = await svc.users.create(email=email, password_hash=await hash_password(data.password))
+        except EmailTaken:
+            raise ApiError(409, "email_taken", "an account with this email exists") from None
+        await welcome(svc, user)
+        pair = await token_pair(svc, user)
+        body = SignupDone(user=pair.user, token=pair.token, refresh_token=pair.refresh_token)
+        return Response(body, status_code=201, cookies=[auth_cookie(svc, pair.token)])
+
+    @post("/signin", status_code=200)
+    async def signin(self, request: Request[Any, Any, Any], data: SigninRequest) -> Response[Any]:
+        """Email + password -> tokens. Email alone -> a sign-in link by email (202)."""
+        svc = services(request)
+        email = normalize_email(data.email)
+        if data.password is None:
+            token = await svc.users.create_magic_link(email, svc.settings.magic_link_ttl_s)
+            link = f"{svc.settings.base_url}/api/v1/signin/post?token={token}"
+            message = magic_link_message(
+                to=email,
+                link=link,
+                from_address=svc.settings.mail_from,
+                expires_minutes=max(1, svc.settings.magic_link_ttl_s // 60),
+            )
+            await svc.mailer.send(message)
+            return Response(MagicLinkSent(), status_code=202)
+        found = await svc.users.by_email(email)
+        ok = await verify_password(found[1] if found else None, data.password)
+        if found is None or not ok:
+            raise ApiError(401, "invalid_credentials", "email or password is wrong")
+        pair = await token_pair(svc, found[0])
+        return Response(pair, cookies=[auth_cookie(svc, pair.token)])
+
+    @get("/signin/post")
+    async def signin_link(
+        self, request: Request[Any, Any, Any], token: str = Parameter(max_length=256)
+    ) -> Redirect:
+        """The link from the email: sets the authToken cookie and redirects to the site."""
+        svc = services(request)
+        email = await svc.users.consume_magic_link(token)
+        if email is None:
+            raise ApiError(401, "link_invalid", "this sign-in link is unknown, used or expired")
+        found = await svc.users.by_email(email)
+        if found is not None:
+            user = found[0]
+        else:
+            try:
+                user = await svc.users.create(email=email)
+                await welcome(svc, user)
+            except EmailTaken:  # created concurrently by another link
+                again = await svc.users.by_email(email)
+                assert again is not None
+                user = again[0]
+        pair = await token_pair(svc, user)
+        return Redirect(f"{svc.settings.base_url}/", cookies=[auth_cookie(svc, pair.token)], status_code=302)
+
+    @post("/token/refresh", status_code=200)
+    async def refresh(self, request: Request[Any, Any, Any], data: RefreshRequest) -> Response[TokenPair]:
+        """Rotate the refresh token; a reused one revokes every token of its sign-in."""
+        svc = services(request)
+        outcome, user, new_refresh = await svc.users.rotate_refresh(
+            data.refresh_token, svc.settings.refresh_token_ttl_s
+        )
+        if outcome != "ok" or user is None or new_refresh is None:
+            raise ApiError(401, f"refresh_{outcome}", "sign in again")
+        if user.status != "active":
+            raise ApiError(403, "account_disabled", "this account is disabled")
+        access = svc.tokens.issue(user.id, user.role)
+        pair = TokenPair(token=access, refresh_token=new_refresh, user=user_view(user))
+        return Response(pair, cookies=[auth_cookie(svc, access)])
+
+    @post("/signout", status_code=200)
+    async def signout(
+        self, request: Request[Any, Any, Any], data: RefreshRequest
+    ) -> Response[dict[str, bool]]:
+        """Revoke the refresh token's whole sign-in and clear the cookie."""
+        await services(request).users.revoke_refresh(data.refresh_token)
+        return Response({"signedOut": True}, cookies=[Cookie(key=AUTH_COOKIE, value="", max_age=0, path="/")])
+
+    @get("/me", dependencies={"user": current_user})
+    async def me(self, request: Request[Any, Any, Any], user: AuthUser) -> UserView:
+        found = await services(request).users.by_id(user.id)
+        if found is None:
+            raise ApiError(404, "not_found", "user not found")
+        return user_view(found)
+
+    @get("/auth/nonce")
+    async def wallet_nonce(
+        self,
+        request: Request[Any, Any, Any],
+        chain: str = Parameter(max_length=16),
+        address: str = Parameter(min_length=1, max_length=128),
+    ) -> WalletNonce:
+        """A single-use nonce for a wallet sign-in message (expires after wallet_nonce_ttl_s)."""
+        svc = services(request)
+        try:
+            normalized = normalize_address(chain, address)
+        except WalletAuthError as exc:
+            raise ApiError(400, exc.code, exc.detail) from None
+        nonce, expires_at_ns = await svc.users.create_nonce(
+            chain, normalized, svc.settings.wallet_nonce_ttl_s
+        )
+        return WalletNonce(
+            nonce=nonce,
+            domain=wallet_domain(svc),
+            uri=svc.settings.base_url,
+            chain=chain,
+            address=normalized,
+            expires_at_ns=expires_at_ns,
+        )
+
+    @post("/auth/wallet", status_code=200)
+    async def wallet_signin(
+        self, request: Request[Any, Any, Any], data: WalletSigninRequest
+    ) -> Response[TokenPair]:
+        """Sign in with a signed EIP-4361-style message (Ethereum, Solana or Aptos)."""
+        svc = services(request)
+        try:
+            message = verify(
+                data.message,
+                data.signature,
+                expected_domain=wallet_domain(svc),
+                now_ns=time.time_ns(),
+                public_key=data.public_key,
+            )
+            address = normalize_address(message.chain, message.address)
+        except WalletAuthError as exc:
+            raise ApiError(401, exc.code, exc.detail) from None
+        if not await svc.users.consume_nonce(message.nonce, message.chain, address):
+            raise ApiError(401, "nonce_invalid", "the nonce is unknown, used, expired or for another address")
+        user, created = await svc.users.user_for_wallet(message.chain, address)
+        if created:
+            await welcome(svc, user)
+        pair = await token_pair(svc, user)
+        return Response(pair, cookies=[auth_cookie(svc, pair.token)])

@@ -1,0 +1,259 @@
+"""ASGI middleware: metrics, rate limits, and Idempotency-Key replay, in that order (outermost
+first). They speak raw ASGI so that they also see the responses of errors and of other middleware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import OrderedDict
+from typing import Any, Final
+
+import msgspec
+from litestar.types import ASGIApp
+
+from cashmarkets.api.errors import PROBLEM_JSON
+from cashmarkets.ops import metrics
+from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore, Stored
+
+# Raw ASGI: Litestar's TypedDicts for these are stricter than the protocol needs here.
+Scope = Any
+Message = Any
+Receive = Any
+Send = Any
+
+# Buckets kept in memory (per IP and per user); the least recently used are forgotten beyond this.
+RATE_BUCKETS_MAX: Final = 100_000
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send_problem(
+    send: Send,
+    scope: Scope,
+    status: int,
+    code: str,
+    detail: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    request_id = scope.get("state", {}).get("request_id", "")
+    body = msgspec.json.encode(
+        {
+            "type": f"urn:cashmarkets:error:{code}",
+            "title": code.replace("_", " "),
+            "status": status,
+            "code": code,
+            "detail": detail,
+            "instance": scope.get("path", ""),
+            "requestId": request_id,
+        }
+    )
+    start_headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+def metrics_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, capture)
+        finally:
+            route = scope.get("path_template") or "unmatched"
+            metrics.HTTP_LATENCY.labels(route, scope["method"], str(status)).observe(
+                time.perf_counter() - start
+            )
+
+    return middleware
+
+
+class TokenBuckets:
+    """In-memory token buckets (embedded mode): `rate_per_s` refill, `burst` capacity."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float) -> float:
+        """0 if allowed, else the seconds to wait before one more request would be."""
+        tokens, last = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate_per_s
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > RATE_BUCKETS_MAX:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await app(scope, receive, send)
+            return
+        state = scope["app"].state
+        limits: dict[str, TokenBuckets] = state.rate_limits
+        now = time.monotonic()
+        client = scope.get("client")
+        waits = [("ip", limits["ip"].take(f"ip:{client[0] if client else '?'}", now))]
+        user_id = _token_subject(scope)
+        if user_id is not None:
+            waits.append(("user", limits["user"].take(f"user:{user_id}", now)))
+        kind, wait = max(waits, key=lambda kw: kw[1])
+        if wait > 0:
+            metrics.RATE_LIMITED.labels(kind).inc()
+            retry = str(max(1, math.ceil(wait)))
+            await _send_problem(
+                send,
+                scope,
+                429,
+                "rate_limited",
+                f"too many requests per {kind}; retry later",
+                [(b"retry-after", retry.encode())],
+            )
+            return
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def _token_subject(scope: Scope) -> str | None:
+    """The user id of a valid access token in the request, if any."""
+    tokens = scope["app"].state.tokens
+    header = _header(scope, b"authorization") or ""
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    if not token:
+        cookie = _header(scope, b"cookie") or ""
+        for part in cookie.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == "authToken":
+                token = value
+    user = tokens.verify(token) if token else None
+    return None if user is None else str(user.id)
+
+
+def idempotency_middleware(app: ASGIApp) -> ASGIApp:
+    """Same key + same request -> the stored response; same key + another request -> 409;
+    a repeat while the first is still running -> 409. Keys are scoped per user (or per IP)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await app(scope, receive, send)
+            return
+        key = _header(scope, b"idempotency-key")
+        if key is None:
+            await app(scope, receive, send)
+            return
+        if not 0 < len(key) <= KEY_LENGTH_MAX or not key.isprintable():
+            await _send_problem(
+                send, scope, 400, "bad_idempotency_key", f"1..{KEY_LENGTH_MAX} printable characters"
+            )
+            return
+        state = scope["app"].state
+        body_max: int = state.request_body_max_bytes
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > body_max:
+                await _send_problem(
+                    send, scope, 413, "payload_too_large", f"request bodies are at most {body_max} bytes"
+                )
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        user_id = _token_subject(scope)
+        client = scope.get("client")
+        owner = f"user:{user_id}" if user_id else f"ip:{client[0] if client else '?'}"
+        digest = hashlib.sha256(
+            b"\0".join(
+                [scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body]
+            )
+        ).hexdigest()
+        store: IdempotencyStore = state.services.idempotency
+        claim = await store.claim(owner, key, digest)
+        if isinstance(claim, Stored):
+            headers = [
+                (b"content-type", claim.content_type.encode()),
+                (b"content-length", str(len(claim.body)).encode()),
+                (b"idempotent-replayed", b"true"),
+            ]
+            await send({"type": "http.response.start", "status": claim.status_code, "headers": headers})
+            await send({"type": "http.response.body", "body": claim.body})
+            return
+        if claim == "mismatch":
+            await _send_problem(
+                send, scope, 409, "idempotency_key_reused", "this key was used for a different request"
+            )
+            return
+        if claim == "in_progress":
+            await _send_problem(
+                send, scope, 409, "idempotency_key_in_use", "a request with this key is still running"
+            )
+            return
+
+        sent_body = False
+
+        async def replay_receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        status = 500
+        content_type = ""
+        out: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status, content_type
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"content-type":
+                        content_type = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                out.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await app(scope, replay_receive, capture)
+        finally:
+            # Keep only answers the client may rely on; a 5xx or a crash frees the key for a retry
+            # (the engine's own command-id dedup still guarantees a single effect).
+            if status < 500 and out:
+                await store.complete(owner, key, Stored(status, content_type, b"".join(out)))
+            else:
+                await store.release(owner, key)
+
+    return middleware
+
+
+__all__ = ["TokenBuckets", "idempotency_middleware", "metrics_middleware", "rate_limit_middleware"]

@@ -1,0 +1,54 @@
+"""Prometheus metrics, one registry per process.
+
+cashmarkets_http_request_duration_seconds{route,method,status}   histogram
+cashmarkets_commands_total{type,outcome}                          counter (submitted/applied/rejected)
+cashmarkets_engine_apply_seconds                                  histogram, per batch, per command
+cashmarkets_log_append_seconds                                    histogram, per batch
+cashmarkets_projector_lag_commands                                gauge (engine seq - projected seq)
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_LATENCY = Histogram(
+    "cashmarkets_http_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+COMMANDS = Counter(
+    "cashmarkets_commands_total", "Commands by type and outcome", ["type", "outcome"], registry=REGISTRY
+)
+APPLY_SECONDS = Histogram(
+    "cashmarkets_engine_apply_seconds",
+    "Engine apply time per command (batch time / batch size)",
+    registry=REGISTRY,
+    buckets=(1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3),
+)
+APPEND_SECONDS = Histogram(
+    "cashmarkets_log_append_seconds",
+    "Command log append time per batch (durable)",
+    registry=REGISTRY,
+    buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1),
+)
+PROJECTOR_LAG = Gauge(
+    "cashmarkets_projector_lag_commands",
+    "Commands applied by the engine but not yet projected",
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter("cashmarkets_rate_limited_total", "Requests answered 429", ["kind"], registry=REGISTRY)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,63 @@
+"""How an API process hands a command to the engine and gets its result.
+
+    CommandBus
+      ├── EmbeddedBus   same process: Runtime.submit (durable + applied, then answered)
+      └── (distributed) XADD to the Redis log, answer on a per-process reply channel
+
+A result that does not arrive within the timeout raises CommandTimeout: the command may still be
+applied; the client learns its outcome later from GET /api/v1/commands/{id}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from cashmarkets.core.commands import Command
+from cashmarkets.core.engine import Result
+from cashmarkets.core.ledger import Account
+from cashmarkets.runtime.runner import Runtime
+
+
+class CommandTimeout(Exception):
+    def __init__(self, command_id: str) -> None:
+        super().__init__(command_id)
+        self.command_id = command_id
+
+
+class CommandBus(Protocol):
+    async def submit(self, cmd: Command, timeout_s: float) -> Result: ...
+
+    async def result_of(self, command_id: str) -> Result | None: ...
+
+
+class EmbeddedBus:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def submit(self, cmd: Command, timeout_s: float) -> Result:
+        task = asyncio.ensure_future(self.runtime.submit(cmd))
+        try:
+            # shield: a client that stops waiting must not cancel a command already in the log.
+            return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except TimeoutError as exc:
+            raise CommandTimeout(cmd.command_id) from exc
+
+    async def result_of(self, command_id: str) -> Result | None:
+        return self.runtime.engine.result_of(command_id)
+
+
+class BalanceView(Protocol):
+    async def accounts_of(self, owner: str) -> list[Account]: ...
+
+
+class EngineBalances:
+    """Embedded mode reads balances straight from the engine: always current."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def accounts_of(self, owner: str) -> list[Account]:
+        ledger = self.runtime.engine.ledger
+        found = (ledger.account(owner, asset) for asset in sorted(ledger.assets))
+        return [acc for acc in found if acc is not None]

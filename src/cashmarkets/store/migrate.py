@@ -1,0 +1,74 @@
+"""Run the store's Alembic migrations from code: no `alembic.ini`, the configuration is built here.
+
+Alembic's commands are synchronous and its `env.py` drives an async engine with `asyncio.run`,
+so each command runs on a worker thread (`asyncio.to_thread`), which has no event loop of its
+own; these functions are therefore safe to await from a running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import pool
+
+from cashmarkets.store import db
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Alembic keeps the running environment in module globals: one command at a time per process.
+_alembic_lock = threading.Lock()
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration for the packaged migrations and the database at `url`.
+
+    The URL travels in `config.attributes`, not in `sqlalchemy.url`, so a `%` in a password needs
+    no ini-style escaping."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url
+    return config
+
+
+def _locked_upgrade(url: str, revision: str) -> None:
+    with _alembic_lock:
+        command.upgrade(alembic_config(url), revision)
+
+
+def _locked_downgrade(url: str, revision: str) -> None:
+    with _alembic_lock:
+        command.downgrade(alembic_config(url), revision)
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at `url` up to `revision`; a no-op when it is there already."""
+    await asyncio.to_thread(_locked_upgrade, url, revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    """Migrate the database at `url` down to `revision` ("base" removes every table)."""
+    await asyncio.to_thread(_locked_downgrade, url, revision)
+
+
+async def current(url: str) -> str | None:
+    """The database's current revision, or None when it has never been migrated."""
+    engine = db.create_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+    finally:
+        await engine.dispose()
+
+
+def head() -> str | None:
+    """The newest revision among the packaged migrations."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()

@@ -1,0 +1,213 @@
+"""The platform's SQL schema (SQLAlchemy Core), one definition for SQLite and PostgreSQL.
+
+    platform data (written by the API):   users, credentials, wallet_identities, login_nonces,
+                                          magic_links, refresh_tokens, idempotency_keys, audit_log
+    projections (written by the projector from engine events, exactly once):
+                                          accounts, ledger_transfers, withdrawals,
+                                          projector_checkpoints
+    engine:                               engine_snapshots
+
+Times are integer nanoseconds since the epoch (`*_ns`), amounts integer minor units, like the
+engine. Alembic migrations in `store/migrations` must produce exactly this schema (a test
+compares them).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Named constraints, so migrations can refer to them on both backends.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite auto-increments only an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+USER_ID_LENGTH = 36
+EMAIL_LENGTH_MAX = 320
+ADDRESS_LENGTH_MAX = 128
+OWNER_LENGTH_MAX = 128
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(USER_ID_LENGTH), primary_key=True),
+    Column("email", String(EMAIL_LENGTH_MAX), nullable=True, unique=True),
+    Column("role", String(16), nullable=False),  # player | operator | admin | auditor
+    Column("status", String(16), nullable=False),  # active | disabled
+    Column("created_at_ns", BigInteger, nullable=False),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("user_id", String(USER_ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("updated_at_ns", BigInteger, nullable=False),
+)
+
+wallet_identities = Table(
+    "wallet_identities",
+    metadata,
+    Column("chain", String(16), primary_key=True),  # ethereum | solana | aptos
+    Column("address", String(ADDRESS_LENGTH_MAX), primary_key=True),
+    Column("user_id", String(USER_ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at_ns", BigInteger, nullable=False),
+    Index(None, "user_id"),
+)
+
+login_nonces = Table(
+    "login_nonces",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("chain", String(16), nullable=False),
+    Column("address", String(ADDRESS_LENGTH_MAX), nullable=False),
+    Column("expires_at_ns", BigInteger, nullable=False),
+    Column("used_at_ns", BigInteger, nullable=True),
+)
+
+magic_links = Table(
+    "magic_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 hex of the emailed token
+    Column("email", String(EMAIL_LENGTH_MAX), nullable=False),
+    Column("expires_at_ns", BigInteger, nullable=False),
+    Column("used_at_ns", BigInteger, nullable=True),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 hex; the token itself is never stored
+    Column("user_id", String(USER_ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # Rotation: each refresh replaces the token; a replaced token used again revokes its family.
+    Column("family_id", String(36), nullable=False),
+    Column("created_at_ns", BigInteger, nullable=False),
+    Column("expires_at_ns", BigInteger, nullable=False),
+    Column("revoked_at_ns", BigInteger, nullable=True),
+    Column("replaced_by", String(64), nullable=True),
+    Index(None, "user_id"),
+    Index(None, "family_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(160), primary_key=True),  # "user:<id>" or "ip:<address>"
+    Column("key", String(128), primary_key=True),
+    Column("request_hash", String(64), nullable=False),  # sha256 of method, path and body
+    Column("status_code", Integer, nullable=True),  # NULL while the first request is in flight
+    Column("content_type", String(64), nullable=True),
+    Column("response_body", LargeBinary, nullable=True),
+    Column("created_at_ns", BigInteger, nullable=False),
+    Index(None, "created_at_ns"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("actor", String(160), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(160), nullable=False),
+    Column("detail", Text, nullable=False),  # JSON text
+    Column("request_id", String(64), nullable=True),
+    Index(None, "ts_ns"),
+)
+
+# ---- projections ------------------------------------------------------------------------------
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("owner", String(OWNER_LENGTH_MAX), nullable=False),
+    Column("asset", String(16), nullable=False),
+    Column("flags", Integer, nullable=False),
+    Column("debits_posted", BigInteger, nullable=False),
+    Column("credits_posted", BigInteger, nullable=False),
+    Column("debits_pending", BigInteger, nullable=False),
+    Column("credits_pending", BigInteger, nullable=False),
+    Column("updated_seq", BigInteger, nullable=False),
+    UniqueConstraint("owner", "asset"),
+)
+
+ledger_transfers = Table(
+    "ledger_transfers",
+    metadata,
+    Column("transfer_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("kind", SmallInteger, nullable=False),  # 0 single, 1 pending, 2 post, 3 void
+    Column("debit_account_id", BigInteger, nullable=False),
+    Column("credit_account_id", BigInteger, nullable=False),
+    Column("asset", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("pending_id", BigInteger, nullable=False),
+    # A user's history is the transfers on either side of their accounts, newest first.
+    Index(None, "debit_account_id", "transfer_id"),
+    Index(None, "credit_account_id", "transfer_id"),
+)
+
+withdrawals = Table(
+    "withdrawals",
+    metadata,
+    Column("hold_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("owner", String(OWNER_LENGTH_MAX), nullable=False),
+    Column("asset", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("destination", String(256), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | completed | rejected
+    Column("reference", String(256), nullable=False),  # chain tx id, or the rejection reason
+    Column("requested_seq", BigInteger, nullable=False),
+    Column("requested_ts_ns", BigInteger, nullable=False),
+    Column("resolved_ts_ns", BigInteger, nullable=True),
+    Index(None, "owner", "hold_id"),
+    Index(None, "status", "hold_id"),
+)
+
+projector_checkpoints = Table(
+    "projector_checkpoints",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("position", String(64), nullable=True),
+    Column("updated_at_ns", BigInteger, nullable=False),
+)
+
+# ---- engine -------------------------------------------------------------------------------------
+
+engine_snapshots = Table(
+    "engine_snapshots",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("position", String(64), nullable=False),
+    Column("state_hash", String(64), nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Index(None, "seq"),
+)

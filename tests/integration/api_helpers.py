@@ -1,0 +1,64 @@
+"""An in-process embedded server (real SQLite journal and store) and small client helpers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from cashmarkets.api.app import create_app
+from cashmarkets.api.services import Services
+from cashmarkets.ops.settings import Settings
+
+PASSWORD = "correct horse battery"
+
+
+@asynccontextmanager
+async def embedded(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+    settings = Settings.from_env({}, data_dir=tmp_path / "data", snapshot_interval_s=3600, **overrides)
+    async with AsyncTestClient(create_app(settings)) as client:
+        yield client
+
+
+def services_of(client: AsyncTestClient[Any]) -> Services:
+    found: Services = client.app.state.services
+    return found
+
+
+async def signup(client: AsyncTestClient[Any], email: str) -> dict[str, Any]:
+    response = await client.post("/api/v1/signup", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    assert response.cookies.get("authToken") == response.json()["token"]
+    # Tests say who they are with a header; a cookie left in the jar would authenticate silently.
+    client.cookies.clear()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def admin(client: AsyncTestClient[Any], email: str = "admin@example.com") -> dict[str, str]:
+    """Sign up a user, make them admin in the store, sign in again for a token with the role."""
+    body = await signup(client, email)
+    assert await services_of(client).users.set_role(body["user"]["id"], "admin")
+    response = await client.post("/api/v1/signin", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 200
+    client.cookies.clear()
+    return bearer(response.json()["token"])
+
+
+async def wait_projected(client: AsyncTestClient[Any]) -> None:
+    """Until the projector has caught up with the engine (reads from SQL see every write)."""
+    import asyncio
+
+    extras = services_of(client).extras
+    for _ in range(500):
+        if extras["projector"].seq >= extras["runtime"].engine.seq:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("projector did not catch up")
