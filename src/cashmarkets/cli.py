@@ -1,4 +1,4 @@
-"""`cashmarkets …`: serve, replay --verify, migrate, bench."""
+"""`cashmarkets …`: serve (embedded); api, engine, projector (distributed); migrate; replay; bench."""
 
 from __future__ import annotations
 
@@ -64,6 +64,47 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address [env CASHMARKETS_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port [env CASHMARKETS_PORT].")] = None,
+) -> None:
+    """Distributed mode: one API process (run several); needs PostgreSQL and Redis URLs."""
+    import uvicorn
+
+    from cashmarkets.api.app import create_app
+
+    settings = Settings.from_env(host=host, port=port)
+    if not settings.distributed:
+        typer.echo("cashmarkets api needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL", err=True)
+        raise typer.Exit(2)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+@app.command()
+def engine(data_dir: DataDir = None) -> None:
+    """Distributed mode: the engine process (exactly one): applies the Redis log in order."""
+    from cashmarkets.runtime.processes import run_engine
+
+    _run(run_engine(Settings.from_env(data_dir=data_dir)))
+
+
+@app.command()
+def projector(data_dir: DataDir = None) -> None:
+    """Project engine events into the SQL store (distributed mode, or beside `serve`)."""
+    from cashmarkets.runtime.processes import run_projector
+
+    _run(run_projector(Settings.from_env(data_dir=data_dir)))
 
 
 @app.command()

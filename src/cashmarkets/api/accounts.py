@@ -23,7 +23,7 @@ from cashmarkets.api.schemas import (
     WithdrawalPage,
 )
 from cashmarkets.api.security import AuthUser, current_user
-from cashmarkets.api.services import Services, command_id, parse_money, services
+from cashmarkets.api.services import command_id, parse_money, services
 from cashmarkets.core.commands import Deposit, RequestWithdrawal
 from cashmarkets.core.ledger import PENDING, POST, VOID, Account
 from cashmarkets.core.money import ASSETS, format_amount
@@ -61,17 +61,15 @@ def balance_item(acc: Account) -> BalanceItem:
     )
 
 
-async def balance_after(svc: Services, owner: str, asset: str) -> BalanceAfter:
-    """Read-your-writes: the balance right after the caller's command."""
+def balance_after(result: Accepted, asset: str) -> BalanceAfter:
+    """Read-your-writes: the balance the engine reported right after the caller's command."""
     decimals = ASSETS[asset].decimals
-    for acc in await svc.balances.accounts_of(owner):
-        if acc.asset == asset:
-            return BalanceAfter(
-                asset=asset,
-                balance=format_amount(acc.balance, decimals),
-                available=format_amount(acc.available, decimals),
-            )
-    return BalanceAfter(asset=asset, balance=format_amount(0, decimals), available=format_amount(0, decimals))
+    data = result.data
+    after = getattr(data, "balance", None)
+    balance, available = (after.balance, after.available) if after is not None else (0, 0)
+    return BalanceAfter(
+        asset=asset, balance=format_amount(balance, decimals), available=format_amount(available, decimals)
+    )
 
 
 def withdrawal_view(row: Any, *, with_owner: bool = False) -> Withdrawal:
@@ -170,7 +168,7 @@ class AccountsController(Controller):
         return FaucetDone(
             command_id=result.command_id,
             seq=result.seq,
-            balance=await balance_after(svc, user.id, asset.code),
+            balance=balance_after(result, asset.code),
         )
 
     @post("/withdrawals", status_code=202)

@@ -28,6 +28,7 @@ from cashmarkets.api.context import request_id_middleware
 from cashmarkets.api.errors import EXCEPTION_HANDLERS
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.middleware import (
+    RedisTokenBuckets,
     TokenBuckets,
     idempotency_middleware,
     metrics_middleware,
@@ -38,8 +39,9 @@ from cashmarkets.api.services import Services
 from cashmarkets.integrations.email import mailer_from_url
 from cashmarkets.ops import metrics
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_log, build_runtime, store_url
+from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
+from cashmarkets.runtime.distributed import ENGINE_ALIVE_KEY, RedisBus, SqlBalances
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.idempotency import IdempotencyStore
@@ -56,6 +58,9 @@ def jwt_secret(settings: Settings) -> str:
     """The configured secret, or (embedded) one generated once and kept in the data directory."""
     if settings.jwt_secret:
         return settings.jwt_secret
+    if settings.distributed:
+        # Every API process must sign and check tokens with the same key: it has to be given.
+        raise SystemExit("distributed mode needs CASHMARKETS_JWT_SECRET (the same in every API process)")
     path = Path(settings.data_dir) / "jwt.secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +83,36 @@ def docs() -> Redirect:
 
 
 def create_app(settings: Settings) -> Litestar:
+    """Embedded (one process: runtime + projector + API) or, with PostgreSQL and Redis
+    configured, a distributed API process that talks to the engine process through Redis."""
+    return build_litestar(
+        settings, _distributed_lifespan(settings) if settings.distributed else _embedded_lifespan(settings)
+    )
+
+
+def _install(app: Litestar, settings: Settings, services: Services, limits: dict[str, Any]) -> None:
+    app.state.services = services
+    app.state.tokens = services.tokens
+    app.state.request_body_max_bytes = settings.request_body_max_bytes
+    app.state.rate_limits = limits
+
+
+def _services(settings: Settings, db: Any, bus: Any, balances: Any, extras: dict[str, Any]) -> Services:
+    return Services(
+        settings=settings,
+        db=db,
+        tokens=TokenService(jwt_secret(settings), settings.access_token_ttl_s),
+        users=UserStore(db),
+        idempotency=IdempotencyStore(db),
+        bus=bus,
+        balances=balances,
+        mailer=mailer_from_url(settings.smtp_url, settings.mail_from),
+        engine_assets=frozenset(build_engine().config.assets),
+        extras=extras,
+    )
+
+
+def _embedded_lifespan(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         url = store_url(settings)
@@ -95,34 +130,20 @@ def create_app(settings: Settings) -> Litestar:
             return "ok" if runtime.running else "runtime stopped"
 
         async def projector_ready() -> str:
-            lag = runtime.engine.seq - projector.seq
-            metrics.PROJECTOR_LAG.set(lag)
+            metrics.PROJECTOR_LAG.set(runtime.engine.seq - projector.seq)
             return "ok" if not projector_task.done() else "projector stopped"
 
-        tokens = TokenService(jwt_secret(settings), settings.access_token_ttl_s)
-        services = Services(
-            settings=settings,
-            db=db,
-            tokens=tokens,
-            users=UserStore(db),
-            idempotency=IdempotencyStore(db),
-            bus=EmbeddedBus(runtime),
-            balances=EngineBalances(runtime),
-            mailer=mailer_from_url(settings.smtp_url, settings.mail_from),
-            engine_assets=runtime.engine.ledger.assets,
-            extras={
-                "runtime": runtime,
-                "projector": projector,
-                "readiness": {"engine": engine_ready, "projector": projector_ready},
-            },
-        )
-        app.state.services = services
-        app.state.tokens = tokens
-        app.state.request_body_max_bytes = settings.request_body_max_bytes
-        app.state.rate_limits = {
+        extras = {
+            "runtime": runtime,
+            "projector": projector,
+            "readiness": {"engine": engine_ready, "projector": projector_ready},
+        }
+        services = _services(settings, db, EmbeddedBus(runtime), EngineBalances(runtime), extras)
+        limits = {
             "ip": TokenBuckets(settings.rate_limit_ip_per_s, settings.rate_limit_ip_burst),
             "user": TokenBuckets(settings.rate_limit_user_per_s, settings.rate_limit_user_burst),
         }
+        _install(app, settings, services, limits)
         log.info("serving", mode="embedded", url=settings.base_url, seq=runtime.engine.seq)
         try:
             yield
@@ -134,7 +155,41 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
             await db.dispose()
 
-    return build_litestar(settings, lifespan)
+    return lifespan
+
+
+def _distributed_lifespan(settings: Settings) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        assert settings.redis_url is not None
+        url = store_url(settings)
+        await migrate.require_head(url)
+        db = create_engine(url)
+        bus = RedisBus(settings.redis_url, settings.redis_stream, build_engine().codec)
+        await bus.start()
+
+        async def engine_ready() -> str:
+            return "ok" if await bus.client.exists(ENGINE_ALIVE_KEY) else "no engine heartbeat"
+
+        extras = {"bus": bus, "readiness": {"engine": engine_ready}}
+        services = _services(settings, db, bus, SqlBalances(db), extras)
+        limits = {
+            "ip": RedisTokenBuckets(
+                bus.client, settings.rate_limit_ip_per_s, settings.rate_limit_ip_burst, "cm:rl:"
+            ),
+            "user": RedisTokenBuckets(
+                bus.client, settings.rate_limit_user_per_s, settings.rate_limit_user_burst, "cm:rl:"
+            ),
+        }
+        _install(app, settings, services, limits)
+        log.info("serving", mode="distributed", url=settings.base_url)
+        try:
+            yield
+        finally:
+            await bus.close()
+            await db.dispose()
+
+    return lifespan
 
 
 def build_litestar(settings: Settings, lifespan: Any) -> Litestar:

@@ -92,8 +92,9 @@ class TokenBuckets:
         self.burst = burst
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, key: str, now: float) -> float:
+    async def take(self, key: str) -> float:
         """0 if allowed, else the seconds to wait before one more request would be."""
+        now = time.monotonic()
         tokens, last = self._buckets.pop(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
         wait = 0.0
@@ -107,19 +108,51 @@ class TokenBuckets:
         return wait
 
 
+# One atomic step of a token bucket kept in a Redis hash, timed by the Redis server's clock so
+# that API processes on different machines agree.
+_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + (now - ts) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return tostring(wait)
+"""
+
+
+class RedisTokenBuckets:
+    """Token buckets shared by every API process (distributed mode)."""
+
+    def __init__(self, client: Any, rate_per_s: float, burst: int, prefix: str) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.prefix = prefix
+        self._script = client.register_script(_BUCKET_LUA)
+
+    async def take(self, key: str) -> float:
+        wait = await self._script(keys=[f"{self.prefix}{key}"], args=[self.rate_per_s, self.burst])
+        return float(wait)
+
+
 def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await app(scope, receive, send)
             return
         state = scope["app"].state
-        limits: dict[str, TokenBuckets] = state.rate_limits
-        now = time.monotonic()
+        limits: dict[str, TokenBuckets | RedisTokenBuckets] = state.rate_limits
         client = scope.get("client")
-        waits = [("ip", limits["ip"].take(f"ip:{client[0] if client else '?'}", now))]
+        waits = [("ip", await limits["ip"].take(f"ip:{client[0] if client else '?'}"))]
         user_id = _token_subject(scope)
         if user_id is not None:
-            waits.append(("user", limits["user"].take(f"user:{user_id}", now)))
+            waits.append(("user", await limits["user"].take(f"user:{user_id}")))
         kind, wait = max(waits, key=lambda kw: kw[1])
         if wait > 0:
             metrics.RATE_LIMITED.labels(kind).inc()
@@ -256,4 +289,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-__all__ = ["TokenBuckets", "idempotency_middleware", "metrics_middleware", "rate_limit_middleware"]
+__all__ = [
+    "RedisTokenBuckets",
+    "TokenBuckets",
+    "idempotency_middleware",
+    "metrics_middleware",
+    "rate_limit_middleware",
+]

@@ -43,12 +43,23 @@ class AccountOpened(ResultData, tag="account_opened"):
     created: bool
 
 
+class BalanceAfter(msgspec.Struct, array_like=True, gc=False):
+    """A user account right after the command: lets a client read its own write even where the
+    balance endpoint serves a projection that may lag by a batch."""
+
+    asset: str
+    balance: int
+    available: int
+
+
 class TransfersDone(ResultData, tag="transfers_done"):
     """Transfer ids in leg order; for a hold the first id is the hold id to post or void later."""
 
     transfer_ids: tuple[int, ...]
+    balance: BalanceAfter | None = None
 
 
 class WithdrawalState(ResultData, tag="withdrawal"):
     hold_id: int
     status: str  # pending | completed | rejected
+    balance: BalanceAfter | None = None

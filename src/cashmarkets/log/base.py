@@ -26,6 +26,8 @@ APPEND_BATCH_RECORDS_MAX = 4096
 class LogRecord(NamedTuple):
     position: Position
     data: bytes
+    # Distributed mode: the API process's channel that waits for this command's result.
+    reply_to: str | None = None
 
 
 class LogCorrupted(Exception):

@@ -46,6 +46,7 @@ from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, LogCorrupted, LogReco
 __all__ = ["RedisStreamLog", "RedisUnavailable"]
 
 DATA_FIELD = b"d"
+REPLY_FIELD = b"r"
 
 # redis-py 8's default socket (read) timeout, used when a passed-in client does not say.
 _REDIS_PY_DEFAULT_SOCKET_TIMEOUT_S = 5.0
@@ -142,7 +143,8 @@ class RedisStreamLog:
 
     # -- CommandLog -----------------------------------------------------------------------------
 
-    async def append(self, records: Sequence[bytes]) -> list[Position]:
+    async def append(self, records: Sequence[bytes], reply_to: str | None = None) -> list[Position]:
+        """Append records; with `reply_to`, the engine publishes each result on that channel."""
         if not records:
             return []
         if len(records) > APPEND_BATCH_RECORDS_MAX:
@@ -158,7 +160,10 @@ class RedisStreamLog:
         # uniformly (WRONGTYPE for every command) or be refused at queue time (OOM -> EXECABORT).
         async with self._client.pipeline(transaction=True) as pipe:
             for record in records:
-                pipe.xadd(self._stream, {DATA_FIELD: bytes(record)}, id="*")
+                fields = {DATA_FIELD: bytes(record)}
+                if reply_to is not None:
+                    fields[REPLY_FIELD] = reply_to.encode()
+                pipe.xadd(self._stream, fields, id="*")  # type: ignore[arg-type]
             ids: list[bytes | str] = await pipe.execute()
         return [_text(entry_id) for entry_id in ids]
 
@@ -256,5 +261,8 @@ class RedisStreamLog:
                 raise LogCorrupted(
                     f"stream {self._stream!r} entry {_text(entry_id)} has no {DATA_FIELD.decode()!r} field"
                 )
-            records.append(LogRecord(position=_text(entry_id), data=data))
+            reply = fields.get(REPLY_FIELD)
+            records.append(
+                LogRecord(position=_text(entry_id), data=data, reply_to=reply.decode() if reply else None)
+            )
         return records

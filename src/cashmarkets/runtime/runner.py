@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,7 +25,7 @@ import structlog
 from cashmarkets.core.commands import COMMAND_ID_LENGTH_MAX, Command
 from cashmarkets.core.engine import Engine, Result, snapshot_hash
 from cashmarkets.core.results import Rejected
-from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, CommandLog, LogCorrupted, Position
+from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, CommandLog, LogCorrupted, LogRecord, Position
 from cashmarkets.ops import gcpolicy
 from cashmarkets.runtime import forksnap
 from cashmarkets.store.snapshots import SnapshotRecord, SnapshotStore
@@ -36,6 +36,8 @@ log = structlog.get_logger("cashmarkets.runtime")
 PENDING_COMMANDS_MAX: Final = 100_000
 # Records per page when replaying the log.
 REPLAY_PAGE_RECORDS: Final = 10_000
+# A following engine waits this long for new records per read (then simply reads again).
+FOLLOW_BLOCK_MS: Final = 1_000
 
 
 class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +49,10 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Drop log records below the previous snapshot once a newer one is durable. Off by default:
     # the full log lets `cashmarkets replay --verify` rebuild everything from the first command.
     trim_log: bool = False
+
+
+# Follow mode: called with each applied batch (record, stamped command, result), in log order.
+Replier = Callable[[list[tuple[LogRecord, Command, Result]]], Awaitable[None]]
 
 
 class Overloaded(Exception):
@@ -93,8 +99,12 @@ class Runtime:
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Recover state (snapshot + replay), then start accepting commands."""
+    async def start(self, *, follow: Replier | None = None) -> None:
+        """Recover state (snapshot + replay), then start accepting commands.
+
+        With `follow`, the runtime is a distributed engine instead: it takes no submissions but
+        tails the log (which API processes append to), applies every record in log order, and
+        hands each batch of results to `follow` (which publishes the replies)."""
         await self.log.open()
         warn = getattr(self.log, "durability_warning", None)
         if warn is not None and (message := await warn()):
@@ -103,9 +113,12 @@ class Runtime:
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
         forksnap.remove_leftovers(self.scratch_dir)
         gcpolicy.tune()
-        await self.recover()
+        await self.recover(on_replayed=follow)
         gcpolicy.freeze_survivors()
-        self._writer = asyncio.create_task(self._write_loop(), name="runtime-writer")
+        if follow is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="runtime-writer")
+        else:
+            self._writer = asyncio.create_task(self._follow_loop(follow), name="runtime-follower")
         self._snapshotter = asyncio.create_task(self._snapshot_loop(), name="runtime-snapshots")
 
     async def stop(self, *, snapshot: bool = True) -> None:
@@ -127,7 +140,7 @@ class Runtime:
         await self.log.close()
         await self.snapshots.close()
 
-    async def recover(self) -> None:
+    async def recover(self, *, on_replayed: Replier | None = None) -> None:
         record = await self.snapshots.newest_intact()
         after: Position | None = None
         if record is not None:
@@ -136,7 +149,12 @@ class Runtime:
             self._snapshot_seq, self._snapshot_position = record.seq, record.position
             self.recovered_from_seq = record.seq
         self.position = after
-        self.replayed, self.position = await replay(self.engine, self.log, after)
+        replayed: list[tuple[LogRecord, Command, Result]] | None = [] if on_replayed else None
+        self.replayed, self.position = await replay(self.engine, self.log, after, applied=replayed)
+        if on_replayed is not None and replayed:
+            # Results of commands applied before a crash may never have reached their callers:
+            # publish them again (callers that gave up find them by command id).
+            await on_replayed(replayed)
         self.engine.ledger.check_invariants()
         self._last_ts_ns = self.engine.ts_ns
         log.info(
@@ -235,6 +253,43 @@ class Runtime:
         if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
             asyncio.get_running_loop().create_task(self.take_snapshot())
 
+    async def _follow_loop(self, reply: Replier) -> None:
+        read_blocking = getattr(self.log, "read_blocking", None)
+        if read_blocking is None:
+            raise TypeError(f"{type(self.log).__name__} cannot be tailed; follow mode needs the Redis log")
+        decode = self.codec.command_decoder.decode
+        limit = min(self.config.batch_records_max, APPEND_BATCH_RECORDS_MAX)
+        try:
+            while True:
+                records = await read_blocking(self.position, limit, FOLLOW_BLOCK_MS)
+                if not records:
+                    continue
+                applied: list[tuple[LogRecord, Command, Result]] = []
+                batch_events: list[Any] = []
+                rejected = 0
+                for record in records:
+                    cmd = decode(record.data)
+                    _stamp(cmd, self.engine, record)
+                    result, events = self.engine.apply(cmd)
+                    applied.append((record, cmd, result))
+                    batch_events.extend(events)
+                    rejected += result.__class__ is Rejected
+                self.position = records[-1].position
+                self.stats["applied"] += len(records)
+                self.stats["rejected"] += rejected
+                self.stats["batches"] += 1
+                await reply(applied)
+                for fn in self._subscribers:
+                    fn(batch_events)
+                if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
+                    asyncio.get_running_loop().create_task(self.take_snapshot())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._failed = exc
+            log.error("engine stopped: reading or applying the log failed", error=repr(exc))
+            raise
+
     # ---- snapshots ------------------------------------------------------------------------------
 
     async def _snapshot_loop(self) -> None:
@@ -280,8 +335,23 @@ class Runtime:
         return record
 
 
+def _stamp(cmd: Command, engine: Engine, record: LogRecord) -> None:
+    """Give a decoded record its seq and ts_ns, the same way live and in every replay."""
+    expected = engine.seq + 1
+    if cmd.seq == 0:
+        cmd.seq = expected
+    elif cmd.seq != expected:
+        raise LogCorrupted(f"record at {record.position} has seq {cmd.seq}, expected {expected}")
+    cmd.ts_ns = max(cmd.ts_ns, engine.ts_ns)
+
+
 async def replay(
-    engine: Engine, log_backend: CommandLog, after: Position | None, *, until_seq: int | None = None
+    engine: Engine,
+    log_backend: CommandLog,
+    after: Position | None,
+    *,
+    until_seq: int | None = None,
+    applied: list[tuple[LogRecord, Command, Result]] | None = None,
 ) -> tuple[int, Position | None]:
     """Apply every log record after `after` (up to `until_seq` when set); return how many, and
     the position of the last one applied. `until_seq=None` replays to the end.
@@ -302,12 +372,9 @@ async def replay(
                 cmd = decode(record.data)
             except msgspec.DecodeError as exc:
                 raise LogCorrupted(f"record at {record.position} does not decode: {exc}") from exc
-            expected = engine.seq + 1
-            if cmd.seq == 0:
-                cmd.seq = expected
-            elif cmd.seq != expected:
-                raise LogCorrupted(f"record at {record.position} has seq {cmd.seq}, expected {expected}")
-            cmd.ts_ns = max(cmd.ts_ns, engine.ts_ns)
-            engine.apply(cmd)
+            _stamp(cmd, engine, record)
+            result, _ = engine.apply(cmd)
+            if applied is not None:
+                applied.append((record, cmd, result))
             count += 1
             after = record.position

@@ -72,3 +72,16 @@ def head() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+async def require_head(url: str) -> None:
+    """Distributed processes do not migrate on their own: refuse to start on an old schema."""
+    found, wanted = await current(url), head()
+    if found != wanted:
+        raise SchemaOutOfDate(
+            f"store schema is at {found!r}, this build needs {wanted!r}: run `cashmarkets migrate`"
+        )

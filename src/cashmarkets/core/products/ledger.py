@@ -41,7 +41,14 @@ from cashmarkets.core.ledger import (
     LedgerFailure,
     Leg,
 )
-from cashmarkets.core.results import AccountOpened, Reject, ResultData, TransfersDone, WithdrawalState
+from cashmarkets.core.results import (
+    AccountOpened,
+    BalanceAfter,
+    Reject,
+    ResultData,
+    TransfersDone,
+    WithdrawalState,
+)
 
 _STATE_ENCODER = msgspec.msgpack.Encoder()
 _STATE_DECODER = msgspec.msgpack.Decoder(list[tuple[int, str]])
@@ -97,7 +104,10 @@ class LedgerProduct:
     def deposit(self, cmd: Deposit) -> TransfersDone | Reject:
         if cmd.owner.startswith("@"):
             return Reject(codes.BAD_OWNER, "deposits are for user accounts")
-        return self._move(WORLD, cmd.owner, cmd.asset, cmd.amount, cmd.code, False, cmd.seq)
+        done = self._move(WORLD, cmd.owner, cmd.asset, cmd.amount, cmd.code, False, cmd.seq)
+        if isinstance(done, Reject):
+            return done
+        return TransfersDone(transfer_ids=done.transfer_ids, balance=self._balance(cmd.owner, cmd.asset))
 
     def withdraw(self, cmd: Withdraw) -> TransfersDone | Reject:
         if cmd.owner.startswith("@"):
@@ -167,7 +177,7 @@ class LedgerProduct:
         self.withdrawals[hold_id] = cmd.owner
         self.engine.on_rollback(lambda: self.withdrawals.pop(hold_id, None))
         self.engine.emit(WithdrawalRequested(cmd.seq, hold_id, cmd.owner, cmd.asset, cmd.amount, destination))
-        return WithdrawalState(hold_id=hold_id, status="pending")
+        return WithdrawalState(hold_id=hold_id, status="pending", balance=self._balance(cmd.owner, cmd.asset))
 
     def complete_withdrawal(self, cmd: CompleteWithdrawal) -> WithdrawalState | Reject:
         return self._resolve_withdrawal(cmd.hold_id, cmd.seq, cmd.reference, post=True)
@@ -237,6 +247,10 @@ class LedgerProduct:
                 return Reject(opened)
             cr = opened
         return dr, cr
+
+    def _balance(self, owner: str, asset: str) -> BalanceAfter | None:
+        acc = self.ledger.by_key.get((owner, asset))
+        return None if acc is None else BalanceAfter(asset, acc.balance, acc.available)
 
     def _open(self, owner: str, asset: str) -> Account | str:
         acc = self.ledger.open_account(owner, asset)
