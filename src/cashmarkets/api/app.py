@@ -121,7 +121,12 @@ def _embedded_lifespan(settings: Settings) -> Any:
         runtime = build_runtime(settings)
         await runtime.start()
         # The projector reads the log through its own connection, off the writer's thread.
-        projector = Projector(db, build_log(settings), SnapshotStore(url, migrate=False, engine=db))
+        projector = Projector(
+            db,
+            build_log(settings),
+            SnapshotStore(url, migrate=False, engine=db),
+            batch_records=settings.projector_batch_records,
+        )
         await projector.log.open()
         runtime.subscribe(lambda _events: projector.notify())
         projector_task = asyncio.create_task(projector.run(), name="projector")

@@ -26,6 +26,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # The platform store: unset means SQLite `store.db` in the data directory; or postgresql://…
     database_url: str | None = None
 
+    # Log records the projector writes per SQL transaction.
+    projector_batch_records: int = 2_000
+
     # ---- HTTP API --------------------------------------------------------------------------------
     # HS256 secret for access tokens; unset in embedded mode: generated once into <data_dir>/jwt.secret.
     jwt_secret: str | None = None

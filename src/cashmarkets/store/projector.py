@@ -34,7 +34,7 @@ from cashmarkets.store.tables import accounts, ledger_transfers, projector_check
 log = structlog.get_logger("cashmarkets.projector")
 
 NAME: Final = "ledger"
-# Log records per SQL transaction.
+# Log records per SQL transaction (default; Settings.projector_batch_records).
 BATCH_RECORDS_MAX: Final = 2_000
 IDLE_POLL_S: Final = 0.05
 
@@ -59,6 +59,7 @@ class Projector:
         log_backend: CommandLog,
         snapshots: SnapshotStore,
         engine_factory: Any = Engine,
+        batch_records: int = BATCH_RECORDS_MAX,
     ) -> None:
         self.db = db
         self.log = log_backend
@@ -69,6 +70,7 @@ class Projector:
         self._wake = asyncio.Event()
         self._insert = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
         self.rows_written = 0
+        self.batch_records = batch_records
 
     @property
     def seq(self) -> int:
@@ -101,7 +103,7 @@ class Projector:
 
     async def step(self) -> int:
         """Project the next batch of log records; return how many were projected."""
-        page = await self.log.read_from(self.position, BATCH_RECORDS_MAX)
+        page = await self.log.read_from(self.position, self.batch_records)
         if not page:
             return 0
         decode = self.engine.codec.command_decoder.decode
@@ -177,6 +179,26 @@ class Projector:
                     )
         position = page[-1].position
         async with self.db.begin() as conn:
+            # The checkpoint first: it also opens the transaction on the server, which the asyncpg
+            # adapter does lazily; a COPY sent before any statement would run in autocommit and
+            # survive a crash without its checkpoint (rows projected twice on restart).
+            checkpoint = {
+                "name": NAME,
+                "seq": self.engine.seq,
+                "position": position,
+                "updated_at_ns": time.time_ns(),
+            }
+            upsert = self._insert(projector_checkpoints).values(checkpoint)
+            await conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[projector_checkpoints.c.name],
+                    set_={
+                        "seq": upsert.excluded.seq,
+                        "position": upsert.excluded.position,
+                        "updated_at_ns": upsert.excluded.updated_at_ns,
+                    },
+                )
+            )
             if created:
                 await conn.execute(self._insert(accounts).on_conflict_do_nothing(), created)
             if transfers:
@@ -207,23 +229,6 @@ class Projector:
                     update(withdrawals).where(withdrawals.c.hold_id == bindparam("b_hold_id")),
                     resolved,
                 )
-            checkpoint = {
-                "name": NAME,
-                "seq": self.engine.seq,
-                "position": position,
-                "updated_at_ns": time.time_ns(),
-            }
-            upsert = self._insert(projector_checkpoints).values(checkpoint)
-            await conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[projector_checkpoints.c.name],
-                    set_={
-                        "seq": upsert.excluded.seq,
-                        "position": upsert.excluded.position,
-                        "updated_at_ns": upsert.excluded.updated_at_ns,
-                    },
-                )
-            )
         self.position = position
         self.rows_written += len(transfers)
         return len(page)
@@ -233,7 +238,7 @@ class Projector:
             # COPY is ~4x faster than a multi-row INSERT; it runs inside this transaction.
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
-            assert driver is not None
+            assert driver is not None and driver.is_in_transaction(), "COPY outside the batch's transaction"
             await driver.copy_records_to_table(
                 "ledger_transfers", records=rows, columns=list(_TRANSFER_COLUMNS)
             )

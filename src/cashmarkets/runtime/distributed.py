@@ -1,0 +1,146 @@
+"""Distributed mode: API processes and one engine process meeting in Redis.
+
+    API process                         Redis                              engine process
+    RedisBus.submit(cmd) ── XADD {d: cmd, r: reply channel} ──> stream ──> Runtime (follow mode)
+          ^                                                                   │ apply in log order
+          └──── SUBSCRIBE cashmarkets:replies:<process> <── PUBLISH ──────────┤
+    RedisBus.result_of(id) ── GET cashmarkets:result:<id> <── SET EX 24h ─────┘
+
+The API never waits on a connection per request: one pub/sub connection per process receives
+every reply for that process and resolves the waiting request by command id. Results are also
+kept under their command id for a day, so a client that got a 504 can learn the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any, Final
+
+import redis.asyncio
+import structlog
+
+from cashmarkets.core.commands import Command
+from cashmarkets.core.engine import EngineCodec, Result
+from cashmarkets.core.ledger import Account
+from cashmarkets.log.base import LogRecord
+from cashmarkets.log.redis_streams import RedisStreamLog
+from cashmarkets.runtime.bus import CommandTimeout
+
+log = structlog.get_logger("cashmarkets.distributed")
+
+RESULT_KEY: Final = "cashmarkets:result:{}"
+RESULT_TTL_S: Final = 24 * 3600
+REPLY_CHANNEL: Final = "cashmarkets:replies:{}"
+# Refreshed by the engine process every ENGINE_HEARTBEAT_S; API readiness checks it.
+ENGINE_ALIVE_KEY: Final = "cashmarkets:engine:alive"
+ENGINE_HEARTBEAT_S: Final = 1.0
+
+
+class ResultPublisher:
+    """The engine side: store each result under its command id and answer its caller."""
+
+    def __init__(self, client: redis.asyncio.Redis, codec: EngineCodec) -> None:
+        self.client = client
+        self.codec = codec
+
+    async def __call__(self, applied: list[tuple[LogRecord, Command, Result]]) -> None:
+        encode = self.codec.encoder.encode
+        async with self.client.pipeline(transaction=False) as pipe:
+            for record, cmd, result in applied:
+                data = encode(result)
+                pipe.set(RESULT_KEY.format(cmd.command_id), data, ex=RESULT_TTL_S)
+                if record.reply_to:
+                    pipe.publish(record.reply_to, data)
+            await pipe.execute()
+
+
+class RedisBus:
+    """The API side of the command path in distributed mode."""
+
+    def __init__(self, url: str, stream: str, codec: EngineCodec) -> None:
+        self.codec = codec
+        self.log = RedisStreamLog(url, stream)
+        self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url)
+        self.channel = REPLY_CHANNEL.format(uuid.uuid4().hex)
+        self._pending: dict[str, asyncio.Future[Result]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.log.open()
+        self._listener = asyncio.create_task(self._listen(), name="reply-listener")
+        await asyncio.wait_for(self._subscribed.wait(), 10)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        await self.log.close()
+        await self.client.aclose()
+
+    async def _listen(self) -> None:
+        decode = self.codec.result_decoder.decode
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                self._subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    result = decode(message["data"])
+                    future = self._pending.get(result.command_id)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a dropped connection: resubscribe; waiters fall back to GET
+                log.warning("reply channel lost; resubscribing", error=repr(exc))
+                await asyncio.sleep(0.2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def submit(self, cmd: Command, timeout_s: float) -> Result:
+        cmd.ts_ns = time.time_ns()
+        command_id = cmd.command_id
+        future = self._pending.get(command_id)
+        owner = future is None
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[command_id] = future
+        try:
+            if owner:
+                await self.log.append([self.codec.encoder.encode(cmd)], reply_to=self.channel)
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                # The reply may have been lost with a dropped pub/sub connection: look it up.
+                stored = await self.result_of(command_id)
+                if stored is not None:
+                    return stored
+                raise CommandTimeout(command_id) from None
+        finally:
+            if owner:
+                self._pending.pop(command_id, None)
+
+    async def result_of(self, command_id: str) -> Result | None:
+        data = await self.client.get(RESULT_KEY.format(command_id))
+        return None if data is None else self.codec.result_decoder.decode(data)
+
+
+class SqlBalances:
+    """Distributed API processes read balances from the projection (it may lag by a batch;
+    command responses carry the engine's own figures)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    async def accounts_of(self, owner: str) -> list[Account]:
+        from cashmarkets.store.queries import accounts_of
+
+        return await accounts_of(self.db, owner)

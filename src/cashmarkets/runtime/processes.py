@@ -1,0 +1,93 @@
+"""The long-running processes of distributed mode (`cashmarkets engine`, `cashmarkets projector`).
+Each runs until SIGTERM or SIGINT, then stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import redis.asyncio
+import structlog
+
+from cashmarkets.ops.settings import Settings
+from cashmarkets.runtime.bootstrap import build_log, build_runtime, store_url
+from cashmarkets.runtime.distributed import ENGINE_ALIVE_KEY, ENGINE_HEARTBEAT_S, ResultPublisher
+from cashmarkets.store import migrate
+from cashmarkets.store.db import create_engine
+from cashmarkets.store.projector import Projector
+from cashmarkets.store.snapshots import SnapshotStore
+
+log = structlog.get_logger("cashmarkets.processes")
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_engine(settings: Settings) -> None:
+    """Recover, then apply the Redis command log in order, publishing every result."""
+    if not settings.redis_url:
+        raise SystemExit("cashmarkets engine needs CASHMARKETS_REDIS_URL (the command log)")
+    if settings.database_url:
+        await migrate.require_head(store_url(settings))
+    stop = _stop_event()
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(settings.redis_url)
+    runtime = build_runtime(settings)
+    publisher = ResultPublisher(client, runtime.engine.codec)
+    await runtime.start(follow=publisher)
+
+    async def heartbeat() -> None:
+        while True:
+            await client.set(ENGINE_ALIVE_KEY, runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5))
+            await asyncio.sleep(ENGINE_HEARTBEAT_S)
+
+    beat = asyncio.create_task(heartbeat())
+    log.info("engine running", seq=runtime.engine.seq, stream=settings.redis_stream)
+    try:
+        while not stop.is_set() and runtime.running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+        await client.delete(ENGINE_ALIVE_KEY)
+        await runtime.stop()
+        await client.aclose()
+    if not stop.is_set():
+        raise SystemExit("engine stopped: the log could not be read or applied (see the log)")
+
+
+async def run_projector(settings: Settings) -> None:
+    """Project engine events into SQL until stopped (resumes exactly after its checkpoint)."""
+    url = store_url(settings)
+    if settings.database_url:
+        await migrate.require_head(url)
+    else:
+        await migrate.upgrade(url)
+    stop = _stop_event()
+    db = create_engine(url)
+    projector = Projector(
+        db,
+        build_log(settings),
+        SnapshotStore(url, migrate=False, engine=db),
+        batch_records=settings.projector_batch_records,
+    )
+    await projector.log.open()
+    task = asyncio.create_task(projector.run(), name="projector")
+    log.info("projector running")
+    try:
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # a crashed projector exits non-zero with its error
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await projector.log.close()
+        await db.dispose()
