@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.schemas import (
@@ -93,7 +94,7 @@ class AccountsController(Controller):
     dependencies = {"user": current_user}
 
     @get("/balance")
-    async def balance(self, request: Request[Any, Any, Any], user: AuthUser) -> Balances:
+    async def balance(self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser]) -> Balances:
         """Every asset the caller holds: balance, available (balance less holds), held."""
         accounts = await services(request).balances.accounts_of(user.id)
         return Balances(balances=[balance_item(a) for a in accounts])
@@ -102,13 +103,13 @@ class AccountsController(Controller):
     async def ledger(
         self,
         request: Request[Any, Any, Any],
-        user: AuthUser,
-        asset: str | None = Parameter(default=None, max_length=16),
-        code: str | None = Parameter(default=None, max_length=32),
-        from_ns: int | None = Parameter(query="fromNs", default=None, ge=0),
-        to_ns: int | None = Parameter(query="toNs", default=None, ge=0),
-        cursor: str | None = Parameter(default=None, max_length=64),
-        limit: int = Parameter(default=50, ge=1, le=queries.PAGE_LIMIT_MAX),
+        user: NamedDependency[AuthUser],
+        asset: Annotated[str | None, QueryParameter(max_length=16)] = None,
+        code: Annotated[str | None, QueryParameter(max_length=32)] = None,
+        from_ns: Annotated[int | None, QueryParameter(name="fromNs", ge=0)] = None,
+        to_ns: Annotated[int | None, QueryParameter(name="toNs", ge=0)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
     ) -> LedgerPage:
         """The caller's ledger history, newest first; pass `nextCursor` back as `cursor`."""
         svc = services(request)
@@ -142,7 +143,7 @@ class AccountsController(Controller):
 
     @post("/faucet", status_code=200)
     async def faucet(
-        self, request: Request[Any, Any, Any], user: AuthUser, data: FaucetRequest
+        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], data: JSONBody[FaucetRequest]
     ) -> FaucetDone:
         """Development money (embedded/dev mode only)."""
         svc = services(request)
@@ -173,7 +174,10 @@ class AccountsController(Controller):
 
     @post("/withdrawals", status_code=202)
     async def request_withdrawal(
-        self, request: Request[Any, Any, Any], user: AuthUser, data: WithdrawalCreate
+        self,
+        request: Request[Any, Any, Any],
+        user: NamedDependency[AuthUser],
+        data: JSONBody[WithdrawalCreate],
     ) -> Withdrawal:
         """Hold the amount for a withdrawal; an admin or a chain adapter completes or rejects it."""
         svc = services(request)
@@ -202,9 +206,9 @@ class AccountsController(Controller):
     async def list_withdrawals(
         self,
         request: Request[Any, Any, Any],
-        user: AuthUser,
-        cursor: str | None = Parameter(default=None, max_length=64),
-        limit: int = Parameter(default=50, ge=1, le=queries.PAGE_LIMIT_MAX),
+        user: NamedDependency[AuthUser],
+        cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
     ) -> WithdrawalPage:
         rows, next_id = await queries.withdrawals_page(
             services(request).db, owner=user.id, status=None, before_id=decode_cursor(cursor), limit=limit
@@ -212,7 +216,9 @@ class AccountsController(Controller):
         return WithdrawalPage(items=[withdrawal_view(r) for r in rows], next_cursor=encode_cursor(next_id))
 
     @get("/commands/{key:str}")
-    async def command(self, request: Request[Any, Any, Any], user: AuthUser, key: str) -> CommandOutcome:
+    async def command(
+        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], key: FromPath[str]
+    ) -> CommandOutcome:
         """The outcome of a command sent with `Idempotency-Key: key` (e.g. after a 504)."""
         if not 0 < len(key) <= 128:
             raise ApiError(400, "bad_request", "key is 1..128 characters")

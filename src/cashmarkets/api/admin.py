@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from cashmarkets.api.accounts import decode_cursor, encode_cursor, withdrawal_view
 from cashmarkets.api.context import request_id_of
@@ -37,7 +37,7 @@ class AdminController(Controller):
     guards = [require_roles("admin")]
 
     @post("/deposits", status_code=200)
-    async def deposit(self, request: Request[Any, Any, Any], data: AdminDeposit) -> CommandOutcome:
+    async def deposit(self, request: Request[Any, Any, Any], data: JSONBody[AdminDeposit]) -> CommandOutcome:
         """Credit a user from the outside world (e.g. a confirmed bank or chain deposit)."""
         svc = services(request)
         if await svc.users.by_id(data.user_id) is None:
@@ -64,9 +64,9 @@ class AdminController(Controller):
     async def withdrawals(
         self,
         request: Request[Any, Any, Any],
-        status: str | None = Parameter(default=None, max_length=16),
-        cursor: str | None = Parameter(default=None, max_length=64),
-        limit: int = Parameter(default=50, ge=1, le=queries.PAGE_LIMIT_MAX),
+        status: Annotated[str | None, QueryParameter(max_length=16)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
     ) -> WithdrawalPage:
         rows, next_id = await queries.withdrawals_page(
             services(request).db, owner=None, status=status, before_id=decode_cursor(cursor), limit=limit
@@ -76,11 +76,15 @@ class AdminController(Controller):
         )
 
     @post("/withdrawals/{hold_id:int}/complete", status_code=200)
-    async def complete(self, request: Request[Any, Any, Any], hold_id: int, data: AdminResolve) -> Withdrawal:
+    async def complete(
+        self, request: Request[Any, Any, Any], hold_id: FromPath[int], data: JSONBody[AdminResolve]
+    ) -> Withdrawal:
         return await self._resolve(request, hold_id, data.reference, complete=True)
 
     @post("/withdrawals/{hold_id:int}/reject", status_code=200)
-    async def reject(self, request: Request[Any, Any, Any], hold_id: int, data: AdminResolve) -> Withdrawal:
+    async def reject(
+        self, request: Request[Any, Any, Any], hold_id: FromPath[int], data: JSONBody[AdminResolve]
+    ) -> Withdrawal:
         return await self._resolve(request, hold_id, data.reference, complete=False)
 
     async def _resolve(
@@ -119,7 +123,9 @@ class AdminController(Controller):
         )
 
     @post("/users/{user_id:str}/role", status_code=200)
-    async def set_role(self, request: Request[Any, Any, Any], user_id: str, data: RoleChange) -> UserView:
+    async def set_role(
+        self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[RoleChange]
+    ) -> UserView:
         svc = services(request)
         if not await svc.users.set_role(user_id, data.role):
             raise ApiError(404, "not_found", "no such user")

@@ -8,12 +8,13 @@ gets the same 202 whether or not the email is known.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import Redirect
 
 from cashmarkets.api.errors import ApiError
@@ -80,7 +81,9 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/signup", status_code=201)
-    async def signup(self, request: Request[Any, Any, Any], data: SignupRequest) -> Response[SignupDone]:
+    async def signup(
+        self, request: Request[Any, Any, Any], data: JSONBody[SignupRequest]
+    ) -> Response[SignupDone]:
         """Create an account with email and password; 409 if the email is taken."""
         svc = services(request)
         email = normalize_email(data.email)
@@ -94,7 +97,7 @@ class AuthController(Controller):
         return Response(body, status_code=201, cookies=[auth_cookie(svc, pair.token)])
 
     @post("/signin", status_code=200)
-    async def signin(self, request: Request[Any, Any, Any], data: SigninRequest) -> Response[Any]:
+    async def signin(self, request: Request[Any, Any, Any], data: JSONBody[SigninRequest]) -> Response[Any]:
         """Email + password -> tokens. Email alone -> a sign-in link by email (202)."""
         svc = services(request)
         email = normalize_email(data.email)
@@ -118,7 +121,7 @@ class AuthController(Controller):
 
     @get("/signin/post")
     async def signin_link(
-        self, request: Request[Any, Any, Any], token: str = Parameter(max_length=256)
+        self, request: Request[Any, Any, Any], token: Annotated[str, QueryParameter(max_length=256)]
     ) -> Redirect:
         """The link from the email: sets the authToken cookie and redirects to the site."""
         svc = services(request)
@@ -140,7 +143,9 @@ class AuthController(Controller):
         return Redirect(f"{svc.settings.base_url}/", cookies=[auth_cookie(svc, pair.token)], status_code=302)
 
     @post("/token/refresh", status_code=200)
-    async def refresh(self, request: Request[Any, Any, Any], data: RefreshRequest) -> Response[TokenPair]:
+    async def refresh(
+        self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]
+    ) -> Response[TokenPair]:
         """Rotate the refresh token; a reused one revokes every token of its sign-in."""
         svc = services(request)
         outcome, user, new_refresh = await svc.users.rotate_refresh(
@@ -156,14 +161,14 @@ class AuthController(Controller):
 
     @post("/signout", status_code=200)
     async def signout(
-        self, request: Request[Any, Any, Any], data: RefreshRequest
+        self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]
     ) -> Response[dict[str, bool]]:
         """Revoke the refresh token's whole sign-in and clear the cookie."""
         await services(request).users.revoke_refresh(data.refresh_token)
         return Response({"signedOut": True}, cookies=[Cookie(key=AUTH_COOKIE, value="", max_age=0, path="/")])
 
     @get("/me", dependencies={"user": current_user})
-    async def me(self, request: Request[Any, Any, Any], user: AuthUser) -> UserView:
+    async def me(self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser]) -> UserView:
         found = await services(request).users.by_id(user.id)
         if found is None:
             raise ApiError(404, "not_found", "user not found")
@@ -173,8 +178,8 @@ class AuthController(Controller):
     async def wallet_nonce(
         self,
         request: Request[Any, Any, Any],
-        chain: str = Parameter(max_length=16),
-        address: str = Parameter(min_length=1, max_length=128),
+        chain: Annotated[str, QueryParameter(max_length=16)],
+        address: Annotated[str, QueryParameter(min_length=1, max_length=128)],
     ) -> WalletNonce:
         """A single-use nonce for a wallet sign-in message (expires after wallet_nonce_ttl_s)."""
         svc = services(request)
@@ -196,7 +201,7 @@ class AuthController(Controller):
 
     @post("/auth/wallet", status_code=200)
     async def wallet_signin(
-        self, request: Request[Any, Any, Any], data: WalletSigninRequest
+        self, request: Request[Any, Any, Any], data: JSONBody[WalletSigninRequest]
     ) -> Response[TokenPair]:
         """Sign in with a signed EIP-4361-style message (Ethereum, Solana or Aptos)."""
         svc = services(request)
