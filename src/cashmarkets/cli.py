@@ -168,6 +168,52 @@ def migrate(
     typer.echo(json.dumps({"revision": current}))
 
 
+users_app = typer.Typer(help="User administration (run against the store directly).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("set-role")
+def users_set_role(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    role: Annotated[str, typer.Argument(help="player, operator, admin or auditor.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Give a user a role: how the first admin is made (admins change roles over the API after)."""
+    from cashmarkets.api.security import ROLES
+    from cashmarkets.runtime.bootstrap import store_url
+    from cashmarkets.store import migrate as migrations
+    from cashmarkets.store.db import create_engine
+    from cashmarkets.store.users import UserStore, normalize_email
+
+    if role not in ROLES:
+        typer.echo(f"role must be one of {', '.join(ROLES)}", err=True)
+        raise typer.Exit(2)
+    settings = Settings.from_env(data_dir=data_dir)
+
+    async def set_role() -> dict[str, str] | None:
+        url = store_url(settings)
+        await migrations.require_head(url)
+        db = create_engine(url)
+        try:
+            users = UserStore(db)
+            found = await users.by_email(normalize_email(email))
+            if found is None:
+                return None
+            await users.set_role(found[0].id, role)
+            await users.audit(
+                actor="cli", action="set_role", target=found[0].id, detail={"role": role}, request_id=None
+            )
+            return {"id": found[0].id, "email": email, "role": role}
+        finally:
+            await db.dispose()
+
+    done = _run(set_role())
+    if done is None:
+        typer.echo(f"no user with email {email}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(done))
+
+
 @bench_app.command("engine")
 def bench_engine(
     accounts: Annotated[int, typer.Option(help="User accounts in the workload.")] = 10_000,

@@ -54,3 +54,45 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
         timeout=60,
     )
     assert verify.returncode == 0, verify.stdout
+
+
+def test_users_set_role_makes_the_first_admin(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cashmarkets.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not come up"
+            time.sleep(0.1)
+        credentials = {"email": "Boss@Example.com", "password": "correct horse battery"}
+        assert httpx.post(f"{base}/api/v1/signup", json=credentials).status_code == 201
+        cli = [sys.executable, "-m", "cashmarkets.cli", "users", "set-role"]
+        missing = subprocess.run(
+            [*cli, "nobody@example.com", "admin", "--data-dir", str(data_dir)], capture_output=True
+        )
+        assert missing.returncode == 1
+        bad = subprocess.run(
+            [*cli, "boss@example.com", "king", "--data-dir", str(data_dir)], capture_output=True
+        )
+        assert bad.returncode == 2
+        done = subprocess.run(
+            [*cli, "boss@example.com", "admin", "--data-dir", str(data_dir)], capture_output=True
+        )
+        assert done.returncode == 0, done.stderr
+        token = httpx.post(f"{base}/api/v1/signin", json=credentials).json()["token"]
+        listing = httpx.get(f"{base}/api/v1/admin/withdrawals", headers={"Authorization": f"Bearer {token}"})
+        assert listing.status_code == 200 and listing.json() == {"items": [], "nextCursor": None}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
