@@ -63,6 +63,8 @@ def serve(
         http="httptools",
         log_level=settings.log_level,
         access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 
@@ -88,6 +90,8 @@ def api(
         http="httptools",
         log_level=settings.log_level,
         access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

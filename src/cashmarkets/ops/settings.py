@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, kw_only=True):
     rate_limit_user_per_s: float = 50.0
     rate_limit_user_burst: int = 100
     cookie_secure: bool = False
+    # Proxies whose X-Forwarded-For is believed (comma-separated IPs, or "*"): per-IP rate limits
+    # must see the client, not the load balancer.
+    forwarded_allow_ips: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
