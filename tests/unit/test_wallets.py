@@ -667,3 +667,20 @@ def test_fuzz_edited_message_never_verifies(chain: str, start: int, length: int,
     assume(edited != text)
     with pytest.raises(WalletAuthError):
         check(edited, sig, pk)
+
+
+def test_aptos_accepts_the_aip_116_signing_form() -> None:
+    """Aptos wallets sign sha3_256("SIGN_IN_WITH_APTOS::") || message (AIP-116)."""
+    text = build_message(**fields("aptos"))
+    prefix = hashlib.sha3_256(b"SIGN_IN_WITH_APTOS::").digest()
+    aip116 = "0x" + APT.sign(prefix + text.encode()).signature.hex()
+    assert check(text, aip116, apt_public_key(APT)).address == apt_address(APT)
+    # The prefix signed over another message, or by another key, still fails.
+    other = build_message(**fields("aptos", nonce="zzzzzzzzzzzz"))
+    forged = "0x" + APT.sign(prefix + other.encode()).signature.hex()
+    with pytest.raises(WalletAuthError) as exc:
+        check(text, forged, apt_public_key(APT))
+    assert exc.value.code == "bad_signature"
+    stranger = "0x" + APT_OTHER.sign(prefix + text.encode()).signature.hex()
+    with pytest.raises(WalletAuthError):
+        check(text, stranger, apt_public_key(APT))

@@ -538,6 +538,10 @@ def _decode_solana_signature(signature: str) -> bytes:
     raise _bad_signature("solana signature must be 64 bytes in base58 or padded base64")
 
 
+# AIP-116 signing prefix: sha3-256 of the domain separator, then the message bytes.
+APTOS_SIWA_PREFIX = hashlib.sha3_256(b"SIGN_IN_WITH_APTOS::").digest()
+
+
 def _ed25519_verify(public_key: bytes, data: bytes, signature: bytes) -> None:
     try:
         nacl.signing.VerifyKey(public_key).verify(data, signature)
@@ -554,7 +558,13 @@ def _verify_aptos(message: SignInMessage, data: bytes, signature: str, public_ke
         raise _bad_signature("aptos public key does not belong to the message's address")
     if _ED25519_SIG_HEX_RE.fullmatch(signature) is None:
         raise _bad_signature("aptos signature must be 64 bytes of hex")
-    _ed25519_verify(key, data, bytes.fromhex(_strip_0x(signature)))
+    sig = bytes.fromhex(_strip_0x(signature))
+    try:
+        # AIP-116 (Sign in with Aptos): wallets sign a domain-separated form of the message.
+        _ed25519_verify(key, APTOS_SIWA_PREFIX + data, sig)
+    except WalletAuthError:
+        # Clients that sign the message bytes as they are.
+        _ed25519_verify(key, data, sig)
 
 
 def verify(
