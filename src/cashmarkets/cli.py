@@ -246,6 +246,22 @@ def bench_journal(
     print(json.dumps(result))
 
 
+@bench_app.command("http")
+def bench_http(
+    mode: Annotated[str, typer.Option(help="embedded or distributed.")] = "embedded",
+    duration_s: Annotated[float, typer.Option(help="How long to measure, after a 1 s warm-up.")] = 10.0,
+    connections: Annotated[int, typer.Option(help="Concurrent keep-alive client connections.")] = 32,
+    users: Annotated[int, typer.Option(help="Users signed up first; each request picks one.")] = 50,
+) -> None:
+    """Requests/s and latency of a faucet/balance mix over HTTP, against real server processes."""
+    from cashmarkets.benchmarks.http import run
+
+    if mode not in ("embedded", "distributed"):
+        raise typer.BadParameter("mode must be embedded or distributed")
+    result = _run(run(mode=mode, duration_s=duration_s, connections=connections, users=users))
+    print(json.dumps(result))
+
+
 def main() -> None:
     app()
 

@@ -37,7 +37,6 @@ from cashmarkets.api.middleware import (
 from cashmarkets.api.security import TokenService
 from cashmarkets.api.services import Services
 from cashmarkets.integrations.email import mailer_from_url
-from cashmarkets.ops import metrics
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
@@ -112,6 +111,13 @@ def _services(settings: Settings, db: Any, bus: Any, balances: Any, extras: dict
     )
 
 
+def _engine_seq(runtime: Any) -> Any:
+    async def seq() -> int:
+        return int(runtime.engine.seq)
+
+    return seq
+
+
 def _embedded_lifespan(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -126,6 +132,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
             build_log(settings),
             SnapshotStore(url, migrate=False, engine=db),
             batch_records=settings.projector_batch_records,
+            head_seq=_engine_seq(runtime),
         )
         await projector.log.open()
         runtime.subscribe(lambda _events: projector.notify())
@@ -135,7 +142,6 @@ def _embedded_lifespan(settings: Settings) -> Any:
             return "ok" if runtime.running else "runtime stopped"
 
         async def projector_ready() -> str:
-            metrics.PROJECTOR_LAG.set(runtime.engine.seq - projector.seq)
             return "ok" if not projector_task.done() else "projector stopped"
 
         extras = {

@@ -26,6 +26,8 @@ class Settings(msgspec.Struct, kw_only=True):
     # The platform store: unset means SQLite `store.db` in the data directory; or postgresql://…
     database_url: str | None = None
 
+    # `cashmarkets engine` / `projector` serve Prometheus metrics on this port when set.
+    metrics_port: int | None = None
     # Log records the projector writes per SQL transaction.
     projector_batch_records: int = 2_000
 

@@ -21,6 +21,16 @@ from cashmarkets.store.snapshots import SnapshotStore
 log = structlog.get_logger("cashmarkets.processes")
 
 
+def serve_metrics(settings: Settings) -> None:
+    """Engine and projector processes have no HTTP API: expose /metrics on its own port."""
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        from cashmarkets.ops.metrics import REGISTRY
+
+        start_http_server(settings.metrics_port, addr=settings.host, registry=REGISTRY)
+
+
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -36,6 +46,7 @@ async def run_engine(settings: Settings) -> None:
     if settings.database_url:
         await migrate.require_head(store_url(settings))
     stop = _stop_event()
+    serve_metrics(settings)
     client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(settings.redis_url)
     runtime = build_runtime(settings)
     publisher = ResultPublisher(client, runtime.engine.codec)
@@ -72,12 +83,21 @@ async def run_projector(settings: Settings) -> None:
         await migrate.upgrade(url)
     stop = _stop_event()
     db = create_engine(url)
+    client = redis.asyncio.Redis.from_url(settings.redis_url) if settings.redis_url else None
+
+    async def engine_seq() -> int | None:
+        # The engine process's heartbeat carries its seq; None while it is down.
+        value = await client.get(ENGINE_ALIVE_KEY) if client is not None else None
+        return None if value is None else int(value)
+
     projector = Projector(
         db,
         build_log(settings),
         SnapshotStore(url, migrate=False, engine=db),
         batch_records=settings.projector_batch_records,
+        head_seq=engine_seq if client is not None else None,
     )
+    serve_metrics(settings)
     await projector.log.open()
     task = asyncio.create_task(projector.run(), name="projector")
     log.info("projector running")
@@ -91,3 +111,5 @@ async def run_projector(settings: Settings) -> None:
             await task
         await projector.log.close()
         await db.dispose()
+        if client is not None:
+            await client.aclose()

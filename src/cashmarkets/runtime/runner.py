@@ -26,7 +26,7 @@ from cashmarkets.core.commands import COMMAND_ID_LENGTH_MAX, Command
 from cashmarkets.core.engine import Engine, Result, snapshot_hash
 from cashmarkets.core.results import Rejected
 from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, CommandLog, LogCorrupted, LogRecord, Position
-from cashmarkets.ops import gcpolicy
+from cashmarkets.ops import gcpolicy, metrics
 from cashmarkets.runtime import forksnap
 from cashmarkets.store.snapshots import SnapshotRecord, SnapshotStore
 
@@ -226,6 +226,7 @@ class Runtime:
             cmd.seq = seq
             cmd.ts_ns = ts_ns
             records.append(encode(cmd))
+        started = time.perf_counter()
         try:
             positions = await self.log.append(records)
         except BaseException as exc:
@@ -233,21 +234,38 @@ class Runtime:
                 if not future.done():
                     future.set_exception(RuntimeFailed(repr(exc)))
             raise
-        apply = self.engine.apply
-        batch_events: list[Any] = []
-        rejected = 0
-        for cmd, future in batch:
-            result, events = apply(cmd)
-            if events:
-                batch_events.extend(events)
-            if result.__class__ is Rejected:
-                rejected += 1
+        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
+        results, batch_events = self._apply_all([cmd for cmd, _ in batch])
+        for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
         self.position = positions[-1]
-        self.stats["applied"] += len(batch)
-        self.stats["rejected"] += rejected
+        self._after_batch(batch_events)
+
+    def _apply_all(self, cmds: list[Command]) -> tuple[list[Result], list[Any]]:
+        """Apply a batch in order; count outcomes per command type, time the batch."""
+        apply = self.engine.apply
+        results: list[Result] = []
+        batch_events: list[Any] = []
+        outcomes: dict[tuple[str, bool], int] = {}
+        started = time.perf_counter()
+        for cmd in cmds:
+            result, events = apply(cmd)
+            results.append(result)
+            if events:
+                batch_events.extend(events)
+            key = (cmd.__class__.__name__, result.__class__ is Rejected)
+            outcomes[key] = outcomes.get(key, 0) + 1
+        metrics.APPLY_SECONDS.observe((time.perf_counter() - started) / len(cmds))
+        for (kind, rejected), count in outcomes.items():
+            metrics.COMMANDS.labels(kind, "rejected" if rejected else "accepted").inc(count)
+            if rejected:
+                self.stats["rejected"] += count
+        self.stats["applied"] += len(cmds)
         self.stats["batches"] += 1
+        return results, batch_events
+
+    def _after_batch(self, batch_events: list[Any]) -> None:
         for fn in self._subscribers:
             fn(batch_events)
         if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
@@ -264,25 +282,17 @@ class Runtime:
                 records = await read_blocking(self.position, limit, FOLLOW_BLOCK_MS)
                 if not records:
                     continue
-                applied: list[tuple[LogRecord, Command, Result]] = []
-                batch_events: list[Any] = []
-                rejected = 0
+                cmds: list[Command] = []
                 for record in records:
                     cmd = decode(record.data)
-                    _stamp(cmd, self.engine, record)
-                    result, events = self.engine.apply(cmd)
-                    applied.append((record, cmd, result))
-                    batch_events.extend(events)
-                    rejected += result.__class__ is Rejected
+                    # Stamped one by one: each seq and ts_ns follows from the previous command's.
+                    _stamp_next(cmd, self.engine.seq + len(cmds), self._last_ts_ns, record)
+                    self._last_ts_ns = cmd.ts_ns
+                    cmds.append(cmd)
+                results, batch_events = self._apply_all(cmds)
                 self.position = records[-1].position
-                self.stats["applied"] += len(records)
-                self.stats["rejected"] += rejected
-                self.stats["batches"] += 1
-                await reply(applied)
-                for fn in self._subscribers:
-                    fn(batch_events)
-                if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
-                    asyncio.get_running_loop().create_task(self.take_snapshot())
+                await reply(list(zip(records, cmds, results, strict=True)))
+                self._after_batch(batch_events)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -337,12 +347,16 @@ class Runtime:
 
 def _stamp(cmd: Command, engine: Engine, record: LogRecord) -> None:
     """Give a decoded record its seq and ts_ns, the same way live and in every replay."""
-    expected = engine.seq + 1
+    _stamp_next(cmd, engine.seq, engine.ts_ns, record)
+
+
+def _stamp_next(cmd: Command, previous_seq: int, previous_ts_ns: int, record: LogRecord) -> None:
+    expected = previous_seq + 1
     if cmd.seq == 0:
         cmd.seq = expected
     elif cmd.seq != expected:
         raise LogCorrupted(f"record at {record.position} has seq {cmd.seq}, expected {expected}")
-    cmd.ts_ns = max(cmd.ts_ns, engine.ts_ns)
+    cmd.ts_ns = max(cmd.ts_ns, previous_ts_ns)
 
 
 async def replay(

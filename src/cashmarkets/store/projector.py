@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import structlog
@@ -27,6 +28,7 @@ from cashmarkets.core.engine import Engine
 from cashmarkets.core.events import AccountCreated, WithdrawalRequested, WithdrawalResolved
 from cashmarkets.core.ledger import Transfer
 from cashmarkets.log.base import CommandLog, LogCorrupted, Position
+from cashmarkets.ops import metrics
 from cashmarkets.runtime.runner import replay
 from cashmarkets.store.snapshots import SnapshotStore
 from cashmarkets.store.tables import accounts, ledger_transfers, projector_checkpoints, withdrawals
@@ -60,6 +62,7 @@ class Projector:
         snapshots: SnapshotStore,
         engine_factory: Any = Engine,
         batch_records: int = BATCH_RECORDS_MAX,
+        head_seq: Callable[[], Awaitable[int | None]] | None = None,
     ) -> None:
         self.db = db
         self.log = log_backend
@@ -71,6 +74,8 @@ class Projector:
         self._insert = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
         self.rows_written = 0
         self.batch_records = batch_records
+        # Where the engine is, for the lag metric (embedded: the runtime; distributed: its heartbeat).
+        self.head_seq = head_seq
 
     @property
     def seq(self) -> int:
@@ -251,7 +256,12 @@ class Projector:
         """Restore, then project forever (until cancelled)."""
         await self.restore()
         while True:
-            if await self.step() == 0:
+            projected = await self.step()
+            if self.head_seq is not None:
+                head = await self.head_seq()
+                if head is not None:
+                    metrics.PROJECTOR_LAG.set(max(0, head - self.seq))
+            if projected == 0:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
