@@ -53,7 +53,8 @@ async def admin(client: AsyncTestClient[Any], email: str = "admin@example.com") 
 
 
 async def wait_projected(client: AsyncTestClient[Any]) -> None:
-    """Until the projector has caught up with the engine (reads from SQL see every write)."""
+    """Until the projector has committed everything the engine applied (reads from SQL see every
+    write): `Projector.seq` is the committed checkpoint, not the replica's position."""
     import asyncio
 
     extras = services_of(client).extras
@@ -62,3 +63,29 @@ async def wait_projected(client: AsyncTestClient[Any]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("projector did not catch up")
+
+
+async def wait_committed(client: AsyncTestClient[Any]) -> None:
+    """Until the projector's checkpoint *in SQL* has reached the engine's seq.
+
+    Stricter than `wait_projected`: `Projector.seq` is the seq of its in-memory engine, which
+    moves before the batch's SQL transaction commits, so right after `wait_projected` a read may
+    still miss the last batch's rows. The checkpoint row commits together with them.
+    """
+    import asyncio
+
+    from sqlalchemy import select
+
+    from cashmarkets.store.projector import NAME
+    from cashmarkets.store.tables import projector_checkpoints
+
+    services = services_of(client)
+    target = services.extras["runtime"].engine.seq
+    query = select(projector_checkpoints.c.seq).where(projector_checkpoints.c.name == NAME)
+    for _ in range(500):
+        async with services.db.connect() as conn:
+            seq = (await conn.execute(query)).scalar()
+        if seq is not None and int(seq) >= target:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("projector checkpoint did not catch up")

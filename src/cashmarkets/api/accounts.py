@@ -31,6 +31,9 @@ from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.core.results import Accepted, Rejected, WithdrawalState
 from cashmarkets.store import queries
 
+# Every id and time in the store is a signed 64-bit integer.
+INT64_MAX = 2**63 - 1
+
 _KINDS = {0: "transfer", PENDING: "hold", POST: "post", VOID: "void"}
 
 
@@ -46,7 +49,7 @@ def decode_cursor(cursor: str | None) -> int | None:
         value = int(base64.urlsafe_b64decode(padded.encode()).decode())
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_cursor", "the cursor is not one this API issued") from None
-    if value <= 0:
+    if not 0 < value <= INT64_MAX:
         raise ApiError(400, "bad_cursor", "the cursor is not one this API issued")
     return value
 
@@ -106,8 +109,8 @@ class AccountsController(Controller):
         user: NamedDependency[AuthUser],
         asset: Annotated[str | None, QueryParameter(max_length=16)] = None,
         code: Annotated[str | None, QueryParameter(max_length=32)] = None,
-        from_ns: Annotated[int | None, QueryParameter(name="fromNs", ge=0)] = None,
-        to_ns: Annotated[int | None, QueryParameter(name="toNs", ge=0)] = None,
+        from_ns: Annotated[int | None, QueryParameter(name="fromNs", ge=0, le=INT64_MAX)] = None,
+        to_ns: Annotated[int | None, QueryParameter(name="toNs", ge=0, le=INT64_MAX)] = None,
         cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
     ) -> LedgerPage:

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
-from cashmarkets.api.accounts import decode_cursor, encode_cursor, withdrawal_view
+from cashmarkets.api.accounts import INT64_MAX, decode_cursor, encode_cursor, withdrawal_view
 from cashmarkets.api.context import request_id_of
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.schemas import (
@@ -77,13 +77,19 @@ class AdminController(Controller):
 
     @post("/withdrawals/{hold_id:int}/complete", status_code=200)
     async def complete(
-        self, request: Request[Any, Any, Any], hold_id: FromPath[int], data: JSONBody[AdminResolve]
+        self,
+        request: Request[Any, Any, Any],
+        hold_id: Annotated[int, PathParameter(ge=1, le=INT64_MAX)],
+        data: JSONBody[AdminResolve],
     ) -> Withdrawal:
         return await self._resolve(request, hold_id, data.reference, complete=True)
 
     @post("/withdrawals/{hold_id:int}/reject", status_code=200)
     async def reject(
-        self, request: Request[Any, Any, Any], hold_id: FromPath[int], data: JSONBody[AdminResolve]
+        self,
+        request: Request[Any, Any, Any],
+        hold_id: Annotated[int, PathParameter(ge=1, le=INT64_MAX)],
+        data: JSONBody[AdminResolve],
     ) -> Withdrawal:
         return await self._resolve(request, hold_id, data.reference, complete=False)
 

@@ -8,7 +8,17 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+# ASCII addresses only (RFC 5321 dot-atom local part, LDH domain labels): anything an SMTP
+# server or a mail header could misread is refused at the edge.
+Email = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=254,
+        pattern=r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+        r"@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$",
+    ),
+]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]
 AmountText = Annotated[str, Meta(min_length=1, max_length=64, description='decimal string, e.g. "12.50"')]
 AssetCode = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Z0-9]+$")]
@@ -70,6 +80,25 @@ class RoleChange(Request):
     role: Literal["player", "operator", "admin", "auditor"]
 
 
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """RFC 9457 problem details: every error response has this shape."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    instance: str
+    requestId: str
+    errors: list[FieldError] | None = None
+    commandId: str | None = None
+
+
 class UserView(Response):
     id: str
     email: str | None
@@ -90,7 +119,7 @@ class SignupDone(Response):
 
 
 class MagicLinkSent(Response):
-    sent: bool = True
+    sent: bool
 
 
 class WalletNonce(Response):

@@ -17,7 +17,7 @@ from cashmarkets.core.money import ASSETS, AmountError, Asset, parse_amount
 from cashmarkets.core.results import Accepted, Rejected
 from cashmarkets.integrations.email import Mailer
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bus import BalanceView, CommandBus, CommandTimeout
+from cashmarkets.runtime.bus import BadCommand, BalanceView, CommandBus, CommandTimeout
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore
 from cashmarkets.store.users import UserStore
 
@@ -42,6 +42,8 @@ class Services:
         """Submit a command and return its acceptance; a rejection becomes the matching 4xx."""
         try:
             result = await self.bus.submit(cmd, self.settings.command_timeout_s)
+        except BadCommand as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
         except CommandTimeout as exc:
             raise ApiError(
                 504,

@@ -112,6 +112,7 @@ class Server:
             code = self.proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             log.warning("server did not stop; killing", server=self.name, pid=self.pid)
+            sys.stderr.write(f"---- {self.name} (pid {self.pid}) output tail ----\n{self.tail()}\n")
             self.proc.kill()
             code = self.proc.wait(timeout=10)
         self._log.close()

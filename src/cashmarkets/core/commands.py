@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import msgspec
 
-COMMAND_ID_LENGTH_MAX = 128
+# Room for an API scope ("<user id>:", 33 characters) before a 128-character Idempotency-Key.
+COMMAND_ID_LENGTH_MAX = 200
 
 
 class Command(msgspec.Struct, tag_field="type", kw_only=True, gc=False):

@@ -16,7 +16,10 @@ from typing import Protocol
 from cashmarkets.core.commands import Command
 from cashmarkets.core.engine import Result
 from cashmarkets.core.ledger import Account
-from cashmarkets.runtime.runner import Runtime
+from cashmarkets.runtime.runner import BadCommandError, Runtime
+
+# The command cannot be logged at all (e.g. an integer beyond 64 bits): refused before the log.
+BadCommand = BadCommandError
 
 
 class CommandTimeout(Exception):
@@ -36,6 +39,7 @@ class EmbeddedBus:
         self.runtime = runtime
 
     async def submit(self, cmd: Command, timeout_s: float) -> Result:
+        self.runtime.check_encodable(cmd)
         task = asyncio.ensure_future(self.runtime.submit(cmd))
         try:
             # shield: a client that stops waiting must not cancel a command already in the log.

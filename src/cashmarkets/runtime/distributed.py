@@ -19,6 +19,7 @@ import time
 import uuid
 from typing import Any, Final
 
+import msgspec
 import redis.asyncio
 import structlog
 
@@ -27,7 +28,7 @@ from cashmarkets.core.engine import EngineCodec, Result
 from cashmarkets.core.ledger import Account
 from cashmarkets.log.base import LogRecord
 from cashmarkets.log.redis_streams import RedisStreamLog
-from cashmarkets.runtime.bus import CommandTimeout
+from cashmarkets.runtime.bus import BadCommand, CommandTimeout
 
 log = structlog.get_logger("cashmarkets.distributed")
 
@@ -115,7 +116,11 @@ class RedisBus:
             self._pending[command_id] = future
         try:
             if owner:
-                await self.log.append([self.codec.encoder.encode(cmd)], reply_to=self.channel)
+                try:
+                    data = self.codec.encoder.encode(cmd)
+                except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as exc:
+                    raise BadCommand(f"cannot log command: {exc}") from None
+                await self.log.append([data], reply_to=self.channel)
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout_s)
             except TimeoutError:

@@ -59,6 +59,10 @@ class Overloaded(Exception):
     """The pending queue is full; the caller should retry later."""
 
 
+class BadCommandError(ValueError):
+    """A command that cannot be encoded into the log; nothing was logged or applied."""
+
+
 class RuntimeFailed(Exception):
     """The log could not be written; the process must restart and recover from the log."""
 
@@ -175,12 +179,19 @@ class Runtime:
         """Call fn with the events of each applied batch (in order, on the event loop)."""
         self._subscribers.append(fn)
 
+    def check_encodable(self, cmd: Command) -> None:
+        """Raise BadCommandError now for a command that could never be logged."""
+        try:
+            self.codec.encoder.encode(cmd)
+        except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise BadCommandError(f"cannot log command: {exc}") from None
+
     async def submit(self, cmd: Command) -> Result:
         """Append cmd to the log and apply it; return its result once durable and applied."""
         if self._failed is not None:
             raise RuntimeFailed(str(self._failed))
         if not 0 < len(cmd.command_id) <= COMMAND_ID_LENGTH_MAX:
-            raise ValueError(f"command_id must be 1..{COMMAND_ID_LENGTH_MAX} characters")
+            raise BadCommandError(f"command_id must be 1..{COMMAND_ID_LENGTH_MAX} characters")
         if len(self._pending) >= PENDING_COMMANDS_MAX:
             raise Overloaded(f"{PENDING_COMMANDS_MAX} commands already waiting")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -221,11 +232,21 @@ class Runtime:
         seq = self.engine.seq
         encode = self.codec.encoder.encode
         records = []
-        for cmd, _ in batch:
-            seq += 1
-            cmd.seq = seq
+        logged = []
+        for cmd, future in batch:
+            cmd.seq = seq + 1
             cmd.ts_ns = ts_ns
-            records.append(encode(cmd))
+            try:
+                records.append(encode(cmd))
+            except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as exc:
+                # One unloggable command (a caller's bug) must not stop the runtime for all.
+                future.set_exception(BadCommandError(f"cannot log command: {exc}"))
+                continue
+            seq += 1
+            logged.append((cmd, future))
+        batch = logged
+        if not batch:
+            return
         started = time.perf_counter()
         try:
             positions = await self.log.append(records)

@@ -39,6 +39,7 @@ NAME: Final = "ledger"
 # Log records per SQL transaction (default; Settings.projector_batch_records).
 BATCH_RECORDS_MAX: Final = 2_000
 IDLE_POLL_S: Final = 0.05
+RETRY_DELAY_S: Final = 1.0
 
 _TRANSFER_COLUMNS: Final = (
     "transfer_id",
@@ -70,6 +71,7 @@ class Projector:
         self.engine: Engine = engine_factory()
         self._engine_factory = engine_factory
         self.position: Position | None = None
+        self.committed_seq = 0
         self._wake = asyncio.Event()
         self._insert = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
         self.rows_written = 0
@@ -79,7 +81,8 @@ class Projector:
 
     @property
     def seq(self) -> int:
-        return self.engine.seq
+        """The last seq whose rows are committed (the replica itself may be a batch ahead)."""
+        return self.committed_seq
 
     def notify(self) -> None:
         """New records are in the log (embedded mode calls this after each batch)."""
@@ -104,6 +107,7 @@ class Projector:
                 f"projector checkpoint {checkpoint_seq} is past the end of the log ({self.engine.seq})"
             )
         self.position = after
+        self.committed_seq = checkpoint_seq
         log.info("projector restored", seq=checkpoint_seq)
 
     async def step(self) -> int:
@@ -235,6 +239,7 @@ class Projector:
                     resolved,
                 )
         self.position = position
+        self.committed_seq = self.engine.seq
         self.rows_written += len(transfers)
         return len(page)
 
@@ -256,7 +261,16 @@ class Projector:
         """Restore, then project forever (until cancelled)."""
         await self.restore()
         while True:
-            projected = await self.step()
+            try:
+                projected = await self.step()
+            except (asyncio.CancelledError, LogCorrupted):
+                raise
+            except Exception as exc:
+                # The replica may be ahead of what committed: rebuild it from the checkpoint.
+                log.error("projector batch failed; restoring from the checkpoint", error=repr(exc))
+                await asyncio.sleep(RETRY_DELAY_S)
+                await self.restore()
+                continue
             if self.head_seq is not None:
                 head = await self.head_seq()
                 if head is not None:

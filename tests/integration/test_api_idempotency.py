@@ -1,0 +1,168 @@
+"""`Idempotency-Key` on the embedded API: replays are byte-identical and move the ledger once,
+a key reused for another request is a 409, keys are per user, concurrent repeats apply once,
+answered 4xx are replayed too, and malformed keys are refused."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from tests.integration.api_helpers import bearer, embedded, signup, wait_committed
+
+
+async def usdc(client: AsyncTestClient[Any], headers: dict[str, str]) -> str:
+    balances = (await client.get("/api/v1/balance", headers=headers)).json()["balances"]
+    found: str = next(b["balance"] for b in balances if b["asset"] == "USDC")
+    return found
+
+
+async def test_same_key_and_body_replays_the_first_response_byte_for_byte(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        h = bearer((await signup(client, "i@example.com"))["token"])
+        keyed = {**h, "Idempotency-Key": "pay-1"}
+        payload = {"asset": "USDC", "amount": "25"}
+        first = await client.post("/api/v1/faucet", json=payload, headers=keyed)
+        assert first.status_code == 200 and "idempotent-replayed" not in first.headers
+        assert first.json()["balance"]["balance"] == "5025.000000"
+        second = await client.post("/api/v1/faucet", json=payload, headers=keyed)
+        assert second.status_code == 200
+        assert second.content == first.content
+        assert second.headers["idempotent-replayed"] == "true"
+        assert second.headers["content-type"] == first.headers["content-type"]
+        # A replay is still a request of its own.
+        assert second.headers["x-request-id"] != first.headers["x-request-id"]
+        assert await usdc(client, h) == "5025.000000"
+        # The same body without a key is a new request.
+        third = await client.post("/api/v1/faucet", json=payload, headers=h)
+        assert third.status_code == 200 and third.json()["balance"]["balance"] == "5050.000000"
+        await wait_committed(client)
+        faucet = (await client.get("/api/v1/ledger", params={"code": "faucet"}, headers=h)).json()["items"]
+        assert [item["amount"] for item in faucet] == ["25.000000", "25.000000", "5000.000000"]
+        # Withdrawals too: one hold, however many replays.
+        wkeyed = {**h, "Idempotency-Key": "w-1"}
+        body = {"asset": "USDC", "amount": "10", "destination": "0xabc"}
+        answers = [await client.post("/api/v1/withdrawals", json=body, headers=wkeyed) for _ in range(3)]
+        assert [a.status_code for a in answers] == [202, 202, 202]
+        assert len({a.content for a in answers}) == 1
+        balance = (await client.get("/api/v1/balance", headers=h)).json()["balances"][0]
+        assert balance["held"] == "10.000000"
+
+
+async def test_same_key_with_another_body_is_409_and_keys_are_per_user(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        alice = bearer((await signup(client, "alice@example.com"))["token"])
+        bob = bearer((await signup(client, "bob@example.com"))["token"])
+        key = {"Idempotency-Key": "shared-key"}
+        first = await client.post(
+            "/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers={**alice, **key}
+        )
+        assert first.status_code == 200
+        other_body = await client.post(
+            "/api/v1/faucet", json={"asset": "USDC", "amount": "2"}, headers={**alice, **key}
+        )
+        assert other_body.status_code == 409
+        assert other_body.headers["content-type"] == "application/problem+json"
+        assert other_body.json()["code"] == "idempotency_key_reused"
+        other_route = await client.post(
+            "/api/v1/withdrawals",
+            json={"asset": "USDC", "amount": "1", "destination": "x"},
+            headers={**alice, **key},
+        )
+        assert other_route.status_code == 409 and other_route.json()["code"] == "idempotency_key_reused"
+        assert await usdc(client, alice) == "5001.000000"
+        # Bob's key of the same name is his own: it runs, with his body, on his account.
+        theirs = await client.post(
+            "/api/v1/faucet", json={"asset": "USDC", "amount": "2"}, headers={**bob, **key}
+        )
+        assert theirs.status_code == 200 and "idempotent-replayed" not in theirs.headers
+        assert theirs.json()["balance"]["balance"] == "5002.000000"
+        assert await usdc(client, bob) == "5002.000000"
+        assert await usdc(client, alice) == "5001.000000"
+        # And replays for each are their own.
+        replay = await client.post(
+            "/api/v1/faucet", json={"asset": "USDC", "amount": "2"}, headers={**bob, **key}
+        )
+        assert replay.headers["idempotent-replayed"] == "true" and replay.content == theirs.content
+
+
+async def test_concurrent_requests_with_one_key_apply_once(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        h = bearer((await signup(client, "c@example.com"))["token"])
+        keyed = {**h, "Idempotency-Key": "burst-1"}
+        payload = {"asset": "USDC", "amount": "7"}
+        responses = await asyncio.gather(
+            *(client.post("/api/v1/faucet", json=payload, headers=keyed) for _ in range(20))
+        )
+        outcomes = []
+        for response in responses:
+            if response.status_code == 409:
+                assert response.json()["code"] == "idempotency_key_in_use", response.text
+            else:
+                assert response.status_code == 200, response.text
+                assert response.json()["balance"]["balance"] == "5007.000000"
+            outcomes.append(response.status_code)
+        assert 200 in outcomes
+        ok_bodies = {r.content for r in responses if r.status_code == 200}
+        assert len(ok_bodies) == 1
+        assert await usdc(client, h) == "5007.000000"
+        # Once the first is done, a retry gets the stored answer.
+        late = await client.post("/api/v1/faucet", json=payload, headers=keyed)
+        assert late.status_code == 200 and late.headers["idempotent-replayed"] == "true"
+        assert late.content in ok_bodies
+        await wait_committed(client)
+        faucet = (await client.get("/api/v1/ledger", params={"code": "faucet"}, headers=h)).json()["items"]
+        assert [item["amount"] for item in faucet] == ["7.000000", "5000.000000"]
+
+
+async def test_an_answered_4xx_is_replayed_and_bad_keys_are_400(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        h = bearer((await signup(client, "e@example.com"))["token"])
+        keyed = {**h, "Idempotency-Key": "bad-amount"}
+        first = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "-1"}, headers=keyed)
+        assert first.status_code == 400 and first.json()["code"] == "invalid_amount"
+        again = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "-1"}, headers=keyed)
+        assert again.status_code == 400
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.content == first.content
+        # A rejection by the engine (422) is kept as well.
+        wkeyed = {**h, "Idempotency-Key": "too-much"}
+        body = {"asset": "USDC", "amount": "999999", "destination": "x"}
+        refused = await client.post("/api/v1/withdrawals", json=body, headers=wkeyed)
+        assert refused.status_code == 422 and refused.json()["code"] == "insufficient_funds"
+        await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "10000"}, headers=h)
+        retried = await client.post("/api/v1/withdrawals", json=body, headers=wkeyed)
+        assert retried.status_code == 422 and retried.content == refused.content
+        assert (await client.get("/api/v1/balance", headers=h)).json()["balances"][0]["held"] == "0.000000"
+
+        too_long = await client.post(
+            "/api/v1/faucet",
+            json={"asset": "USDC", "amount": "1"},
+            headers={**h, "Idempotency-Key": "k" * 129},
+        )
+        assert too_long.status_code == 400 and too_long.json()["code"] == "bad_idempotency_key"
+        assert too_long.headers["content-type"] == "application/problem+json"
+        long_key = await client.post(
+            "/api/v1/faucet",
+            json={"asset": "USDC", "amount": "1"},
+            headers={**h, "Idempotency-Key": "k" * 64},
+        )
+        assert long_key.status_code == 200
+        empty = await client.post(
+            "/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers={**h, "Idempotency-Key": ""}
+        )
+        assert empty.status_code == 400 and empty.json()["code"] == "bad_idempotency_key"
+        assert await usdc(client, h) == "15001.000000"
+
+
+async def test_the_longest_accepted_key_works(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        h = bearer((await signup(client, "long@example.com"))["token"])
+        keyed = {**h, "Idempotency-Key": "k" * 128}  # 128 is accepted: 129 is bad_idempotency_key
+        first = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers=keyed)
+        assert first.status_code == 200, first.text
+        again = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers=keyed)
+        assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+        assert await usdc(client, h) == "5001.000000"
