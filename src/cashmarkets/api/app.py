@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import Redirect
 
@@ -25,7 +26,7 @@ from cashmarkets.api.accounts import AccountsController
 from cashmarkets.api.admin import AdminController
 from cashmarkets.api.auth import AuthController
 from cashmarkets.api.context import request_id_middleware
-from cashmarkets.api.errors import EXCEPTION_HANDLERS
+from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.middleware import (
     RedisTokenBuckets,
@@ -34,6 +35,7 @@ from cashmarkets.api.middleware import (
     metrics_middleware,
     rate_limit_middleware,
 )
+from cashmarkets.api.schemas import Problem
 from cashmarkets.api.security import TokenService
 from cashmarkets.api.services import Services
 from cashmarkets.integrations.email import mailer_from_url
@@ -203,8 +205,35 @@ def _distributed_lifespan(settings: Settings) -> Any:
     return lifespan
 
 
+# Documented on every operation: all errors share the problem+json shape.
+_ERROR_RESPONSES = {
+    400: "Malformed request: bad JSON, unknown field, wrong type, bad amount",
+    401: "Missing, expired or invalid credentials",
+    403: "Authenticated, but not allowed",
+    404: "Unknown path, or not found / not yours",
+    409: "Conflict: taken, already resolved, or idempotency key clash",
+    413: "Request body larger than CASHMARKETS_REQUEST_BODY_MAX_BYTES",
+    422: "Refused by the engine (e.g. insufficient_funds)",
+    429: "Rate limited: see Retry-After",
+    504: "The engine did not answer in time; the command may still apply (see commandId)",
+}
+
+
+def document_errors(app: Litestar) -> None:
+    """Declare the problem+json error responses (and their shape) on every route."""
+    specs = {
+        status: ResponseSpec(Problem, description=text, media_type=PROBLEM_JSON, generate_examples=False)
+        for status, text in _ERROR_RESPONSES.items()
+    }
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if getattr(handler, "include_in_schema", True) is False:
+                continue
+            handler.responses = {**specs, **(handler.responses or {})}
+
+
 def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             AuthController,
             AccountsController,
@@ -229,3 +258,5 @@ def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
         ),
         debug=False,
     )
+    document_errors(app)
+    return app

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from litestar.response import Redirect
 
@@ -96,7 +97,13 @@ class AuthController(Controller):
         body = SignupDone(user=pair.user, token=pair.token, refresh_token=pair.refresh_token)
         return Response(body, status_code=201, cookies=[auth_cookie(svc, pair.token)])
 
-    @post("/signin", status_code=200)
+    @post(
+        "/signin",
+        status_code=200,
+        responses={
+            202: ResponseSpec(MagicLinkSent, description="Sign-in link sent (email without password)")
+        },
+    )
     async def signin(self, request: Request[Any, Any, Any], data: JSONBody[SigninRequest]) -> Response[Any]:
         """Email + password -> tokens. Email alone -> a sign-in link by email (202)."""
         svc = services(request)
@@ -119,7 +126,7 @@ class AuthController(Controller):
         pair = await token_pair(svc, found[0])
         return Response(pair, cookies=[auth_cookie(svc, pair.token)])
 
-    @get("/signin/post")
+    @get("/signin/post", status_code=302)
     async def signin_link(
         self, request: Request[Any, Any, Any], token: Annotated[str, QueryParameter(max_length=256)]
     ) -> Redirect:
