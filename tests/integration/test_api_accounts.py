@@ -6,7 +6,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.integration.api_helpers import PASSWORD, admin, bearer, embedded, signup, wait_projected
+from tests.integration.api_helpers import (
+    PASSWORD,
+    admin,
+    bearer,
+    embedded,
+    services_of,
+    signup,
+    wait_projected,
+)
 
 
 async def test_signup_credits_the_demo_balance_and_balance_reads_it(tmp_path: Path) -> None:
@@ -260,3 +268,33 @@ async def test_concurrent_signups_all_get_their_balance(tmp_path: Path) -> None:
         for body in bodies:
             balances = (await client.get("/api/v1/balance", headers=bearer(body["token"]))).json()["balances"]
             assert balances[0]["balance"] == "5000.000000"
+
+
+async def test_a_slow_engine_answers_504_and_the_outcome_is_found_later(tmp_path: Path) -> None:
+    # A timeout shorter than one fsync: the answer cannot arrive in time, the command still applies.
+    async with embedded(tmp_path, command_timeout_s=0.000001) as client:
+        services_of(client).settings.command_timeout_s = 5.0
+        body = await signup(client, "slow@example.com")
+        h = bearer(body["token"])
+        services_of(client).settings.command_timeout_s = 0.000001
+        response = await client.post(
+            "/api/v1/faucet",
+            json={"asset": "USDC", "amount": "3"},
+            headers={**h, "Idempotency-Key": "slow-1"},
+        )
+        assert response.status_code == 504 and response.json()["code"] == "timeout"
+        assert response.json()["commandId"].endswith(":slow-1")
+        services_of(client).settings.command_timeout_s = 5.0
+        for _ in range(100):
+            outcome = await client.get("/api/v1/commands/slow-1", headers=h)
+            if outcome.status_code == 200:
+                break
+            await asyncio.sleep(0.01)
+        assert outcome.json()["status"] == "accepted"
+        # The retry with the same key takes effect once: the balance moved by 3, not 6.
+        retry = await client.post(
+            "/api/v1/faucet",
+            json={"asset": "USDC", "amount": "3"},
+            headers={**h, "Idempotency-Key": "slow-1"},
+        )
+        assert retry.status_code == 200 and retry.json()["balance"]["balance"] == "5003.000000"
