@@ -42,7 +42,7 @@ from cashmarkets.integrations.email import mailer_from_url
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
-from cashmarkets.runtime.distributed import ENGINE_ALIVE_KEY, RedisBus, SqlBalances
+from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.idempotency import IdempotencyStore
@@ -182,7 +182,11 @@ def _distributed_lifespan(settings: Settings) -> Any:
         await bus.start()
 
         async def engine_ready() -> str:
-            return "ok" if await bus.client.exists(ENGINE_ALIVE_KEY) else "no engine heartbeat"
+            return (
+                "ok"
+                if await bus.client.exists(engine_alive_key(settings.redis_stream))
+                else "no engine heartbeat"
+            )
 
         extras = {"bus": bus, "readiness": {"engine": engine_ready}}
         services = _services(settings, db, bus, SqlBalances(db), extras)

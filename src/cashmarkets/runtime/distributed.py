@@ -35,8 +35,15 @@ log = structlog.get_logger("cashmarkets.distributed")
 RESULT_KEY: Final = "cashmarkets:result:{}"
 RESULT_TTL_S: Final = 24 * 3600
 REPLY_CHANNEL: Final = "cashmarkets:replies:{}"
-# Refreshed by the engine process every ENGINE_HEARTBEAT_S; API readiness checks it.
-ENGINE_ALIVE_KEY: Final = "cashmarkets:engine:alive"
+
+
+def engine_alive_key(stream: str) -> str:
+    """Refreshed by the engine of this stream every ENGINE_HEARTBEAT_S (its value: the engine's
+    seq); API readiness and the projector's lag read it. Per stream: deployments sharing a Redis
+    must not see each other's engine."""
+    return f"{stream}:engine:alive"
+
+
 ENGINE_HEARTBEAT_S: Final = 1.0
 
 

@@ -12,7 +12,7 @@ import structlog
 
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_log, build_runtime, store_url
-from cashmarkets.runtime.distributed import ENGINE_ALIVE_KEY, ENGINE_HEARTBEAT_S, ResultPublisher
+from cashmarkets.runtime.distributed import ENGINE_HEARTBEAT_S, ResultPublisher, engine_alive_key
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.projector import Projector
@@ -54,7 +54,9 @@ async def run_engine(settings: Settings) -> None:
 
     async def heartbeat() -> None:
         while True:
-            await client.set(ENGINE_ALIVE_KEY, runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5))
+            await client.set(
+                engine_alive_key(settings.redis_stream), runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5)
+            )
             await asyncio.sleep(ENGINE_HEARTBEAT_S)
 
     beat = asyncio.create_task(heartbeat())
@@ -67,7 +69,7 @@ async def run_engine(settings: Settings) -> None:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
-        await client.delete(ENGINE_ALIVE_KEY)
+        await client.delete(engine_alive_key(settings.redis_stream))
         await runtime.stop()
         await client.aclose()
     if not stop.is_set():
@@ -87,7 +89,7 @@ async def run_projector(settings: Settings) -> None:
 
     async def engine_seq() -> int | None:
         # The engine process's heartbeat carries its seq; None while it is down.
-        value = await client.get(ENGINE_ALIVE_KEY) if client is not None else None
+        value = await client.get(engine_alive_key(settings.redis_stream)) if client is not None else None
         return None if value is None else int(value)
 
     projector = Projector(
