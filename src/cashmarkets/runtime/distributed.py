@@ -1,10 +1,10 @@
 """Distributed mode: API processes and one engine process meeting in Redis.
 
-    API process                         Redis                              engine process
+    API process                         Redis (keys per stream)            engine process
     RedisBus.submit(cmd) ── XADD {d: cmd, r: reply channel} ──> stream ──> Runtime (follow mode)
           ^                                                                   │ apply in log order
           └──── SUBSCRIBE cashmarkets:replies:<process> <── PUBLISH ──────────┤
-    RedisBus.result_of(id) ── GET cashmarkets:result:<id> <── SET EX 24h ─────┘
+    RedisBus.result_of(id) ── GET <stream>:result:<id> <── SET EX 24h ────────┘
 
 The API never waits on a connection per request: one pub/sub connection per process receives
 every reply for that process and resolves the waiting request by command id. Results are also
@@ -32,7 +32,8 @@ from cashmarkets.runtime.bus import BadCommand, CommandTimeout
 
 log = structlog.get_logger("cashmarkets.distributed")
 
-RESULT_KEY: Final = "cashmarkets:result:{}"
+# Per stream, like every key: "<stream>:result:<command id>".
+RESULT_KEY: Final = "{}:result:{}"
 RESULT_TTL_S: Final = 24 * 3600
 REPLY_CHANNEL: Final = "cashmarkets:replies:{}"
 
@@ -50,16 +51,17 @@ ENGINE_HEARTBEAT_S: Final = 1.0
 class ResultPublisher:
     """The engine side: store each result under its command id and answer its caller."""
 
-    def __init__(self, client: redis.asyncio.Redis, codec: EngineCodec) -> None:
+    def __init__(self, client: redis.asyncio.Redis, codec: EngineCodec, stream: str) -> None:
         self.client = client
         self.codec = codec
+        self.stream = stream
 
     async def __call__(self, applied: list[tuple[LogRecord, Command, Result]]) -> None:
         encode = self.codec.encoder.encode
         async with self.client.pipeline(transaction=False) as pipe:
             for record, cmd, result in applied:
                 data = encode(result)
-                pipe.set(RESULT_KEY.format(cmd.command_id), data, ex=RESULT_TTL_S)
+                pipe.set(RESULT_KEY.format(self.stream, cmd.command_id), data, ex=RESULT_TTL_S)
                 if record.reply_to:
                     pipe.publish(record.reply_to, data)
             await pipe.execute()
@@ -70,6 +72,7 @@ class RedisBus:
 
     def __init__(self, url: str, stream: str, codec: EngineCodec) -> None:
         self.codec = codec
+        self.stream = stream
         self.log = RedisStreamLog(url, stream)
         self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url)
         self.channel = REPLY_CHANNEL.format(uuid.uuid4().hex)
@@ -141,7 +144,7 @@ class RedisBus:
                 self._pending.pop(command_id, None)
 
     async def result_of(self, command_id: str) -> Result | None:
-        data = await self.client.get(RESULT_KEY.format(command_id))
+        data = await self.client.get(RESULT_KEY.format(self.stream, command_id))
         return None if data is None else self.codec.result_decoder.decode(data)
 
 

@@ -49,7 +49,7 @@ async def run_engine(settings: Settings) -> None:
     serve_metrics(settings)
     client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(settings.redis_url)
     runtime = build_runtime(settings)
-    publisher = ResultPublisher(client, runtime.engine.codec)
+    publisher = ResultPublisher(client, runtime.engine.codec, settings.redis_stream)
     await runtime.start(follow=publisher)
 
     async def heartbeat() -> None:
