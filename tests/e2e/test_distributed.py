@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 
+from tests.e2e.flows import account_flow, eventually
 from tests.e2e.processes import Proc, free_port, wait_ready
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -58,53 +59,9 @@ def cluster(tmp_path: Path, pg_url: str) -> Iterator[dict[str, Any]]:
         redis.Redis.from_url(REDIS_URL).delete(stream)
 
 
-def eventually(fetch: Any, check: Any, timeout_s: float = 10) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fetch()
-        if check(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
-
-
 def test_two_api_processes_one_engine_through_redis(cluster: dict[str, Any]) -> None:
     a, b = (httpx.Client(base_url=url, timeout=15) for url in cluster["urls"])
-    signup = a.post("/api/v1/signup", json={"email": "dist@example.com", "password": "correct horse battery"})
-    assert signup.status_code == 201, signup.text
-    h = {"Authorization": f"Bearer {signup.json()['token']}"}
-    # A token from one API process works on the other; the engine's answer carries the balance.
-    faucet = b.post(
-        "/api/v1/faucet", json={"asset": "USDC", "amount": "12.5"}, headers={**h, "Idempotency-Key": "k1"}
-    )
-    assert faucet.status_code == 200, faucet.text
-    assert faucet.json()["balance"]["balance"] == "5012.500000"
-    # The same key through the other process replays the stored answer: one ledger effect.
-    again = a.post(
-        "/api/v1/faucet", json={"asset": "USDC", "amount": "12.5"}, headers={**h, "Idempotency-Key": "k1"}
-    )
-    assert again.status_code == 200 and again.headers.get("idempotent-replayed") == "true"
-    assert again.json() == faucet.json()
-    # Balances come from the projection: they converge.
-    balance = eventually(
-        lambda: a.get("/api/v1/balance", headers=h).json(),
-        lambda body: body.get("balances") and body["balances"][0]["balance"] == "5012.500000",
-    )
-    assert balance["balances"][0]["balance"] == "5012.500000", balance
-    outcome = a.get("/api/v1/commands/k1", headers=h)
-    assert outcome.status_code == 200 and outcome.json()["status"] == "accepted"
-    withdrawal = a.post(
-        "/api/v1/withdrawals", json={"asset": "USDC", "amount": "10", "destination": "0xabc"}, headers=h
-    )
-    assert withdrawal.status_code == 202
-    history = eventually(
-        lambda: b.get("/api/v1/ledger", headers=h).json(),
-        lambda body: len(body.get("items", [])) == 3,
-    )
-    assert [item["code"] for item in history["items"]] == ["withdrawal", "faucet", "faucet"]
-    rejected = b.post(
-        "/api/v1/withdrawals", json={"asset": "USDC", "amount": "999999", "destination": "x"}, headers=h
-    )
-    assert rejected.status_code == 422 and rejected.json()["code"] == "insufficient_funds"
+    account_flow(a, b)
 
 
 def test_engine_restart_recovers_and_keeps_serving(cluster: dict[str, Any]) -> None:

@@ -263,7 +263,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
 
         status = 500
         content_type = ""
-        out: list[bytes] = []
+        held: list[Message] = []
 
         async def capture(message: Message) -> None:
             nonlocal status, content_type
@@ -272,19 +272,23 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 for name, value in message.get("headers", []):
                     if name.lower() == b"content-type":
                         content_type = value.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                out.append(message.get("body", b""))
-            await send(message)
+            held.append(message)
 
         try:
             await app(scope, replay_receive, capture)
-        finally:
-            # Keep only answers the client may rely on; a 5xx or a crash frees the key for a retry
-            # (the engine's own command-id dedup still guarantees a single effect).
-            if status < 500 and out:
-                await store.complete(owner, key, Stored(status, content_type, b"".join(out)))
-            else:
-                await store.release(owner, key)
+        except BaseException:
+            await store.release(owner, key)
+            raise
+        # The answer is stored before the client sees it: a retry that follows the answer must
+        # find it stored, never "still in progress". A 5xx frees the key for a retry instead (the
+        # engine's own command-id dedup still guarantees a single effect).
+        if status < 500:
+            body_out = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
+            await store.complete(owner, key, Stored(status, content_type, body_out))
+        else:
+            await store.release(owner, key)
+        for message in held:
+            await send(message)
 
     return middleware
 

@@ -1,0 +1,76 @@
+"""Black-box, embedded mode: `cashmarkets serve` as a subprocess, driven over HTTP."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.flows import account_flow
+from tests.e2e.processes import Proc, free_port, wait_ready
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Proc, Path]]:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    proc = Proc(["serve", "--data-dir", str(data_dir), "--port", str(port)], {}, tmp_path / "serve.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url)
+        yield url, proc, data_dir
+    finally:
+        proc.stop()
+
+
+def test_account_story_over_http(server: tuple[str, Proc, Path]) -> None:
+    url, _, _ = server
+    with httpx.Client(base_url=url, timeout=15) as a, httpx.Client(base_url=url, timeout=15) as b:
+        account_flow(a, b)
+
+
+def test_state_survives_a_sigkill_of_the_server(server: tuple[str, Proc, Path], tmp_path: Path) -> None:
+    url, proc, data_dir = server
+    with httpx.Client(base_url=url, timeout=15) as client:
+        token = client.post(
+            "/api/v1/signup", json={"email": "k@example.com", "password": "correct horse battery"}
+        ).json()["token"]
+        h = {"Authorization": f"Bearer {token}"}
+        for _ in range(10):
+            assert (
+                client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers=h).status_code
+                == 200
+            )
+    proc.stop(sig=signal.SIGKILL)
+    port = int(url.rsplit(":", 1)[1])
+    again = Proc(["serve", "--data-dir", str(data_dir), "--port", str(port)], {}, tmp_path / "serve2.log")
+    try:
+        wait_ready(again, url)
+        with httpx.Client(base_url=url, timeout=15) as client:
+            # The same token works after the restart (the JWT secret lives in the data directory).
+            balance = client.get("/api/v1/balance", headers=h).json()["balances"][0]["balance"]
+            assert balance == "5010.000000"
+    finally:
+        again.stop()
+
+
+def test_a_retry_right_after_the_answer_is_a_replay_never_in_progress(server: tuple[str, Proc, Path]) -> None:
+    """Over real HTTP the answer reaches the client at once: it must already be stored by then."""
+    url, _, _ = server
+    with httpx.Client(base_url=url, timeout=15) as client:
+        token = client.post(
+            "/api/v1/signup", json={"email": "r@example.com", "password": "correct horse battery"}
+        ).json()["token"]
+        client.cookies.clear()
+        h = {"Authorization": f"Bearer {token}"}
+        for i in range(15):
+            headers = {**h, "Idempotency-Key": f"race-{i}"}
+            first = client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers=headers)
+            again = client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers=headers)
+            assert first.status_code == 200, first.text
+            assert again.status_code == 200 and again.headers.get("idempotent-replayed") == "true", again.text
+        balance = client.get("/api/v1/balance", headers=h).json()["balances"][0]["balance"]
+        assert balance == "5015.000000"
