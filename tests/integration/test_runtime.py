@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cashmarkets.core.commands import Deposit, TransferFunds
+from cashmarkets.core.commands import COMMAND_ID_LENGTH_MAX, Deposit, TransferFunds
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.results import Accepted, Rejected
 from cashmarkets.log.base import Position
@@ -112,7 +112,7 @@ async def test_back_pressure_refuses_past_the_pending_limit(
 async def test_bad_command_ids_are_refused_before_the_log(tmp_path: Path) -> None:
     runtime = make_runtime(tmp_path)
     await runtime.start()
-    for bad in ("", "x" * 129):
+    for bad in ("", "x" * (COMMAND_ID_LENGTH_MAX + 1)):
         with pytest.raises(ValueError, match="command_id"):
             await runtime.submit(Deposit(command_id=bad, owner="a", asset="USDC", amount=1))
     assert runtime.engine.seq == 0
