@@ -172,7 +172,12 @@ def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
 
 
 def _token_subject(scope: Scope) -> str | None:
-    """The user id of a valid access token in the request, if any."""
+    """The user id of a valid access token in the request, if any (verified once per request:
+    the result is kept in the scope for the other middleware and the route)."""
+    state = scope.setdefault("state", {})
+    if "auth_user" in state:
+        cached = state["auth_user"]
+        return None if cached is None else str(cached.id)
     tokens = scope["app"].state.tokens
     header = _header(scope, b"authorization") or ""
     token = header[7:].strip() if header[:7].lower() == "bearer " else None
@@ -183,6 +188,7 @@ def _token_subject(scope: Scope) -> str | None:
             if name == "authToken":
                 token = value
     user = tokens.verify(token) if token else None
+    state["auth_user"] = user
     return None if user is None else str(user.id)
 
 

@@ -88,6 +88,10 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
 
 def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> AuthUser | None:
+    state = connection.scope.get("state", {})
+    if "auth_user" in state:  # already verified by the middleware for this request
+        cached: AuthUser | None = state["auth_user"]
+        return cached
     tokens: TokenService = connection.app.state.tokens
     token = bearer_token(connection)
     return tokens.verify(token) if token else None
