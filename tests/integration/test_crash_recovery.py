@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from cashmarkets.core.engine import Engine
 from cashmarkets.core.results import Accepted
 from cashmarkets.log.base import CommandLog
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
+from cashmarkets.runtime.bootstrap import build_engine
 from cashmarkets.runtime.runner import replay
 
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -94,7 +94,7 @@ async def check(log: CommandLog, lines: list[str]) -> tuple[int, int]:
     )
     assert len(acks) > 500, f"only {len(acks)} acknowledgements: the load did not run"
     await log.open()
-    engine = Engine()
+    engine = build_engine()
     after = None
     try:
         for seq, state_hash in recovered:

@@ -29,13 +29,12 @@ from cashmarkets.core.commands import (
     TransferFunds,
     VoidHold,
 )
-from cashmarkets.core.engine import Engine
 from cashmarkets.core.events import WithdrawalRequested, WithdrawalResolved
 from cashmarkets.core.ledger import Transfer
 from cashmarkets.core.results import Accepted, TransfersDone, WithdrawalState
 from cashmarkets.log.sqlite import SqliteJournal
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_runtime, store_url
+from cashmarkets.runtime.bootstrap import build_engine, build_runtime, store_url
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.tables import accounts, ledger_transfers, projector_checkpoints, withdrawals
@@ -131,7 +130,7 @@ async def expected_state(
 ) -> tuple[list[tuple[object, ...]], dict[int, tuple[int, ...]], dict[int, tuple[str, str]]]:
     log = SqliteJournal(journal)
     await log.open()
-    engine = Engine()
+    engine = build_engine()
     transfers: list[tuple[object, ...]] = []
     wds: dict[int, tuple[str, str]] = {}
     after = None

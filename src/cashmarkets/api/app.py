@@ -133,6 +133,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
             db,
             build_log(settings),
             SnapshotStore(url, migrate=False, engine=db),
+            engine_factory=build_engine,
             batch_records=settings.projector_batch_records,
             head_seq=_engine_seq(runtime),
         )

@@ -5,6 +5,7 @@ never renamed or reused. Group by stage, as exchange-core does:
 
     engine   unknown_command, duplicate_command_id, internal_error, bad_command
     ledger   amount_must_be_positive ... overflow
+    leverage unknown_symbol ... position_not_found
 """
 
 from __future__ import annotations
@@ -39,6 +40,22 @@ OVERFLOW: Final = "overflow"
 WITHDRAWAL_NOT_FOUND: Final = "withdrawal_not_found"
 BAD_DESTINATION: Final = "bad_destination"
 
+# Leverage stage.
+UNKNOWN_SYMBOL: Final = "unknown_symbol"
+BAD_PRICE: Final = "bad_price"
+STALE_UPDATE: Final = "stale_update"
+BAD_SIDE: Final = "bad_side"
+BAD_LEVERAGE: Final = "bad_leverage"
+BAD_MARGIN: Final = "bad_margin"
+BAD_SLIPPAGE: Final = "bad_slippage"
+NO_PRICE: Final = "no_price"
+STALE_PRICE: Final = "stale_price"
+SLIPPAGE_EXCEEDED: Final = "slippage_exceeded"
+BAD_TAKE_PROFIT: Final = "bad_take_profit"
+BAD_STOP_LOSS: Final = "bad_stop_loss"
+TOO_MANY_POSITIONS: Final = "too_many_positions"
+POSITION_NOT_FOUND: Final = "position_not_found"
+
 DESCRIPTIONS: Final[dict[str, str]] = {
     UNKNOWN_COMMAND: "No handler is registered for this command type.",
     BAD_COMMAND: "The command is malformed (a field out of its allowed range).",
@@ -64,4 +81,18 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     OVERFLOW: "An account's running total would pass TOTAL_MAX (2**63 - 1 minor units).",
     WITHDRAWAL_NOT_FOUND: "No pending withdrawal has this id.",
     BAD_DESTINATION: "A withdrawal destination is 1..256 printable characters.",
+    UNKNOWN_SYMBOL: "No market with this symbol.",
+    BAD_PRICE: "Prices are positive integers in the market's price units, with bid <= ask.",
+    STALE_UPDATE: "A price update older than the one the engine has (by exchange update id).",
+    BAD_SIDE: "A position is long or short.",
+    BAD_LEVERAGE: "Leverage is an integer from 1 to the market's maximum.",
+    BAD_MARGIN: "Margin is a positive amount up to LeverageConfig.margin_max.",
+    BAD_SLIPPAGE: "Slippage is 0..LeverageConfig.slippage_bps_max basis points.",
+    NO_PRICE: "No price has arrived for this market yet.",
+    STALE_PRICE: "The market's last price is older than LeverageConfig.stale_after_ns.",
+    SLIPPAGE_EXCEEDED: "The fill price is worse than the expected price by more than the slippage.",
+    BAD_TAKE_PROFIT: "A take-profit must be beyond the fill price (above for long, below for short).",
+    BAD_STOP_LOSS: "A stop-loss must be on the losing side of the fill price.",
+    TOO_MANY_POSITIONS: "Open positions are limited per owner and per engine.",
+    POSITION_NOT_FOUND: "No open position with this id belongs to the caller.",
 }

@@ -100,7 +100,8 @@ class Engine:
         self._events: list[Any] = []
         self.register(LedgerProduct(self))
         for product in products:
-            self.register(product)
+            # A product that needs the engine (its ledger, emit, on_rollback) comes as a factory.
+            self.register(product(self) if callable(product) and not hasattr(product, "name") else product)
         self._codec: EngineCodec | None = None
 
     # ---- registration -----------------------------------------------------------------------

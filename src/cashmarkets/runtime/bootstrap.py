@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cashmarkets.core.engine import Engine
+from cashmarkets.core.products.leverage import LeverageProduct
 from cashmarkets.log.base import CommandLog
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
@@ -13,7 +14,8 @@ from cashmarkets.store.snapshots import SnapshotStore
 
 
 def build_engine() -> Engine:
-    return Engine()
+    """The engine every process runs (live, replay, projector replica): same products, same state."""
+    return Engine(products=[LeverageProduct.factory()])
 
 
 def build_log(settings: Settings) -> CommandLog:

@@ -11,7 +11,7 @@ import redis.asyncio
 import structlog
 
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_log, build_runtime, store_url
+from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
 from cashmarkets.runtime.distributed import ENGINE_HEARTBEAT_S, ResultPublisher, engine_alive_key
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
@@ -96,6 +96,7 @@ async def run_projector(settings: Settings) -> None:
         db,
         build_log(settings),
         SnapshotStore(url, migrate=False, engine=db),
+        engine_factory=build_engine,
         batch_records=settings.projector_batch_records,
         head_seq=engine_seq if client is not None else None,
     )

@@ -64,7 +64,9 @@ class Projector:
         db: AsyncEngine,
         log_backend: CommandLog,
         snapshots: SnapshotStore,
-        engine_factory: Any = Engine,
+        *,
+        # Required: the replica must run exactly the live engine's products, or it diverges.
+        engine_factory: Callable[[], Engine],
         batch_records: int = BATCH_RECORDS_MAX,
         head_seq: Callable[[], Awaitable[int | None]] | None = None,
     ) -> None:
