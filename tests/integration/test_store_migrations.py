@@ -26,7 +26,7 @@ from cashmarkets.cli import app
 from cashmarkets.store import db, migrate, tables
 from cashmarkets.store.db import create_engine, database_url, is_postgres
 
-HEAD = "0001"
+HEAD = "0002"
 VERSION_TABLE = "alembic_version"
 
 
@@ -73,7 +73,7 @@ async def test_upgrade_to_head_builds_exactly_the_schema_of_tables_py(store_url:
     await migrate.upgrade(store_url)
     assert await schema_diff(store_url) == []
     assert await table_names(store_url) == set(tables.metadata.tables) | {VERSION_TABLE}
-    assert len(tables.metadata.tables) == 13
+    assert len(tables.metadata.tables) == 15
     assert await migrate.current(store_url) == HEAD
     assert migrate.head() == HEAD
 
@@ -101,6 +101,8 @@ async def test_the_named_constraints_and_indexes_exist(store_url: str) -> None:
         "ix_ledger_transfers_credit_account_id_transfer_id",
         "ix_withdrawals_owner_hold_id",
         "ix_withdrawals_status_hold_id",
+        "ix_positions_owner_status_position_id",
+        "ix_position_events_position_id_seq",
         "ix_engine_snapshots_seq",
     }
     assert expected_ix <= found["ix"]
@@ -150,17 +152,17 @@ async def test_processes_starting_together_all_find_the_database_migrated(store_
 
 
 def _migrations_with(tmp_path: Path, name: str, body: str) -> Path:
-    """A copy of the packaged migrations plus one more revision, 0002, whose upgrade is `body`."""
+    """A copy of the packaged migrations plus one more revision, 0099 after head, whose upgrade is `body`."""
     root = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS_DIR, root, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "versions" / f"0002_{name}.py").write_text(
+    (root / "versions" / f"0099_{name}.py").write_text(
         textwrap.dedent(
             """\
             import sqlalchemy as sa
             from alembic import op
 
-            revision = "0002"
-            down_revision = "0001"
+            revision = "0099"
+            down_revision = "{head}"
             branch_labels = None
             depends_on = None
 
@@ -172,7 +174,7 @@ def _migrations_with(tmp_path: Path, name: str, body: str) -> Path:
             def downgrade():
                 pass
             """
-        ).format(body=textwrap.indent(textwrap.dedent(body), "    "))
+        ).format(head=HEAD, body=textwrap.indent(textwrap.dedent(body), "    "))
     )
     return root
 
@@ -226,7 +228,7 @@ async def test_a_batch_table_rebuild_keeps_the_rows_that_refer_to_it(store_url: 
         """,
     )
     await _upgrade_from(rebuild, store_url)
-    assert await migrate.current(store_url) == "0002"
+    assert await migrate.current(store_url) == "0099"
     assert await _count(store_url, tables.users) == 1
     assert await _count(store_url, tables.credentials) == 1
 

@@ -28,6 +28,7 @@ from cashmarkets.api.auth import AuthController
 from cashmarkets.api.context import request_id_middleware
 from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
+from cashmarkets.api.leverage import LeverageController
 from cashmarkets.api.middleware import (
     RedisTokenBuckets,
     TokenBuckets,
@@ -190,7 +191,7 @@ def _distributed_lifespan(settings: Settings) -> Any:
             )
 
         extras = {"bus": bus, "readiness": {"engine": engine_ready}}
-        services = _services(settings, db, bus, SqlBalances(db), extras)
+        services = _services(settings, db, bus, SqlBalances(db, bus.client, settings.redis_stream), extras)
         limits = {
             "ip": RedisTokenBuckets(
                 bus.client, settings.rate_limit_ip_per_s, settings.rate_limit_ip_burst, "cm:rl:"
@@ -243,6 +244,7 @@ def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
             AuthController,
             AccountsController,
             AdminController,
+            LeverageController,
             health,
             ready,
             metrics_endpoint,

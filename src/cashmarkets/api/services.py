@@ -21,7 +21,13 @@ from cashmarkets.runtime.bus import BadCommand, BalanceView, CommandBus, Command
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore
 from cashmarkets.store.users import UserStore
 
-_NOT_FOUND = {codes.PENDING_TRANSFER_NOT_FOUND, codes.WITHDRAWAL_NOT_FOUND, codes.ACCOUNT_NOT_FOUND}
+_NOT_FOUND = {
+    codes.PENDING_TRANSFER_NOT_FOUND,
+    codes.WITHDRAWAL_NOT_FOUND,
+    codes.ACCOUNT_NOT_FOUND,
+    codes.POSITION_NOT_FOUND,
+}
+
 _CONFLICT = {codes.ALREADY_POSTED, codes.ALREADY_VOIDED}
 
 

@@ -16,6 +16,8 @@ from typing import Protocol
 from cashmarkets.core.commands import Command
 from cashmarkets.core.engine import Result
 from cashmarkets.core.ledger import Account
+from cashmarkets.core.products.leverage import PRODUCT as LEVERAGE
+from cashmarkets.core.products.leverage import LeverageProduct, PositionView, Price
 from cashmarkets.runtime.runner import BadCommandError, Runtime
 
 # The command cannot be logged at all (e.g. an integer beyond 64 bits): refused before the log.
@@ -52,7 +54,13 @@ class EmbeddedBus:
 
 
 class BalanceView(Protocol):
+    """Live reads: balances, open positions and prices (engine in embedded mode, else stores)."""
+
     async def accounts_of(self, owner: str) -> list[Account]: ...
+
+    async def open_positions(self, owner: str) -> list[PositionView]: ...
+
+    async def prices(self) -> list[Price]: ...
 
 
 class EngineBalances:
@@ -65,3 +73,11 @@ class EngineBalances:
         ledger = self.runtime.engine.ledger
         found = (ledger.account(owner, asset) for asset in sorted(ledger.assets))
         return [acc for acc in found if acc is not None]
+
+    async def open_positions(self, owner: str) -> list[PositionView]:
+        product: LeverageProduct = self.runtime.engine.products[LEVERAGE]
+        return product.open_positions_of(owner)
+
+    async def prices(self) -> list[Price]:
+        product: LeverageProduct = self.runtime.engine.products[LEVERAGE]
+        return [product.prices[s] for s in sorted(product.prices)]

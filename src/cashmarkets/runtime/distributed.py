@@ -26,6 +26,7 @@ import structlog
 from cashmarkets.core.commands import Command
 from cashmarkets.core.engine import EngineCodec, Result
 from cashmarkets.core.ledger import Account
+from cashmarkets.core.products.leverage import PositionView, Price, PriceUpdated
 from cashmarkets.log.base import LogRecord
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.runtime.bus import BadCommand, CommandTimeout
@@ -148,14 +149,58 @@ class RedisBus:
         return None if data is None else self.codec.result_decoder.decode(data)
 
 
-class SqlBalances:
-    """Distributed API processes read balances from the projection (it may lag by a batch;
-    command responses carry the engine's own figures)."""
+def prices_key(stream: str) -> str:
+    """A hash symbol -> latest Price (MessagePack), written by the engine process."""
+    return f"{stream}:prices"
 
-    def __init__(self, db: Any) -> None:
+
+_PRICE_DECODER = msgspec.msgpack.Decoder(Price)
+
+
+class PricePublisher:
+    """The engine side: keep the latest price per symbol in Redis for API processes."""
+
+    def __init__(self, client: redis.asyncio.Redis, stream: str, product: Any) -> None:
+        self.client = client
+        self.key = prices_key(stream)
+        self.product = product
+        self._task: asyncio.Task[None] | None = None
+        self._dirty = False
+
+    def __call__(self, events: list[Any]) -> None:
+        if any(isinstance(e, PriceUpdated) for e in events):
+            self._dirty = True
+            if self._task is None or self._task.done():
+                self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            mapping = {s: msgspec.msgpack.encode(p) for s, p in self.product.prices.items()}
+            if mapping:
+                await self.client.hset(self.key, mapping=mapping)
+
+
+class SqlBalances:
+    """Distributed API processes read balances and positions from the projection (it may lag by a
+    batch; command responses carry the engine's own figures) and prices from Redis."""
+
+    def __init__(self, db: Any, client: Any = None, stream: str = "") -> None:
         self.db = db
+        self.client = client
+        self.stream = stream
 
     async def accounts_of(self, owner: str) -> list[Account]:
         from cashmarkets.store.queries import accounts_of
 
         return await accounts_of(self.db, owner)
+
+    async def open_positions(self, owner: str) -> list[PositionView]:
+        from cashmarkets.store.queries import open_positions
+
+        return await open_positions(self.db, owner)
+
+    async def prices(self) -> list[Price]:
+        raw = await self.client.hgetall(prices_key(self.stream))
+        decoded = [_PRICE_DECODER.decode(v) for _, v in sorted(raw.items())]
+        return decoded

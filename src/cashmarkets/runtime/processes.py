@@ -12,7 +12,12 @@ import structlog
 
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
-from cashmarkets.runtime.distributed import ENGINE_HEARTBEAT_S, ResultPublisher, engine_alive_key
+from cashmarkets.runtime.distributed import (
+    ENGINE_HEARTBEAT_S,
+    PricePublisher,
+    ResultPublisher,
+    engine_alive_key,
+)
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.projector import Projector
@@ -50,6 +55,7 @@ async def run_engine(settings: Settings) -> None:
     client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(settings.redis_url)
     runtime = build_runtime(settings)
     publisher = ResultPublisher(client, runtime.engine.codec, settings.redis_stream)
+    runtime.subscribe(PricePublisher(client, settings.redis_stream, runtime.engine.products["leverage"]))
     await runtime.start(follow=publisher)
 
     async def heartbeat() -> None:

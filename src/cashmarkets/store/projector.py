@@ -10,6 +10,8 @@ projection resumes right after it.
     accounts          one row per ledger account, totals copied from the replica per batch
     ledger_transfers  one row per executed transfer (COPY on PostgreSQL)
     withdrawals       from WithdrawalRequested / WithdrawalResolved
+    positions         from PositionOpened (inserted open) / PositionClosed (closed in place)
+    position_events   one row per opened/closed event
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import msgspec
 import structlog
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,11 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.events import AccountCreated, WithdrawalRequested, WithdrawalResolved
 from cashmarkets.core.ledger import Transfer
+from cashmarkets.core.products.leverage import PositionClosed, PositionOpened
 from cashmarkets.log.base import CommandLog, LogCorrupted, Position
 from cashmarkets.ops import metrics
 from cashmarkets.runtime.runner import replay
 from cashmarkets.store.snapshots import SnapshotStore
-from cashmarkets.store.tables import accounts, ledger_transfers, projector_checkpoints, withdrawals
+from cashmarkets.store.tables import accounts, ledger_transfers, positions, projector_checkpoints, withdrawals
+from cashmarkets.store.tables import position_events as position_events_table
 
 log = structlog.get_logger("cashmarkets.projector")
 
@@ -125,6 +130,9 @@ class Projector:
         created: list[dict[str, Any]] = []
         requested: list[dict[str, Any]] = []
         resolved: list[dict[str, Any]] = []
+        opened: list[dict[str, Any]] = []
+        closed: list[dict[str, Any]] = []
+        position_events: list[dict[str, Any]] = []
         touched: set[int] = set()
         for record in page:
             cmd = decode(record.data)
@@ -182,6 +190,43 @@ class Projector:
                             "requested_ts_ns": ts_ns,
                         }
                     )
+                elif isinstance(event, PositionOpened):
+                    row = msgspec.structs.asdict(event.position)
+                    row["status"] = "open"
+                    opened.append(row)
+                    position_events.append(
+                        {
+                            "position_id": row["position_id"],
+                            "seq": event.seq,
+                            "ts_ns": ts_ns,
+                            "kind": "opened",
+                            "reason": None,
+                            "price": row["entry_price"],
+                        }
+                    )
+                elif isinstance(event, PositionClosed):
+                    closed.append(
+                        {
+                            "b_position_id": event.position_id,
+                            "status": "closed",
+                            "close_reason": event.reason,
+                            "exit_price": event.exit_price,
+                            "pnl": event.pnl,
+                            "payout": event.payout,
+                            "closed_seq": event.seq,
+                            "closed_ts_ns": ts_ns,
+                        }
+                    )
+                    position_events.append(
+                        {
+                            "position_id": event.position_id,
+                            "seq": event.seq,
+                            "ts_ns": ts_ns,
+                            "kind": "closed",
+                            "reason": event.reason,
+                            "price": event.exit_price,
+                        }
+                    )
                 elif isinstance(event, WithdrawalResolved):
                     resolved.append(
                         {
@@ -236,6 +281,14 @@ class Projector:
                     update(accounts).where(accounts.c.account_id == bindparam("b_account_id")),
                     rows,
                 )
+            if opened:
+                await conn.execute(self._insert(positions).on_conflict_do_nothing(), opened)
+            if closed:  # after the inserts: a position may open and close in one batch
+                await conn.execute(
+                    update(positions).where(positions.c.position_id == bindparam("b_position_id")), closed
+                )
+            if position_events:
+                await conn.execute(position_events_table.insert(), position_events)
             if requested:
                 await conn.execute(self._insert(withdrawals).on_conflict_do_nothing(), requested)
             if resolved:

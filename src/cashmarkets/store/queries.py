@@ -8,7 +8,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cashmarkets.core.ledger import Account
-from cashmarkets.store.tables import accounts, ledger_transfers, withdrawals
+from cashmarkets.core.products.leverage import PositionView
+from cashmarkets.store.tables import accounts, ledger_transfers, positions, withdrawals
 
 PAGE_LIMIT_MAX = 200
 
@@ -112,3 +113,47 @@ async def withdrawals_page(
 async def withdrawal(db: AsyncEngine, hold_id: int) -> Any | None:
     async with db.connect() as conn:
         return (await conn.execute(select(withdrawals).where(withdrawals.c.hold_id == hold_id))).first()
+
+
+def position_view(r: Any) -> PositionView:
+    return PositionView(
+        position_id=r.position_id,
+        owner=r.owner,
+        symbol=r.symbol,
+        side=r.side,
+        margin=r.margin,
+        leverage=r.leverage,
+        notional=r.notional,
+        entry_price=r.entry_price,
+        liquidation_price=r.liquidation_price,
+        take_profit=r.take_profit,
+        stop_loss=r.stop_loss,
+        opened_seq=r.opened_seq,
+        opened_ts_ns=r.opened_ts_ns,
+    )
+
+
+async def open_positions(db: AsyncEngine, owner: str) -> list[PositionView]:
+    query = (
+        select(positions)
+        .where(and_(positions.c.owner == owner, positions.c.status == "open"))
+        .order_by(positions.c.position_id)
+    )
+    async with db.connect() as conn:
+        return [position_view(r) for r in (await conn.execute(query)).all()]
+
+
+async def closed_positions_page(
+    db: AsyncEngine, owner: str, *, before_id: int | None, limit: int
+) -> tuple[list[Any], int | None]:
+    conditions = [positions.c.owner == owner, positions.c.status == "closed"]
+    if before_id is not None:
+        conditions.append(positions.c.position_id < before_id)
+    query = (
+        select(positions).where(and_(*conditions)).order_by(positions.c.position_id.desc()).limit(limit + 1)
+    )
+    async with db.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return list(rows), (rows[-1].position_id if more and rows else None)

@@ -4,7 +4,7 @@
                                           magic_links, refresh_tokens, idempotency_keys, audit_log
     projections (written by the projector from engine events, exactly once):
                                           accounts, ledger_transfers, withdrawals,
-                                          projector_checkpoints
+                                          positions, position_events, projector_checkpoints
     engine:                               engine_snapshots
 
 Times are integer nanoseconds since the epoch (`*_ns`), amounts integer minor units, like the
@@ -186,6 +186,46 @@ withdrawals = Table(
     Column("resolved_ts_ns", BigInteger, nullable=True),
     Index(None, "owner", "hold_id"),
     Index(None, "status", "hold_id"),
+)
+
+# Product leverage: every position (open, then closed in place) and every position event.
+positions = Table(
+    "positions",
+    metadata,
+    Column("position_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("owner", String(OWNER_LENGTH_MAX), nullable=False),
+    Column("symbol", String(16), nullable=False),
+    Column("side", String(8), nullable=False),  # long | short
+    Column("margin", BigInteger, nullable=False),  # USDC minor units
+    Column("leverage", Integer, nullable=False),
+    Column("notional", BigInteger, nullable=False),
+    Column("entry_price", BigInteger, nullable=False),  # the market's price units
+    Column("liquidation_price", BigInteger, nullable=False),
+    Column("take_profit", BigInteger, nullable=False),  # 0: none
+    Column("stop_loss", BigInteger, nullable=False),  # 0: none
+    Column("status", String(8), nullable=False),  # open | closed
+    Column("opened_seq", BigInteger, nullable=False),
+    Column("opened_ts_ns", BigInteger, nullable=False),
+    Column("close_reason", String(16), nullable=True),  # user | take_profit | stop_loss | liquidation
+    Column("exit_price", BigInteger, nullable=True),
+    Column("pnl", BigInteger, nullable=True),  # realized: payout - margin
+    Column("payout", BigInteger, nullable=True),
+    Column("closed_seq", BigInteger, nullable=True),
+    Column("closed_ts_ns", BigInteger, nullable=True),
+    Index(None, "owner", "status", "position_id"),
+)
+
+position_events = Table(
+    "position_events",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("position_id", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),  # opened | closed
+    Column("reason", String(16), nullable=True),
+    Column("price", BigInteger, nullable=False),
+    Index(None, "position_id", "seq"),
 )
 
 projector_checkpoints = Table(

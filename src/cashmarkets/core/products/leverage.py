@@ -123,6 +123,7 @@ class PositionView(ResultData, tag="position"):
 
 class PositionClosedView(ResultData, tag="position_closed"):
     position_id: int
+    symbol: str
     reason: str
     exit_price: int
     pnl: int
@@ -451,7 +452,12 @@ class LeverageProduct:
             )
         )
         return PositionClosedView(
-            position_id=p.position_id, reason=reason, exit_price=exit_price, pnl=realized, payout=payout
+            position_id=p.position_id,
+            symbol=p.symbol,
+            reason=reason,
+            exit_price=exit_price,
+            pnl=realized,
+            payout=payout,
         )
 
     # ---- helpers --------------------------------------------------------------------------------

@@ -1,0 +1,283 @@
+"""Product `leverage` over HTTP, in the shape the trading spec's clients use.
+
+`margin` and the balance are integers in USD cents (as those clients send them); prices are
+decimal strings; `slippage` is in basis points (100 = 1 %). Inside the engine margin is USDC minor
+units (1 cent = 10,000 minor units).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, QueryParameter
+from msgspec import Meta
+
+from cashmarkets.api.accounts import decode_cursor, encode_cursor
+from cashmarkets.api.errors import ApiError
+from cashmarkets.api.schemas import Request as RequestBody
+from cashmarkets.api.schemas import Response as ResponseBody
+from cashmarkets.api.security import AuthUser, current_user
+from cashmarkets.api.services import command_id, services
+from cashmarkets.core.money import AmountError, format_amount, parse_amount
+from cashmarkets.core.products.leverage import (
+    DEFAULT_MARKETS,
+    ClosePosition,
+    MarketConfig,
+    OpenPosition,
+    PositionClosedView,
+    PositionView,
+)
+from cashmarkets.store import queries
+
+MINOR_PER_CENT = 10_000  # USDC has 6 decimals, cents 2
+MARKETS = {m.symbol: m for m in DEFAULT_MARKETS}
+Cents = Annotated[int, Meta(gt=0, le=100_000_000, description="USD cents")]
+
+
+class TradeCreate(RequestBody):
+    asset: Literal["BTC", "ETH", "SOL"]
+    type: Literal["long", "short"]
+    margin: Cents
+    leverage: Annotated[int, Meta(ge=1, le=100)]
+    slippage: Annotated[int, Meta(ge=0, le=1_000, description="basis points")] = 100
+    price: Annotated[str, Meta(max_length=32)] | None = None
+    take_profit: Annotated[str, Meta(max_length=32)] | None = None
+    stop_loss: Annotated[str, Meta(max_length=32)] | None = None
+
+
+class TradeClose(RequestBody):
+    order_id: Annotated[int, Meta(ge=1, le=2**63 - 1)]
+
+
+class Trade(ResponseBody):
+    order_id: int
+    asset: str
+    type: str
+    margin: int  # cents
+    leverage: int
+    open_price: str
+    liquidation_price: str
+    take_profit: str | None = None
+    stop_loss: str | None = None
+    status: str = "open"
+    opened_at_ns: int = 0
+    close_price: str | None = None
+    close_reason: str | None = None
+    pnl: int | None = None  # cents, realized
+    closed_at_ns: int | None = None
+
+
+class TradeClosed(ResponseBody):
+    order_id: int
+    close_price: str
+    close_reason: str
+    pnl: int  # cents
+    payout: int  # cents
+
+
+class Trades(ResponseBody):
+    trades: list[Trade]
+    next_cursor: str | None = None
+
+
+class UsdBalance(ResponseBody):
+    balance: int  # cents
+
+
+class AssetInfo(ResponseBody):
+    symbol: str
+    name: str
+    decimals: int
+    max_leverage: int
+    maintenance_margin_bps: int
+
+
+class SupportedAssets(ResponseBody):
+    assets: list[AssetInfo]
+
+
+class PriceView(ResponseBody):
+    symbol: str
+    bid: str
+    ask: str
+    exchange_ts_us: int
+    update_id: int
+
+
+class Prices(ResponseBody):
+    prices: list[PriceView]
+
+
+def _price(market: MarketConfig, value: int) -> str:
+    return format_amount(value, market.price_decimals)
+
+
+def _parse_price(market: MarketConfig, text: str | None, field: str) -> int:
+    if text is None:
+        return 0
+    try:
+        return parse_amount(text, market.price_decimals, allow_zero=False, max_integer_digits=12)
+    except AmountError as exc:
+        raise ApiError(
+            400, "invalid_price", f"{field}: {exc.detail}", errors=[{"field": field, "message": exc.code}]
+        ) from None
+
+
+async def strict_body(request: Request[Any, Any, Any], kind: type[Any]) -> None:
+    """Litestar decodes bodies leniently ("1000" becomes 1000); money fields must be real
+    integers, so trading bodies are checked again, strictly."""
+    try:
+        msgspec.json.decode(await request.body(), type=kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ApiError(
+            400, "validation_failed", str(exc), errors=[{"field": "data", "message": str(exc)}]
+        ) from None
+
+
+def trade_view(p: PositionView) -> Trade:
+    market = MARKETS[p.symbol]
+    return Trade(
+        order_id=p.position_id,
+        asset=p.symbol,
+        type=p.side,
+        margin=p.margin // MINOR_PER_CENT,
+        leverage=p.leverage,
+        open_price=_price(market, p.entry_price),
+        liquidation_price=_price(market, p.liquidation_price),
+        take_profit=_price(market, p.take_profit) if p.take_profit else None,
+        stop_loss=_price(market, p.stop_loss) if p.stop_loss else None,
+        opened_at_ns=p.opened_ts_ns,
+    )
+
+
+class LeverageController(Controller):
+    path = "/api/v1"
+    tags = ["leverage"]
+
+    @post("/trade/create", status_code=200, dependencies={"user": current_user})
+    async def create(
+        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], data: JSONBody[TradeCreate]
+    ) -> Trade:
+        """Open a long (fills at the ask) or short (fills at the bid) with `margin` cents held."""
+        await strict_body(request, TradeCreate)
+        svc = services(request)
+        market = MARKETS[data.asset]
+        if data.leverage > market.max_leverage:
+            raise ApiError(400, "bad_leverage", f"1..{market.max_leverage} for {data.asset}")
+        cmd = OpenPosition(
+            command_id=command_id(request, user.id),
+            owner=user.id,
+            symbol=data.asset,
+            side=data.type,
+            margin=data.margin * MINOR_PER_CENT,
+            leverage=data.leverage,
+            slippage_bps=data.slippage,
+            expected_price=_parse_price(market, data.price, "price"),
+            take_profit=_parse_price(market, data.take_profit, "takeProfit"),
+            stop_loss=_parse_price(market, data.stop_loss, "stopLoss"),
+        )
+        result = await svc.execute(cmd)
+        assert isinstance(result.data, PositionView)
+        return trade_view(result.data)
+
+    @post("/trade/close", status_code=200, dependencies={"user": current_user})
+    async def close(
+        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], data: JSONBody[TradeClose]
+    ) -> TradeClosed:
+        """Close at the bid (long) or the ask (short); closing twice is 404 position_not_found."""
+        await strict_body(request, TradeClose)
+        svc = services(request)
+        cmd = ClosePosition(command_id=command_id(request, user.id), owner=user.id, position_id=data.order_id)
+        result = await svc.execute(cmd)
+        closed = result.data
+        assert isinstance(closed, PositionClosedView)
+        return TradeClosed(
+            order_id=closed.position_id,
+            close_price=_price(MARKETS[closed.symbol], closed.exit_price),
+            close_reason=closed.reason,
+            pnl=closed.pnl // MINOR_PER_CENT,
+            payout=closed.payout // MINOR_PER_CENT,
+        )
+
+    @get("/trades/open", dependencies={"user": current_user})
+    async def open_trades(self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser]) -> Trades:
+        positions = await services(request).balances.open_positions(user.id)
+        return Trades(trades=[trade_view(p) for p in positions])
+
+    @get("/trades", dependencies={"user": current_user})
+    async def closed_trades(
+        self,
+        request: Request[Any, Any, Any],
+        user: NamedDependency[AuthUser],
+        status: Annotated[Literal["open", "closed"], QueryParameter()] = "closed",
+        cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
+    ) -> Trades:
+        """Closed trades from the store, newest first (`status=open` is the same as /trades/open)."""
+        svc = services(request)
+        if status == "open":
+            return Trades(trades=[trade_view(p) for p in await svc.balances.open_positions(user.id)])
+        rows, next_id = await queries.closed_positions_page(
+            svc.db, user.id, before_id=decode_cursor(cursor), limit=limit
+        )
+        trades = []
+        for r in rows:
+            view = trade_view(queries.position_view(r))
+            market = MARKETS[r.symbol]
+            trades.append(
+                msgspec.structs.replace(
+                    view,
+                    status="closed",
+                    close_price=_price(market, r.exit_price),
+                    close_reason=r.close_reason,
+                    pnl=r.pnl // MINOR_PER_CENT,
+                    closed_at_ns=r.closed_ts_ns,
+                )
+            )
+        return Trades(trades=trades, next_cursor=encode_cursor(next_id))
+
+    @get("/balance/usd", dependencies={"user": current_user})
+    async def usd_balance(
+        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser]
+    ) -> UsdBalance:
+        """The USDC balance in cents (floored), as the trading clients expect."""
+        for acc in await services(request).balances.accounts_of(user.id):
+            if acc.asset == "USDC":
+                return UsdBalance(balance=acc.balance // MINOR_PER_CENT)
+        return UsdBalance(balance=0)
+
+    @get("/supportedAssets")
+    async def supported_assets(self) -> SupportedAssets:
+        return SupportedAssets(
+            assets=[
+                AssetInfo(
+                    symbol=m.symbol,
+                    name=m.name,
+                    decimals=m.price_decimals,
+                    max_leverage=m.max_leverage,
+                    maintenance_margin_bps=m.mmr_bps,
+                )
+                for m in DEFAULT_MARKETS
+            ]
+        )
+
+    @get("/prices")
+    async def prices(self, request: Request[Any, Any, Any]) -> Prices:
+        """The latest bid/ask per market (the prices trades execute at)."""
+        out = []
+        for p in await services(request).balances.prices():
+            market = MARKETS.get(p.symbol)
+            if market is not None:
+                out.append(
+                    PriceView(
+                        symbol=p.symbol,
+                        bid=_price(market, p.bid),
+                        ask=_price(market, p.ask),
+                        exchange_ts_us=p.exchange_ts_us,
+                        update_id=p.update_id,
+                    )
+                )
+        return Prices(prices=out)
