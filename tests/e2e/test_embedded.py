@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.flows import account_flow
+from tests.e2e.flows import account_flow, eventually
 from tests.e2e.processes import Proc, free_port, wait_ready
 
 
@@ -74,3 +74,33 @@ def test_a_retry_right_after_the_answer_is_a_replay_never_in_progress(server: tu
             assert again.status_code == 200 and again.headers.get("idempotent-replayed") == "true", again.text
         balance = client.get("/api/v1/balance", headers=h).json()["balances"][0]["balance"]
         assert balance == "5015.000000"
+
+
+def test_serve_shows_moving_prices_and_trades_on_them(server: tuple[str, Proc, Path]) -> None:
+    """`make run` experience: the synthetic feed moves BTC/ETH/SOL; a user trades on it."""
+    url, _, _ = server
+    with httpx.Client(base_url=url, timeout=15) as client:
+        first = eventually(
+            lambda: client.get("/api/v1/prices").json()["prices"], lambda prices: len(prices) == 3
+        )
+        assert [p["symbol"] for p in first] == ["BTC", "ETH", "SOL"]
+        later = eventually(
+            lambda: client.get("/api/v1/prices").json()["prices"],
+            lambda prices: [p["updateId"] for p in prices] != [p["updateId"] for p in first],
+        )
+        assert [p["updateId"] for p in later] != [p["updateId"] for p in first]
+        token = client.post(
+            "/api/v1/signup", json={"email": "t@example.com", "password": "correct horse battery"}
+        ).json()["token"]
+        client.cookies.clear()
+        h = {"Authorization": f"Bearer {token}"}
+        trade = client.post(
+            "/api/v1/trade/create",
+            json={"asset": "ETH", "type": "short", "margin": 1_000, "leverage": 3},
+            headers=h,
+        )
+        assert trade.status_code == 200, trade.text
+        closed = client.post("/api/v1/trade/close", json={"orderId": trade.json()["orderId"]}, headers=h)
+        assert closed.status_code == 200, closed.text
+        usd = client.get("/api/v1/balance/usd", headers=h).json()["balance"]
+        assert usd == 500_000 + closed.json()["pnl"]

@@ -18,6 +18,8 @@ PASSWORD = "correct horse battery"
 
 @asynccontextmanager
 async def embedded(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+    # No price feed unless a test asks: tests script their prices.
+    overrides.setdefault("price_source", "none")
     settings = Settings.from_env({}, data_dir=tmp_path / "data", snapshot_interval_s=3600, **overrides)
     async with AsyncTestClient(create_app(settings)) as client:
         yield client

@@ -26,6 +26,11 @@ class Settings(msgspec.Struct, kw_only=True):
     # The platform store: unset means SQLite `store.db` in the data directory; or postgresql://…
     database_url: str | None = None
 
+    # Prices for `serve`: a seeded random walk (default, no network needed), Backpack, or none.
+    price_source: str = "synthetic"
+    price_seed: int = 1
+    price_interval_ms: int = 250
+    backpack_url: str = "wss://ws.backpack.exchange"
     # `cashmarkets engine` / `projector` serve Prometheus metrics on this port when set.
     metrics_port: int | None = None
     # Log records the projector writes per SQL transaction.
