@@ -13,6 +13,7 @@ assert isinstance(d, dict) and d.get("commands_per_s", 0) > 0, d
 print("bench ok:", d["bench"], d.get("backend", ""))'
 }
 check "$BIN/cashmarkets" bench engine --accounts 100 --commands 2000
+check "$BIN/cashmarkets" bench leverage --positions 500 --ticks 500
 check "$BIN/cashmarkets" bench journal --backend sqlite --submitters 8 --duration-s 0.5
 check "$BIN/cashmarkets" bench journal --backend redis --submitters 8 --duration-s 0.5
 check "$BIN/python" bench/engine.py 2000

@@ -230,6 +230,17 @@ def bench_engine(
     print(json.dumps(run(accounts=accounts, commands=commands, seed=seed)))
 
 
+@bench_app.command("leverage")
+def bench_leverage(
+    positions: Annotated[int, typer.Option(help="Open positions.")] = 100_000,
+    ticks: Annotated[int, typer.Option(help="Price ticks to apply.")] = 50_000,
+) -> None:
+    """Engine-only: price ticks/s with many open leverage positions."""
+    from cashmarkets.benchmarks.leverage import run
+
+    print(json.dumps(run(positions=positions, ticks=ticks)))
+
+
 @bench_app.command("journal")
 def bench_journal(
     backend: Annotated[str, typer.Option(help="sqlite or redis.")] = "sqlite",
