@@ -50,22 +50,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="HTTP port [env CASHMARKETS_PORT].")] = None,
 ) -> None:
     """Run everything in one process (embedded mode): log, engine, store and HTTP API."""
-    import uvicorn
-
-    from cashmarkets.api.app import create_app
-
-    settings = Settings.from_env(data_dir=data_dir, host=host, port=port)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-    )
+    _serve_http(Settings.from_env(data_dir=data_dir, host=host, port=port))
 
 
 @app.command()
@@ -74,14 +59,19 @@ def api(
     port: Annotated[int | None, typer.Option(help="HTTP port [env CASHMARKETS_PORT].")] = None,
 ) -> None:
     """Distributed mode: one API process (run several); needs PostgreSQL and Redis URLs."""
-    import uvicorn
-
-    from cashmarkets.api.app import create_app
-
     settings = Settings.from_env(host=host, port=port)
     if not settings.distributed:
         typer.echo("cashmarkets api needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL", err=True)
         raise typer.Exit(2)
+    _serve_http(settings)
+
+
+def _serve_http(settings: Settings) -> None:
+    """The HTTP server of `serve` and `api`: uvicorn with uvloop and httptools."""
+    import uvicorn
+
+    from cashmarkets.api.app import create_app
+
     uvicorn.run(
         create_app(settings),
         host=settings.host,
