@@ -154,3 +154,17 @@ async def test_a_bug_while_applying_fails_the_waiting_callers_instead_of_hanging
     with pytest.raises(RuntimeFailed, match="seq gap"):
         await asyncio.wait_for(runtime.submit(Deposit(command_id="d", owner="a", asset="USDC", amount=1)), 5)
     await runtime.stop(snapshot=False)
+
+
+async def test_an_unloggable_command_is_refused_alone_and_the_runtime_keeps_going(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    await runtime.start()
+    bad = Deposit(command_id="huge", owner="a", asset="USDC", amount=2**70)  # beyond MessagePack's ints
+    good = Deposit(command_id="ok", owner="a", asset="USDC", amount=5)
+    results = await asyncio.gather(runtime.submit(bad), runtime.submit(good), return_exceptions=True)
+    assert isinstance(results[0], runner.BadCommandError)
+    assert isinstance(results[1], Accepted) and results[1].seq == 1
+    assert runtime.running
+    later = await runtime.submit(Deposit(command_id="later", owner="a", asset="USDC", amount=1))
+    assert isinstance(later, Accepted) and later.seq == 2
+    await runtime.stop()

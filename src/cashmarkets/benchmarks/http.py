@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import os
 import random
 import signal
@@ -40,11 +39,11 @@ from typing import IO, Any
 
 import structlog
 
+from cashmarkets.store import scratchdb
+
 log = structlog.get_logger("cashmarkets.bench.http")
 
 HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_ADMIN_DATABASE = "postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "correct horse battery"
 FAUCET_BODY = {"asset": "USDC", "amount": "1"}
@@ -145,53 +144,6 @@ async def _wait_ready(server: Server, url: str) -> None:
 # ---- PostgreSQL and Redis for distributed mode ------------------------------------------------
 
 
-def _admin_roles() -> list[str]:
-    roles = ["postgres"]
-    for role in (getpass.getuser(), "root"):
-        if role not in roles:
-            roles.append(role)
-    return roles
-
-
-async def _pg_admin() -> tuple[Any, str]:
-    """A connection to the admin database on 127.0.0.1:5432 (trust auth), and the role that worked."""
-    import asyncpg
-
-    errors: list[str] = []
-    for role in _admin_roles():
-        try:
-            connection = await asyncpg.connect(
-                f"postgresql://{role}@{HOST}:{PG_PORT}/{PG_ADMIN_DATABASE}", timeout=10
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            errors.append(f"{role}: {exc!r}")
-            continue
-        return connection, role
-    raise RuntimeError(f"cannot connect to PostgreSQL on {HOST}:{PG_PORT}: {'; '.join(errors)}")
-
-
-async def _create_database(name: str) -> str:
-    admin, role = await _pg_admin()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return role
-
-
-async def _drop_database(name: str) -> None:
-    admin, _ = await _pg_admin()
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await admin.close()
-
-
 async def _delete_stream(stream: str) -> None:
     import redis.asyncio
 
@@ -287,11 +239,11 @@ async def _start_embedded(
 async def _start_distributed(
     tmp: Path, servers: list[Server], database: str, stream: str, token_ttl_s: int
 ) -> tuple[list[str], dict[str, object]]:
-    role = await _create_database(database)
+    database_url = await scratchdb.create_database(database)
     env = _child_env(
         {
             **RATE_LIMIT_ENV,
-            "CASHMARKETS_DATABASE_URL": f"postgresql://{role}@{HOST}:{PG_PORT}/{database}",
+            "CASHMARKETS_DATABASE_URL": database_url,
             "CASHMARKETS_REDIS_URL": REDIS_URL,
             "CASHMARKETS_REDIS_STREAM": stream,
             "CASHMARKETS_JWT_SECRET": "bench-secret-" + uuid.uuid4().hex + uuid.uuid4().hex,
@@ -523,7 +475,7 @@ async def run(
                     log.warning("could not delete the Redis stream", stream=stream, error=repr(exc))
                 if database_created:
                     try:
-                        await _drop_database(database)
+                        await scratchdb.drop_database(database)
                     except Exception as exc:
                         log.warning("could not drop the database", database=database, error=repr(exc))
     return {

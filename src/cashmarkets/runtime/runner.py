@@ -179,13 +179,6 @@ class Runtime:
         """Call fn with the events of each applied batch (in order, on the event loop)."""
         self._subscribers.append(fn)
 
-    def check_encodable(self, cmd: Command) -> None:
-        """Raise BadCommandError now for a command that could never be logged."""
-        try:
-            self.codec.encoder.encode(cmd)
-        except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as exc:
-            raise BadCommandError(f"cannot log command: {exc}") from None
-
     async def submit(self, cmd: Command) -> Result:
         """Append cmd to the log and apply it; return its result once durable and applied."""
         if self._failed is not None:
