@@ -102,6 +102,31 @@ def projector(data_dir: DataDir = None) -> None:
 
 
 @app.command()
+def poller(
+    source: Annotated[
+        str | None,
+        typer.Option(help="synthetic, backpack or replay [env CASHMARKETS_PRICE_SOURCE]."),
+    ] = None,
+    replay_file: Annotated[
+        Path | None,
+        typer.Option("--replay", help="Recorded bookTicker messages (JSONL); implies --source replay."),
+    ] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="Replay speed: 1 = as recorded, 0 = as fast as possible.")
+    ] = None,
+) -> None:
+    """Distributed mode: the price poller (exactly one): appends PriceTick commands to the Redis log."""
+    from cashmarkets.runtime.processes import run_poller
+
+    settings = Settings.from_env(
+        price_source="replay" if replay_file is not None and source is None else source,
+        price_replay_file=str(replay_file) if replay_file is not None else None,
+        price_replay_speed=speed,
+    )
+    _run(run_poller(settings))
+
+
+@app.command()
 def replay(
     data_dir: DataDir = None,
     verify: Annotated[bool, typer.Option("--verify", help="Compare with every kept snapshot.")] = False,

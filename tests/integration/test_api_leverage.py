@@ -36,8 +36,16 @@ async def test_open_move_close_with_the_balance_computed_by_hand(tmp_path: Path)
         assert no_price.status_code == 422 and no_price.json()["code"] == "no_price"
         await tick(client, "BTC", 6_500_000, 6_500_100)  # 65000.00 / 65001.00
         prices = (await client.get("/api/v1/prices")).json()["prices"]
+        assert len(prices) == 1 and 0 <= prices[0].pop("ageMs") < 5_000
         assert prices == [
-            {"symbol": "BTC", "bid": "65000.00", "ask": "65001.00", "exchangeTsUs": 0, "updateId": 0}
+            {
+                "symbol": "BTC",
+                "bid": "65000.00",
+                "ask": "65001.00",
+                "exchangeTsUs": 0,
+                "updateId": 0,
+                "stale": False,
+            }
         ]
         opened = await client.post(
             "/api/v1/trade/create",

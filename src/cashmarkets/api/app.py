@@ -44,7 +44,7 @@ from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
-from cashmarkets.runtime.pricefeed import build_feed
+from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.idempotency import IdempotencyStore
@@ -142,8 +142,9 @@ def _embedded_lifespan(settings: Settings) -> Any:
         await projector.log.open()
         runtime.subscribe(lambda _events: projector.notify())
         projector_task = asyncio.create_task(projector.run(), name="projector")
-        feed = build_feed(settings, runtime)
+        feed = build_feed(settings, runtime_sink(runtime))
         feed_task = asyncio.create_task(feed.run(), name="price-feed") if feed is not None else None
+        feed_metrics = watch_feed(feed) if feed is not None else None
 
         async def engine_ready() -> str:
             return "ok" if runtime.running else "runtime stopped"
@@ -166,6 +167,8 @@ def _embedded_lifespan(settings: Settings) -> Any:
         try:
             yield
         finally:
+            if feed_metrics is not None:
+                unwatch_feed(feed_metrics)
             if feed is not None and feed_task is not None:
                 await feed.stop()
                 feed_task.cancel()

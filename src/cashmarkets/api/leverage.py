@@ -7,6 +7,7 @@ units (1 cent = 10,000 minor units).
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -25,6 +26,7 @@ from cashmarkets.core.money import AmountError, format_amount, parse_amount
 from cashmarkets.core.products.leverage import (
     DEFAULT_MARKETS,
     ClosePosition,
+    LeverageConfig,
     MarketConfig,
     OpenPosition,
     PositionClosedView,
@@ -34,6 +36,7 @@ from cashmarkets.store import queries
 
 MINOR_PER_CENT = 10_000  # USDC has 6 decimals, cents 2
 MARKETS = {m.symbol: m for m in DEFAULT_MARKETS}
+STALE_AFTER_NS = LeverageConfig().stale_after_ns
 Cents = Annotated[int, Meta(gt=0, le=100_000_000, description="USD cents")]
 
 
@@ -105,6 +108,9 @@ class PriceView(ResponseBody):
     ask: str
     exchange_ts_us: int
     update_id: int
+    # Since the engine received it; over the engine's limit trading on it is refused (stale_price).
+    age_ms: int
+    stale: bool
 
 
 class Prices(ResponseBody):
@@ -268,6 +274,7 @@ class LeverageController(Controller):
     async def prices(self, request: Request[Any, Any, Any]) -> Prices:
         """The latest bid/ask per market (the prices trades execute at)."""
         out = []
+        now_ns = time.time_ns()
         for p in await services(request).balances.prices():
             market = MARKETS.get(p.symbol)
             if market is not None:
@@ -278,6 +285,8 @@ class LeverageController(Controller):
                         ask=_price(market, p.ask),
                         exchange_ts_us=p.exchange_ts_us,
                         update_id=p.update_id,
+                        age_ms=max(0, now_ns - p.received_ts_ns) // 1_000_000,
+                        stale=now_ns - p.received_ts_ns > STALE_AFTER_NS,
                     )
                 )
         return Prices(prices=out)

@@ -26,11 +26,17 @@ class Settings(msgspec.Struct, kw_only=True):
     # The platform store: unset means SQLite `store.db` in the data directory; or postgresql://…
     database_url: str | None = None
 
-    # Prices for `serve`: a seeded random walk (default, no network needed), Backpack, or none.
+    # Prices (`serve`, `poller`): a seeded random walk (default, no network needed), Backpack,
+    # a recorded file (replay) or none. The interval is the walk's step and, for Backpack and
+    # replays, the coalescing window: at most one tick per symbol per interval enters the log.
     price_source: str = "synthetic"
     price_seed: int = 1
     price_interval_ms: int = 250
     backpack_url: str = "wss://ws.backpack.exchange"
+    price_replay_file: str | None = None
+    price_replay_speed: float = 1.0  # 0 = as fast as possible
+    # No update for this long: the symbol is stale (metric; the engine refuses trading on it).
+    price_stale_after_s: float = 10.0
     # `cashmarkets engine` / `projector` serve Prometheus metrics on this port when set.
     metrics_port: int | None = None
     # Log records the projector writes per SQL transaction.

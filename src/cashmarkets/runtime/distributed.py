@@ -26,7 +26,7 @@ import structlog
 from cashmarkets.core.commands import Command
 from cashmarkets.core.engine import EngineCodec, Result
 from cashmarkets.core.ledger import Account
-from cashmarkets.core.products.leverage import PositionView, Price, PriceUpdated
+from cashmarkets.core.products.leverage import PositionView, Price, PriceTick, PriceUpdated
 from cashmarkets.log.base import LogRecord
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.runtime.bus import BadCommand, CommandTimeout
@@ -60,12 +60,17 @@ class ResultPublisher:
     async def __call__(self, applied: list[tuple[LogRecord, Command, Result]]) -> None:
         encode = self.codec.encoder.encode
         async with self.client.pipeline(transaction=False) as pipe:
+            queued = False
             for record, cmd, result in applied:
+                if not record.reply_to and isinstance(cmd, PriceTick):
+                    continue  # nobody asks for a tick's result: keep ~1 key per tick per day out
                 data = encode(result)
                 pipe.set(RESULT_KEY.format(self.stream, cmd.command_id), data, ex=RESULT_TTL_S)
                 if record.reply_to:
                     pipe.publish(record.reply_to, data)
-            await pipe.execute()
+                queued = True
+            if queued:
+                await pipe.execute()
 
 
 class RedisBus:

@@ -1,4 +1,4 @@
-"""The long-running processes of distributed mode (`cashmarkets engine`, `cashmarkets projector`).
+"""The long-running processes of distributed mode (`cashmarkets engine`, `projector`, `poller`).
 Each runs until SIGTERM or SIGINT, then stops cleanly."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from cashmarkets.runtime.distributed import (
     ResultPublisher,
     engine_alive_key,
 )
+from cashmarkets.runtime.pricefeed import LogSink, build_feed, watch_feed
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.projector import Projector
@@ -122,3 +123,36 @@ async def run_projector(settings: Settings) -> None:
         await db.dispose()
         if client is not None:
             await client.aclose()
+
+
+async def run_poller(settings: Settings) -> None:
+    """Append the configured price source's ticks to the Redis command log until stopped (or,
+    for a replay, until the file ends). Run exactly one per stream."""
+    from cashmarkets.log.redis_streams import RedisStreamLog
+
+    if not settings.redis_url:
+        raise SystemExit("cashmarkets poller needs CASHMARKETS_REDIS_URL (the command log)")
+    command_log = RedisStreamLog(settings.redis_url, settings.redis_stream)
+    sink = LogSink(command_log, build_engine().codec)
+    feed = build_feed(settings, sink)
+    if feed is None:
+        raise SystemExit("cashmarkets poller: CASHMARKETS_PRICE_SOURCE is none, nothing to poll")
+    stop = _stop_event()
+    await command_log.open()
+    watch_feed(feed)
+    serve_metrics(settings)
+    task = asyncio.create_task(feed.run(), name="price-feed")
+    log.info("poller running", source=settings.price_source, stream=settings.redis_stream)
+    try:
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # a replay that ended returns; a crashed feed exits non-zero
+    finally:
+        await feed.stop()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await command_log.close()
+        log.info("poller stopped", appended=sink.appended, failed=sink.failed)
