@@ -15,8 +15,9 @@ import httpx
 import pytest
 import redis
 
-from tests.e2e.flows import account_flow, eventually
+from tests.e2e.flows import account_flow, eventually, trade_flow
 from tests.e2e.processes import Proc, free_port, wait_ready
+from tests.fakes.backpack import ThreadedBackpack
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -87,3 +88,20 @@ def test_engine_restart_recovers_and_keeps_serving(cluster: dict[str, Any]) -> N
     )
     assert after.status_code == 200, after.text
     assert after.json()["balance"]["balance"] == "5021.000000"
+
+
+def test_trading_with_the_poller_process_on_backpack_prices(cluster: dict[str, Any]) -> None:
+    """`cashmarkets poller` on a local Backpack-protocol server feeds the engine through Redis."""
+    with ThreadedBackpack() as backpack:
+        env = {
+            **cluster["env"],
+            "CASHMARKETS_PRICE_SOURCE": "backpack",
+            "CASHMARKETS_BACKPACK_URL": backpack.url,
+            "CASHMARKETS_PRICE_INTERVAL_MS": "0",
+        }
+        poller = Proc(["poller"], env, cluster["tmp"] / "poller.log")
+        cluster["procs"]["poller"] = poller
+        backpack.wait_subscribed()
+        a, b = (httpx.Client(base_url=url, timeout=15) for url in cluster["urls"])
+        trade_flow(a, b, backpack.quote)
+        assert poller.stop() == 0, poller.output()

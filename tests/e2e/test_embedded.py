@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.flows import account_flow, eventually
+from tests.e2e.flows import account_flow, eventually, trade_flow
 from tests.e2e.processes import Proc, free_port, wait_ready
+from tests.fakes.backpack import ThreadedBackpack
 
 
 @pytest.fixture
@@ -104,3 +105,25 @@ def test_serve_shows_moving_prices_and_trades_on_them(server: tuple[str, Proc, P
         assert closed.status_code == 200, closed.text
         usd = client.get("/api/v1/balance/usd", headers=h).json()["balance"]
         assert usd == 500_000 + closed.json()["pnl"]
+
+
+def test_trading_on_backpack_prices_over_http(tmp_path: Path) -> None:
+    """The in-process poller on a local Backpack-protocol server; prices scripted by the test."""
+    port = free_port()
+    with ThreadedBackpack() as backpack:
+        env = {
+            "CASHMARKETS_PRICE_SOURCE": "backpack",
+            "CASHMARKETS_BACKPACK_URL": backpack.url,
+            "CASHMARKETS_PRICE_INTERVAL_MS": "0",
+        }
+        proc = Proc(
+            ["serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)], env, tmp_path / "serve.log"
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(proc, url)
+            backpack.wait_subscribed()
+            with httpx.Client(base_url=url, timeout=15) as a, httpx.Client(base_url=url, timeout=15) as b:
+                trade_flow(a, b, backpack.quote)
+        finally:
+            proc.stop()

@@ -63,9 +63,9 @@ class Trade(ResponseBody):
     leverage: int
     open_price: str
     liquidation_price: str
+    status: Literal["open", "closed"]  # always present, unlike the optional fields below
     take_profit: str | None = None
     stop_loss: str | None = None
-    status: str = "open"
     opened_at_ns: int = 0
     close_price: str | None = None
     close_reason: str | None = None
@@ -155,6 +155,7 @@ def trade_view(p: PositionView) -> Trade:
         liquidation_price=_price(market, p.liquidation_price),
         take_profit=_price(market, p.take_profit) if p.take_profit else None,
         stop_loss=_price(market, p.stop_loss) if p.stop_loss else None,
+        status="open",
         opened_at_ns=p.opened_ts_ns,
     )
 
