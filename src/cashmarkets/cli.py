@@ -144,6 +144,22 @@ def replay(
         raise typer.Exit(1)
 
 
+@app.command("reconcile")
+def reconcile_command(data_dir: DataDir = None) -> None:
+    """Per asset: users + escrows + house + fees = deposits (minor units), and each product's own
+    checks (leverage: escrow = open margins). Prints JSON; exit 1 if anything disagrees."""
+    from cashmarkets.runtime.verify import reconcile_current
+
+    settings = Settings.from_env(data_dir=data_dir)
+    if not settings.redis_url and not settings.journal_path.exists():
+        typer.echo(f"no journal at {settings.journal_path}", err=True)
+        raise typer.Exit(2)
+    report = _run(reconcile_current(settings))
+    typer.echo(msgspec.json.encode(report).decode())
+    if not report.ok:  # type: ignore[attr-defined]
+        raise typer.Exit(1)
+
+
 @app.command()
 def migrate(
     data_dir: DataDir = None,

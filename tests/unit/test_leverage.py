@@ -25,6 +25,7 @@ from cashmarkets.core.products.leverage import (
     liquidation_price,
     pnl_of,
 )
+from cashmarkets.core.reconcile import reconcile
 from cashmarkets.core.results import Accepted, Rejected
 
 S = 1_000_000_000
@@ -310,9 +311,34 @@ def test_money_is_conserved_over_random_ticks_and_instructions(steps: list[tuple
         assert sim.balance(ESCROW) == sum(p.margin for p in sim.product.positions.values())
         # Users + escrow + house = what came in from the world.
         assert sum(sim.balance(u) for u in users) + sim.balance(ESCROW) + sim.balance(HOUSE) == 3_000 * USDC
+        report = reconcile(sim.engine)
+        assert report.ok and report.assets[0].deposits == 3_000 * USDC, report
         # No open position sits beyond its own liquidation price at the current tick.
         price = sim.product.prices["BTC"]
         for p in sim.product.positions.values():
             assert (
                 (price.bid > p.liquidation_price) if p.side == "long" else (price.ask < p.liquidation_price)
             )
+
+
+def test_reconciliation_places_every_unit_and_catches_a_drifted_escrow() -> None:
+    sim = Sim()
+    sim.fund("alice", usdc=1_000)
+    sim.fund("bob", usdc=500)
+    sim.tick(100_000, 100_010)
+    kept = opened(sim.open("alice", margin=100 * USDC, leverage=5))
+    closed = opened(sim.open("bob", side="short", margin=50 * USDC, leverage=2))
+    sim.tick(101_000, 101_010)
+    assert isinstance(sim.close(closed.position_id, owner="bob"), Accepted)
+    report = reconcile(sim.engine)
+    (usdc,) = report.assets
+    assert report.ok and report.user_accounts == 2
+    assert usdc.deposits == 1_500 * USDC
+    assert usdc.escrows == {ESCROW: kept.margin}
+    assert usdc.users == sim.balance("alice") + sim.balance("bob")
+    assert usdc.users + kept.margin + usdc.house == usdc.deposits
+    assert [(c.expected, c.actual, c.ok) for c in report.checks] == [(kept.margin, kept.margin, True)]
+    # A position whose margin no longer matches its escrow is caught.
+    sim.product.positions[kept.position_id].margin += 1
+    drifted = reconcile(sim.engine)
+    assert not drifted.ok and not drifted.checks[0].ok and drifted.assets[0].balanced

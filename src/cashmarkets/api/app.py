@@ -106,7 +106,7 @@ def _services(settings: Settings, db: Any, bus: Any, balances: Any, extras: dict
         db=db,
         tokens=TokenService(jwt_secret(settings), settings.access_token_ttl_s),
         users=UserStore(db),
-        idempotency=IdempotencyStore(db),
+        idempotency=IdempotencyStore(db, lease_s=settings.idempotency_lease_s),
         bus=bus,
         balances=balances,
         mailer=mailer_from_url(settings.smtp_url, settings.mail_from),

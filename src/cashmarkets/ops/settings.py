@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, kw_only=True):
     faucet_amount_max: str = "10000"  # per faucet request, in the asset's units
     request_body_max_bytes: int = 64 * 1024
     command_timeout_s: float = 5.0
+    # An Idempotency-Key whose request never answered (the server died) is free again after this.
+    idempotency_lease_s: float = 30.0
     rate_limit_ip_per_s: float = 100.0
     rate_limit_ip_burst: int = 200
     rate_limit_user_per_s: float = 50.0

@@ -1,10 +1,13 @@
 """`cashmarkets replay --verify`: rebuild the state from the log alone and check it against every
-kept snapshot, the journal's hash chain and the ledger's invariants."""
+kept snapshot, the journal's hash chain and the ledger's invariants. `cashmarkets reconcile`:
+rebuild the current state the way a restarting engine does and reconcile its books."""
 
 from __future__ import annotations
 
 import msgspec
 
+from cashmarkets.core.engine import Engine
+from cashmarkets.core.reconcile import Reconciliation, reconcile
 from cashmarkets.log.base import LogCorrupted
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_log, build_snapshots
@@ -75,3 +78,28 @@ async def verify(settings: Settings) -> VerifyReport:
         snapshots=checks,
         problems=problems,
     )
+
+
+async def rebuild(settings: Settings) -> Engine:
+    """The current state as a restarting engine recovers it: the newest intact snapshot, then the
+    log after it. Reads only, so it can run beside a live engine (it sees the log as of now)."""
+    log = build_log(settings)
+    store = build_snapshots(settings, migrate=False)
+    await store.open()
+    await log.open()
+    engine = build_engine()
+    try:
+        record = await store.newest_intact()
+        after = None
+        if record is not None:
+            engine.restore(record.data)
+            after = record.position
+        await replay(engine, log, after)
+    finally:
+        await log.close()
+        await store.close()
+    return engine
+
+
+async def reconcile_current(settings: Settings) -> Reconciliation:
+    return reconcile(await rebuild(settings))

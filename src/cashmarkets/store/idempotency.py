@@ -29,8 +29,12 @@ Claim = Literal["new", "in_progress", "mismatch"]
 
 
 class IdempotencyStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """`lease_s`: how long a claim without an answer blocks retries (409 in progress) before a
+    retry may take it over; longer than any request runs (the command timeout and then some)."""
+
+    def __init__(self, engine: AsyncEngine, *, lease_s: float = 30.0) -> None:
         self.engine = engine
+        self.lease_ns = int(lease_s * 1_000_000_000)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     async def claim(self, scope: str, key: str, request_hash: str) -> Claim | Stored:
@@ -59,12 +63,29 @@ class IdempotencyStore:
                     )
                 )
             ).first()
-        if row is None:  # expired and deleted between the two statements: treat as new next time
-            return "in_progress"
-        if row.request_hash != request_hash:
-            return "mismatch"
-        if row.status_code is None:
-            return "in_progress"
+            if row is None:  # expired and deleted between the two statements: treat as new next time
+                return "in_progress"
+            if row.request_hash != request_hash:
+                return "mismatch"
+            if row.status_code is None:
+                if row.created_at_ns >= now - self.lease_ns:
+                    return "in_progress"
+                # The claimant died (a crash, a kill) without answering or releasing: take the claim
+                # over, compare-and-set so one retry wins. The engine's command-id dedup still
+                # gives the retry the first attempt's outcome if that one reached the log.
+                taken = await conn.execute(
+                    update(idempotency_keys)
+                    .where(
+                        and_(
+                            idempotency_keys.c.scope == scope,
+                            idempotency_keys.c.key == key,
+                            idempotency_keys.c.created_at_ns == row.created_at_ns,
+                            idempotency_keys.c.status_code.is_(None),
+                        )
+                    )
+                    .values(created_at_ns=now)
+                )
+                return "new" if taken.rowcount == 1 else "in_progress"
         return Stored(int(row.status_code), str(row.content_type or ""), bytes(row.response_body or b""))
 
     async def complete(self, scope: str, key: str, stored: Stored) -> None:

@@ -33,6 +33,7 @@ import msgspec
 from cashmarkets.core import codes
 from cashmarkets.core.commands import Command
 from cashmarkets.core.ledger import HOUSE, escrow
+from cashmarkets.core.reconcile import Check, check
 from cashmarkets.core.results import Reject, ResultData
 
 if TYPE_CHECKING:
@@ -459,6 +460,13 @@ class LeverageProduct:
             pnl=realized,
             payout=payout,
         )
+
+    def reconcile(self) -> list[Check]:
+        """The escrow holds exactly the margins of the open positions."""
+        acc = self.ledger.by_key.get((ESCROW, SETTLEMENT_ASSET))
+        in_escrow = 0 if acc is None else acc.credits_posted - acc.debits_posted
+        margins = sum(p.margin for p in self.positions.values())
+        return [check("leverage escrow == margins of open positions", margins, in_escrow)]
 
     # ---- helpers --------------------------------------------------------------------------------
 
