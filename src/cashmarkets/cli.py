@@ -263,13 +263,37 @@ def bench_engine(
 
 @bench_app.command("leverage")
 def bench_leverage(
-    positions: Annotated[int, typer.Option(help="Open positions.")] = 100_000,
-    ticks: Annotated[int, typer.Option(help="Price ticks to apply.")] = 50_000,
+    mode: Annotated[
+        str, typer.Option(help="engine (in-memory ticks), embedded or distributed (trades over HTTP).")
+    ] = "engine",
+    positions: Annotated[int, typer.Option(help="engine: open positions.")] = 100_000,
+    ticks: Annotated[int, typer.Option(help="engine: price ticks to apply.")] = 50_000,
+    duration_s: Annotated[float, typer.Option(help="HTTP: seconds per phase, after warm-up.")] = 10.0,
+    warmup_s: Annotated[float, typer.Option(help="HTTP: warm-up seconds before each phase.")] = 2.0,
+    connections: Annotated[int, typer.Option(help="HTTP: client connections (one user each).")] = 32,
+    ticks_per_s: Annotated[float, typer.Option(help="HTTP: price ticks per second per symbol.")] = 10.0,
 ) -> None:
-    """Engine-only: price ticks/s with many open leverage positions."""
-    from cashmarkets.benchmarks.leverage import run
+    """engine: ticks/s with many open positions. embedded/distributed: trade/create + trade/close
+    round trips over HTTP against real server processes (max rate, then paced at half of it)."""
+    if mode == "engine":
+        from cashmarkets.benchmarks.leverage import run
 
-    print(json.dumps(run(positions=positions, ticks=ticks)))
+        print(json.dumps(run(positions=positions, ticks=ticks)))
+        return
+    if mode not in ("embedded", "distributed"):
+        raise typer.BadParameter("mode must be engine, embedded or distributed")
+    from cashmarkets.benchmarks.trading_http import run as run_http
+
+    result = _run(
+        run_http(
+            mode=mode,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            connections=connections,
+            ticks_per_s=ticks_per_s,
+        )
+    )
+    print(json.dumps(result))
 
 
 @bench_app.command("journal")

@@ -411,3 +411,19 @@ async def test_the_per_user_limit_stops_one_user_and_not_another(tmp_path: Path)
         assert (await client.get("/api/v1/balance", headers=cookie)).status_code == 429
         # Anonymous requests are limited by IP only.
         assert (await client.get("/api/v1/balance")).status_code == 401
+
+
+def test_a_verified_token_is_remembered_only_until_it_expires() -> None:
+    from cashmarkets.api.security import TokenService
+
+    tokens = TokenService("s" * 40, access_ttl_s=2)
+    token = tokens.issue("u1", "player")
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    user = tokens.verify(token)
+    assert user is not None and user.id == "u1"
+    assert tokens.verify(token) is user  # the second verification is the remembered one
+    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    assert tokens.verify(forged) is None  # another string: verified from scratch, and refused
+    time.sleep(max(0.0, exp - time.time()) + 0.05)
+    assert tokens.verify(token) is None
+    assert tokens.verify(token) is None  # and it stays refused once forgotten

@@ -25,16 +25,13 @@ from litestar.response import Redirect
 from cashmarkets.api.accounts import AccountsController
 from cashmarkets.api.admin import AdminController
 from cashmarkets.api.auth import AuthController
-from cashmarkets.api.context import request_id_middleware
 from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.leverage import LeverageController
 from cashmarkets.api.middleware import (
     RedisTokenBuckets,
     TokenBuckets,
-    idempotency_middleware,
-    metrics_middleware,
-    rate_limit_middleware,
+    edge_middleware,
 )
 from cashmarkets.api.schemas import Problem
 from cashmarkets.api.security import TokenService
@@ -264,7 +261,7 @@ def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_id_middleware, metrics_middleware, rate_limit_middleware, idempotency_middleware],
+        middleware=[edge_middleware],
         request_max_body_size=settings.request_body_max_bytes,
         openapi_config=OpenAPIConfig(
             title="Cash Markets",

@@ -1,9 +1,15 @@
-"""ASGI middleware: metrics, rate limits, and Idempotency-Key replay, in that order (outermost
-first). They speak raw ASGI so that they also see the responses of errors and of other middleware.
+"""The API's edge, one raw ASGI middleware: request id, latency metric, rate limits, and
+Idempotency-Key replay, in that order. Raw ASGI so that it also sees the responses of errors.
+
+One middleware rather than four: each ASGI layer wraps `send` in a closure and adds coroutine
+frames to every request, and the four layers cost about a quarter of the API's CPU under load
+(measured with `cashmarkets bench leverage --mode embedded`: 1,483 trades/s with them as four,
+1,965 without any).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -13,8 +19,11 @@ from typing import Any, Final
 import msgspec
 from litestar.types import ASGIApp
 
+from cashmarkets.api.context import SANE_REQUEST_ID
 from cashmarkets.api.errors import PROBLEM_JSON
 from cashmarkets.ops import metrics
+from cashmarkets.ops.ids import new_id
+from cashmarkets.ops.logging import REQUEST_ID
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore, Stored
 
 # Raw ASGI: Litestar's TypedDicts for these are stricter than the protocol needs here.
@@ -59,31 +68,6 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
-def metrics_middleware(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await app(scope, receive, capture)
-        finally:
-            route = scope.get("path_template") or "unmatched"
-            metrics.HTTP_LATENCY.labels(route, scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
-
-    return middleware
-
-
 class TokenBuckets:
     """In-memory token buckets (embedded mode): `rate_per_s` refill, `burst` capacity."""
 
@@ -93,6 +77,9 @@ class TokenBuckets:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     async def take(self, key: str) -> float:
+        return self.take_now(key)
+
+    def take_now(self, key: str) -> float:
         """0 if allowed, else the seconds to wait before one more request would be."""
         now = time.monotonic()
         tokens, last = self._buckets.pop(key, (float(self.burst), now))
@@ -141,34 +128,33 @@ class RedisTokenBuckets:
         return float(wait)
 
 
-def rate_limit_middleware(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
-            await app(scope, receive, send)
-            return
-        state = scope["app"].state
-        limits: dict[str, TokenBuckets | RedisTokenBuckets] = state.rate_limits
-        client = scope.get("client")
-        waits = [("ip", await limits["ip"].take(f"ip:{client[0] if client else '?'}"))]
-        user_id = _token_subject(scope)
-        if user_id is not None:
-            waits.append(("user", await limits["user"].take(f"user:{user_id}")))
-        kind, wait = max(waits, key=lambda kw: kw[1])
-        if wait > 0:
-            metrics.RATE_LIMITED.labels(kind).inc()
-            retry = str(max(1, math.ceil(wait)))
-            await _send_problem(
-                send,
-                scope,
-                429,
-                "rate_limited",
-                f"too many requests per {kind}; retry later",
-                [(b"retry-after", retry.encode())],
-            )
-            return
-        await app(scope, receive, send)
+async def _take(limiter: TokenBuckets | RedisTokenBuckets, key: str) -> float:
+    return limiter.take_now(key) if isinstance(limiter, TokenBuckets) else await limiter.take(key)
 
-    return middleware
+
+async def _rate_limited(scope: Scope, send: Send) -> bool:
+    """Answer 429 and return True when the caller's IP or user is over its limit."""
+    limits: dict[str, TokenBuckets | RedisTokenBuckets] = scope["app"].state.rate_limits
+    client = scope.get("client")
+    kind, wait = "ip", await _take(limits["ip"], f"ip:{client[0] if client else '?'}")
+    user_id = _token_subject(scope)
+    if user_id is not None:
+        user_wait = await _take(limits["user"], f"user:{user_id}")
+        if user_wait > wait:
+            kind, wait = "user", user_wait
+    if wait <= 0:
+        return False
+    metrics.RATE_LIMITED.labels(kind).inc()
+    retry = str(max(1, math.ceil(wait)))
+    await _send_problem(
+        send,
+        scope,
+        429,
+        "rate_limited",
+        f"too many requests per {kind}; retry later",
+        [(b"retry-after", retry.encode())],
+    )
+    return True
 
 
 def _token_subject(scope: Scope) -> str | None:
@@ -192,117 +178,152 @@ def _token_subject(scope: Scope) -> str | None:
     return None if user is None else str(user.id)
 
 
-def idempotency_middleware(app: ASGIApp) -> ASGIApp:
+async def _idempotent(app: ASGIApp, scope: Scope, receive: Receive, send: Send, key: str) -> None:
     """Same key + same request -> the stored response; same key + another request -> 409;
     a repeat while the first is still running -> 409. Keys are scoped per user (or per IP)."""
+    if not 0 < len(key) <= KEY_LENGTH_MAX or not key.isprintable():
+        await _send_problem(
+            send, scope, 400, "bad_idempotency_key", f"1..{KEY_LENGTH_MAX} printable characters"
+        )
+        return
+    state = scope["app"].state
+    body_max: int = state.request_body_max_bytes
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > body_max:
+            await _send_problem(
+                send, scope, 413, "payload_too_large", f"request bodies are at most {body_max} bytes"
+            )
+            return
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    user_id = _token_subject(scope)
+    client = scope.get("client")
+    owner = f"user:{user_id}" if user_id else f"ip:{client[0] if client else '?'}"
+    digest = hashlib.sha256(
+        b"\0".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
+    ).hexdigest()
+    store: IdempotencyStore = state.services.idempotency
+    claim = await store.claim(owner, key, digest)
+    if isinstance(claim, Stored):
+        headers = [
+            (b"content-type", claim.content_type.encode()),
+            (b"content-length", str(len(claim.body)).encode()),
+            (b"idempotent-replayed", b"true"),
+        ]
+        await send({"type": "http.response.start", "status": claim.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": claim.body})
+        return
+    if claim == "mismatch":
+        await _send_problem(
+            send, scope, 409, "idempotency_key_reused", "this key was used for a different request"
+        )
+        return
+    if claim == "in_progress":
+        await _send_problem(
+            send, scope, 409, "idempotency_key_in_use", "a request with this key is still running"
+        )
+        return
+
+    sent_body = False
+
+    async def replay_receive() -> Message:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    status = 500
+    content_type = ""
+    held: list[Message] = []
+
+    async def capture(message: Message) -> None:
+        nonlocal status, content_type
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            for name, value in message.get("headers", []):
+                if name.lower() == b"content-type":
+                    content_type = value.decode("latin-1")
+        held.append(message)
+
+    try:
+        await app(scope, replay_receive, capture)
+    except BaseException:
+        await store.release(owner, key)
+        raise
+    # The answer is stored before the client sees it: a retry that follows the answer must
+    # find it stored, never "still in progress". A 5xx frees the key for a retry instead (the
+    # engine's own command-id dedup still guarantees a single effect).
+    if status < 500:
+        body_out = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
+        await store.complete(owner, key, Stored(status, content_type, body_out))
+    else:
+        await store.release(owner, key)
+    for message in held:
+        await send(message)
+
+
+def edge_middleware(app: ASGIApp) -> ASGIApp:
+    """Request id (from `X-Request-Id` when sane, else made; in the response header and every log
+    line), latency histogram by route, rate limits on /api/, Idempotency-Key on POST."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        key = _header(scope, b"idempotency-key")
-        if key is None:
-            await app(scope, receive, send)
-            return
-        if not 0 < len(key) <= KEY_LENGTH_MAX or not key.isprintable():
-            await _send_problem(
-                send, scope, 400, "bad_idempotency_key", f"1..{KEY_LENGTH_MAX} printable characters"
-            )
-            return
-        state = scope["app"].state
-        body_max: int = state.request_body_max_bytes
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > body_max:
-                await _send_problem(
-                    send, scope, 413, "payload_too_large", f"request bodies are at most {body_max} bytes"
-                )
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        user_id = _token_subject(scope)
-        client = scope.get("client")
-        owner = f"user:{user_id}" if user_id else f"ip:{client[0] if client else '?'}"
-        digest = hashlib.sha256(
-            b"\0".join(
-                [scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body]
-            )
-        ).hexdigest()
-        store: IdempotencyStore = state.services.idempotency
-        claim = await store.claim(owner, key, digest)
-        if isinstance(claim, Stored):
-            headers = [
-                (b"content-type", claim.content_type.encode()),
-                (b"content-length", str(len(claim.body)).encode()),
-                (b"idempotent-replayed", b"true"),
-            ]
-            await send({"type": "http.response.start", "status": claim.status_code, "headers": headers})
-            await send({"type": "http.response.body", "body": claim.body})
-            return
-        if claim == "mismatch":
-            await _send_problem(
-                send, scope, 409, "idempotency_key_reused", "this key was used for a different request"
-            )
-            return
-        if claim == "in_progress":
-            await _send_problem(
-                send, scope, 409, "idempotency_key_in_use", "a request with this key is still running"
-            )
-            return
-
-        sent_body = False
-
-        async def replay_receive() -> Message:
-            nonlocal sent_body
-            if not sent_body:
-                sent_body = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        start = time.perf_counter()
+        incoming = idempotency_key = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+            elif name == b"idempotency-key":
+                idempotency_key = value.decode("latin-1")
+        request_id = incoming if incoming is not None and SANE_REQUEST_ID.match(incoming) else new_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
         status = 500
-        content_type = ""
-        held: list[Message] = []
 
-        async def capture(message: Message) -> None:
-            nonlocal status, content_type
+        async def edge_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"content-type":
-                        content_type = value.decode("latin-1")
-            held.append(message)
-
-        try:
-            await app(scope, replay_receive, capture)
-        except BaseException:
-            await store.release(owner, key)
-            raise
-        # The answer is stored before the client sees it: a retry that follows the answer must
-        # find it stored, never "still in progress". A 5xx frees the key for a retry instead (the
-        # engine's own command-id dedup still guarantees a single effect).
-        if status < 500:
-            body_out = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
-            await store.complete(owner, key, Stored(status, content_type, body_out))
-        else:
-            await store.release(owner, key)
-        for message in held:
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        token = REQUEST_ID.set(request_id)
+        try:
+            if scope["path"].startswith("/api/") and await _rate_limited(scope, edge_send):
+                return
+            if idempotency_key is not None and scope["method"] == "POST":
+                await _idempotent(app, scope, receive, edge_send, idempotency_key)
+            else:
+                await app(scope, receive, edge_send)
+        finally:
+            REQUEST_ID.reset(token)
+            route = scope.get("path_template") or "unmatched"
+            _latency(route, scope["method"], status).observe(time.perf_counter() - start)
+
     return middleware
+
+
+@functools.cache
+def _latency(route: str, method: str, status: int) -> Any:
+    """The histogram child of one label set (labels() costs a lock and a dict build per call).
+    Routes are templates and methods/statuses few: the cache stays small."""
+    return metrics.HTTP_LATENCY.labels(route, method, str(status))
 
 
 __all__ = [
     "RedisTokenBuckets",
     "TokenBuckets",
-    "idempotency_middleware",
-    "metrics_middleware",
-    "rate_limit_middleware",
+    "edge_middleware",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ from cashmarkets.core.commands import Command
 from cashmarkets.core.money import ASSETS, AmountError, Asset, parse_amount
 from cashmarkets.core.results import Accepted, Rejected
 from cashmarkets.integrations.email import Mailer
+from cashmarkets.ops.ids import new_id
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bus import BadCommand, BalanceView, CommandBus, CommandTimeout
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore
@@ -97,11 +97,12 @@ def services(request: Request[Any, Any, Any]) -> Services:
 
 def command_id(request: Request[Any, Any, Any], scope: str) -> str:
     """The engine command id: the client's Idempotency-Key when given (so the engine itself
-    deduplicates retries, even across API processes), else a fresh one."""
+    deduplicates retries, even across API processes), else a fresh one. The two never meet:
+    `<scope>:<key>` versus `<scope>/<server id>` (server ids are guessable, keys are the client's)."""
     key = request.headers.get("idempotency-key")
     if key and 0 < len(key) <= KEY_LENGTH_MAX:
         return f"{scope}:{key}"
-    return f"{scope}:{uuid.uuid4().hex}"
+    return f"{scope}/{new_id()}"
 
 
 def parse_money(asset: Asset, text: str, field_name: str = "amount") -> int:

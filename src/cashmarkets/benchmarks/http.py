@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -211,7 +212,7 @@ def _cpu_report(start: CpuSample, end: CpuSample) -> dict[str, object]:
 
 
 async def _start_embedded(
-    tmp: Path, servers: list[Server], token_ttl_s: int
+    tmp: Path, servers: list[Server], token_ttl_s: int, extra_env: dict[str, str] | None = None
 ) -> tuple[list[str], dict[str, object]]:
     port = free_port()
     env = _child_env(
@@ -219,6 +220,7 @@ async def _start_embedded(
             **RATE_LIMIT_ENV,
             "CASHMARKETS_ACCESS_TOKEN_TTL_S": str(token_ttl_s),
             "CASHMARKETS_HOST": HOST,
+            **(extra_env or {}),
         }
     )
     data_dir = tmp / "data"
@@ -237,7 +239,14 @@ async def _start_embedded(
 
 
 async def _start_distributed(
-    tmp: Path, servers: list[Server], database: str, stream: str, token_ttl_s: int
+    tmp: Path,
+    servers: list[Server],
+    database: str,
+    stream: str,
+    token_ttl_s: int,
+    extra_env: dict[str, str] | None = None,
+    *,
+    poller: bool = False,
 ) -> tuple[list[str], dict[str, object]]:
     database_url = await scratchdb.create_database(database)
     env = _child_env(
@@ -251,6 +260,7 @@ async def _start_distributed(
             "CASHMARKETS_DATA_DIR": str(tmp / "engine"),
             "CASHMARKETS_ACCESS_TOKEN_TTL_S": str(token_ttl_s),
             "CASHMARKETS_HOST": HOST,
+            **(extra_env or {}),
         }
     )
     migrate = await asyncio.to_thread(
@@ -266,6 +276,8 @@ async def _start_distributed(
         raise RuntimeError(f"cashmarkets migrate failed ({migrate.returncode}):\n{migrate.stderr[-3000:]}")
     servers.append(Server("engine", ["engine"], env, tmp))
     servers.append(Server("projector", ["projector"], env, tmp))
+    if poller:
+        servers.append(Server("poller", ["poller"], env, tmp))
     ports = [free_port(), free_port()]
     apis = [Server(f"api{i}", ["api", "--port", str(port)], env, tmp) for i, port in enumerate(ports)]
     servers.extend(apis)
@@ -273,13 +285,57 @@ async def _start_distributed(
     for api, url in zip(apis, urls, strict=True):
         await _wait_ready(api, url)
     setup = {
-        "processes": {"engine": 1, "projector": 1, "api": 2},
+        "processes": {"engine": 1, "projector": 1, **({"poller": 1} if poller else {}), "api": 2},
         "ports": 2,
         "host": HOST,
         "log": "redis stream",
         "store": "postgresql",
     }
     return urls, setup
+
+
+@contextlib.asynccontextmanager
+async def running_servers(
+    mode: str, token_ttl_s: int, extra_env: dict[str, str] | None = None, *, poller: bool = False
+) -> AsyncIterator[tuple[list[str], dict[str, object], list[Server]]]:
+    """Start the servers of `mode` (see the module docstring), yield (urls, setup, servers), stop
+    them by the pids started here and remove the scratch database and stream, on errors too."""
+    hexid = uuid.uuid4().hex
+    database = f"cm_bench_{hexid}"
+    stream = f"cashmarkets:bench:{hexid}"
+    servers: list[Server] = []
+    database_created = False
+    with tempfile.TemporaryDirectory(prefix="cm-bench-http-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            if mode == "embedded":
+                urls, setup = await _start_embedded(tmp, servers, token_ttl_s, extra_env)
+            else:
+                database_created = True  # from here on, try to drop it (IF EXISTS)
+                urls, setup = await _start_distributed(
+                    tmp, servers, database, stream, token_ttl_s, extra_env, poller=poller
+                )
+            log.info("servers ready", mode=mode, urls=urls, pids=[s.pid for s in servers])
+            yield urls, setup, servers
+        except BaseException:
+            for server in servers:
+                sys.stderr.write(f"---- {server.name} (pid {server.pid}) output tail ----\n{server.tail()}\n")
+            raise
+        finally:
+            # APIs first, then the projector and the engine: the reverse of starting order.
+            for server in reversed(servers):
+                code = server.stop()
+                log.info("server stopped", server=server.name, pid=server.pid, code=code)
+            if mode == "distributed":
+                try:
+                    await _delete_stream(stream)
+                except Exception as exc:
+                    log.warning("could not delete the Redis stream", stream=stream, error=repr(exc))
+                if database_created:
+                    try:
+                        await scratchdb.drop_database(database)
+                    except Exception as exc:
+                        log.warning("could not drop the database", database=database, error=repr(exc))
 
 
 # ---- the load ---------------------------------------------------------------------------------
@@ -442,42 +498,10 @@ async def run(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
-    hexid = uuid.uuid4().hex
-    database = f"cm_bench_{hexid}"
-    stream = f"cashmarkets:bench:{hexid}"
     token_ttl_s = max(900, int(warmup_s + duration_s) + 600)
-    servers: list[Server] = []
-    database_created = False
-    with tempfile.TemporaryDirectory(prefix="cm-bench-http-") as tmp_name:
-        tmp = Path(tmp_name)
-        try:
-            if mode == "embedded":
-                urls, setup = await _start_embedded(tmp, servers, token_ttl_s)
-            else:
-                database_created = True  # from here on, try to drop it (IF EXISTS)
-                urls, setup = await _start_distributed(tmp, servers, database, stream, token_ttl_s)
-            log.info("servers ready", mode=mode, urls=urls, pids=[s.pid for s in servers])
-            figures = await _load(urls, servers, users, connections, duration_s, warmup_s, seed)
-            alive = {s.name: s.alive() for s in servers}
-        except BaseException:
-            for server in servers:
-                sys.stderr.write(f"---- {server.name} (pid {server.pid}) output tail ----\n{server.tail()}\n")
-            raise
-        finally:
-            # APIs first, then the projector and the engine: the reverse of starting order.
-            for server in reversed(servers):
-                code = server.stop()
-                log.info("server stopped", server=server.name, pid=server.pid, code=code)
-            if mode == "distributed":
-                try:
-                    await _delete_stream(stream)
-                except Exception as exc:
-                    log.warning("could not delete the Redis stream", stream=stream, error=repr(exc))
-                if database_created:
-                    try:
-                        await scratchdb.drop_database(database)
-                    except Exception as exc:
-                        log.warning("could not drop the database", database=database, error=repr(exc))
+    async with running_servers(mode, token_ttl_s) as (urls, setup, servers):
+        figures = await _load(urls, servers, users, connections, duration_s, warmup_s, seed)
+        alive = {s.name: s.alive() for s in servers}
     return {
         "bench": "http",
         "mode": mode,

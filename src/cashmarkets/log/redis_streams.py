@@ -198,7 +198,13 @@ class RedisStreamLog:
                 if remaining_ms <= 0:
                     return []
                 wait_ms = remaining_ms if slice_ms is None else min(remaining_ms, slice_ms)
-            response = await self._client.xread({self._stream: start}, count=limit, block=wait_ms)
+            try:
+                response = await self._client.xread({self._stream: start}, count=limit, block=wait_ms)
+            except (redis.exceptions.TimeoutError, TimeoutError):
+                # The reply of a blocking read came later than the socket timeout (a stalled event
+                # loop, a slow host): the client dropped that connection, and a read is safe to
+                # repeat, so go round again rather than fail the caller.
+                continue
             records = self._records(self._xread_entries(response))
             if records:
                 return records
