@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,32 @@ def test_trading_on_backpack_prices_over_http(tmp_path: Path) -> None:
                 trade_flow(a, b, backpack.quote)
         finally:
             proc.stop()
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def test_the_projector_child_is_restarted_after_a_kill_and_catches_up(server: tuple[str, Proc, Path]) -> None:
+    url, proc, _ = server
+    (projector,) = _children(proc.proc.pid)  # serve's one child: its projector
+    with httpx.Client(base_url=url, timeout=15) as client:
+        token = client.post(
+            "/api/v1/signup", json={"email": "p@example.com", "password": "correct horse battery"}
+        ).json()["token"]
+        client.cookies.clear()
+        h = {"Authorization": f"Bearer {token}"}
+        os.kill(projector, signal.SIGKILL)
+        for _ in range(5):
+            r = client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers=h)
+            assert r.status_code == 200  # trading and funding do not wait for the projection
+        history = eventually(
+            lambda: client.get("/api/v1/ledger", headers=h).json()["items"],
+            lambda items: len(items) == 6,  # the demo deposit and five faucet credits
+            timeout_s=30,
+        )
+        assert [i["code"] for i in history] == ["faucet"] * 6
+        restarted = _children(proc.proc.pid)
+        assert len(restarted) == 1 and restarted != [projector]
+        assert client.get("/ready").status_code == 200

@@ -20,6 +20,9 @@ PASSWORD = "correct horse battery"
 async def embedded(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
     # No price feed unless a test asks: tests script their prices.
     overrides.setdefault("price_source", "none")
+    # The projector as a task in the app's loop, so tests can wait for it; the child-process
+    # projector of `serve` is covered by the e2e tests.
+    overrides.setdefault("projector_process", False)
     settings = Settings.from_env({}, data_dir=tmp_path / "data", snapshot_interval_s=3600, **overrides)
     async with AsyncTestClient(create_app(settings)) as client:
         yield client

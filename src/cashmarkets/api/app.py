@@ -21,6 +21,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import Redirect
+from sqlalchemy import select
 
 from cashmarkets.api.accounts import AccountsController
 from cashmarkets.api.admin import AdminController
@@ -37,21 +38,26 @@ from cashmarkets.api.schemas import Problem
 from cashmarkets.api.security import TokenService
 from cashmarkets.api.services import Services
 from cashmarkets.integrations.email import mailer_from_url
+from cashmarkets.ops import metrics
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
 from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
+from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.idempotency import IdempotencyStore
+from cashmarkets.store.projector import NAME as PROJECTION
 from cashmarkets.store.projector import Projector
 from cashmarkets.store.snapshots import SnapshotStore
+from cashmarkets.store.tables import projector_checkpoints
 from cashmarkets.store.users import UserStore
 
 log = structlog.get_logger("cashmarkets.api")
 
 API_VERSION = "1"
+LAG_POLL_S = 1.0
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -119,6 +125,37 @@ def _engine_seq(runtime: Any) -> Any:
     return seq
 
 
+def _projector_env(settings: Settings) -> dict[str, str]:
+    """The projector child's settings: this process's environment, with what the child must agree
+    on written out (settings may have come from arguments, not the environment)."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("CASHMARKETS_DATABASE_URL", "CASHMARKETS_REDIS_URL")
+    }
+    env.update(
+        CASHMARKETS_DATA_DIR=str(settings.data_dir.resolve()),
+        CASHMARKETS_LOG_LEVEL=settings.log_level,
+        CASHMARKETS_JOURNAL_SYNCHRONOUS=settings.journal_synchronous,
+        CASHMARKETS_PROJECTOR_BATCH_RECORDS=str(settings.projector_batch_records),
+    )
+    return env
+
+
+async def _watch_lag(db: Any, runtime: Any) -> None:
+    """The projector child's lag, for this process's /metrics: engine seq minus its checkpoint."""
+    while True:
+        try:
+            async with db.connect() as conn:
+                seq = (
+                    await conn.execute(
+                        select(projector_checkpoints.c.seq).where(projector_checkpoints.c.name == PROJECTION)
+                    )
+                ).scalar()
+            metrics.PROJECTOR_LAG.set(max(0, runtime.engine.seq - int(seq or 0)))
+        except Exception as exc:  # a busy store: try again next time
+            log.debug("projector lag not read", error=repr(exc))
+        await asyncio.sleep(LAG_POLL_S)
+
+
 def _embedded_lifespan(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -127,18 +164,28 @@ def _embedded_lifespan(settings: Settings) -> Any:
         db = create_engine(url)
         runtime = build_runtime(settings)
         await runtime.start()
-        # The projector reads the log through its own connection, off the writer's thread.
-        projector = Projector(
-            db,
-            build_log(settings),
-            SnapshotStore(url, migrate=False, engine=db),
-            engine_factory=build_engine,
-            batch_records=settings.projector_batch_records,
-            head_seq=_engine_seq(runtime),
-        )
-        await projector.log.open()
-        runtime.subscribe(lambda _events: projector.notify())
-        projector_task = asyncio.create_task(projector.run(), name="projector")
+        projector: Projector | None = None
+        child: Child | None = None
+        if settings.projector_process:
+            # Its own process: its SQL work no longer competes with requests for this one's GIL.
+            child = Child("projector", ["projector"], env=_projector_env(settings))
+            projector_task = asyncio.create_task(child.run(), name="projector-child")
+            await child.wait_started()
+            lag_task: asyncio.Task[None] | None = asyncio.create_task(_watch_lag(db, runtime), name="lag")
+        else:
+            # The projector reads the log through its own connection, off the writer's thread.
+            projector = Projector(
+                db,
+                build_log(settings),
+                SnapshotStore(url, migrate=False, engine=db),
+                engine_factory=build_engine,
+                batch_records=settings.projector_batch_records,
+                head_seq=_engine_seq(runtime),
+            )
+            await projector.log.open()
+            runtime.subscribe(lambda _events: projector.notify() if projector is not None else None)
+            projector_task = asyncio.create_task(projector.run(), name="projector")
+            lag_task = None
         feed = build_feed(settings, runtime_sink(runtime))
         feed_task = asyncio.create_task(feed.run(), name="price-feed") if feed is not None else None
         feed_metrics = watch_feed(feed) if feed is not None else None
@@ -147,6 +194,8 @@ def _embedded_lifespan(settings: Settings) -> Any:
             return "ok" if runtime.running else "runtime stopped"
 
         async def projector_ready() -> str:
+            if child is not None:
+                return "ok" if child.alive else "projector restarting"
             return "ok" if not projector_task.done() else "projector stopped"
 
         extras = {
@@ -171,10 +220,15 @@ def _embedded_lifespan(settings: Settings) -> Any:
                 feed_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await feed_task
+            if lag_task is not None:
+                lag_task.cancel()
+            if child is not None:
+                await child.stop()
             projector_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await projector_task
-            await projector.log.close()
+            if projector is not None:
+                await projector.log.close()
             await runtime.stop()
             await db.dispose()
 

@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, kw_only=True):
     metrics_port: int | None = None
     # Log records the projector writes per SQL transaction.
     projector_batch_records: int = 2_000
+    # Embedded mode: run the projector as a supervised child process (its SQL work then leaves this
+    # process's GIL alone; docs/decisions/009) rather than as a task in the server's event loop.
+    projector_process: bool = True
 
     # ---- HTTP API --------------------------------------------------------------------------------
     # HS256 secret for access tokens; unset in embedded mode: generated once into <data_dir>/jwt.secret.

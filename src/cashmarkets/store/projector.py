@@ -34,6 +34,7 @@ from cashmarkets.core.products.leverage import PositionClosed, PositionOpened
 from cashmarkets.log.base import CommandLog, LogCorrupted, Position
 from cashmarkets.ops import metrics
 from cashmarkets.runtime.runner import replay
+from cashmarkets.store.locks import exclusive
 from cashmarkets.store.snapshots import SnapshotStore
 from cashmarkets.store.tables import accounts, ledger_transfers, positions, projector_checkpoints, withdrawals
 from cashmarkets.store.tables import position_events as position_events_table
@@ -41,6 +42,7 @@ from cashmarkets.store.tables import position_events as position_events_table
 log = structlog.get_logger("cashmarkets.projector")
 
 NAME: Final = "ledger"
+NAME_LOCK: Final = "projector"
 # Log records per SQL transaction (default; Settings.projector_batch_records).
 BATCH_RECORDS_MAX: Final = 2_000
 IDLE_POLL_S: Final = 0.05
@@ -316,7 +318,11 @@ class Projector:
             )
 
     async def run(self) -> None:
-        """Restore, then project forever (until cancelled)."""
+        """Take the store's projector lock, restore, then project forever (until cancelled)."""
+        async with exclusive(self.db, NAME_LOCK):
+            await self._run()
+
+    async def _run(self) -> None:
         await self.restore()
         while True:
             try:
