@@ -170,3 +170,21 @@ async def test_an_unloggable_command_is_refused_alone_and_the_runtime_keeps_goin
     later = await runtime.submit(Deposit(command_id="later", owner="a", asset="USDC", amount=1))
     assert isinstance(later, Accepted) and later.seq == 2
     await runtime.stop()
+
+
+async def test_a_caller_that_stops_waiting_does_not_withdraw_its_command(tmp_path: Path) -> None:
+    from cashmarkets.runtime.bus import CommandTimeout, EmbeddedBus
+
+    runtime = make_runtime(tmp_path)
+    await runtime.start()
+    bus = EmbeddedBus(runtime)
+    with pytest.raises(CommandTimeout):
+        await bus.submit(Deposit(command_id="gave-up", owner="a", asset="USDC", amount=7), timeout_s=0)
+    abandoned = runtime.enqueue(Deposit(command_id="cancelled", owner="a", asset="USDC", amount=5))
+    abandoned.cancel()
+    # The next command shares or follows their batch; both abandoned ones are in the log all the same.
+    after = await bus.submit(Deposit(command_id="after", owner="a", asset="USDC", amount=1), timeout_s=5)
+    assert isinstance(after, Accepted) and after.seq == 3
+    assert runtime.engine.ledger.account("a", "USDC").balance == 13  # type: ignore[union-attr]
+    assert isinstance(runtime.engine.result_of("gave-up"), Accepted)
+    await runtime.stop()

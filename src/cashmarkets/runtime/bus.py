@@ -41,10 +41,12 @@ class EmbeddedBus:
         self.runtime = runtime
 
     async def submit(self, cmd: Command, timeout_s: float) -> Result:
-        task = asyncio.ensure_future(self.runtime.submit(cmd))
+        # No task per command: the runtime's future is awaited directly. A timeout cancels only
+        # this wait; the command stays queued and is logged and applied all the same.
+        future = self.runtime.enqueue(cmd)
         try:
-            # shield: a client that stops waiting must not cancel a command already in the log.
-            return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await future
         except TimeoutError as exc:
             raise CommandTimeout(cmd.command_id) from exc
 

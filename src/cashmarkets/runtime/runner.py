@@ -181,6 +181,11 @@ class Runtime:
 
     async def submit(self, cmd: Command) -> Result:
         """Append cmd to the log and apply it; return its result once durable and applied."""
+        return await self.enqueue(cmd)
+
+    def enqueue(self, cmd: Command) -> asyncio.Future[Result]:
+        """Queue cmd for the next batch; the future resolves once it is durable and applied.
+        Cancelling the future only stops waiting: the command is still logged and applied."""
         if self._failed is not None:
             raise RuntimeFailed(str(self._failed))
         if not 0 < len(cmd.command_id) <= COMMAND_ID_LENGTH_MAX:
@@ -191,7 +196,7 @@ class Runtime:
         self._pending.append((cmd, future))
         self.stats["submitted"] += 1
         self._wake.set()
-        return await future
+        return future
 
     async def _write_loop(self) -> None:
         try:
@@ -233,7 +238,8 @@ class Runtime:
                 records.append(encode(cmd))
             except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as exc:
                 # One unloggable command (a caller's bug) must not stop the runtime for all.
-                future.set_exception(BadCommandError(f"cannot log command: {exc}"))
+                if not future.done():  # its caller may have stopped waiting (cancelled)
+                    future.set_exception(BadCommandError(f"cannot log command: {exc}"))
                 continue
             seq += 1
             logged.append((cmd, future))
