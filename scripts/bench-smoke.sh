@@ -18,3 +18,6 @@ check "$BIN/cashmarkets" bench journal --backend sqlite --submitters 8 --duratio
 check "$BIN/cashmarkets" bench journal --backend redis --submitters 8 --duration-s 0.5
 check "$BIN/python" bench/engine.py 2000
 "$BIN/cashmarkets" bench http --mode embedded --duration-s 1 --connections 4 --users 4 2>/dev/null | "$BIN/python" -c 'import json, sys; lines = sys.stdin.read().splitlines(); assert len(lines) == 1, lines; d = json.loads(lines[0]); assert d["requests_per_s"] > 0 and d["errors"] == 0, d; print("bench ok:", d["bench"], d["mode"])'
+for mode in embedded distributed; do
+  "$BIN/cashmarkets" bench leverage --mode "$mode" --duration-s 1 --warmup-s 0.2 --connections 4 2>/dev/null | "$BIN/python" -c 'import json, sys; lines = sys.stdin.read().splitlines(); assert len(lines) == 1, lines; d = json.loads(lines[0]); assert d["trades_per_s"] > 0 and d["max"]["errors"] == 0 and d["paced"]["errors"] == 0, d; print("bench ok:", d["bench"], d["mode"])'
+done

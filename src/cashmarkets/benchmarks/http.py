@@ -16,7 +16,8 @@ The first `warmup_s` seconds are not measured; then requests that start within `
 Every measured request counts, errors included: a non-2xx answer or a transport exception is an
 error (no retries), and its latency is in the percentiles like any other.
 
-CPU: utime+stime of every server process (and of this client process) over the measured window,
+CPU: utime+stime of every server process with its children (serve's projector) and of this client
+process over the measured window,
 in percent of one core (like `ps`/`top`), plus the whole host's busy share, from /proc (Linux).
 Client and servers share the host's cores: read the figures with `host_cpus` in mind.
 """
@@ -182,10 +183,26 @@ def _host_cpu() -> tuple[int, int] | None:
     return sum(values) - idle, sum(values)
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (serve's projector), from /proc (Linux)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds of `pid` and of its live children (their own children are not counted)."""
+    own = _proc_cpu_s(pid)
+    if own is None:
+        return None
+    return own + sum(c for c in (_proc_cpu_s(child) for child in _children(pid)) if c is not None)
+
+
 class CpuSample:
     def __init__(self, servers: list[Server]) -> None:
         self.wall = time.perf_counter()
-        self.servers = {s.name: _proc_cpu_s(s.pid) for s in servers}
+        self.servers = {s.name: _tree_cpu_s(s.pid) for s in servers}
         times = os.times()
         self.client = times.user + times.system
         self.host = _host_cpu()

@@ -71,13 +71,15 @@ def build_feed(settings: Settings, sink: TickSink) -> Any | None:
         return None
     if source == "synthetic":
         # Update ids from the clock: a restarted synthetic feed keeps increasing them, as the
-        # engine requires, without reading the engine's state.
+        # engine requires, without reading the engine's state. Its "exchange" times start now.
+        now_us = time.time_ns() // 1_000
         return SyntheticFeed(
             DEFAULT_MARKETS,
             sink,
             seed=settings.price_seed,
             interval_ms=settings.price_interval_ms,
-            first_update_id=time.time_ns() // 1_000,
+            first_update_id=now_us,
+            start_ts_us=now_us,
         )
     if source == "backpack":
         return BackpackFeed(
