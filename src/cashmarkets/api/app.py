@@ -40,7 +40,7 @@ from cashmarkets.api.services import Services
 from cashmarkets.integrations.email import mailer_from_url
 from cashmarkets.ops import metrics
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
+from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
 from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
@@ -50,7 +50,6 @@ from cashmarkets.store.db import create_engine
 from cashmarkets.store.idempotency import IdempotencyStore
 from cashmarkets.store.projector import NAME as PROJECTION
 from cashmarkets.store.projector import Projector
-from cashmarkets.store.snapshots import SnapshotStore
 from cashmarkets.store.tables import projector_checkpoints
 from cashmarkets.store.users import UserStore
 
@@ -174,14 +173,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
             lag_task: asyncio.Task[None] | None = asyncio.create_task(_watch_lag(db, runtime), name="lag")
         else:
             # The projector reads the log through its own connection, off the writer's thread.
-            projector = Projector(
-                db,
-                build_log(settings),
-                SnapshotStore(url, migrate=False, engine=db),
-                engine_factory=build_engine,
-                batch_records=settings.projector_batch_records,
-                head_seq=_engine_seq(runtime),
-            )
+            projector = build_projector(settings, db, _engine_seq(runtime))
             await projector.log.open()
             runtime.subscribe(lambda _events: projector.notify() if projector is not None else None)
             projector_task = asyncio.create_task(projector.run(), name="projector")

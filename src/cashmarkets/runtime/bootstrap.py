@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.products.leverage import LeverageProduct
 from cashmarkets.log.base import CommandLog
@@ -32,6 +35,21 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     return Runtime(
         build_engine(), build_log(settings), build_snapshots(settings), config, scratch_dir=settings.data_dir
+    )
+
+
+def build_projector(settings: Settings, db: Any, head_seq: Callable[[], Awaitable[int | None]] | None) -> Any:
+    """The projector over this deployment's log and store (`db`: the store's SQLAlchemy engine);
+    `head_seq` reports the engine's seq for the lag metric."""
+    from cashmarkets.store.projector import Projector
+
+    return Projector(
+        db,
+        build_log(settings),
+        SnapshotStore(store_url(settings), migrate=False, engine=db),
+        engine_factory=build_engine,
+        batch_records=settings.projector_batch_records,
+        head_seq=head_seq,
     )
 
 

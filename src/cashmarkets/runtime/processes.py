@@ -11,7 +11,7 @@ import redis.asyncio
 import structlog
 
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_engine, build_log, build_runtime, store_url
+from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.distributed import (
     ENGINE_HEARTBEAT_S,
     PricePublisher,
@@ -21,8 +21,6 @@ from cashmarkets.runtime.distributed import (
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, watch_feed
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
-from cashmarkets.store.projector import Projector
-from cashmarkets.store.snapshots import SnapshotStore
 
 log = structlog.get_logger("cashmarkets.processes")
 
@@ -99,14 +97,7 @@ async def run_projector(settings: Settings) -> None:
         value = await client.get(engine_alive_key(settings.redis_stream)) if client is not None else None
         return None if value is None else int(value)
 
-    projector = Projector(
-        db,
-        build_log(settings),
-        SnapshotStore(url, migrate=False, engine=db),
-        engine_factory=build_engine,
-        batch_records=settings.projector_batch_records,
-        head_seq=engine_seq if client is not None else None,
-    )
+    projector = build_projector(settings, db, engine_seq if client is not None else None)
     serve_metrics(settings)
     await projector.log.open()
     task = asyncio.create_task(projector.run(), name="projector")
