@@ -33,7 +33,8 @@ class Proc:
         self._log: IO[Any] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cashmarkets.cli", *args],
-            env={**os.environ, **env},
+            # The gateway on any free port: the HTTP port + 1 (its default) may be taken here.
+            env={**os.environ, "CASHMARKETS_WS_PORT": "0", **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

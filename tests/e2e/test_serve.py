@@ -3,6 +3,7 @@ cleanly on SIGTERM, and leaves a data directory that verifies."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cashmarkets.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        env={**os.environ, "CASHMARKETS_WS_PORT": "0"},  # port + 1 may be taken on this machine
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -61,6 +63,7 @@ def test_users_set_role_makes_the_first_admin(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cashmarkets.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        env={**os.environ, "CASHMARKETS_WS_PORT": "0"},  # port + 1 may be taken on this machine
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

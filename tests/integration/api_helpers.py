@@ -23,6 +23,7 @@ async def embedded(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestC
     # The projector as a task in the app's loop, so tests can wait for it; the child-process
     # projector of `serve` is covered by the e2e tests.
     overrides.setdefault("projector_process", False)
+    overrides.setdefault("ws_port", 0)  # the gateway on any free port (many apps run at once)
     settings = Settings.from_env({}, data_dir=tmp_path / "data", snapshot_interval_s=3600, **overrides)
     async with AsyncTestClient(create_app(settings)) as client:
         yield client
@@ -94,3 +95,16 @@ async def wait_committed(client: AsyncTestClient[Any]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("projector checkpoint did not catch up")
+
+
+async def on_app_loop(client: AsyncTestClient[Any], coro: Any) -> Any:
+    """Run a coroutine on the app's own event loop (the test client runs the app in a thread)."""
+    import asyncio
+
+    runtime = services_of(client).extras["runtime"]
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, runtime._writer.get_loop()))
+
+
+def ws_url(client: AsyncTestClient[Any], query: str = "") -> str:
+    port = services_of(client).extras["ws_port"]
+    return f"ws://127.0.0.1:{port}/ws" + (f"?{query}" if query else "")

@@ -28,6 +28,7 @@ from cashmarkets.api.admin import AdminController
 from cashmarkets.api.auth import AuthController
 from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
+from cashmarkets.api.info import info
 from cashmarkets.api.leverage import LeverageController
 from cashmarkets.api.middleware import (
     RedisTokenBuckets,
@@ -37,6 +38,10 @@ from cashmarkets.api.middleware import (
 from cashmarkets.api.schemas import Problem
 from cashmarkets.api.security import TokenService
 from cashmarkets.api.services import Services
+from cashmarkets.api.ws_commands import SocketCommands
+from cashmarkets.gateway.bridge import EngineBridge
+from cashmarkets.gateway.server import Gateway, gateway_limits
+from cashmarkets.gateway.topics import TopicRegistry
 from cashmarkets.integrations.email import mailer_from_url
 from cashmarkets.ops import metrics
 from cashmarkets.ops.settings import Settings
@@ -190,7 +195,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
                 return "ok" if child.alive else "projector restarting"
             return "ok" if not projector_task.done() else "projector stopped"
 
-        extras = {
+        extras: dict[str, Any] = {
             "runtime": runtime,
             "projector": projector,
             "readiness": {"engine": engine_ready, "projector": projector_ready},
@@ -201,10 +206,16 @@ def _embedded_lifespan(settings: Settings) -> Any:
             "user": TokenBuckets(settings.rate_limit_user_per_s, settings.rate_limit_user_burst),
         }
         _install(app, settings, services, limits)
+        registry = TopicRegistry()
+        runtime.subscribe(EngineBridge(registry, runtime.engine))
+        gateway = Gateway(registry, services.tokens, gateway_limits(settings), SocketCommands(services))
+        extras["gateway"] = gateway
+        extras["ws_port"] = await gateway.start(settings.host, settings.gateway_port)
         log.info("serving", mode="embedded", url=settings.base_url, seq=runtime.engine.seq)
         try:
             yield
         finally:
+            await gateway.stop()
             if feed_metrics is not None:
                 unwatch_feed(feed_metrics)
             if feed is not None and feed_task is not None:
@@ -299,6 +310,7 @@ def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
             AccountsController,
             AdminController,
             LeverageController,
+            info,
             health,
             ready,
             metrics_endpoint,

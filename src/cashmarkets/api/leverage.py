@@ -21,7 +21,7 @@ from cashmarkets.api.errors import ApiError
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody
 from cashmarkets.api.security import AuthUser, current_user
-from cashmarkets.api.services import command_id, services
+from cashmarkets.api.services import Services, command_id, services
 from cashmarkets.core.money import AmountError, format_amount, parse_amount
 from cashmarkets.core.products.leverage import (
     DEFAULT_MARKETS,
@@ -143,6 +143,42 @@ async def strict_body(request: Request[Any, Any, Any], kind: type[Any]) -> None:
         ) from None
 
 
+async def open_trade(svc: Services, user_id: str, data: TradeCreate, cid: str) -> Trade:
+    """Validate and submit an open (HTTP `trade/create` and the WebSocket OPEN_POSITION)."""
+    market = MARKETS[data.asset]
+    if data.leverage > market.max_leverage:
+        raise ApiError(400, "bad_leverage", f"1..{market.max_leverage} for {data.asset}")
+    cmd = OpenPosition(
+        command_id=cid,
+        owner=user_id,
+        symbol=data.asset,
+        side=data.type,
+        margin=data.margin * MINOR_PER_CENT,
+        leverage=data.leverage,
+        slippage_bps=data.slippage,
+        expected_price=_parse_price(market, data.price, "price"),
+        take_profit=_parse_price(market, data.take_profit, "takeProfit"),
+        stop_loss=_parse_price(market, data.stop_loss, "stopLoss"),
+    )
+    result = await svc.execute(cmd)
+    assert isinstance(result.data, PositionView)
+    return trade_view(result.data)
+
+
+async def close_trade(svc: Services, user_id: str, data: TradeClose, cid: str) -> TradeClosed:
+    """Submit a close (HTTP `trade/close` and the WebSocket CLOSE_POSITION)."""
+    result = await svc.execute(ClosePosition(command_id=cid, owner=user_id, position_id=data.order_id))
+    closed = result.data
+    assert isinstance(closed, PositionClosedView)
+    return TradeClosed(
+        order_id=closed.position_id,
+        close_price=_price(MARKETS[closed.symbol], closed.exit_price),
+        close_reason=closed.reason,
+        pnl=closed.pnl // MINOR_PER_CENT,
+        payout=closed.payout // MINOR_PER_CENT,
+    )
+
+
 def trade_view(p: PositionView) -> Trade:
     market = MARKETS[p.symbol]
     return Trade(
@@ -170,25 +206,7 @@ class LeverageController(Controller):
     ) -> Trade:
         """Open a long (fills at the ask) or short (fills at the bid) with `margin` cents held."""
         await strict_body(request, TradeCreate)
-        svc = services(request)
-        market = MARKETS[data.asset]
-        if data.leverage > market.max_leverage:
-            raise ApiError(400, "bad_leverage", f"1..{market.max_leverage} for {data.asset}")
-        cmd = OpenPosition(
-            command_id=command_id(request, user.id),
-            owner=user.id,
-            symbol=data.asset,
-            side=data.type,
-            margin=data.margin * MINOR_PER_CENT,
-            leverage=data.leverage,
-            slippage_bps=data.slippage,
-            expected_price=_parse_price(market, data.price, "price"),
-            take_profit=_parse_price(market, data.take_profit, "takeProfit"),
-            stop_loss=_parse_price(market, data.stop_loss, "stopLoss"),
-        )
-        result = await svc.execute(cmd)
-        assert isinstance(result.data, PositionView)
-        return trade_view(result.data)
+        return await open_trade(services(request), user.id, data, command_id(request, user.id))
 
     @post("/trade/close", status_code=200, dependencies={"user": current_user})
     async def close(
@@ -196,18 +214,7 @@ class LeverageController(Controller):
     ) -> TradeClosed:
         """Close at the bid (long) or the ask (short); closing twice is 404 position_not_found."""
         await strict_body(request, TradeClose)
-        svc = services(request)
-        cmd = ClosePosition(command_id=command_id(request, user.id), owner=user.id, position_id=data.order_id)
-        result = await svc.execute(cmd)
-        closed = result.data
-        assert isinstance(closed, PositionClosedView)
-        return TradeClosed(
-            order_id=closed.position_id,
-            close_price=_price(MARKETS[closed.symbol], closed.exit_price),
-            close_reason=closed.reason,
-            pnl=closed.pnl // MINOR_PER_CENT,
-            payout=closed.payout // MINOR_PER_CENT,
-        )
+        return await close_trade(services(request), user.id, data, command_id(request, user.id))
 
     @get("/trades/open", dependencies={"user": current_user})
     async def open_trades(self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser]) -> Trades:

@@ -237,6 +237,7 @@ async def _start_embedded(
             **RATE_LIMIT_ENV,
             "CASHMARKETS_ACCESS_TOKEN_TTL_S": str(token_ttl_s),
             "CASHMARKETS_HOST": HOST,
+            "CASHMARKETS_WS_PORT": "0",
             **(extra_env or {}),
         }
     )

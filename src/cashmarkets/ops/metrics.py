@@ -5,6 +5,10 @@ cashmarkets_commands_total{type,outcome}                          counter (submi
 cashmarkets_engine_apply_seconds                                  histogram, per batch, per command
 cashmarkets_log_append_seconds                                    histogram, per batch
 cashmarkets_projector_lag_commands                                gauge (engine seq - projected seq)
+cashmarkets_ws_connections{codec}, cashmarkets_ws_subscriptions{topic}   gauges
+cashmarkets_ws_messages_sent_total{codec}, _bytes_sent_total{codec}        counters
+cashmarkets_ws_disconnects_total{reason}                          counter (slow_consumer, limits, ...)
+cashmarkets_ws_fanout_seconds                                     histogram, per published message
 """
 
 from __future__ import annotations
@@ -46,6 +50,28 @@ PROJECTOR_LAG = Gauge(
     "cashmarkets_projector_lag_commands",
     "Commands applied by the engine but not yet projected",
     registry=REGISTRY,
+)
+WS_CONNECTIONS = Gauge(
+    "cashmarkets_ws_connections", "Open WebSocket connections by codec", ["codec"], registry=REGISTRY
+)
+WS_SUBSCRIPTIONS = Gauge(
+    "cashmarkets_ws_subscriptions", "WebSocket subscriptions by topic", ["topic"], registry=REGISTRY
+)
+WS_SENT = Counter("cashmarkets_ws_messages_sent_total", "WebSocket frames sent", ["codec"], registry=REGISTRY)
+WS_SENT_BYTES = Counter(
+    "cashmarkets_ws_bytes_sent_total", "WebSocket payload bytes sent", ["codec"], registry=REGISTRY
+)
+WS_DISCONNECTS = Counter(
+    "cashmarkets_ws_disconnects_total",
+    "WebSocket connections closed by the server",
+    ["reason"],
+    registry=REGISTRY,
+)
+WS_FANOUT_SECONDS = Histogram(
+    "cashmarkets_ws_fanout_seconds",
+    "Time to hand one message to every subscriber of its topic",
+    registry=REGISTRY,
+    buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5),
 )
 RATE_LIMITED = Counter("cashmarkets_rate_limited_total", "Requests answered 429", ["kind"], registry=REGISTRY)
 

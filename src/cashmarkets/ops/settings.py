@@ -45,6 +45,18 @@ class Settings(msgspec.Struct, kw_only=True):
     # process's GIL alone; docs/decisions/009) rather than as a task in the server's event loop.
     projector_process: bool = True
 
+    # ---- WebSocket gateway (docs/websocket.md) ---------------------------------------------------
+    # Unset: the HTTP port + 1; 0: any free port (reported by GET /api/v1/info).
+    ws_port: int | None = None
+    ws_subscriptions_per_connection: int = 64
+    ws_commands_in_flight_per_connection: int = 16
+    ws_message_bytes_max: int = 64 * 1024
+    ws_connections_per_ip: int = 1_000
+    ws_connections_per_user: int = 32
+    ws_outbound_buffer_bytes_max: int = 4 * 1024 * 1024
+    ws_ping_idle_s: float = 20.0
+    ws_pong_timeout_s: float = 10.0
+
     # ---- HTTP API --------------------------------------------------------------------------------
     # HS256 secret for access tokens; unset in embedded mode: generated once into <data_dir>/jwt.secret.
     jwt_secret: str | None = None
@@ -102,6 +114,10 @@ class Settings(msgspec.Struct, kw_only=True):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def gateway_port(self) -> int:
+        return self.port + 1 if self.ws_port is None else self.ws_port
 
     @property
     def journal_path(self) -> Path:

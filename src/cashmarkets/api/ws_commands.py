@@ -1,0 +1,64 @@
+"""Commands over the WebSocket (OPEN_POSITION, CLOSE_POSITION, GET_BALANCE): the same validation
+and the same command path as the HTTP routes, answered on the socket.
+
+An `idempotencyKey` in the payload plays the part of the HTTP `Idempotency-Key` header: the
+engine command id is derived from it, so a repeat after a lost answer is applied once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from cashmarkets.api.errors import ApiError
+from cashmarkets.api.leverage import TradeClose, TradeCreate, close_trade, open_trade
+from cashmarkets.api.services import Services
+from cashmarkets.core.money import ASSETS, format_amount
+from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError
+from cashmarkets.ops.ids import new_id
+from cashmarkets.store.idempotency import KEY_LENGTH_MAX
+
+
+class SocketCommands:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, user_id: str, kind: int, payload: dict[str, Any]) -> tuple[MsgType, Any]:
+        key = payload.pop("idempotencyKey", None)
+        if key is not None and not (
+            isinstance(key, str) and 0 < len(key) <= KEY_LENGTH_MAX and key.isprintable()
+        ):
+            raise ProtocolError(
+                ErrorCode.BAD_MESSAGE, f"idempotencyKey: 1..{KEY_LENGTH_MAX} printable characters"
+            )
+        cid = f"{user_id}:{key}" if key else f"{user_id}/{new_id()}"  # as api.services.command_id
+        try:
+            if kind == MsgType.OPEN_POSITION:
+                trade = await open_trade(self.services, user_id, _convert(payload, TradeCreate), cid)
+                return MsgType.POSITION_UPDATE, {"event": "opened", **msgspec.to_builtins(trade)}
+            if kind == MsgType.CLOSE_POSITION:
+                closed = await close_trade(self.services, user_id, _convert(payload, TradeClose), cid)
+                return MsgType.POSITION_UPDATE, {"event": "closed", **msgspec.to_builtins(closed)}
+            if kind == MsgType.GET_BALANCE:
+                accounts = await self.services.balances.accounts_of(user_id)
+                balances = [
+                    {
+                        "asset": acc.asset,
+                        "balance": format_amount(acc.balance, ASSETS[acc.asset].decimals),
+                        "available": format_amount(acc.available, ASSETS[acc.asset].decimals),
+                    }
+                    for acc in accounts
+                ]
+                return MsgType.BALANCE_UPDATE, {"balances": balances}
+        except ApiError as exc:
+            code = ErrorCode.UNAVAILABLE if exc.status >= 500 else ErrorCode.REJECTED
+            raise ProtocolError(code, exc.detail or exc.code, reason=exc.code) from None
+        raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown command 0x{kind:02x}")
+
+
+def _convert(payload: dict[str, Any], kind: type[Any]) -> Any:
+    try:
+        return msgspec.convert(payload, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, str(exc)) from None

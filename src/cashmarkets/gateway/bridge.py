@@ -1,0 +1,126 @@
+"""From engine events to gateway topics (the products' side of the registry).
+
+    PriceUpdated           -> bookTicker.<SYMBOL>_USDC       {symbol, bid, ask, updateId, exchangeTsUs}
+    PositionOpened/Closed  -> account (the owner's)           POSITION_UPDATE {event, position...}
+    Transfer               -> account (each user touched)     BALANCE_UPDATE {asset, balance, available}
+
+Amounts and prices are decimal strings, as everywhere at the edges. A batch of events is turned
+into messages in one pass; a user's balance is sent once per batch, after its last change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cashmarkets.core.ledger import Transfer
+from cashmarkets.core.money import ASSETS, format_amount
+from cashmarkets.core.products.leverage import (
+    MarketConfig,
+    PositionClosed,
+    PositionOpened,
+    PositionView,
+    PriceUpdated,
+)
+from cashmarkets.gateway.protocol import MsgType
+from cashmarkets.gateway.topics import TopicRegistry
+
+SETTLEMENT = "USDC"
+
+
+def book_ticker_topic(symbol: str) -> str:
+    return f"bookTicker.{symbol}_{SETTLEMENT}"
+
+
+class EngineBridge:
+    """Call with each applied batch's events (a runtime subscriber)."""
+
+    def __init__(self, registry: TopicRegistry, engine: Any) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.leverage = engine.products["leverage"]
+        self.markets: dict[str, MarketConfig] = dict(self.leverage.markets)
+        registry.declare(book_ticker_topic(symbol) for symbol in self.markets)
+        registry.private_snapshot = self.snapshot
+
+    def __call__(self, events: list[Any]) -> None:
+        registry = self.registry
+        touched: dict[int, None] = {}
+        for event in events:
+            kind = type(event)
+            if kind is PriceUpdated:
+                registry.publish(book_ticker_topic(event.symbol), self._ticker(event))
+            elif kind is Transfer:
+                touched[event.debit_account_id] = None
+                touched[event.credit_account_id] = None
+            elif kind is PositionOpened:
+                view = event.position
+                registry.publish(
+                    f"account:{view.owner}",
+                    {"event": "opened", **self._position(view)},
+                    MsgType.POSITION_UPDATE,
+                )
+            elif kind is PositionClosed:
+                market = self.markets[event.symbol]
+                registry.publish(
+                    f"account:{event.owner}",
+                    {
+                        "event": "closed",
+                        "orderId": event.position_id,
+                        "asset": event.symbol,
+                        "type": event.side,
+                        "reason": event.reason,
+                        "closePrice": format_amount(event.exit_price, market.price_decimals),
+                        "pnl": format_amount(event.pnl, ASSETS[SETTLEMENT].decimals),
+                        "payout": format_amount(event.payout, ASSETS[SETTLEMENT].decimals),
+                    },
+                    MsgType.POSITION_UPDATE,
+                )
+        accounts = self.engine.ledger.accounts
+        for account_id in touched:
+            acc = accounts[account_id]
+            if not acc.owner.startswith("@"):
+                registry.publish(f"account:{acc.owner}", self._balance(acc), MsgType.BALANCE_UPDATE)
+
+    def snapshot(self, user_id: str) -> list[tuple[MsgType, Any]]:
+        """What a new `account` subscriber gets first: every balance, then every open position."""
+        out: list[tuple[MsgType, Any]] = [
+            (MsgType.BALANCE_UPDATE, self._balance(acc))
+            for acc in self.engine.ledger.accounts.values()
+            if acc.owner == user_id
+        ]
+        for view in self.leverage.positions.values():
+            if view.owner == user_id:
+                out.append((MsgType.POSITION_UPDATE, {"event": "open", **self._position(view)}))
+        return out
+
+    def _ticker(self, event: PriceUpdated) -> dict[str, Any]:
+        decimals = self.markets[event.symbol].price_decimals
+        return {
+            "symbol": book_ticker_topic(event.symbol).partition(".")[2],
+            "bid": format_amount(event.bid, decimals),
+            "ask": format_amount(event.ask, decimals),
+            "updateId": event.update_id,
+            "exchangeTsUs": event.exchange_ts_us,
+        }
+
+    def _position(self, view: PositionView) -> dict[str, Any]:
+        decimals = self.markets[view.symbol].price_decimals
+        usdc = ASSETS[SETTLEMENT].decimals
+        return {
+            "orderId": view.position_id,
+            "asset": view.symbol,
+            "type": view.side,
+            "margin": format_amount(view.margin, usdc),
+            "leverage": view.leverage,
+            "openPrice": format_amount(view.entry_price, decimals),
+            "liquidationPrice": format_amount(view.liquidation_price, decimals),
+        }
+
+    @staticmethod
+    def _balance(acc: Any) -> dict[str, Any]:
+        decimals = ASSETS[acc.asset].decimals
+        return {
+            "asset": acc.asset,
+            "balance": format_amount(acc.balance, decimals),
+            "available": format_amount(acc.available, decimals),
+        }

@@ -1,0 +1,463 @@
+"""The WebSocket gateway: picows server, one `Connection` per client, subscriptions into a
+`TopicRegistry`. Every limit is in `GatewayLimits` and listed in docs/websocket.md.
+
+Nothing a client sends can stop the gateway: a bad message gets an error reply (or, for protocol
+violations the docs name, a close with a code and reason), and a client that reads too slowly is
+disconnected once its unsent bytes pass `outbound_buffer_bytes_max`, never allowed to slow the
+others or to grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+import structlog
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from cashmarkets.gateway.protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    MsgType,
+    ProtocolError,
+    binary_frame,
+    json_error,
+    json_result,
+    parse_binary,
+    parse_json,
+)
+from cashmarkets.gateway.topics import TopicRegistry
+from cashmarkets.ops import metrics
+
+log = structlog.get_logger("cashmarkets.gateway")
+
+WS_PATH: Final = "/ws"
+CLOSE_FLUSH_TIMEOUT_S: Final = 5.0
+
+
+def _abort(transport: WSTransport) -> None:
+    if not transport.is_disconnected:
+        transport.underlying_transport.abort()
+
+
+class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
+    subscriptions_per_connection: int = 64
+    commands_in_flight_per_connection: int = 16
+    message_bytes_max: int = 64 * 1024  # a bigger client frame: close 1009
+    connections_per_ip: int = 1_000
+    connections_per_user: int = 32
+    outbound_buffer_bytes_max: int = 4 * 1024 * 1024  # unsent bytes before a slow consumer is cut
+    ping_idle_s: float = 20.0  # ping a connection silent for this long ...
+    pong_timeout_s: float = 10.0  # ... and close it if no pong comes back in this long
+
+
+def gateway_limits(settings: Any) -> GatewayLimits:
+    """The limits from `CASHMARKETS_WS_*` settings."""
+    return GatewayLimits(
+        subscriptions_per_connection=settings.ws_subscriptions_per_connection,
+        commands_in_flight_per_connection=settings.ws_commands_in_flight_per_connection,
+        message_bytes_max=settings.ws_message_bytes_max,
+        connections_per_ip=settings.ws_connections_per_ip,
+        connections_per_user=settings.ws_connections_per_user,
+        outbound_buffer_bytes_max=settings.ws_outbound_buffer_bytes_max,
+        ping_idle_s=settings.ws_ping_idle_s,
+        pong_timeout_s=settings.ws_pong_timeout_s,
+    )
+
+
+class Gateway:
+    """Owns the server socket, the per-IP/per-user connection counts and the topic registry."""
+
+    def __init__(
+        self,
+        registry: TopicRegistry,
+        tokens: Any,
+        limits: GatewayLimits | None = None,
+        commands: Callable[[str, int, dict[str, Any]], Awaitable[tuple[MsgType, Any]]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.tokens = tokens
+        # (user id, message type, payload) -> (reply type, data); raises ProtocolError
+        self.commands = commands
+        self.limits = limits or GatewayLimits()
+        self.per_ip: dict[str, int] = {}
+        self.per_user: dict[str, int] = {}
+        self.connections: set[Connection] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int, **kwargs: Any) -> int:
+        """Listen; returns the port (useful with port 0)."""
+        self.server = await ws_create_server(
+            self._factory,
+            host,
+            port,
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=self.limits.ping_idle_s,
+            auto_ping_reply_timeout=self.limits.pong_timeout_s,
+            max_frame_size=self.limits.message_bytes_max,
+            **kwargs,
+        )
+        sock = self.server.sockets[0]
+        bound: int = sock.getsockname()[1]
+        log.info("gateway listening", host=host, port=bound, path=WS_PATH)
+        return bound
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for conn in list(self.connections):
+                conn.close(WSCloseCode.GOING_AWAY, "server shutting down")
+            await self.server.wait_closed()
+
+    def _factory(self, request: WSUpgradeRequest) -> Any:
+        target = urlsplit(request.path.decode("latin-1") if isinstance(request.path, bytes) else request.path)
+        if target.path != WS_PATH:
+            return None  # 404
+        query = parse_qs(target.query)
+        codec = (query.get("codec") or [""])[0]
+        if codec not in ("", "json", "binary", "msgpack"):
+            return _refuse(400, b"codec must be json or binary")
+        token = (query.get("token") or [""])[0]
+        header = _header(request, "authorization")
+        if not token and header[:7].lower() == "bearer ":
+            token = header[7:].strip()
+        user_id = None
+        if token:
+            user = self.tokens.verify(token)
+            if user is None:
+                return _refuse(401, b"invalid or expired token")
+            user_id = user.id
+        binary = None if codec == "" else codec in ("binary", "msgpack")
+        listener = Connection(self, user_id, binary)
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(), listener)
+
+    def admit(self, conn: Connection) -> str | None:
+        """Count a new connection; the reason it is refused, if it is."""
+        if self.per_ip.get(conn.ip, 0) >= self.limits.connections_per_ip:
+            return "too many connections from this address"
+        if (
+            conn.user_id is not None
+            and self.per_user.get(conn.user_id, 0) >= self.limits.connections_per_user
+        ):
+            return "too many connections for this user"
+        self.per_ip[conn.ip] = self.per_ip.get(conn.ip, 0) + 1
+        if conn.user_id is not None:
+            self.per_user[conn.user_id] = self.per_user.get(conn.user_id, 0) + 1
+        self.connections.add(conn)
+        return None
+
+    def release(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        _decrement(self.per_ip, conn.ip)
+        if conn.user_id is not None:
+            _decrement(self.per_user, conn.user_id)
+
+    def authenticate(self, conn: Connection, token: Any) -> str:
+        user = self.tokens.verify(token) if isinstance(token, str) and token else None
+        if user is None:
+            raise ProtocolError(ErrorCode.AUTH_FAILED, "invalid or expired token")
+        if conn.user_id is not None and conn.user_id != user.id:
+            raise ProtocolError(ErrorCode.AUTH_FAILED, "this connection is signed in as another user")
+        if conn.user_id is None:
+            if self.per_user.get(user.id, 0) >= self.limits.connections_per_user:
+                raise ProtocolError(ErrorCode.AUTH_FAILED, "too many connections for this user")
+            self.per_user[user.id] = self.per_user.get(user.id, 0) + 1
+        conn.user_id = user.id
+        return str(user.id)
+
+
+def _refuse(status: int, body: bytes) -> WSUpgradeResponseWithListener:
+    """An HTTP error answer to the upgrade request (no WebSocket is opened)."""
+    return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, body), None)
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+def _header(request: WSUpgradeRequest, name: str) -> str:
+    value = request.headers.get(name)
+    return "" if value is None else str(value)
+
+
+class Connection(WSListener):
+    """One client. `binary` is None until the first frame decides the codec (unless the URL did)."""
+
+    def __init__(self, gateway: Gateway, user_id: str | None, binary: bool | None) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.user_id = user_id
+        self.binary: bool = bool(binary)
+        self._codec_fixed = binary is not None
+        self.transport: WSTransport | None = None
+        self.ip = "?"
+        self.subscriptions: dict[str, str] = {}  # client name -> topic key
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    # ---- picows callbacks ------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        peer = transport.underlying_transport.get_extra_info("peername")
+        self.ip = str(peer[0]) if peer else "?"
+        refused = self.gateway.admit(self)
+        if refused is not None:
+            metrics.WS_DISCONNECTS.labels("connection_limit").inc()
+            self.closed = True
+            transport.send_close(WSCloseCode.POLICY_VIOLATION, refused.encode())
+            transport.disconnect()
+            return
+        metrics.WS_CONNECTIONS.labels(self._codec_name()).inc()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self in self.gateway.connections:
+            metrics.WS_CONNECTIONS.labels(self._codec_name()).dec()
+        self.closed = True
+        for key in self.subscriptions.values():
+            self.gateway.registry.unsubscribe(key, self)
+        self.subscriptions.clear()
+        self.gateway.release(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if kind == WSMsgType.CONTINUATION or (kind in (WSMsgType.TEXT, WSMsgType.BINARY) and not frame.fin):
+            self.close(WSCloseCode.UNSUPPORTED_DATA, "fragmented messages are not supported")
+            return
+        if kind not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return  # ping/pong are answered by picows
+        if not self._codec_fixed:
+            self._fix_codec(kind == WSMsgType.BINARY)
+        payload = frame.get_payload_as_bytes()
+        if kind == WSMsgType.TEXT:
+            self._on_json(payload)
+        else:
+            self._on_binary(payload)
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    def _fix_codec(self, binary: bool) -> None:
+        metrics.WS_CONNECTIONS.labels(self._codec_name()).dec()
+        self.binary = binary
+        self._codec_fixed = True
+        metrics.WS_CONNECTIONS.labels(self._codec_name()).inc()
+
+    def _on_json(self, payload: bytes) -> None:
+        request_id: Any = None
+        try:
+            request = parse_json(payload)
+            request_id = request.id
+            method = request.method.upper()
+            command = _JSON_COMMANDS.get(method)
+            if command is not None:
+                body = request.params[0] if len(request.params) == 1 else None
+                if not isinstance(body, dict):
+                    raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{method} takes one object: params [{{...}}]")
+                self._start_command(command, body, request_id, binary=False)
+                return
+            result = self._handle(method, request.params)
+        except ProtocolError as exc:
+            self._send(json_error(request_id, exc.code, exc.msg, **_reason(exc)), binary=False)
+            return
+        self._send(json_result(request_id, result), binary=False)
+
+    def _binary_error(self, exc: ProtocolError, msg_type: int, sequence: int) -> None:
+        error = {"code": int(exc.code), "msg": exc.msg, "requestType": msg_type, **_reason(exc)}
+        self._send(binary_frame(MsgType.ERROR, _now_ms(), sequence, error), True)
+
+    def _start_command(self, kind: int, body: dict[str, Any], request_id: Any, *, binary: bool) -> None:
+        """Commands wait for the engine: run them as tasks, answered when done (in any order;
+        the reply carries the request's id or sequence)."""
+        try:
+            if self.gateway.commands is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_METHOD, "commands are not served here")
+            if self.user_id is None:
+                raise ProtocolError(ErrorCode.AUTH_REQUIRED, "sign in first (AUTH)")
+            if len(self.inflight) >= self.gateway.limits.commands_in_flight_per_connection:
+                limit = self.gateway.limits.commands_in_flight_per_connection
+                raise ProtocolError(ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} commands in flight")
+        except ProtocolError as exc:
+            self._reply_error(exc, kind, request_id, binary)
+            return
+        task = asyncio.get_running_loop().create_task(self._run_command(kind, body, request_id, binary))
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    async def _run_command(self, kind: int, body: dict[str, Any], request_id: Any, binary: bool) -> None:
+        assert self.gateway.commands is not None and self.user_id is not None
+        try:
+            reply_type, data = await self.gateway.commands(self.user_id, kind, dict(body))
+        except ProtocolError as exc:
+            self._reply_error(exc, kind, request_id, binary)
+            return
+        except Exception as exc:  # never let one command take the connection down
+            log.error("websocket command failed", error=repr(exc), kind=kind)
+            self._reply_error(
+                ProtocolError(ErrorCode.UNAVAILABLE, "internal error"), kind, request_id, binary
+            )
+            return
+        if binary:
+            payload = {"requestType": kind, "data": data}
+            self._send(binary_frame(reply_type, _now_ms(), request_id, payload), True)
+        else:
+            self._send(json_result(request_id, data), False)
+
+    def _reply_error(self, exc: ProtocolError, kind: int, request_id: Any, binary: bool) -> None:
+        if binary:
+            self._binary_error(exc, kind, request_id)
+        else:
+            self._send(json_error(request_id, exc.code, exc.msg, **_reason(exc)), False)
+
+    def _on_binary(self, payload: bytes) -> None:
+        sequence = 0
+        msg_type = 0
+        try:
+            msg_type, sequence, body = parse_binary(payload)
+            if msg_type == MsgType.AUTH:
+                user_id = self._handle("AUTH", [body.get("token")])
+                self._send(binary_frame(MsgType.AUTH_SUCCESS, _now_ms(), sequence, {"userId": user_id}), True)
+                return
+            if msg_type in _COMMANDS:
+                self._start_command(msg_type, body, sequence, binary=True)
+                return
+            method = _BINARY_METHODS.get(msg_type)
+            if method is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown message type 0x{msg_type:02x}")
+            params = [body["topic"]] if "topic" in body else []
+            result = self._handle(method, params)
+        except ProtocolError as exc:
+            sequence = sequence or exc.sequence
+            msg_type = msg_type or exc.msg_type
+            if msg_type == MsgType.AUTH and exc.code == ErrorCode.AUTH_FAILED:
+                self._send(binary_frame(MsgType.AUTH_FAILURE, _now_ms(), sequence, {"msg": exc.msg}), True)
+                return
+            self._binary_error(exc, msg_type, sequence)
+            return
+        self._send(
+            binary_frame(MsgType.RESULT, _now_ms(), sequence, {"requestType": msg_type, "result": result}),
+            True,
+        )
+
+    def _handle(self, method: str, params: list[Any]) -> Any:
+        registry = self.gateway.registry
+        if method == "SUBSCRIBE":
+            names = _names(params)
+            keys = [registry.key_for(name, self.user_id) for name in names]
+            new = [n for n in names if n not in self.subscriptions]
+            if len(self.subscriptions) + len(new) > self.gateway.limits.subscriptions_per_connection:
+                limit = self.gateway.limits.subscriptions_per_connection
+                raise ProtocolError(ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} subscriptions")
+            for name, key in zip(names, keys, strict=True):
+                if name not in self.subscriptions:
+                    self.subscriptions[name] = key
+                    registry.subscribe(key, self)  # sends the last message (or the snapshot) at once
+            return None
+        if method == "UNSUBSCRIBE":
+            for name in _names(params):
+                if name in self.subscriptions:
+                    registry.unsubscribe(self.subscriptions.pop(name), self)
+            return None
+        if method == "LIST_SUBSCRIPTIONS":
+            return sorted(self.subscriptions)
+        if method == "AUTH":
+            return self.gateway.authenticate(self, params[0] if params else None)
+        raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r}")
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def deliver(self, frame: bytes) -> None:
+        """A topic's message: sent now, unless this client has fallen too far behind."""
+        self._send(frame, self.binary)
+
+    def _send(self, frame: bytes, binary: bool) -> None:
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if (
+            transport.underlying_transport.get_write_buffer_size()
+            > self.gateway.limits.outbound_buffer_bytes_max
+        ):
+            metrics.WS_DISCONNECTS.labels("slow_consumer").inc()
+            self.close(WSCloseCode.TRY_AGAIN_LATER, "slow consumer: too many unsent bytes")
+            return
+        transport.send(WSMsgType.BINARY if binary else WSMsgType.TEXT, frame)
+        codec = "binary" if binary else "json"
+        metrics.WS_SENT.labels(codec).inc()
+        metrics.WS_SENT_BYTES.labels(codec).inc(len(frame))
+
+    def close(self, code: WSCloseCode, reason: str) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.closed = True
+        # Unsubscribe now: a slow consumer must stop costing the fan-out at once.
+        for key in self.subscriptions.values():
+            self.gateway.registry.unsubscribe(key, self)
+        self.subscriptions.clear()
+        log.info("closing websocket", code=code.value, reason=reason, ip=self.ip, user=self.user_id)
+        transport = self.transport
+        transport.send_close(code, reason.encode()[:120])
+        # The close frame queues behind what is still unsent: close after the flush, so the client
+        # reads the reason, but never wait longer than CLOSE_FLUSH_TIMEOUT_S (the buffer no longer
+        # grows: nothing is queued after the close frame).
+        transport.disconnect(graceful=True)
+        asyncio.get_running_loop().call_later(CLOSE_FLUSH_TIMEOUT_S, _abort, transport)
+
+    def _codec_name(self) -> str:
+        return "binary" if self.binary else "json"
+
+
+_BINARY_METHODS: Final[dict[int, str]] = {
+    MsgType.SUBSCRIBE_ROUND: "SUBSCRIBE",
+    MsgType.UNSUBSCRIBE_ROUND: "UNSUBSCRIBE",
+    MsgType.LIST_SUBSCRIPTIONS: "LIST_SUBSCRIPTIONS",
+}
+
+
+_COMMANDS: Final = frozenset({MsgType.OPEN_POSITION, MsgType.CLOSE_POSITION, MsgType.GET_BALANCE})
+_JSON_COMMANDS: Final[dict[str, int]] = {
+    "OPEN_POSITION": MsgType.OPEN_POSITION,
+    "CLOSE_POSITION": MsgType.CLOSE_POSITION,
+    "GET_BALANCE": MsgType.GET_BALANCE,
+}
+
+
+def _reason(exc: ProtocolError) -> dict[str, str]:
+    return {"reason": exc.reason} if exc.reason else {}
+
+
+def _names(params: list[Any]) -> list[str]:
+    if not params or not all(isinstance(p, str) for p in params):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "params must be a non-empty list of topic names")
+    return list(dict.fromkeys(params))
+
+
+def _now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000
+
+
+__all__ = ["PROTOCOL_VERSION", "WS_PATH", "Connection", "Gateway", "GatewayLimits", "gateway_limits"]

@@ -1,0 +1,164 @@
+"""Topics: what products publish into and connections subscribe to.
+
+A topic has a sequence number that grows by one per message (clients detect gaps with it) and
+keeps its last message, so a new subscriber gets the current value at once. A message is encoded
+at most once per codec, whatever the number of subscribers, and the same bytes go to each.
+
+Public topics are declared by the products (`bookTicker.BTC_USDC`, later `depth.…`, `round.…`).
+The private topic `account` is one topic per user (`account:<user id>`), made on first
+subscription and dropped with its last subscriber; messages for a user nobody watches are not
+kept (the subscriber gets a fresh snapshot instead, from `private_snapshot`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol
+
+import msgspec
+
+from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError, binary_frame, json_data
+from cashmarkets.ops import metrics
+
+PRIVATE_TOPICS: Final = frozenset({"account"})
+TOPIC_NAME_MAX: Final = 100
+
+_JSON = msgspec.json.Encoder()
+
+
+class Subscriber(Protocol):
+    binary: bool
+
+    def deliver(self, frame: bytes) -> None: ...
+
+
+class Topic:
+    __slots__ = (
+        "binary_type",
+        "key",
+        "last_binary",
+        "last_data",
+        "last_json",
+        "last_ts_ms",
+        "seq",
+        "subscribers",
+    )
+
+    def __init__(self, key: str, binary_type: MsgType) -> None:
+        self.key = key
+        self.binary_type = binary_type
+        self.seq = 0
+        self.subscribers: set[Subscriber] = set()
+        self.last_data: Any = None
+        self.last_ts_ms = 0
+        self.last_json: bytes | None = None
+        self.last_binary: bytes | None = None
+
+    @property
+    def stream(self) -> str:
+        """The name clients know it by (`account`, not `account:<user>`)."""
+        return self.key.partition(":")[0] if self.key.startswith("account:") else self.key
+
+    def frame(self, binary: bool) -> bytes | None:
+        """The last message in one codec, encoded on first use."""
+        if self.seq == 0:
+            return None
+        if binary:
+            if self.last_binary is None:
+                self.last_binary = binary_frame(
+                    self.binary_type,
+                    self.last_ts_ms,
+                    self.seq,
+                    {"stream": self.stream, "data": self.last_data},
+                )
+            return self.last_binary
+        if self.last_json is None:
+            self.last_json = json_data(self.stream, self.seq, _JSON.encode(self.last_data))
+        return self.last_json
+
+
+class TopicRegistry:
+    def __init__(self, private_snapshot: Callable[[str], list[Any]] | None = None) -> None:
+        self.topics: dict[str, Topic] = {}
+        self.public: dict[str, MsgType] = {}
+        # user id -> messages describing that user's state now (balances, open positions)
+        self.private_snapshot = private_snapshot
+
+    def declare(self, names: Iterable[str], binary_type: MsgType = MsgType.STREAM_DATA) -> None:
+        """Public topics a product publishes (subscribing to an undeclared one is an error)."""
+        for name in names:
+            self.public[name] = binary_type
+            self.topics.setdefault(name, Topic(name, binary_type))
+
+    def names(self) -> list[str]:
+        return sorted([*self.public, *PRIVATE_TOPICS])
+
+    def key_for(self, name: str, user_id: str | None) -> str:
+        """The topic key a client's name refers to; ProtocolError if it cannot subscribe."""
+        if not isinstance(name, str) or not 0 < len(name) <= TOPIC_NAME_MAX:
+            raise ProtocolError(ErrorCode.UNKNOWN_TOPIC, "a topic is a string of 1..100 characters")
+        if name in PRIVATE_TOPICS:
+            if user_id is None:
+                raise ProtocolError(ErrorCode.AUTH_REQUIRED, f"{name} is private: authenticate first")
+            return f"{name}:{user_id}"
+        if name not in self.public:
+            raise ProtocolError(ErrorCode.UNKNOWN_TOPIC, f"unknown topic {name!r}")
+        return name
+
+    def subscribe(self, key: str, sub: Subscriber) -> None:
+        topic = self.topics.get(key)
+        if topic is None:  # a private topic: made for its first subscriber
+            topic = self.topics[key] = Topic(key, MsgType.STREAM_DATA)
+        topic.subscribers.add(sub)
+        metrics.WS_SUBSCRIPTIONS.labels(topic.stream).inc()
+        if key.startswith("account:") and self.private_snapshot is not None:
+            for kind, data in self.private_snapshot(key.partition(":")[2]):
+                sub.deliver(self._frame_for_one(topic, kind, data, sub.binary))
+            return
+        last = topic.frame(sub.binary)
+        if last is not None:
+            sub.deliver(last)
+
+    def _frame_for_one(self, topic: Topic, kind: MsgType, data: Any, binary: bool) -> bytes:
+        """A snapshot message for one subscriber. It carries the topic's current sequence number
+        (the state as of that message): the next update is seq + 1 for every subscriber alike."""
+        ts_ms = time.time_ns() // 1_000_000
+        if binary:
+            return binary_frame(kind, ts_ms, topic.seq, {"stream": topic.stream, "data": data})
+        return json_data(topic.stream, topic.seq, _JSON.encode(data))
+
+    def unsubscribe(self, key: str, sub: Subscriber) -> bool:
+        topic = self.topics.get(key)
+        if topic is None or sub not in topic.subscribers:
+            return False
+        topic.subscribers.discard(sub)
+        metrics.WS_SUBSCRIPTIONS.labels(topic.stream).dec()
+        if not topic.subscribers and key not in self.public:
+            del self.topics[key]
+        return True
+
+    def publish(self, key: str, data: Any, kind: MsgType | None = None) -> None:
+        """Send `data` to every subscriber of `key` (encoded once per codec) and keep it as the
+        topic's last message. A private topic nobody watches is skipped."""
+        topic = self.topics.get(key)
+        if topic is None:
+            return
+        started = time.perf_counter()
+        topic.seq += 1
+        topic.last_data = data
+        topic.last_ts_ms = time.time_ns() // 1_000_000
+        if kind is not None and kind != topic.binary_type:
+            topic.binary_type = kind
+        topic.last_json = topic.last_binary = None
+        if not topic.subscribers:
+            return
+        json_frame = binary = None
+        for sub in list(topic.subscribers):  # a slow subscriber may unsubscribe itself meanwhile
+            if sub.binary:
+                binary = binary or topic.frame(True)
+                sub.deliver(binary)  # type: ignore[arg-type]
+            else:
+                json_frame = json_frame or topic.frame(False)
+                sub.deliver(json_frame)  # type: ignore[arg-type]
+        metrics.WS_FANOUT_SECONDS.observe(time.perf_counter() - started)
