@@ -102,6 +102,19 @@ def projector(data_dir: DataDir = None) -> None:
 
 
 @app.command()
+def gateway(
+    port: Annotated[
+        int | None, typer.Option(help="WebSocket port, shared by every gateway [env CASHMARKETS_WS_PORT].")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [env CASHMARKETS_HOST].")] = None,
+) -> None:
+    """Distributed mode: a WebSocket gateway (run several on one port); see docs/websocket.md."""
+    from cashmarkets.runtime.processes import run_gateway
+
+    _run(run_gateway(Settings.from_env(ws_port=port, host=host)))
+
+
+@app.command()
 def poller(
     source: Annotated[
         str | None,

@@ -107,7 +107,7 @@ def _install(app: Litestar, settings: Settings, services: Services, limits: dict
     app.state.rate_limits = limits
 
 
-def _services(settings: Settings, db: Any, bus: Any, balances: Any, extras: dict[str, Any]) -> Services:
+def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras: dict[str, Any]) -> Services:
     return Services(
         settings=settings,
         db=db,
@@ -200,7 +200,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
             "projector": projector,
             "readiness": {"engine": engine_ready, "projector": projector_ready},
         }
-        services = _services(settings, db, EmbeddedBus(runtime), EngineBalances(runtime), extras)
+        services = build_services(settings, db, EmbeddedBus(runtime), EngineBalances(runtime), extras)
         limits = {
             "ip": TokenBuckets(settings.rate_limit_ip_per_s, settings.rate_limit_ip_burst),
             "user": TokenBuckets(settings.rate_limit_user_per_s, settings.rate_limit_user_burst),
@@ -256,7 +256,9 @@ def _distributed_lifespan(settings: Settings) -> Any:
             )
 
         extras = {"bus": bus, "readiness": {"engine": engine_ready}}
-        services = _services(settings, db, bus, SqlBalances(db, bus.client, settings.redis_stream), extras)
+        services = build_services(
+            settings, db, bus, SqlBalances(db, bus.client, settings.redis_stream), extras
+        )
         limits = {
             "ip": RedisTokenBuckets(
                 bus.client, settings.rate_limit_ip_per_s, settings.rate_limit_ip_burst, "cm:rl:"

@@ -6,12 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from typing import Any
 
 import redis.asyncio
 import structlog
 
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
+from cashmarkets.runtime.bootstrap import (
+    build_engine,
+    build_log,
+    build_projector,
+    build_runtime,
+    build_snapshots,
+    store_url,
+)
 from cashmarkets.runtime.distributed import (
     ENGINE_HEARTBEAT_S,
     PricePublisher,
@@ -147,3 +155,57 @@ async def run_poller(settings: Settings) -> None:
             await task
         await command_log.close()
         log.info("poller stopped", appended=sink.appended, failed=sink.failed)
+
+
+async def _ignore_results(_applied: list[Any]) -> None:
+    """A replica answers nobody: the engine process publishes the results."""
+
+
+async def run_gateway(settings: Settings) -> None:
+    """Distributed mode: a WebSocket gateway (run several on one port: SO_REUSEPORT). It follows
+    the Redis command log with its own engine replica (newest snapshot + replay, then tailing),
+    turns the events into topics, and sends socket commands to the engine through Redis."""
+    from cashmarkets.api.app import build_services
+    from cashmarkets.api.ws_commands import SocketCommands
+    from cashmarkets.gateway.bridge import EngineBridge
+    from cashmarkets.gateway.server import Gateway, gateway_limits
+    from cashmarkets.gateway.topics import TopicRegistry
+    from cashmarkets.runtime.bus import EngineBalances
+    from cashmarkets.runtime.distributed import RedisBus
+    from cashmarkets.runtime.runner import Runtime, RuntimeConfig
+
+    if not settings.distributed:
+        raise SystemExit("cashmarkets gateway needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL")
+    assert settings.redis_url is not None
+    url = store_url(settings)
+    await migrate.require_head(url)
+    stop = _stop_event()
+    runtime = Runtime(
+        build_engine(),
+        build_log(settings),
+        build_snapshots(settings, migrate=False),
+        RuntimeConfig(snapshots=False),
+        scratch_dir=settings.data_dir,
+    )
+    registry = TopicRegistry()
+    runtime.subscribe(EngineBridge(registry, runtime.engine))
+    await runtime.start(follow=_ignore_results)
+    db = create_engine(url)
+    bus = RedisBus(settings.redis_url, settings.redis_stream, runtime.engine.codec)
+    await bus.start()
+    services = build_services(settings, db, bus, EngineBalances(runtime), {})
+    gateway = Gateway(registry, services.tokens, gateway_limits(settings), SocketCommands(services))
+    port = await gateway.start(settings.host, settings.gateway_port, reuse_port=True)
+    serve_metrics(settings)
+    log.info("gateway running", port=port, seq=runtime.engine.seq, stream=settings.redis_stream)
+    try:
+        while not stop.is_set() and runtime.running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    finally:
+        await gateway.stop()
+        await runtime.stop(snapshot=False)
+        await bus.close()
+        await db.dispose()
+    if not stop.is_set():
+        raise SystemExit("gateway stopped: the log could not be read or applied (see the log)")

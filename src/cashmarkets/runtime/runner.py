@@ -49,6 +49,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Drop log records below the previous snapshot once a newer one is durable. Off by default:
     # the full log lets `cashmarkets replay --verify` rebuild everything from the first command.
     trim_log: bool = False
+    # A read-only follower (a gateway's replica) takes no snapshots: the engine process owns them.
+    snapshots: bool = True
 
 
 # Follow mode: called with each applied batch (record, stamped command, result), in log order.
@@ -333,6 +335,8 @@ class Runtime:
 
     async def take_snapshot(self) -> SnapshotRecord | None:
         """Capture the state between two batches, then write it on the store's thread."""
+        if not self.config.snapshots:
+            return None
         if self.position is None or self.engine.seq <= self._snapshot_seq or self._snapshotting:
             return None
         self._snapshotting = True
