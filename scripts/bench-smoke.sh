@@ -21,3 +21,4 @@ check "$BIN/python" bench/engine.py 2000
 for mode in embedded distributed; do
   "$BIN/cashmarkets" bench leverage --mode "$mode" --duration-s 1 --warmup-s 0.2 --connections 4 2>/dev/null | "$BIN/python" -c 'import json, sys; lines = sys.stdin.read().splitlines(); assert len(lines) == 1, lines; d = json.loads(lines[0]); assert d["trades_per_s"] > 0 and d["max"]["errors"] == 0 and d["paced"]["errors"] == 0, d; print("bench ok:", d["bench"], d["mode"])'
 done
+"$BIN/cashmarkets" bench ws-fanout --subscribers 20 --duration-s 1 --warmup-s 0.5 2>/dev/null | "$BIN/python" -c 'import json, sys; lines = sys.stdin.read().splitlines(); assert len(lines) == 1, lines; d = json.loads(lines[0]); assert d["messages_delivered"] > 0 and d["delivered_ratio"] == 1.0, d; print("bench ok:", d["bench"], d["subscribers"])'

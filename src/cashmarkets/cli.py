@@ -309,6 +309,29 @@ def bench_leverage(
     print(json.dumps(result))
 
 
+@bench_app.command("ws-fanout")
+def bench_ws_fanout(
+    subscribers: Annotated[int, typer.Option(help="WebSocket connections subscribed to one topic.")] = 3_000,
+    gateways: Annotated[int, typer.Option(help="Gateway processes sharing the port.")] = 1,
+    duration_s: Annotated[float, typer.Option(help="Seconds measured, after the warm-up.")] = 10.0,
+    warmup_s: Annotated[float, typer.Option(help="Seconds after the last subscription, not measured.")] = 2.0,
+    interval_ms: Annotated[int, typer.Option(help="One message every this many ms.")] = 65,
+) -> None:
+    """Fan-out of one topic to many WebSocket subscribers: delivery and tick-to-client latency."""
+    from cashmarkets.benchmarks.ws_fanout import run
+
+    result = _run(
+        run(
+            subscribers=subscribers,
+            gateways=gateways,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            interval_ms=interval_ms,
+        )
+    )
+    print(json.dumps(result))
+
+
 @bench_app.command("journal")
 def bench_journal(
     backend: Annotated[str, typer.Option(help="sqlite or redis.")] = "sqlite",

@@ -45,10 +45,13 @@ class EngineBridge:
     def __call__(self, events: list[Any]) -> None:
         registry = self.registry
         touched: dict[int, None] = {}
+        # Engine time of the batch's last command: the messages' timestamp (tick-to-client latency
+        # is measured from it).
+        ts_ms = self.engine.ts_ns // 1_000_000
         for event in events:
             kind = type(event)
             if kind is PriceUpdated:
-                registry.publish(book_ticker_topic(event.symbol), self._ticker(event))
+                registry.publish(book_ticker_topic(event.symbol), self._ticker(event), ts_ms=ts_ms)
             elif kind is Transfer:
                 touched[event.debit_account_id] = None
                 touched[event.credit_account_id] = None

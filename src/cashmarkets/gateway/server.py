@@ -10,6 +10,7 @@ others or to grow memory without bound.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -39,13 +40,14 @@ from cashmarkets.gateway.protocol import (
     parse_binary,
     parse_json,
 )
-from cashmarkets.gateway.topics import TopicRegistry
+from cashmarkets.gateway.topics import TopicRegistry, count_sent
 from cashmarkets.ops import metrics
 
 log = structlog.get_logger("cashmarkets.gateway")
 
 WS_PATH: Final = "/ws"
 CLOSE_FLUSH_TIMEOUT_S: Final = 5.0
+LISTEN_BACKLOG: Final = 4096  # connections waiting to be accepted (asyncio's default is 100)
 
 
 def _abort(transport: WSTransport) -> None:
@@ -100,6 +102,9 @@ class Gateway:
 
     async def start(self, host: str, port: int, **kwargs: Any) -> int:
         """Listen; returns the port (useful with port 0)."""
+        # picows logs every connection at INFO: thousands of lines a second at scale.
+        logging.getLogger("picows").setLevel(logging.WARNING)
+        kwargs.setdefault("backlog", LISTEN_BACKLOG)
         self.server = await ws_create_server(
             self._factory,
             host,
@@ -209,6 +214,8 @@ class Connection(WSListener):
         self.binary: bool = bool(binary)
         self._codec_fixed = binary is not None
         self.transport: WSTransport | None = None
+        self._raw: Any = None  # the TCP transport under the WebSocket (its unsent-bytes count)
+        self._buffer_limit = gateway.limits.outbound_buffer_bytes_max
         self.ip = "?"
         self.subscriptions: dict[str, str] = {}  # client name -> topic key
         self.inflight: set[asyncio.Task[None]] = set()
@@ -218,6 +225,7 @@ class Connection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self._raw = transport.underlying_transport
         peer = transport.underlying_transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else "?"
         refused = self.gateway.admit(self)
@@ -388,25 +396,31 @@ class Connection(WSListener):
 
     # ---- sending -----------------------------------------------------------------------------
 
-    def deliver(self, frame: bytes) -> None:
-        """A topic's message: sent now, unless this client has fallen too far behind."""
-        self._send(frame, self.binary)
+    def deliver(self, frame: bytes) -> bool:
+        """A topic's message: sent now, unless this client has fallen too far behind. The hot
+        path of the fan-out (once per subscriber per message): no lookups, no metrics here (the
+        registry counts per message). True if sent."""
+        if self.closed or self.transport is None:
+            return False
+        if self._raw.get_write_buffer_size() > self._buffer_limit:
+            self._cut_slow()
+            return False
+        self.transport.send(WSMsgType.BINARY if self.binary else WSMsgType.TEXT, frame)
+        return True
+
+    def _cut_slow(self) -> None:
+        metrics.WS_DISCONNECTS.labels("slow_consumer").inc()
+        self.close(WSCloseCode.TRY_AGAIN_LATER, "slow consumer: too many unsent bytes")
 
     def _send(self, frame: bytes, binary: bool) -> None:
-        transport = self.transport
-        if self.closed or transport is None:
+        """A reply (not a topic message)."""
+        if self.closed or self.transport is None:
             return
-        if (
-            transport.underlying_transport.get_write_buffer_size()
-            > self.gateway.limits.outbound_buffer_bytes_max
-        ):
-            metrics.WS_DISCONNECTS.labels("slow_consumer").inc()
-            self.close(WSCloseCode.TRY_AGAIN_LATER, "slow consumer: too many unsent bytes")
+        if self._raw.get_write_buffer_size() > self._buffer_limit:
+            self._cut_slow()
             return
-        transport.send(WSMsgType.BINARY if binary else WSMsgType.TEXT, frame)
-        codec = "binary" if binary else "json"
-        metrics.WS_SENT.labels(codec).inc()
-        metrics.WS_SENT_BYTES.labels(codec).inc(len(frame))
+        self.transport.send(WSMsgType.BINARY if binary else WSMsgType.TEXT, frame)
+        count_sent(binary, 1, len(frame))
 
     def close(self, code: WSCloseCode, reason: str) -> None:
         if self.closed or self.transport is None:

@@ -30,7 +30,18 @@ _JSON = msgspec.json.Encoder()
 class Subscriber(Protocol):
     binary: bool
 
-    def deliver(self, frame: bytes) -> None: ...
+    def deliver(self, frame: bytes) -> bool: ...
+
+
+_SENT = {False: metrics.WS_SENT.labels("json"), True: metrics.WS_SENT.labels("binary")}
+_SENT_BYTES = {False: metrics.WS_SENT_BYTES.labels("json"), True: metrics.WS_SENT_BYTES.labels("binary")}
+
+
+def count_sent(binary: bool, frames: int, size: int) -> None:
+    """Count `frames` frames of `size` bytes each as sent."""
+    if frames:
+        _SENT[binary].inc(frames)
+        _SENT_BYTES[binary].inc(frames * size)
 
 
 class Topic:
@@ -114,11 +125,12 @@ class TopicRegistry:
         metrics.WS_SUBSCRIPTIONS.labels(topic.stream).inc()
         if key.startswith("account:") and self.private_snapshot is not None:
             for kind, data in self.private_snapshot(key.partition(":")[2]):
-                sub.deliver(self._frame_for_one(topic, kind, data, sub.binary))
+                one = self._frame_for_one(topic, kind, data, sub.binary)
+                count_sent(sub.binary, sub.deliver(one), len(one))
             return
         last = topic.frame(sub.binary)
         if last is not None:
-            sub.deliver(last)
+            count_sent(sub.binary, sub.deliver(last), len(last))
 
     def _frame_for_one(self, topic: Topic, kind: MsgType, data: Any, binary: bool) -> bytes:
         """A snapshot message for one subscriber. It carries the topic's current sequence number
@@ -138,27 +150,31 @@ class TopicRegistry:
             del self.topics[key]
         return True
 
-    def publish(self, key: str, data: Any, kind: MsgType | None = None) -> None:
+    def publish(self, key: str, data: Any, kind: MsgType | None = None, ts_ms: int | None = None) -> None:
         """Send `data` to every subscriber of `key` (encoded once per codec) and keep it as the
-        topic's last message. A private topic nobody watches is skipped."""
+        topic's last message. A private topic nobody watches is skipped. `ts_ms`: when the message's
+        cause happened (engine time of the command), the binary header's timestamp; default now."""
         topic = self.topics.get(key)
         if topic is None:
             return
         started = time.perf_counter()
         topic.seq += 1
         topic.last_data = data
-        topic.last_ts_ms = time.time_ns() // 1_000_000
+        topic.last_ts_ms = time.time_ns() // 1_000_000 if ts_ms is None else ts_ms
         if kind is not None and kind != topic.binary_type:
             topic.binary_type = kind
         topic.last_json = topic.last_binary = None
         if not topic.subscribers:
             return
         json_frame = binary = None
+        sent_json = sent_binary = 0
         for sub in list(topic.subscribers):  # a slow subscriber may unsubscribe itself meanwhile
             if sub.binary:
                 binary = binary or topic.frame(True)
-                sub.deliver(binary)  # type: ignore[arg-type]
+                sent_binary += sub.deliver(binary)  # type: ignore[arg-type]
             else:
                 json_frame = json_frame or topic.frame(False)
-                sub.deliver(json_frame)  # type: ignore[arg-type]
+                sent_json += sub.deliver(json_frame)  # type: ignore[arg-type]
+        count_sent(True, sent_binary, len(binary or b""))
+        count_sent(False, sent_json, len(json_frame or b""))
         metrics.WS_FANOUT_SECONDS.observe(time.perf_counter() - started)

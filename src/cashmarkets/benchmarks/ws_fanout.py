@@ -1,0 +1,245 @@
+"""WebSocket fan-out: one topic, one message every `interval_ms`, N subscribers.
+
+Servers (subprocesses, distributed mode on a scratch PostgreSQL database and Redis stream): one
+`engine`, one `poller` (synthetic prices, one tick per symbol every `interval_ms`) and `gateways`
+`cashmarkets gateway` processes sharing one port. The load client is this process: N picows
+connections with the binary codec, each subscribed to `bookTicker.BTC_USDC` (a ~120-byte
+message). A message's header carries the engine time of its tick (ms); latency is the client's
+receive time minus that (same host clock), so it covers poller -> Redis -> replica -> fan-out ->
+socket. Delivery: per connection, the messages received against the sequence numbers spanned
+(a gap is a lost message); messages are counted from each connection's first message in the
+measured window to its last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from cashmarkets.benchmarks.http import (
+    HOST,
+    REDIS_URL,
+    CpuSample,
+    Server,
+    _child_env,
+    _cpu_report,
+    _delete_stream,
+    free_port,
+)
+from cashmarkets.gateway.protocol import HEADER, PROTOCOL_VERSION, MsgType, binary_frame
+from cashmarkets.store import scratchdb
+
+log = structlog.get_logger("cashmarkets.bench.ws")
+
+TOPIC: Final = "bookTicker.BTC_USDC"
+CONNECT_CONCURRENCY: Final = 256
+LATENCY_BUCKETS_MS: Final = 10_000  # latencies above this are counted in the last bucket
+
+
+class Subscriber(WSListener):
+    """Counts what arrives; does nothing per message beyond unpacking the 14-byte header."""
+
+    def __init__(self, stats: Stats) -> None:
+        super().__init__()
+        self.stats = stats
+        self.first_seq = 0
+        self.last_seq = 0
+        self.received = 0
+        self.subscribed = asyncio.get_running_loop().create_future()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        transport.send(WSMsgType.BINARY, binary_frame(MsgType.SUBSCRIBE_ROUND, 0, 1, {"topic": TOPIC}))
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type != WSMsgType.BINARY:
+            return
+        version, kind, ts_ms, seq = HEADER.unpack_from(frame.get_payload_as_memoryview())
+        if kind == MsgType.RESULT and not self.subscribed.done():
+            self.subscribed.set_result(None)
+            return
+        if kind != MsgType.STREAM_DATA or version != PROTOCOL_VERSION:
+            return
+        stats = self.stats
+        if not stats.measuring:
+            return
+        if self.first_seq == 0:
+            self.first_seq = seq
+        self.last_seq = seq
+        self.received += 1
+        latency = time.time_ns() // 1_000_000 - ts_ms
+        stats.latency[min(max(latency, 0), LATENCY_BUCKETS_MS - 1)] += 1
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.stats.measuring:
+            self.stats.dropped += 1  # the server closed it mid-run (a slow consumer, say)
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latency = [0] * LATENCY_BUCKETS_MS
+        self.measuring = False
+        self.dropped = 0
+
+    def percentile_ms(self, q: float) -> int | None:
+        total = sum(self.latency)
+        if total == 0:
+            return None
+        rank = q * (total - 1)
+        seen = 0
+        for ms, count in enumerate(self.latency):
+            seen += count
+            if seen > rank:
+                return ms
+        return LATENCY_BUCKETS_MS - 1
+
+    def max_ms(self) -> int | None:
+        return max((ms for ms, c in enumerate(self.latency) if c), default=None)
+
+
+def _raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def _start(
+    tmp: Path, database: str, stream: str, gateways: int, interval_ms: int
+) -> tuple[int, list[Server]]:
+    database_url = await scratchdb.create_database(database)
+    env = _child_env(
+        {
+            "CASHMARKETS_DATABASE_URL": database_url,
+            "CASHMARKETS_REDIS_URL": REDIS_URL,
+            "CASHMARKETS_REDIS_STREAM": stream,
+            "CASHMARKETS_JWT_SECRET": "bench-secret-" + uuid.uuid4().hex + uuid.uuid4().hex,
+            "CASHMARKETS_DATA_DIR": str(tmp / "engine"),
+            "CASHMARKETS_HOST": HOST,
+            "CASHMARKETS_PRICE_SOURCE": "synthetic",
+            "CASHMARKETS_PRICE_INTERVAL_MS": str(interval_ms),
+            "CASHMARKETS_WS_CONNECTIONS_PER_IP": "1000000",
+            "CASHMARKETS_LOG_LEVEL": "warning",
+        }
+    )
+    migrate = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cashmarkets.cli", "migrate"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if migrate.returncode != 0:
+        raise RuntimeError(f"cashmarkets migrate failed:\n{migrate.stderr[-3000:]}")
+    port = free_port()
+    servers = [Server("engine", ["engine"], env, tmp), Server("poller", ["poller"], env, tmp)]
+    servers += [Server(f"gateway{i}", ["gateway", "--port", str(port)], env, tmp) for i in range(gateways)]
+    return port, servers
+
+
+async def _connect_all(port: int, n: int, stats: Stats) -> list[tuple[WSTransport, Subscriber]]:
+    url = f"ws://{HOST}:{port}/ws"
+    deadline = time.monotonic() + 60
+    while True:  # until a gateway answers
+        try:
+            transport, _ = await ws_connect(lambda: WSListener(), url)
+            transport.disconnect()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one() -> tuple[WSTransport, Subscriber]:
+        async with gate:
+            transport, listener = await ws_connect(
+                lambda: Subscriber(stats), url, websocket_handshake_timeout=30
+            )
+            assert isinstance(listener, Subscriber)
+            await asyncio.wait_for(listener.subscribed, 30)
+            return transport, listener
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def run(
+    subscribers: int = 3_000,
+    gateways: int = 1,
+    duration_s: float = 10.0,
+    warmup_s: float = 2.0,
+    interval_ms: int = 65,
+) -> dict[str, Any]:
+    if subscribers < 1 or gateways < 1 or duration_s <= 0 or warmup_s < 0 or interval_ms < 1:
+        raise ValueError("subscribers, gateways >= 1; duration_s > 0; warmup_s >= 0; interval_ms >= 1")
+    logging.getLogger("picows").setLevel(logging.WARNING)  # a line per connection otherwise
+    fd_limit = _raise_fd_limit()  # the gateways inherit it
+    if subscribers + 100 > fd_limit:
+        raise ValueError(f"{subscribers} connections need more than this host's {fd_limit} open files")
+    hexid = uuid.uuid4().hex
+    database, stream = f"cm_bench_{hexid}", f"cashmarkets:bench:{hexid}"
+    stats = Stats()
+    servers: list[Server] = []
+    connections: list[tuple[WSTransport, Subscriber]] = []
+    with tempfile.TemporaryDirectory(prefix="cm-bench-ws-") as tmp_name:
+        try:
+            port, servers = await _start(Path(tmp_name), database, stream, gateways, interval_ms)
+            started = time.monotonic()
+            connections = await _connect_all(port, subscribers, stats)
+            connect_s = time.monotonic() - started
+            log.info("subscribed", subscribers=subscribers, connect_s=round(connect_s, 1))
+            await asyncio.sleep(warmup_s)
+            cpu = [CpuSample(servers)]
+            stats.measuring = True
+            await asyncio.sleep(duration_s)
+            stats.measuring = False
+            cpu.append(CpuSample(servers))
+            alive = {s.name: s.alive() for s in servers}
+        except BaseException:
+            for server in servers:
+                sys.stderr.write(f"---- {server.name} output tail ----\n{server.tail()}\n")
+            raise
+        finally:
+            for transport, _ in connections:
+                transport.disconnect()
+            for server in reversed(servers):
+                server.stop()
+            with contextlib.suppress(Exception):
+                await _delete_stream(stream)
+            with contextlib.suppress(Exception):
+                await scratchdb.drop_database(database)
+    delivered = sum(sub.received for _, sub in connections)
+    spanned = sum(sub.last_seq - sub.first_seq + 1 for _, sub in connections if sub.received)
+    silent = sum(1 for _, sub in connections if not sub.received)
+    return {
+        "bench": "ws_fanout",
+        "subscribers": subscribers,
+        "gateways": gateways,
+        "interval_ms": interval_ms,
+        "duration_s": duration_s,
+        "connect_s": round(connect_s, 2),
+        "messages_expected": spanned,
+        "messages_delivered": delivered,
+        "delivered_ratio": round(delivered / spanned, 6) if spanned else 0.0,
+        "messages_per_s": round(delivered / duration_s, 1),
+        "connections_without_messages": silent,
+        "disconnected_during_run": stats.dropped,
+        "p50_ms": stats.percentile_ms(0.5),
+        "p99_ms": stats.percentile_ms(0.99),
+        "max_ms": stats.max_ms(),
+        **_cpu_report(cpu[0], cpu[1]),
+        "servers_alive_at_end": alive,
+    }
