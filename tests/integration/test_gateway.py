@@ -311,3 +311,39 @@ async def test_commands_over_the_socket_take_the_http_command_path(tmp_path: Pat
             assert (await call(ws, "GET_BALANCE", "not an object", request_id=2))["error"]["code"] == 1
         history = (await client.get("/api/v1/trades/open", headers=bearer(token))).json()["trades"]
         assert [t["type"] for t in history] == ["short"]  # one open trade left; the key made one, not two
+
+
+async def test_connection_limits_heartbeats_and_metrics(tmp_path: Path) -> None:
+    from cashmarkets.ops.metrics import REGISTRY
+
+    def limited() -> float:
+        labels = {"reason": "connection_limit"}
+        return REGISTRY.get_sample_value("cashmarkets_ws_disconnects_total", labels) or 0.0
+
+    before = limited()
+    async with app(tmp_path, ws_connections_per_ip=2, ws_ping_idle_s=0.3, ws_pong_timeout_s=0.3) as client:
+        first, second = await connect(ws_url(client)), await connect(ws_url(client))
+        third = await connect(ws_url(client))
+        with pytest.raises(ConnectionClosed) as refused:
+            await asyncio.wait_for(third.recv(), RECV_TIMEOUT_S)
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 1008
+        await second.close()
+        # A client that never answers pings is closed: a raw socket that only did the handshake.
+        port = services_of(client).extras["ws_port"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), RECV_TIMEOUT_S)
+        seen = b""
+        while chunk := await asyncio.wait_for(reader.read(4096), RECV_TIMEOUT_S):  # until the server hangs up
+            seen += chunk
+        assert seen[:1] == b"\x89"  # it was pinged first (FIN + opcode 9), then dropped
+        writer.close()
+        # The healthy client answered its pings (websockets does) and is still served.
+        assert (await call(first, "LIST_SUBSCRIPTIONS"))["result"] == []
+        await first.close()
+        text = (await client.get("/metrics")).text
+        assert "cashmarkets_ws_messages_sent_total" in text and "cashmarkets_ws_connections" in text
+        assert limited() == before + 1
