@@ -256,6 +256,21 @@ async def _start_embedded(
     return [url], setup
 
 
+async def run_migrate(env: dict[str, str]) -> None:
+    """`cashmarkets migrate` with `env`, as a subprocess; an error if it fails."""
+    migrate = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cashmarkets.cli", "migrate"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if migrate.returncode != 0:
+        raise RuntimeError(f"cashmarkets migrate failed ({migrate.returncode}):\n{migrate.stderr[-3000:]}")
+
+
 async def _start_distributed(
     tmp: Path,
     servers: list[Server],
@@ -281,17 +296,7 @@ async def _start_distributed(
             **(extra_env or {}),
         }
     )
-    migrate = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "cashmarkets.cli", "migrate"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if migrate.returncode != 0:
-        raise RuntimeError(f"cashmarkets migrate failed ({migrate.returncode}):\n{migrate.stderr[-3000:]}")
+    await run_migrate(env)
     servers.append(Server("engine", ["engine"], env, tmp))
     servers.append(Server("projector", ["projector"], env, tmp))
     if poller:

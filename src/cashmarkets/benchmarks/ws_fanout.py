@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from cashmarkets.benchmarks.http import (
     _cpu_report,
     _delete_stream,
     free_port,
+    run_migrate,
 )
 from cashmarkets.gateway.protocol import HEADER, PROTOCOL_VERSION, MsgType, binary_frame
 from cashmarkets.store import scratchdb
@@ -133,17 +133,7 @@ async def _start(
             "CASHMARKETS_LOG_LEVEL": "warning",
         }
     )
-    migrate = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "cashmarkets.cli", "migrate"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if migrate.returncode != 0:
-        raise RuntimeError(f"cashmarkets migrate failed:\n{migrate.stderr[-3000:]}")
+    await run_migrate(env)
     port = free_port()
     servers = [Server("engine", ["engine"], env, tmp), Server("poller", ["poller"], env, tmp)]
     servers += [Server(f"gateway{i}", ["gateway", "--port", str(port)], env, tmp) for i in range(gateways)]
