@@ -49,8 +49,16 @@ async def connect_when_up(url: str, timeout_s: float = 30) -> ClientConnection:
 
 
 def start_gateways(cluster: Cluster, port: int) -> list[Proc]:
+    """Two gateways on one port, both listening before this returns (else the kernel has only
+    one listener to hand connections to)."""
     env = {**cluster.env, "CASHMARKETS_WS_PORT": str(port)}
-    return [Proc(["gateway"], env, cluster.tmp / f"gateway{i}.log") for i in range(2)]
+    gateways = [Proc(["gateway"], env, cluster.tmp / f"gateway{i}.log") for i in range(2)]
+    deadline = time.monotonic() + 60
+    while not all("gateway running" in g.output() for g in gateways):
+        assert all(g.alive() for g in gateways), [g.output() for g in gateways]
+        assert time.monotonic() < deadline, [g.output() for g in gateways]
+        time.sleep(0.1)
+    return gateways
 
 
 def test_two_gateways_one_port_replicas_commands_and_failover(tmp_path: Path, pg_url: str) -> None:

@@ -30,6 +30,9 @@ class Sink:
         self.frames.append(frame)
         return self.accept
 
+    def sender(self) -> Any:
+        return self.frames.append
+
 
 def json_of(frame: bytes) -> Any:
     return msgspec.json.decode(frame)

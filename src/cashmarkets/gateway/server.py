@@ -10,6 +10,7 @@ others or to grow memory without bound.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -226,6 +227,9 @@ class Connection(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         self._raw = transport.underlying_transport
+        # Flow control as the slow-consumer policy: past `high` unsent bytes the transport calls
+        # pause_writing, which cuts the connection.
+        self._raw.set_write_buffer_limits(high=self._buffer_limit, low=self._buffer_limit // 2)
         peer = transport.underlying_transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else "?"
         refused = self.gateway.admit(self)
@@ -397,27 +401,36 @@ class Connection(WSListener):
     # ---- sending -----------------------------------------------------------------------------
 
     def deliver(self, frame: bytes) -> bool:
-        """A topic's message: sent now, unless this client has fallen too far behind. The hot
-        path of the fan-out (once per subscriber per message): no lookups, no metrics here (the
-        registry counts per message). True if sent."""
+        """One frame of a topic (a last message, a snapshot), sent now. True if sent."""
         if self.closed or self.transport is None:
-            return False
-        if self._raw.get_write_buffer_size() > self._buffer_limit:
-            self._cut_slow()
             return False
         self.transport.send(WSMsgType.BINARY if self.binary else WSMsgType.TEXT, frame)
         return True
 
+    def sender(self) -> Callable[[bytes], Any]:
+        """The fan-out's per-subscriber call: the transport's own send, bound to the codec's
+        frame type. No check per send: the transport tells `pause_writing` when this client's
+        unsent bytes pass the limit, and the connection is cut (and unsubscribed) then."""
+        assert self.transport is not None
+        return functools.partial(self.transport.send, WSMsgType.BINARY if self.binary else WSMsgType.TEXT)
+
+    def pause_writing(self) -> None:
+        # Called by the transport from inside a send: cut the connection once that send is over.
+        if not self.closed:
+            asyncio.get_running_loop().call_soon(self._cut_slow)
+
+    def resume_writing(self) -> None:
+        pass
+
     def _cut_slow(self) -> None:
+        if self.closed:
+            return
         metrics.WS_DISCONNECTS.labels("slow_consumer").inc()
         self.close(WSCloseCode.TRY_AGAIN_LATER, "slow consumer: too many unsent bytes")
 
     def _send(self, frame: bytes, binary: bool) -> None:
         """A reply (not a topic message)."""
         if self.closed or self.transport is None:
-            return
-        if self._raw.get_write_buffer_size() > self._buffer_limit:
-            self._cut_slow()
             return
         self.transport.send(WSMsgType.BINARY if binary else WSMsgType.TEXT, frame)
         count_sent(binary, 1, len(frame))

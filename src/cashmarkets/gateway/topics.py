@@ -30,7 +30,14 @@ _JSON = msgspec.json.Encoder()
 class Subscriber(Protocol):
     binary: bool
 
-    def deliver(self, frame: bytes) -> bool: ...
+    def deliver(self, frame: bytes) -> bool:
+        """Send one frame (with the checks a single send deserves); True if sent."""
+        ...
+
+    def sender(self) -> Callable[[bytes], Any]:
+        """The fan-out's hot path: a callable that writes a frame to this subscriber and nothing
+        else (slow consumers are caught by the transport's flow control, not per send)."""
+        ...
 
 
 _SENT = {False: metrics.WS_SENT.labels("json"), True: metrics.WS_SENT.labels("binary")}
@@ -46,21 +53,24 @@ def count_sent(binary: bool, frames: int, size: int) -> None:
 
 class Topic:
     __slots__ = (
+        "binary_subs",
         "binary_type",
+        "json_subs",
         "key",
         "last_binary",
         "last_data",
         "last_json",
         "last_ts_ms",
         "seq",
-        "subscribers",
     )
 
     def __init__(self, key: str, binary_type: MsgType) -> None:
         self.key = key
         self.binary_type = binary_type
         self.seq = 0
-        self.subscribers: set[Subscriber] = set()
+        # subscriber -> its sender, one dict per codec (the fan-out loops over the values)
+        self.json_subs: dict[Subscriber, Callable[[bytes], Any]] = {}
+        self.binary_subs: dict[Subscriber, Callable[[bytes], Any]] = {}
         self.last_data: Any = None
         self.last_ts_ms = 0
         self.last_json: bytes | None = None
@@ -121,7 +131,7 @@ class TopicRegistry:
         topic = self.topics.get(key)
         if topic is None:  # a private topic: made for its first subscriber
             topic = self.topics[key] = Topic(key, MsgType.STREAM_DATA)
-        topic.subscribers.add(sub)
+        (topic.binary_subs if sub.binary else topic.json_subs)[sub] = sub.sender()
         metrics.WS_SUBSCRIPTIONS.labels(topic.stream).inc()
         if key.startswith("account:") and self.private_snapshot is not None:
             for kind, data in self.private_snapshot(key.partition(":")[2]):
@@ -142,11 +152,12 @@ class TopicRegistry:
 
     def unsubscribe(self, key: str, sub: Subscriber) -> bool:
         topic = self.topics.get(key)
-        if topic is None or sub not in topic.subscribers:
+        if topic is None:
             return False
-        topic.subscribers.discard(sub)
+        if topic.binary_subs.pop(sub, None) is None and topic.json_subs.pop(sub, None) is None:
+            return False
         metrics.WS_SUBSCRIPTIONS.labels(topic.stream).dec()
-        if not topic.subscribers and key not in self.public:
+        if not topic.binary_subs and not topic.json_subs and key not in self.public:
             del self.topics[key]
         return True
 
@@ -164,17 +175,13 @@ class TopicRegistry:
         if kind is not None and kind != topic.binary_type:
             topic.binary_type = kind
         topic.last_json = topic.last_binary = None
-        if not topic.subscribers:
-            return
-        json_frame = binary = None
-        sent_json = sent_binary = 0
-        for sub in list(topic.subscribers):  # a slow subscriber may unsubscribe itself meanwhile
-            if sub.binary:
-                binary = binary or topic.frame(True)
-                sent_binary += sub.deliver(binary)  # type: ignore[arg-type]
-            else:
-                json_frame = json_frame or topic.frame(False)
-                sent_json += sub.deliver(json_frame)  # type: ignore[arg-type]
-        count_sent(True, sent_binary, len(binary or b""))
-        count_sent(False, sent_json, len(json_frame or b""))
+        for binary, subs in ((False, topic.json_subs), (True, topic.binary_subs)):
+            if not subs:
+                continue
+            frame = topic.frame(binary)
+            assert frame is not None
+            senders = list(subs.values())  # a sender may unsubscribe its connection meanwhile
+            for send in senders:
+                send(frame)
+            count_sent(binary, len(senders), len(frame))
         metrics.WS_FANOUT_SECONDS.observe(time.perf_counter() - started)
