@@ -82,10 +82,21 @@ class Server:
     """One `python -m cashmarkets.cli …` subprocess; its output goes to a file in the bench's
     temporary directory (its tail is printed on stderr when the bench fails)."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        metrics_port: int | None = None,
+    ) -> None:
         self.name = name
+        self.metrics_port = metrics_port  # where its /metrics is served, if anywhere
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        if metrics_port is not None:
+            env = {**env, "CASHMARKETS_METRICS_PORT": str(metrics_port)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cashmarkets.cli", *args],
             env=env,

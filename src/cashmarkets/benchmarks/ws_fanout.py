@@ -6,7 +6,9 @@ Servers (subprocesses, distributed mode on a scratch PostgreSQL database and Red
 connections with the binary codec, each subscribed to `bookTicker.BTC_USDC` (a ~120-byte
 message). A message's header carries the engine time of its tick (ms); latency is the client's
 receive time minus that (same host clock), so it covers poller -> Redis -> replica -> fan-out ->
-socket. Delivery: per connection, the messages received against the sequence numbers spanned
+socket; the gateways' own fan-out time (their histogram, scraped from each one's /metrics) is
+reported beside it, since the load client shares the host's cores and adds its own queueing.
+Delivery: per connection, the messages received against the sequence numbers spanned
 (a gap is a lost message); messages are counted from each connection's first message in the
 measured window to its last.
 """
@@ -136,8 +138,42 @@ async def _start(
     await run_migrate(env)
     port = free_port()
     servers = [Server("engine", ["engine"], env, tmp), Server("poller", ["poller"], env, tmp)]
-    servers += [Server(f"gateway{i}", ["gateway", "--port", str(port)], env, tmp) for i in range(gateways)]
+    servers += [
+        Server(f"gateway{i}", ["gateway", "--port", str(port)], env, tmp, metrics_port=free_port())
+        for i in range(gateways)
+    ]
     return port, servers
+
+
+async def _fanout_buckets(servers: list[Server]) -> dict[float, float]:
+    """Cumulative counts of the gateways' fan-out histogram (summed over gateways), by bound."""
+    import httpx
+
+    counts: dict[float, float] = {}
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+        for server in servers:
+            if server.metrics_port is None:
+                continue
+            text = (await client.get(f"http://{HOST}:{server.metrics_port}/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("cashmarkets_ws_fanout_seconds_bucket{"):
+                    bound = line.split('le="', 1)[1].split('"', 1)[0]
+                    le = float("inf") if bound == "+Inf" else float(bound)
+                    counts[le] = counts.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _bucket_percentile_ms(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound (ms) of the histogram bucket holding the q-th fan-out of the window."""
+    bounds = sorted(after)
+    deltas = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = deltas[-1] if deltas else 0.0
+    if total <= 0:
+        return None
+    for bound, cumulative in zip(bounds, deltas, strict=True):
+        if cumulative >= q * total:
+            return None if bound == float("inf") else round(bound * 1000, 3)
+    return None
 
 
 async def _connect_all(port: int, n: int, stats: Stats) -> list[tuple[WSTransport, Subscriber]]:
@@ -193,10 +229,12 @@ async def run(
             log.info("subscribed", subscribers=subscribers, connect_s=round(connect_s, 1))
             await asyncio.sleep(warmup_s)
             cpu = [CpuSample(servers)]
+            fanout_before = await _fanout_buckets(servers)
             stats.measuring = True
             await asyncio.sleep(duration_s)
             stats.measuring = False
             cpu.append(CpuSample(servers))
+            fanout_after = await _fanout_buckets(servers)
             alive = {s.name: s.alive() for s in servers}
         except BaseException:
             for server in servers:
@@ -230,6 +268,10 @@ async def run(
         "p50_ms": stats.percentile_ms(0.5),
         "p99_ms": stats.percentile_ms(0.99),
         "max_ms": stats.max_ms(),
+        # Server side alone: one message handed to every subscriber of a gateway (histogram bucket
+        # bounds, so "<= this many ms").
+        "gateway_fanout_p50_ms_le": _bucket_percentile_ms(fanout_before, fanout_after, 0.5),
+        "gateway_fanout_p99_ms_le": _bucket_percentile_ms(fanout_before, fanout_after, 0.99),
         **_cpu_report(cpu[0], cpu[1]),
         "servers_alive_at_end": alive,
     }

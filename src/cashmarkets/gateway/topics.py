@@ -175,6 +175,8 @@ class TopicRegistry:
         if kind is not None and kind != topic.binary_type:
             topic.binary_type = kind
         topic.last_json = topic.last_binary = None
+        if not topic.json_subs and not topic.binary_subs:
+            return
         for binary, subs in ((False, topic.json_subs), (True, topic.binary_subs)):
             if not subs:
                 continue

@@ -69,9 +69,9 @@ WS_DISCONNECTS = Counter(
 )
 WS_FANOUT_SECONDS = Histogram(
     "cashmarkets_ws_fanout_seconds",
-    "Time to hand one message to every subscriber of its topic",
+    "Time to hand one message to every subscriber of its topic (messages with subscribers only)",
     registry=REGISTRY,
-    buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5),
+    buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 7.5e-3, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1),
 )
 RATE_LIMITED = Counter("cashmarkets_rate_limited_total", "Requests answered 429", ["kind"], registry=REGISTRY)
 
