@@ -99,7 +99,12 @@ def command_id(request: Request[Any, Any, Any], scope: str) -> str:
     """The engine command id: the client's Idempotency-Key when given (so the engine itself
     deduplicates retries, even across API processes), else a fresh one. The two never meet:
     `<scope>:<key>` versus `<scope>/<server id>` (server ids are guessable, keys are the client's)."""
-    key = request.headers.get("idempotency-key")
+    return derive_command_id(scope, request.headers.get("idempotency-key"))
+
+
+def derive_command_id(scope: str, key: str | None) -> str:
+    """`<scope>:<key>` for a client's idempotency key (HTTP header or socket field), else
+    `<scope>/<server id>`."""
     if key and 0 < len(key) <= KEY_LENGTH_MAX:
         return f"{scope}:{key}"
     return f"{scope}/{new_id()}"

@@ -13,10 +13,9 @@ import msgspec
 
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.leverage import TradeClose, TradeCreate, close_trade, open_trade
-from cashmarkets.api.services import Services
+from cashmarkets.api.services import Services, derive_command_id
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError
-from cashmarkets.ops.ids import new_id
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX
 
 
@@ -32,7 +31,7 @@ class SocketCommands:
             raise ProtocolError(
                 ErrorCode.BAD_MESSAGE, f"idempotencyKey: 1..{KEY_LENGTH_MAX} printable characters"
             )
-        cid = f"{user_id}:{key}" if key else f"{user_id}/{new_id()}"  # as api.services.command_id
+        cid = derive_command_id(user_id, key)
         try:
             if kind == MsgType.OPEN_POSITION:
                 trade = await open_trade(self.services, user_id, _convert(payload, TradeCreate), cid)
