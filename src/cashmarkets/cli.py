@@ -316,6 +316,9 @@ def bench_ws_fanout(
     duration_s: Annotated[float, typer.Option(help="Seconds measured, after the warm-up.")] = 10.0,
     warmup_s: Annotated[float, typer.Option(help="Seconds after the last subscription, not measured.")] = 2.0,
     interval_ms: Annotated[int, typer.Option(help="One message every this many ms.")] = 65,
+    client: Annotated[
+        str, typer.Option(help="c (bench/c/wsload.c, built with the host's cc) or python (picows).")
+    ] = "c",
 ) -> None:
     """Fan-out of one topic to many WebSocket subscribers: delivery and tick-to-client latency."""
     from cashmarkets.benchmarks.ws_fanout import run
@@ -327,6 +330,7 @@ def bench_ws_fanout(
             duration_s=duration_s,
             warmup_s=warmup_s,
             interval_ms=interval_ms,
+            client=client,
         )
     )
     print(json.dumps(result))

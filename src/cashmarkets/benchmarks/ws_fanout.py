@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,16 +180,6 @@ def _bucket_percentile_ms(before: dict[float, float], after: dict[float, float],
 
 async def _connect_all(port: int, n: int, stats: Stats) -> list[tuple[WSTransport, Subscriber]]:
     url = f"ws://{HOST}:{port}/ws"
-    deadline = time.monotonic() + 60
-    while True:  # until a gateway answers
-        try:
-            transport, _ = await ws_connect(lambda: WSListener(), url)
-            transport.disconnect()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def one() -> tuple[WSTransport, Subscriber]:
@@ -202,12 +194,70 @@ async def _connect_all(port: int, n: int, stats: Stats) -> list[tuple[WSTranspor
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
+C_CLIENT_SOURCE: Final = Path(__file__).resolve().parents[3] / "bench" / "c" / "wsload.c"
+
+
+def build_c_client() -> Path | None:
+    """Compile bench/c/wsload.c with the host's C compiler (cached by source hash); None if the
+    source or a compiler is missing (the Python client is used then)."""
+    import hashlib
+    import shutil
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not C_CLIENT_SOURCE.is_file():
+        return None
+    digest = hashlib.sha256(C_CLIENT_SOURCE.read_bytes()).hexdigest()[:16]
+    binary = Path(tempfile.gettempdir()) / f"cashmarkets-wsload-{digest}"
+    if not binary.exists():
+        partial = binary.with_suffix(f".{uuid.uuid4().hex}")
+        subprocess.run([compiler, "-O2", "-o", str(partial), str(C_CLIENT_SOURCE)], check=True, timeout=120)
+        partial.replace(binary)
+    return binary
+
+
+def _subscribe_frame_hex() -> str:
+    """A client SUBSCRIBE_ROUND frame, masked with the all-zero key (the payload stays as is)."""
+    payload = binary_frame(MsgType.SUBSCRIBE_ROUND, 0, 1, {"topic": TOPIC})
+    assert len(payload) < 126
+    return (bytes((0x82, 0x80 | len(payload))) + b"\0\0\0\0" + payload).hex()
+
+
+async def _run_c_client(
+    binary: Path, port: int, subscribers: int, warmup_s: float, duration_s: float, servers: list[Server]
+) -> tuple[dict[str, Any], list[CpuSample], dict[float, float], dict[float, float]]:
+    proc = await asyncio.create_subprocess_exec(
+        str(binary),
+        str(port),
+        str(subscribers),
+        str(warmup_s),
+        str(duration_s),
+        _subscribe_frame_hex(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    line = await asyncio.wait_for(proc.stderr.readline(), 300)
+    if line.strip() != b"connected":
+        raise RuntimeError(f"wsload: {line.decode(errors='replace')}{(await proc.stderr.read()).decode()}")
+    await asyncio.sleep(warmup_s)
+    cpu = [CpuSample(servers)]
+    before = await _fanout_buckets(servers)
+    await asyncio.sleep(duration_s)
+    cpu.append(CpuSample(servers))
+    after = await _fanout_buckets(servers)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wsload exited {proc.returncode}: {err.decode(errors='replace')}")
+    return json.loads(out), cpu, before, after
+
+
 async def run(
     subscribers: int = 3_000,
     gateways: int = 1,
     duration_s: float = 10.0,
     warmup_s: float = 2.0,
     interval_ms: int = 65,
+    client: str = "c",
 ) -> dict[str, Any]:
     if subscribers < 1 or gateways < 1 or duration_s <= 0 or warmup_s < 0 or interval_ms < 1:
         raise ValueError("subscribers, gateways >= 1; duration_s > 0; warmup_s >= 0; interval_ms >= 1")
@@ -223,18 +273,39 @@ async def run(
     with tempfile.TemporaryDirectory(prefix="cm-bench-ws-") as tmp_name:
         try:
             port, servers = await _start(Path(tmp_name), database, stream, gateways, interval_ms)
-            started = time.monotonic()
-            connections = await _connect_all(port, subscribers, stats)
-            connect_s = time.monotonic() - started
-            log.info("subscribed", subscribers=subscribers, connect_s=round(connect_s, 1))
-            await asyncio.sleep(warmup_s)
-            cpu = [CpuSample(servers)]
-            fanout_before = await _fanout_buckets(servers)
-            stats.measuring = True
-            await asyncio.sleep(duration_s)
-            stats.measuring = False
-            cpu.append(CpuSample(servers))
-            fanout_after = await _fanout_buckets(servers)
+            await _wait_listening(port)
+            c_binary = build_c_client() if client == "c" else None
+            if c_binary is not None:
+                figures, cpu, fanout_before, fanout_after = await _run_c_client(
+                    c_binary, port, subscribers, warmup_s, duration_s, servers
+                )
+                client_name = "c (epoll, bench/c/wsload.c)"
+            else:
+                started = time.monotonic()
+                connections = await _connect_all(port, subscribers, stats)
+                connect_s = time.monotonic() - started
+                log.info("subscribed", subscribers=subscribers, connect_s=round(connect_s, 1))
+                await asyncio.sleep(warmup_s)
+                cpu = [CpuSample(servers)]
+                fanout_before = await _fanout_buckets(servers)
+                stats.measuring = True
+                await asyncio.sleep(duration_s)
+                stats.measuring = False
+                cpu.append(CpuSample(servers))
+                fanout_after = await _fanout_buckets(servers)
+                figures = {
+                    "connect_s": round(connect_s, 2),
+                    "messages_expected": sum(
+                        sub.last_seq - sub.first_seq + 1 for _, sub in connections if sub.received
+                    ),
+                    "messages_delivered": sum(sub.received for _, sub in connections),
+                    "connections_without_messages": sum(1 for _, sub in connections if not sub.received),
+                    "disconnected_during_run": stats.dropped,
+                    "p50_ms": stats.percentile_ms(0.5),
+                    "p99_ms": stats.percentile_ms(0.99),
+                    "max_ms": stats.max_ms(),
+                }
+                client_name = "python (picows, this process)"
             alive = {s.name: s.alive() for s in servers}
         except BaseException:
             for server in servers:
@@ -249,29 +320,44 @@ async def run(
                 await _delete_stream(stream)
             with contextlib.suppress(Exception):
                 await scratchdb.drop_database(database)
-    delivered = sum(sub.received for _, sub in connections)
-    spanned = sum(sub.last_seq - sub.first_seq + 1 for _, sub in connections if sub.received)
-    silent = sum(1 for _, sub in connections if not sub.received)
+    delivered, spanned = figures["messages_delivered"], figures["messages_expected"]
     return {
         "bench": "ws_fanout",
+        "client": client_name,
         "subscribers": subscribers,
         "gateways": gateways,
         "interval_ms": interval_ms,
         "duration_s": duration_s,
-        "connect_s": round(connect_s, 2),
+        "connect_s": figures["connect_s"],
         "messages_expected": spanned,
         "messages_delivered": delivered,
         "delivered_ratio": round(delivered / spanned, 6) if spanned else 0.0,
         "messages_per_s": round(delivered / duration_s, 1),
-        "connections_without_messages": silent,
-        "disconnected_during_run": stats.dropped,
-        "p50_ms": stats.percentile_ms(0.5),
-        "p99_ms": stats.percentile_ms(0.99),
-        "max_ms": stats.max_ms(),
+        "connections_without_messages": figures["connections_without_messages"],
+        "disconnected_during_run": figures["disconnected_during_run"],
+        "p50_ms": figures["p50_ms"],
+        "p99_ms": figures["p99_ms"],
+        "max_ms": figures["max_ms"],
         # Server side alone: one message handed to every subscriber of a gateway (histogram bucket
         # bounds, so "<= this many ms").
         "gateway_fanout_p50_ms_le": _bucket_percentile_ms(fanout_before, fanout_after, 0.5),
         "gateway_fanout_p99_ms_le": _bucket_percentile_ms(fanout_before, fanout_after, 0.99),
         **_cpu_report(cpu[0], cpu[1]),
+        # The C client measures its own CPU over its window (it exits as the window ends).
+        **({"client_cpu_percent": figures["client_cpu_percent"]} if "client_cpu_percent" in figures else {}),
         "servers_alive_at_end": alive,
     }
+
+
+async def _wait_listening(port: int, timeout_s: float = 60.0) -> None:
+    """Until a gateway accepts TCP connections on `port`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(HOST, port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
