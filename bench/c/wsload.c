@@ -162,13 +162,15 @@ int main(int argc, char **argv) {
         int k = epoll_wait(ep, evs, 1024, 50);
         for (int j = 0; j < k; j++) {
             conn_t *c = evs[j].data.ptr;
-            while (1) {
-                ssize_t r = recv(c->fd, c->buf + c->len, BUF - c->len, 0);
-                if (r > 0) { c->len += (size_t)r; if (frames(c) < 0) { r = 0; } else continue; }
-                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-                    if (!c->closed) { c->closed = 1; if (measuring) dropped++; epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); }
-                }
-                break;
+            /* One recv per readiness event: epoll is level-triggered, so data left over makes the
+             * socket ready again; a second recv just to see EAGAIN would double the syscalls. */
+            ssize_t r = recv(c->fd, c->buf + c->len, BUF - c->len, 0);
+            if (r > 0) {
+                c->len += (size_t)r;
+                if (frames(c) < 0) r = 0;
+            }
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                if (!c->closed) { c->closed = 1; if (measuring) dropped++; epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); }
             }
         }
     }
