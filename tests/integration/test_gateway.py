@@ -347,3 +347,27 @@ async def test_connection_limits_heartbeats_and_metrics(tmp_path: Path) -> None:
         text = (await client.get("/metrics")).text
         assert "cashmarkets_ws_messages_sent_total" in text and "cashmarkets_ws_connections" in text
         assert limited() == before + 1
+
+
+async def test_the_account_snapshot_holds_balances_and_open_positions(tmp_path: Path) -> None:
+    async with app(tmp_path) as client:
+        token = (await signup(client, "snap@example.com"))["token"]
+        other = (await signup(client, "other@example.com"))["token"]
+        await tick(client, "SOL", 1_500_000, 1_500_100)
+        for who in (token, other):
+            opened = await client.post(
+                "/api/v1/trade/create",
+                json={"asset": "SOL", "type": "short", "margin": 2_000, "leverage": 3},
+                headers=bearer(who),
+            )
+            assert opened.status_code == 200, opened.text
+        mine = opened_id = None
+        async with connect(ws_url(client, f"token={token}")) as ws:
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["account"], "id": 1}))
+            balance, position, reply = await recv_json(ws), await recv_json(ws), await recv_json(ws)
+            assert balance["data"] == {"asset": "USDC", "balance": "4980.000000", "available": "4980.000000"}
+            mine, opened_id = position["data"], position["data"]["orderId"]
+            assert reply == {"id": 1, "result": None}
+        assert mine["event"] == "open" and mine["openPrice"] == "150.0000" and mine["margin"] == "20.000000"
+        trades = (await client.get("/api/v1/trades/open", headers=bearer(token))).json()["trades"]
+        assert [t["orderId"] for t in trades] == [opened_id]  # the other user's trade is not in it

@@ -85,15 +85,16 @@ class EngineBridge:
                 registry.publish(f"account:{acc.owner}", self._balance(acc), MsgType.BALANCE_UPDATE)
 
     def snapshot(self, user_id: str) -> list[tuple[MsgType, Any]]:
-        """What a new `account` subscriber gets first: every balance, then every open position."""
+        """What a new `account` subscriber gets first: every balance, then every open position.
+        Indexed lookups only (one per asset, the owner's positions): a burst of subscriptions
+        must not scan every account of every user."""
+        ledger = self.engine.ledger
+        found = (ledger.account(user_id, asset) for asset in sorted(ledger.assets))
         out: list[tuple[MsgType, Any]] = [
-            (MsgType.BALANCE_UPDATE, self._balance(acc))
-            for acc in self.engine.ledger.accounts.values()
-            if acc.owner == user_id
+            (MsgType.BALANCE_UPDATE, self._balance(acc)) for acc in found if acc is not None
         ]
-        for view in self.leverage.positions.values():
-            if view.owner == user_id:
-                out.append((MsgType.POSITION_UPDATE, {"event": "open", **self._position(view)}))
+        for view in self.leverage.open_positions_of(user_id):
+            out.append((MsgType.POSITION_UPDATE, {"event": "open", **self._position(view)}))
         return out
 
     def _ticker(self, event: PriceUpdated) -> dict[str, Any]:
