@@ -103,3 +103,43 @@ def test_json_requests_are_checked_strictly() -> None:
     for bad in (b"[]", b'{"params":[]}', b'{"method":"X","extra":1}', b"\xff"):
         with pytest.raises(ProtocolError):
             parse_json(bad)
+
+
+def test_depth_snapshot_and_diffs_rebuild_the_book_for_a_late_subscriber() -> None:
+    import random
+
+    from cashmarkets.gateway.depth import DepthBook, LocalBook, OutOfSync
+
+    registry = TopicRegistry()
+    book = DepthBook(registry, "BTC_USDC", price_decimals=2, qty_decimals=8)
+    rng = random.Random(7)
+    clients: list[tuple[Sink, LocalBook]] = []
+    update_id = 0
+    for step in range(400):
+        if step % 50 == 10:  # someone subscribes mid-stream
+            sink = Sink()
+            registry.subscribe("depth.BTC_USDC", sink)
+            clients.append((sink, LocalBook(2, 8)))
+        first = update_id + 1
+        update_id += rng.randint(1, 3)
+        bids = [
+            (rng.randint(9_000, 9_999), rng.choice([0, rng.randint(1, 10**8)]))
+            for _ in range(rng.randint(0, 4))
+        ]
+        asks = [
+            (rng.randint(10_000, 11_000), rng.choice([0, rng.randint(1, 10**8)]))
+            for _ in range(rng.randint(0, 4))
+        ]
+        book.update(first, update_id, dict(bids).items(), dict(asks).items())
+        for sink, local in clients:
+            while sink.frames:
+                local.on_message(json_of(sink.frames.pop(0))["data"])
+            assert (local.bids, local.asks, local.last_update_id) == (book.bids, book.asks, update_id)
+    assert len(clients) == 8
+    # A client that misses a diff notices at the next one.
+    sink, local = clients[0]
+    book.update(update_id + 1, update_id + 1, [(9_500, 5)], [])
+    book.update(update_id + 2, update_id + 2, [(9_501, 5)], [])
+    sink.frames.pop(0)  # lost
+    with pytest.raises(OutOfSync):
+        local.on_message(json_of(sink.frames.pop(0))["data"])

@@ -105,6 +105,9 @@ class TopicRegistry:
         self.public: dict[str, MsgType] = {}
         # user id -> messages describing that user's state now (balances, open positions)
         self.private_snapshot = private_snapshot
+        # public topics whose subscribers start from a snapshot instead of the last message
+        # (a depth diff alone is no state): topic -> the messages describing it now
+        self.snapshots: dict[str, Callable[[], list[tuple[MsgType, Any]]]] = {}
 
     def declare(self, names: Iterable[str], binary_type: MsgType = MsgType.STREAM_DATA) -> None:
         """Public topics a product publishes (subscribing to an undeclared one is an error)."""
@@ -133,8 +136,13 @@ class TopicRegistry:
             topic = self.topics[key] = Topic(key, MsgType.STREAM_DATA)
         (topic.binary_subs if sub.binary else topic.json_subs)[sub] = sub.sender()
         metrics.WS_SUBSCRIPTIONS.labels(topic.stream).inc()
+        snapshot: list[tuple[MsgType, Any]] | None = None
         if key.startswith("account:") and self.private_snapshot is not None:
-            for kind, data in self.private_snapshot(key.partition(":")[2]):
+            snapshot = self.private_snapshot(key.partition(":")[2])
+        elif key in self.snapshots:
+            snapshot = self.snapshots[key]()
+        if snapshot is not None:
+            for kind, data in snapshot:
                 one = self._frame_for_one(topic, kind, data, sub.binary)
                 count_sent(sub.binary, sub.deliver(one), len(one))
             return
