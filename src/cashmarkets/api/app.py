@@ -178,10 +178,11 @@ def _embedded_lifespan(settings: Settings) -> Any:
             lag_task: asyncio.Task[None] | None = asyncio.create_task(_watch_lag(db, runtime), name="lag")
         else:
             # The projector reads the log through its own connection, off the writer's thread.
-            projector = build_projector(settings, db, _engine_seq(runtime))
-            await projector.log.open()
-            runtime.subscribe(lambda _events: projector.notify() if projector is not None else None)
-            projector_task = asyncio.create_task(projector.run(), name="projector")
+            in_process = build_projector(settings, db, _engine_seq(runtime))
+            await in_process.log.open()
+            runtime.subscribe(lambda _events: in_process.notify())
+            projector_task = asyncio.create_task(in_process.run(), name="projector")
+            projector = in_process
             lag_task = None
         feed = build_feed(settings, runtime_sink(runtime))
         feed_task = asyncio.create_task(feed.run(), name="price-feed") if feed is not None else None

@@ -24,7 +24,7 @@ from cashmarkets.api.errors import PROBLEM_JSON
 from cashmarkets.ops import metrics
 from cashmarkets.ops.ids import new_id
 from cashmarkets.ops.logging import REQUEST_ID
-from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore, Stored
+from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore, Stored, valid_key
 
 # Raw ASGI: Litestar's TypedDicts for these are stricter than the protocol needs here.
 Scope = Any
@@ -181,7 +181,7 @@ def _token_subject(scope: Scope) -> str | None:
 async def _idempotent(app: ASGIApp, scope: Scope, receive: Receive, send: Send, key: str) -> None:
     """Same key + same request -> the stored response; same key + another request -> 409;
     a repeat while the first is still running -> 409. Keys are scoped per user (or per IP)."""
-    if not 0 < len(key) <= KEY_LENGTH_MAX or not key.isprintable():
+    if not valid_key(key):
         await _send_problem(
             send, scope, 400, "bad_idempotency_key", f"1..{KEY_LENGTH_MAX} printable characters"
         )

@@ -16,7 +16,7 @@ from cashmarkets.api.leverage import TradeClose, TradeCreate, close_trade, open_
 from cashmarkets.api.services import Services, derive_command_id
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError
-from cashmarkets.store.idempotency import KEY_LENGTH_MAX
+from cashmarkets.store.idempotency import KEY_LENGTH_MAX, valid_key
 
 
 class SocketCommands:
@@ -25,9 +25,7 @@ class SocketCommands:
 
     async def __call__(self, user_id: str, kind: int, payload: dict[str, Any]) -> tuple[MsgType, Any]:
         key = payload.pop("idempotencyKey", None)
-        if key is not None and not (
-            isinstance(key, str) and 0 < len(key) <= KEY_LENGTH_MAX and key.isprintable()
-        ):
+        if key is not None and not valid_key(key):
             raise ProtocolError(
                 ErrorCode.BAD_MESSAGE, f"idempotencyKey: 1..{KEY_LENGTH_MAX} printable characters"
             )

@@ -15,6 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cashmarkets.store.tables import idempotency_keys
 
 KEY_LENGTH_MAX = 128
+
+
+def valid_key(key: object) -> bool:
+    """An idempotency key is 1..KEY_LENGTH_MAX printable characters (HTTP header or socket field)."""
+    return isinstance(key, str) and 0 < len(key) <= KEY_LENGTH_MAX and key.isprintable()
+
+
 # Stored responses are kept this long; a retry after that is a new request.
 RETENTION_S = 24 * 3600
 
