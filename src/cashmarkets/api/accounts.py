@@ -26,7 +26,7 @@ from cashmarkets.api.schemas import (
 from cashmarkets.api.security import AuthUser, current_user
 from cashmarkets.api.services import command_id, parse_money, services
 from cashmarkets.core.commands import Deposit, RequestWithdrawal
-from cashmarkets.core.ledger import PENDING, POST, VOID, Account
+from cashmarkets.core.ledger import PENDING, POST, POST_PART, VOID, VOID_PART, Account
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.core.results import Accepted, Rejected, WithdrawalState
 from cashmarkets.store import queries
@@ -34,7 +34,14 @@ from cashmarkets.store import queries
 # Every id and time in the store is a signed 64-bit integer.
 INT64_MAX = 2**63 - 1
 
-_KINDS = {0: "transfer", PENDING: "hold", POST: "post", VOID: "void"}
+_KINDS = {
+    0: "transfer",
+    PENDING: "hold",
+    POST: "post",
+    VOID: "void",
+    POST_PART: "post_part",
+    VOID_PART: "void_part",
+}
 
 
 def encode_cursor(value: int | None) -> str | None:

@@ -56,6 +56,21 @@ BAD_STOP_LOSS: Final = "bad_stop_loss"
 TOO_MANY_POSITIONS: Final = "too_many_positions"
 POSITION_NOT_FOUND: Final = "position_not_found"
 
+# Spot stage.
+UNKNOWN_MARKET: Final = "unknown_market"
+MARKET_HALTED: Final = "market_halted"
+BAD_ORDER_TYPE: Final = "bad_order_type"
+BAD_TIME_IN_FORCE: Final = "bad_time_in_force"
+BAD_STP_MODE: Final = "bad_stp_mode"
+BAD_CLIENT_ORDER_ID: Final = "bad_client_order_id"
+DUPLICATE_CLIENT_ORDER_ID: Final = "duplicate_client_order_id"
+BAD_QUANTITY: Final = "bad_quantity"
+BELOW_MIN_NOTIONAL: Final = "below_min_notional"
+WOULD_TAKE: Final = "would_take"
+TOO_MANY_ORDERS: Final = "too_many_orders"
+ORDER_NOT_FOUND: Final = "order_not_found"
+BAD_MARKET_STATUS: Final = "bad_market_status"
+
 DESCRIPTIONS: Final[dict[str, str]] = {
     UNKNOWN_COMMAND: "No handler is registered for this command type.",
     BAD_COMMAND: "The command is malformed (a field out of its allowed range).",
@@ -82,9 +97,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     WITHDRAWAL_NOT_FOUND: "No pending withdrawal has this id.",
     BAD_DESTINATION: "A withdrawal destination is 1..256 printable characters.",
     UNKNOWN_SYMBOL: "No market with this symbol.",
-    BAD_PRICE: "Prices are positive integers in the market's price units, with bid <= ask.",
+    BAD_PRICE: "Prices are positive integers in the market's price units "
+    "(leverage: bid <= ask; spot: up to the market's max_price_ticks).",
     STALE_UPDATE: "A price update older than the one the engine has (by exchange update id).",
-    BAD_SIDE: "A position is long or short.",
+    BAD_SIDE: "A position is long or short; an order is BUY or SELL.",
     BAD_LEVERAGE: "Leverage is an integer from 1 to the market's maximum.",
     BAD_MARGIN: "Margin is a positive amount up to LeverageConfig.margin_max.",
     BAD_SLIPPAGE: "Slippage is 0..LeverageConfig.slippage_bps_max basis points.",
@@ -95,4 +111,18 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     BAD_STOP_LOSS: "A stop-loss must be on the losing side of the fill price.",
     TOO_MANY_POSITIONS: "Open positions are limited per owner and per engine.",
     POSITION_NOT_FOUND: "No open position with this id belongs to the caller.",
+    UNKNOWN_MARKET: "No spot market with this symbol.",
+    MARKET_HALTED: "The market is halted: orders may be canceled, not placed or amended.",
+    BAD_ORDER_TYPE: "An order is LIMIT, MARKET or LIMIT_MAKER.",
+    BAD_TIME_IN_FORCE: "A LIMIT order's timeInForce is GTC, IOC or FOK.",
+    BAD_STP_MODE: "Self-trade prevention is EXPIRE_TAKER, EXPIRE_MAKER or EXPIRE_BOTH.",
+    BAD_CLIENT_ORDER_ID: "A client order id is 1..36 characters of A-Z a-z 0-9 . : / _ -",
+    DUPLICATE_CLIENT_ORDER_ID: "The caller already has an open order with this client order id.",
+    BAD_QUANTITY: "Quantity outside the market's min..max lots (amend: not above the filled part), "
+    "or a MARKET order with both or neither of quantity and quote amount.",
+    BELOW_MIN_NOTIONAL: "price x quantity (or a quote amount) is below the market's min notional.",
+    WOULD_TAKE: "A LIMIT_MAKER (post-only) order would match at once; nothing was placed.",
+    TOO_MANY_ORDERS: "Open orders are limited per owner and market and per engine.",
+    ORDER_NOT_FOUND: "No open order with this id belongs to the caller in this market.",
+    BAD_MARKET_STATUS: "A market status is TRADING or HALTED.",
 }

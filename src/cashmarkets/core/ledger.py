@@ -6,6 +6,9 @@
                 PENDING  a hold: counted in the *_pending totals until resolved
                 POST     resolves a hold, fully or partly (the rest is released)
                 VOID     resolves a hold by releasing all of it
+                POST_PART / VOID_PART  post or release part of a hold and keep the rest pending:
+                         a resting order fills in pieces (beyond TigerBeetle, whose holds resolve
+                         once); the hold resolves when nothing is left pending
 
 Invariants (checked by tests, asserted where cheap):
   - per asset, the sum over accounts of (credits - debits) is zero, for posted and for pending;
@@ -59,6 +62,8 @@ SINGLE: Final = 0
 PENDING: Final = 1
 POST: Final = 2
 VOID: Final = 3
+POST_PART: Final = 4
+VOID_PART: Final = 5
 HOLD_PENDING: Final = 0
 HOLD_POSTED: Final = 1
 HOLD_VOIDED: Final = 2
@@ -69,6 +74,8 @@ class TransferKind(IntEnum):
     PENDING = 1
     POST = 2
     VOID = 3
+    POST_PART = 4
+    VOID_PART = 5
 
 
 class HoldStatus(IntEnum):
@@ -84,6 +91,7 @@ TRANSFER_CODES: Final = frozenset(
         "transfer",
         "hold",
         "fee",
+        "trade",
         "pnl",
         "margin",
         "bet",
@@ -131,7 +139,8 @@ class Transfer(msgspec.Struct, tag="transfer", array_like=True, gc=False):
 
 
 class Hold(msgspec.Struct, array_like=True, gc=False):
-    """A pending transfer and how it resolved."""
+    """A pending transfer and how it resolved. `amount` is what is still pending; partial posts
+    and releases lower it (and `posted_amount` counts what was posted)."""
 
     id: int
     debit_account_id: int
@@ -172,6 +181,7 @@ _U_OPEN: Final = 0
 _U_SINGLE: Final = 1
 _U_PENDING: Final = 2
 _U_RESOLVE: Final = 3
+_U_PART: Final = 4
 
 
 class Ledger:
@@ -322,12 +332,62 @@ class Ledger:
         cr.credits_posted += amount
         assert dr.debits_pending >= 0 and cr.credits_pending >= 0
         hold.status = HOLD_POSTED if post else HOLD_VOIDED
-        hold.posted_amount = amount
+        hold.posted_amount += amount
         transfer_id = self.next_transfer_id
         self.next_transfer_id = transfer_id + 1
         self._journal.append((_U_RESOLVE, hold, None, amount, transfer_id))
         kind = POST if post else VOID
         transfer = Transfer(seq, transfer_id, kind, dr.id, cr.id, dr.asset, amount, hold.code, hold.id)
+        self.events.append(transfer)
+        return transfer
+
+    def resolve_part(
+        self, hold_id: int, amount: int, seq: int, *, post: bool, forget: bool = False
+    ) -> Transfer | str:
+        """Post (or release) `amount` of a pending hold and keep the rest pending; the hold is
+        resolved (posted if anything was ever posted, else voided) once nothing is left.
+
+        `forget` drops a resolved hold from memory: a product that tracks its own holds (spot
+        orders) never asks about them again, and would otherwise grow the ledger by one hold per
+        order forever.
+        """
+        hold = self.holds.get(hold_id)
+        if hold is None:
+            return codes.PENDING_TRANSFER_NOT_FOUND
+        if hold.status != HOLD_PENDING:
+            return codes.ALREADY_POSTED if hold.status == HOLD_POSTED else codes.ALREADY_VOIDED
+        if amount <= 0:
+            return codes.AMOUNT_MUST_BE_POSITIVE
+        if amount > hold.amount:
+            return codes.EXCEEDS_PENDING_AMOUNT
+        dr = self.accounts[hold.debit_account_id]
+        cr = self.accounts[hold.credit_account_id]
+        dr.debits_pending -= amount
+        cr.credits_pending -= amount
+        hold.amount -= amount
+        if post:
+            dr.debits_posted += amount
+            cr.credits_posted += amount
+            hold.posted_amount += amount
+        done = hold.amount == 0
+        if done:
+            hold.status = HOLD_POSTED if hold.posted_amount else HOLD_VOIDED
+            if forget:
+                del self.holds[hold_id]
+        transfer_id = self.next_transfer_id
+        self.next_transfer_id = transfer_id + 1
+        self._journal.append((_U_PART, hold, (post, done and forget), amount, transfer_id))
+        transfer = Transfer(
+            seq,
+            transfer_id,
+            POST_PART if post else VOID_PART,
+            dr.id,
+            cr.id,
+            dr.asset,
+            amount,
+            hold.code,
+            hold_id,
+        )
         self.events.append(transfer)
         return transfer
 
@@ -366,7 +426,23 @@ class Ledger:
                 dr.debits_pending += a.amount
                 cr.credits_pending += a.amount
                 a.status = HOLD_PENDING
-                a.posted_amount = 0
+                a.posted_amount -= amount
+                self.next_transfer_id = transfer_id
+            elif kind == _U_PART:
+                assert isinstance(a, Hold) and isinstance(b, tuple)
+                post, forgotten = b
+                dr = self.accounts[a.debit_account_id]
+                cr = self.accounts[a.credit_account_id]
+                dr.debits_pending += amount
+                cr.credits_pending += amount
+                a.amount += amount
+                if post:
+                    dr.debits_posted -= amount
+                    cr.credits_posted -= amount
+                    a.posted_amount -= amount
+                a.status = HOLD_PENDING
+                if forgotten:
+                    self.holds[a.id] = a
                 self.next_transfer_id = transfer_id
             else:
                 assert kind == _U_OPEN and isinstance(a, Account)
