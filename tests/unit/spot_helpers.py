@@ -70,10 +70,10 @@ def apply(engine: Engine, cmd: Command) -> tuple[Accepted | Rejected, list[Any]]
 def place(
     engine: Engine, owner: str, side: str, price: int = 0, qty: int = 0, **kw: Any
 ) -> OrderPlaced | Rejected:
+    kw.setdefault("market", MARKET.symbol)
     cmd = PlaceOrder(
         command_id=f"p{next(_ids)}",
         owner=owner,
-        market=MARKET.symbol,
         side=side,
         price_ticks=price,
         qty_lots=qty,

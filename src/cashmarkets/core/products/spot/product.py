@@ -334,22 +334,21 @@ class SpotProduct:
             view = _view(order)
             self.engine.emit(SpotOrderUpdated(seq, "EXPIRED", view))
             return OrderPlaced(order=view, trades=trades)
-        receive_asset = market.base if side == BUY else market.quote
-        for key in (
-            (owner, receive_asset),
-            market.escrow_base,
-            market.escrow_quote,
-            market.fees_base,
-            market.fees_quote,
-        ):
-            if key not in ledger.by_key:
-                opened = ledger.open_account(key[0], key[1])
-                assert isinstance(opened, Account), opened
-        if hold_amount:  # a market order that will not trade holds nothing
+        if hold_amount:  # a market order that will not trade holds (and opens) nothing
+            receive_asset = market.base if side == BUY else market.quote
+            for key in (
+                (owner, receive_asset),
+                market.escrow_base,
+                market.escrow_quote,
+                market.fees_base,
+                market.fees_quote,
+            ):
+                if key not in ledger.by_key:
+                    opened = ledger.open_account(key[0], key[1])
+                    assert isinstance(opened, Account), opened
             assert pay is not None
-            held = ledger.move(
-                pay, ledger.by_key[(ESCROW, pay_asset)], hold_amount, "hold", seq, pending=True
-            )
+            escrow_acc = ledger.by_key[(ESCROW, pay_asset)]
+            held = ledger.move(pay, escrow_acc, hold_amount, "hold", seq, pending=True)
             assert not isinstance(held, str), held
             order.hold_id = held.id
         if quote_qty:
@@ -492,26 +491,26 @@ class SpotProduct:
             maker.status = FILLED
             journal.append((_J_UNLINK, maker, opp.unlink(maker)))
             self._forget(maker)
-        trades.append(
-            SpotTrade(
-                seq,
-                ts_ns,
-                book.symbol,
-                trade_id,
-                price,
-                lots,
-                quote,
-                SIDE_NAMES[taker.side],
-                taker.id,
-                taker.owner,
-                maker.id,
-                maker.owner,
-                maker.remaining,
-                maker.status,
-                buyer_fee,
-                seller_fee,
-            )
+        trade = SpotTrade(
+            seq,
+            ts_ns,
+            book.symbol,
+            trade_id,
+            price,
+            lots,
+            quote,
+            SIDE_NAMES[taker.side],
+            taker.id,
+            taker.owner,
+            maker.id,
+            maker.owner,
+            maker.remaining,
+            maker.status,
+            buyer_fee,
+            seller_fee,
         )
+        trades.append(trade)
+        self.engine.emit(trade)
 
     def _finish(
         self, book: Book, market: _Market, order: Order, stp_stop: bool, seq: int, ts_ns: int
