@@ -274,6 +274,28 @@ def bench_engine(
     print(json.dumps(run(accounts=accounts, commands=commands, seed=seed)))
 
 
+@bench_app.command("spot")
+def bench_spot(
+    commands: Annotated[int, typer.Option(help="Commands after the initial book.")] = 1_000_000,
+    resting: Annotated[int, typer.Option(help="Orders placed first to build the book.")] = 1_000,
+    seed: Annotated[int, typer.Option(help="Workload seed.")] = 1,
+    engines: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: cashmarkets, cashmarkets_no_events, liquibook, lobby, pyorderbook."
+        ),
+    ] = "cashmarkets,cashmarkets_no_events,liquibook,lobby,pyorderbook",
+) -> None:
+    """exchange-core's single-pair workload through our order book and its Python peers."""
+    from cashmarkets.benchmarks.spot import ENGINES, run
+
+    names = tuple(n.strip() for n in engines.split(",") if n.strip())
+    unknown = [n for n in names if n not in ENGINES]
+    if unknown:
+        raise typer.BadParameter(f"unknown engines {unknown}; choose from {sorted(ENGINES)}")
+    print(json.dumps(run(commands=commands, resting=resting, seed=seed, engines=names)))
+
+
 @bench_app.command("leverage")
 def bench_leverage(
     mode: Annotated[

@@ -7,6 +7,7 @@ from typing import Any
 
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.products.leverage import LeverageProduct
+from cashmarkets.core.products.spot import SpotProduct
 from cashmarkets.log.base import CommandLog
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
@@ -18,7 +19,7 @@ from cashmarkets.store.snapshots import SnapshotStore
 
 def build_engine() -> Engine:
     """The engine every process runs (live, replay, projector replica): same products, same state."""
-    return Engine(products=[LeverageProduct.factory()])
+    return Engine(products=[LeverageProduct.factory(), SpotProduct.factory()])
 
 
 def build_log(settings: Settings) -> CommandLog:
