@@ -284,7 +284,7 @@ class Liquibook:
     def __init__(self) -> None:
         import liquibook as lb
 
-        class Listener(lb.OrderListener):  # type: ignore[misc, name-defined]
+        class Listener(lb.OrderListener):  # type: ignore[misc]
             def __init__(self) -> None:
                 lb.OrderListener.__init__(self)
 

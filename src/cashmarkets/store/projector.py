@@ -12,6 +12,7 @@ projection resumes right after it.
     withdrawals       from WithdrawalRequested / WithdrawalResolved
     positions         from PositionOpened (inserted open) / PositionClosed (closed in place)
     position_events   one row per opened/closed event
+    spot_*            orders, trades and candles (see `spot_projection`)
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from cashmarkets.core.engine import Engine
 from cashmarkets.core.events import AccountCreated, WithdrawalRequested, WithdrawalResolved
 from cashmarkets.core.ledger import Transfer
 from cashmarkets.core.products.leverage import PositionClosed, PositionOpened
+from cashmarkets.core.products.spot import SpotOrderUpdated, SpotTrade
 from cashmarkets.log.base import CommandLog, LogCorrupted, Position
 from cashmarkets.ops import metrics
 from cashmarkets.runtime.runner import replay
 from cashmarkets.store.locks import exclusive
 from cashmarkets.store.snapshots import SnapshotStore
+from cashmarkets.store.spot_projection import SpotBatch
 from cashmarkets.store.tables import accounts, ledger_transfers, positions, projector_checkpoints, withdrawals
 from cashmarkets.store.tables import position_events as position_events_table
 
@@ -51,6 +54,7 @@ IDLE_POLL_S: Final = 0.05
 COALESCE_S: Final = 0.05
 RETRY_DELAY_S: Final = 1.0
 
+_SPOT_EVENTS: Final = frozenset({SpotOrderUpdated, SpotTrade})
 _TRANSFER_COLUMNS: Final = (
     "transfer_id",
     "seq",
@@ -90,6 +94,7 @@ class Projector:
         self.batch_records = batch_records
         # Where the engine is, for the lag metric (embedded: the runtime; distributed: its heartbeat).
         self.head_seq = head_seq
+        self._candle_partitions: frozenset[str] = frozenset()
 
     @property
     def seq(self) -> int:
@@ -136,6 +141,7 @@ class Projector:
         closed: list[dict[str, Any]] = []
         position_events: list[dict[str, Any]] = []
         touched: set[int] = set()
+        spot = SpotBatch()
         for record in page:
             cmd = decode(record.data)
             expected = self.engine.seq + 1
@@ -229,6 +235,8 @@ class Projector:
                             "price": event.exit_price,
                         }
                     )
+                elif type(event) in _SPOT_EVENTS:
+                    spot.add(event, ts_ns)
                 elif isinstance(event, WithdrawalResolved):
                     resolved.append(
                         {
@@ -293,6 +301,7 @@ class Projector:
                 await conn.execute(position_events_table.insert(), position_events)
             if requested:
                 await conn.execute(self._insert(withdrawals).on_conflict_do_nothing(), requested)
+            partitions = await spot.write(conn, self._insert, self._candle_partitions) if spot else set()
             if resolved:
                 await conn.execute(
                     update(withdrawals).where(withdrawals.c.hold_id == bindparam("b_hold_id")),
@@ -300,6 +309,7 @@ class Projector:
                 )
         self.position = position
         self.committed_seq = self.engine.seq
+        self._candle_partitions |= partitions
         self.rows_written += len(transfers)
         return len(page)
 

@@ -4,7 +4,8 @@
                                           magic_links, refresh_tokens, idempotency_keys, audit_log
     projections (written by the projector from engine events, exactly once):
                                           accounts, ledger_transfers, withdrawals,
-                                          positions, position_events, projector_checkpoints
+                                          positions, position_events, projector_checkpoints,
+                                          spot_orders, spot_trades, spot_candles
     engine:                               engine_snapshots
 
 Times are integer nanoseconds since the epoch (`*_ns`), amounts integer minor units, like the
@@ -226,6 +227,78 @@ position_events = Table(
     Column("reason", String(16), nullable=True),
     Column("price", BigInteger, nullable=False),
     Index(None, "position_id", "seq"),
+)
+
+spot_orders = Table(
+    "spot_orders",
+    metadata,
+    Column("order_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("market", String(16), nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("client_order_id", String(36), nullable=False),  # "" when none
+    Column("side", String(4), nullable=False),  # BUY | SELL
+    Column("order_type", String(16), nullable=False),  # LIMIT | MARKET | LIMIT_MAKER
+    Column("tif", String(3), nullable=False),
+    Column("stp", String(16), nullable=False),
+    Column("price_ticks", BigInteger, nullable=False),
+    Column("qty_lots", BigInteger, nullable=False),
+    Column("quote_qty", BigInteger, nullable=False),
+    Column("executed_lots", BigInteger, nullable=False),
+    Column("executed_quote", BigInteger, nullable=False),
+    Column("remaining_lots", BigInteger, nullable=False),  # open quantity; 0 once closed
+    Column("status", String(20), nullable=False),
+    Column("created_seq", BigInteger, nullable=False),
+    Column("created_ts_ns", BigInteger, nullable=False),
+    Column("updated_seq", BigInteger, nullable=False),
+    Column("updated_ts_ns", BigInteger, nullable=False),
+    Index(None, "owner", "market", "order_id"),
+    Index(None, "owner", "client_order_id"),
+    # Depth from the store (distributed API processes): open orders by price.
+    Index(None, "market", "side", "remaining_lots", "price_ticks"),
+)
+
+spot_trades = Table(
+    "spot_trades",
+    metadata,
+    Column("market", String(16), primary_key=True),
+    Column("trade_id", BigInteger, primary_key=True, autoincrement=False),  # sequential per market
+    Column("seq", BigInteger, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("price_ticks", BigInteger, nullable=False),
+    Column("qty_lots", BigInteger, nullable=False),
+    Column("quote_amount", BigInteger, nullable=False),
+    Column("taker_side", String(4), nullable=False),
+    Column("taker_order_id", BigInteger, nullable=False),
+    Column("taker_owner", String(128), nullable=False),
+    Column("maker_order_id", BigInteger, nullable=False),
+    Column("maker_owner", String(128), nullable=False),
+    Column("buyer_fee", BigInteger, nullable=False),  # base minor units
+    Column("seller_fee", BigInteger, nullable=False),  # quote minor units
+    Index(None, "taker_owner", "market", "trade_id"),
+    Index(None, "maker_owner", "market", "trade_id"),
+    Index(None, "market", "ts_ns"),
+)
+
+# On PostgreSQL partitioned by month of open_time_ms (the projector creates each month's
+# partition before writing to it; `spot_candles_default` catches nothing in practice). The
+# partitions are not part of this schema: `CANDLE_PARTITION_PREFIX` names them.
+CANDLE_PARTITION_PREFIX = "spot_candles_"
+spot_candles = Table(
+    "spot_candles",
+    metadata,
+    Column("market", String(16), primary_key=True),
+    Column("interval", String(4), primary_key=True),  # 1m 5m 15m 1h 4h 1d
+    Column("open_time_ms", BigInteger, primary_key=True),
+    Column("open_ticks", BigInteger, nullable=False),
+    Column("high_ticks", BigInteger, nullable=False),
+    Column("low_ticks", BigInteger, nullable=False),
+    Column("close_ticks", BigInteger, nullable=False),
+    Column("volume_lots", BigInteger, nullable=False),
+    Column("quote_volume", BigInteger, nullable=False),
+    Column("trades", BigInteger, nullable=False),
+    Column("first_trade_id", BigInteger, nullable=False),
+    Column("last_trade_id", BigInteger, nullable=False),
+    postgresql_partition_by="RANGE (open_time_ms)",
 )
 
 projector_checkpoints = Table(
