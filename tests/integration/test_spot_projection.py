@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 
 from cashmarkets.core.commands import Command, Deposit
 from cashmarkets.core.products.spot import AmendOrder, CancelOrder, PlaceOrder, SpotProduct
-from cashmarkets.core.products.spot.product import _view
+from cashmarkets.core.products.spot.product import order_view
 from cashmarkets.core.results import Accepted
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_projector, build_runtime, store_url
@@ -81,7 +81,7 @@ async def run_and_project(settings: Settings, commands: list[Command]) -> dict[s
     open_orders = sorted(
         (o.id, o.remaining, o.status, o.executed_quote) for o in product.orders.values() if o.market == MARKET
     )
-    final_views = {o.id: _view(o) for o in product.orders.values()}
+    final_views = {o.id: order_view(o) for o in product.orders.values()}
     await runtime.stop()
     db = create_engine(url)
     try:

@@ -38,6 +38,7 @@ from cashmarkets.api.middleware import (
 from cashmarkets.api.schemas import Problem
 from cashmarkets.api.security import TokenService
 from cashmarkets.api.services import Services
+from cashmarkets.api.spot import SpotController
 from cashmarkets.api.ws_commands import SocketCommands
 from cashmarkets.gateway.bridge import EngineBridge
 from cashmarkets.gateway.server import Gateway, gateway_limits
@@ -313,6 +314,7 @@ def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
             AccountsController,
             AdminController,
             LeverageController,
+            SpotController,
             info,
             health,
             ready,

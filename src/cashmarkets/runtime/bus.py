@@ -18,7 +18,13 @@ from cashmarkets.core.engine import Result
 from cashmarkets.core.ledger import Account
 from cashmarkets.core.products.leverage import PRODUCT as LEVERAGE
 from cashmarkets.core.products.leverage import LeverageProduct, PositionView, Price
+from cashmarkets.core.products.spot import PRODUCT as SPOT
+from cashmarkets.core.products.spot import OrderView, SpotProduct
+from cashmarkets.core.products.spot.product import order_view
 from cashmarkets.runtime.runner import BadCommandError, Runtime
+
+# (update id, bids best first, asks best first); levels are (price ticks, lots)
+Depth = tuple[int, list[tuple[int, int]], list[tuple[int, int]]]
 
 # The command cannot be logged at all (e.g. an integer beyond 64 bits): refused before the log.
 BadCommand = BadCommandError
@@ -63,6 +69,14 @@ class BalanceView(Protocol):
 
     async def prices(self) -> list[Price]: ...
 
+    async def open_orders(self, owner: str, market: str | None) -> list[OrderView]: ...
+
+    async def open_order(self, order_id: int) -> OrderView | None:
+        """An open order (a closed one: from the store's history)."""
+        ...
+
+    async def depth(self, market: str, limit: int) -> Depth: ...
+
 
 class EngineBalances:
     """Embedded mode reads balances straight from the engine: always current."""
@@ -82,3 +96,17 @@ class EngineBalances:
     async def prices(self) -> list[Price]:
         product: LeverageProduct = self.runtime.engine.products[LEVERAGE]
         return [product.prices[s] for s in sorted(product.prices)]
+
+    async def open_orders(self, owner: str, market: str | None) -> list[OrderView]:
+        product: SpotProduct = self.runtime.engine.products[SPOT]
+        return product.open_orders_of(owner, market)
+
+    async def open_order(self, order_id: int) -> OrderView | None:
+        product: SpotProduct = self.runtime.engine.products[SPOT]
+        found = product.orders.get(order_id)
+        return None if found is None else order_view(found)
+
+    async def depth(self, market: str, limit: int) -> Depth:
+        engine = self.runtime.engine
+        book = engine.products[SPOT].books[market]
+        return engine.seq, book.bids.depth(limit), book.asks.depth(limit)

@@ -27,9 +27,10 @@ from cashmarkets.core.commands import Command
 from cashmarkets.core.engine import EngineCodec, Result
 from cashmarkets.core.ledger import Account
 from cashmarkets.core.products.leverage import PositionView, Price, PriceTick, PriceUpdated
+from cashmarkets.core.products.spot import OrderView
 from cashmarkets.log.base import LogRecord
 from cashmarkets.log.redis_streams import RedisStreamLog
-from cashmarkets.runtime.bus import BadCommand, CommandTimeout
+from cashmarkets.runtime.bus import BadCommand, CommandTimeout, Depth
 
 log = structlog.get_logger("cashmarkets.distributed")
 
@@ -204,6 +205,22 @@ class SqlBalances:
         from cashmarkets.store.queries import open_positions
 
         return await open_positions(self.db, owner)
+
+    async def open_orders(self, owner: str, market: str | None) -> list[OrderView]:
+        from cashmarkets.store import spot_queries
+
+        return await spot_queries.open_orders(self.db, owner, market)
+
+    async def open_order(self, order_id: int) -> OrderView | None:
+        from cashmarkets.store import spot_queries
+
+        found = await spot_queries.order(self.db, order_id)
+        return found if found is not None and found.remaining_lots > 0 else None
+
+    async def depth(self, market: str, limit: int) -> Depth:
+        from cashmarkets.store import spot_queries
+
+        return await spot_queries.depth(self.db, market, limit)
 
     async def prices(self) -> list[Price]:
         raw = await self.client.hgetall(prices_key(self.stream))

@@ -331,7 +331,7 @@ class SpotProduct:
         if expire_only:  # a FOK that cannot fill: no trace
             order.remaining = 0
             order.status = EXPIRED
-            view = _view(order)
+            view = order_view(order)
             self.engine.emit(SpotOrderUpdated(seq, "EXPIRED", view))
             return OrderPlaced(order=view, trades=trades)
         if hold_amount:  # a market order that will not trade holds (and opens) nothing
@@ -359,7 +359,7 @@ class SpotProduct:
             order.qty = order.executed
             if stop == _STOP_BUDGET and order.executed:
                 order.status = FILLED
-        view = _view(order)
+        view = order_view(order)
         self.engine.emit(SpotOrderUpdated(seq, "TRADE" if trades else "NEW", view))
         return OrderPlaced(order=view, trades=trades)
 
@@ -586,7 +586,7 @@ class SpotProduct:
         order.status = status
         order.updated_seq = seq
         order.updated_ts_ns = ts_ns
-        self.engine.emit(SpotOrderUpdated(seq, exec_type, _view(order)))
+        self.engine.emit(SpotOrderUpdated(seq, exec_type, order_view(order)))
 
     # ---- cancel, amend, status ----------------------------------------------------------------------
 
@@ -610,7 +610,7 @@ class SpotProduct:
         self.engine.on_rollback(self._undo)
         book = self.books[cmd.market]
         self._close_resting(book, book.side(order.side), order, CANCELED, "CANCELED", cmd.seq, cmd.ts_ns)
-        return _view(order)
+        return order_view(order)
 
     def cancel_all(self, cmd: CancelAllOrders) -> OrdersCanceled | Reject:
         if cmd.market not in self.markets:
@@ -626,7 +626,7 @@ class SpotProduct:
                 self._close_resting(
                     book, book.side(order.side), order, CANCELED, "CANCELED", cmd.seq, cmd.ts_ns
                 )
-                views.append(_view(order))
+                views.append(order_view(order))
         return OrdersCanceled(orders=views)
 
     def amend(self, cmd: AmendOrder) -> OrderPlaced | Reject:
@@ -685,7 +685,7 @@ class SpotProduct:
                 order.updated_seq, order.updated_ts_ns = seq, ts_ns
                 out = ledger.resolve_part(order.hold_id, hold.amount - need, seq, post=False, forget=True)
                 assert not isinstance(out, str), out
-            view = _view(order)
+            view = order_view(order)
             self.engine.emit(SpotOrderUpdated(seq, "AMENDED", view))
             return OrderPlaced(order=view, trades=trades)
         # A new price or a larger quantity: the order leaves the queue and comes back as a taker.
@@ -718,7 +718,7 @@ class SpotProduct:
         self._finish(book, market, order, stp_stop, seq, ts_ns)
         if order.remaining == 0:
             self._forget(order)
-        view = _view(order)
+        view = order_view(order)
         self.engine.emit(SpotOrderUpdated(seq, "TRADE" if trades else "AMENDED", view))
         return OrderPlaced(order=view, trades=trades)
 
@@ -804,7 +804,7 @@ class SpotProduct:
         for symbol in [market] if market else sorted(self.markets):
             owned = self.by_owner.get((owner, symbol))
             if owned:
-                out.extend(_view(owned[i]) for i in sorted(owned))
+                out.extend(order_view(owned[i]) for i in sorted(owned))
         return out
 
     def locked(self, owner: str) -> dict[str, int]:
@@ -988,7 +988,7 @@ def _fields(o: Order) -> tuple[Any, ...]:
     )
 
 
-def _view(o: Order) -> OrderView:
+def order_view(o: Order) -> OrderView:
     return OrderView(
         order_id=o.id,
         market=o.market,
