@@ -76,7 +76,9 @@ def test_two_gateways_one_port_replicas_commands_and_failover(tmp_path: Path, pg
         async def story() -> None:
             clients = [await connect_when_up(url) for _ in range(16)]
             for i, ws in enumerate(clients):
-                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["bookTicker.BTC_USDC"], "id": i}))
+                await ws.send(
+                    json.dumps({"method": "SUBSCRIBE", "params": ["bookTicker.BTC_USDC_PERP"], "id": i})
+                )
             for i, ws in enumerate(clients):
                 _, reply = await until_reply(ws, i)
                 assert reply == {"id": i, "result": None}
@@ -108,22 +110,24 @@ def test_two_gateways_one_port_replicas_commands_and_failover(tmp_path: Path, pg
                 try:
                     await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 100}))
                     _, listed = await until_reply(ws, 100)
-                    assert listed["result"] == ["bookTicker.BTC_USDC"]
+                    assert listed["result"] == ["bookTicker.BTC_USDC_PERP"]
                     alive += 1
                 except ConnectionClosed:
                     again = await connect_when_up(url)
                     await again.send(
-                        json.dumps({"method": "SUBSCRIBE", "params": ["bookTicker.BTC_USDC"], "id": 7})
+                        json.dumps({"method": "SUBSCRIBE", "params": ["bookTicker.BTC_USDC_PERP"], "id": 7})
                     )
                     before, reply = await until_reply(again, 7)
                     assert (
-                        reply["result"] is None and before[0]["stream"] == "bookTicker.BTC_USDC"
+                        reply["result"] is None and before[0]["stream"] == "bookTicker.BTC_USDC_PERP"
                     )  # last message
                     clients[i] = again
             # The kernel spreads connections over both listeners: all 16 on one has odds of 2**-15.
             assert 0 < alive < len(clients), alive
             for ws in clients:
-                assert (await recv(ws))["stream"] == "bookTicker.BTC_USDC"  # every client is served again
+                assert (await recv(ws))[
+                    "stream"
+                ] == "bookTicker.BTC_USDC_PERP"  # every client is served again
                 await ws.close()
 
         asyncio.run(story())

@@ -65,22 +65,28 @@ async def app(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestClient
 async def test_json_subscribe_sequence_list_and_unsubscribe(tmp_path: Path) -> None:
     async with app(tmp_path) as client, connect(ws_url(client)) as ws:
         info = (await client.get("/api/v1/info")).json()["websocket"]
-        assert info["url"] == ws_url(client) and "bookTicker.BTC_USDC" in info["topics"]
-        assert await call(ws, "SUBSCRIBE", "bookTicker.BTC_USDC") == {"id": 1, "result": None}
+        assert info["url"] == ws_url(client) and "bookTicker.BTC_USDC_PERP" in info["topics"]
+        assert await call(ws, "SUBSCRIBE", "bookTicker.BTC_USDC_PERP") == {"id": 1, "result": None}
         await tick(client, "BTC", 6_500_000, 6_500_100)
         await tick(client, "BTC", 6_500_200, 6_500_300)
         first, second = await recv_json(ws), await recv_json(ws)
-        assert first["stream"] == "bookTicker.BTC_USDC" and first["seq"] + 1 == second["seq"]
+        assert first["stream"] == "bookTicker.BTC_USDC_PERP" and first["seq"] + 1 == second["seq"]
         assert (first["data"]["bid"], first["data"]["ask"]) == ("65000.00", "65001.00")
-        assert second["data"]["symbol"] == "BTC_USDC" and second["data"]["bid"] == "65002.00"
+        assert second["data"]["symbol"] == "BTC_USDC_PERP" and second["data"]["bid"] == "65002.00"
         listed = await call(ws, "LIST_SUBSCRIPTIONS", request_id=2)
-        assert listed == {"id": 2, "result": ["bookTicker.BTC_USDC"]}
-        assert await call(ws, "UNSUBSCRIBE", "bookTicker.BTC_USDC", request_id=3) == {"id": 3, "result": None}
+        assert listed == {"id": 2, "result": ["bookTicker.BTC_USDC_PERP"]}
+        assert await call(ws, "UNSUBSCRIBE", "bookTicker.BTC_USDC_PERP", request_id=3) == {
+            "id": 3,
+            "result": None,
+        }
         await tick(client, "BTC", 6_500_400, 6_500_500)  # not for us any more
-        assert await call(ws, "SUBSCRIBE", "bookTicker.ETH_USDC", request_id=4) == {"id": 4, "result": None}
+        assert await call(ws, "SUBSCRIBE", "bookTicker.ETH_USDC_PERP", request_id=4) == {
+            "id": 4,
+            "result": None,
+        }
         await tick(client, "ETH", 300_000, 300_010)
         eth = await recv_json(ws)  # the BTC tick published before it never arrived
-        assert eth["stream"] == "bookTicker.ETH_USDC" and eth["data"]["bid"] == "3000.00"
+        assert eth["stream"] == "bookTicker.ETH_USDC_PERP" and eth["data"]["bid"] == "3000.00"
 
 
 async def test_a_new_subscriber_gets_the_last_message_at_once(tmp_path: Path) -> None:
@@ -88,7 +94,9 @@ async def test_a_new_subscriber_gets_the_last_message_at_once(tmp_path: Path) ->
         for bid in (6_500_000, 6_500_100, 6_500_200):
             await tick(client, "BTC", bid, bid + 10)
         async with connect(ws_url(client)) as ws:
-            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["bookTicker.BTC_USDC"], "id": 7}))
+            await ws.send(
+                json.dumps({"method": "SUBSCRIBE", "params": ["bookTicker.BTC_USDC_PERP"], "id": 7})
+            )
             last, reply = await recv_json(ws), await recv_json(ws)
             assert last["data"]["bid"] == "65002.00" and last["seq"] == 3
             assert reply == {"id": 7, "result": None}
@@ -145,15 +153,15 @@ async def test_binary_protocol_auth_subscribe_and_data(tmp_path: Path) -> None:
             await ws.send(frame(MsgType.AUTH, 12, {"token": token}))
             kind, seq, body = await recv_binary(ws)
             assert (kind, seq) == (MsgType.AUTH_SUCCESS, 12) and body["userId"]
-            await ws.send(frame(MsgType.SUBSCRIBE_ROUND, 13, {"topic": "bookTicker.SOL_USDC"}))
+            await ws.send(frame(MsgType.SUBSCRIBE_ROUND, 13, {"topic": "bookTicker.SOL_USDC_PERP"}))
             assert await recv_binary(ws) == (MsgType.RESULT, 13, {"requestType": 2, "result": None})
             await tick(client, "SOL", 1_500_000, 1_500_100)
             kind, seq, body = await recv_binary(ws)
             assert (kind, seq) == (MsgType.STREAM_DATA, 1)
             assert body == {
-                "stream": "bookTicker.SOL_USDC",
+                "stream": "bookTicker.SOL_USDC_PERP",
                 "data": {
-                    "symbol": "SOL_USDC",
+                    "symbol": "SOL_USDC_PERP",
                     "bid": "150.0000",
                     "ask": "150.0100",
                     "updateId": 0,
@@ -166,7 +174,7 @@ async def test_binary_protocol_auth_subscribe_and_data(tmp_path: Path) -> None:
             assert (await recv_binary(ws))[:2] == (MsgType.RESULT, 14)
             await ws.send(frame(MsgType.LIST_SUBSCRIPTIONS, 15, {}))
             kind, seq, body = await recv_binary(ws)
-            assert kind == MsgType.RESULT and body["result"] == ["account", "bookTicker.SOL_USDC"]
+            assert kind == MsgType.RESULT and body["result"] == ["account", "bookTicker.SOL_USDC_PERP"]
 
 
 async def test_bad_input_gets_an_error_and_the_connection_lives_on(tmp_path: Path) -> None:
@@ -174,14 +182,18 @@ async def test_bad_input_gets_an_error_and_the_connection_lives_on(tmp_path: Pat
         async with connect(ws_url(client)) as ws:
             await ws.send("{not json")
             assert (await recv_json(ws))["error"]["code"] == 1
-            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": "bookTicker.BTC_USDC"}))
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": "bookTicker.BTC_USDC_PERP"}))
             assert (await recv_json(ws))["error"]["code"] == 1
             assert (await call(ws, "FROBNICATE"))["error"]["code"] == 2
-            assert (await call(ws, "SUBSCRIBE", "bookTicker.DOGE_USDC"))["error"]["code"] == 3
+            assert (await call(ws, "SUBSCRIBE", "bookTicker.DOGE_USDC_PERP"))["error"]["code"] == 3
             assert (await call(ws, "SUBSCRIBE", "x" * 500))["error"]["code"] == 3
             assert (await call(ws, "AUTH", "forged.token.here"))["error"]["code"] == 6
             limited = await call(
-                ws, "SUBSCRIBE", "bookTicker.BTC_USDC", "bookTicker.ETH_USDC", "bookTicker.SOL_USDC"
+                ws,
+                "SUBSCRIBE",
+                "bookTicker.BTC_USDC_PERP",
+                "bookTicker.ETH_USDC_PERP",
+                "bookTicker.SOL_USDC_PERP",
             )
             assert limited["error"]["code"] == 4
             assert (await call(ws, "LIST_SUBSCRIPTIONS"))["result"] == []  # all or nothing
@@ -191,7 +203,7 @@ async def test_bad_input_gets_an_error_and_the_connection_lives_on(tmp_path: Pat
             await ws.send(HEADER.pack(1, MsgType.SUBSCRIBE_ROUND, 0, 5) + b"\x85\xa3")  # truncated payload
             kind, seq, body = await recv_binary(ws)
             assert (kind, seq, body["code"]) == (MsgType.ERROR, 5, 1)
-            await ws.send(frame(MsgType.SUBSCRIBE_ROUND, 6, {"topic": "bookTicker.BTC_USDC"}, version=9))
+            await ws.send(frame(MsgType.SUBSCRIBE_ROUND, 6, {"topic": "bookTicker.BTC_USDC_PERP"}, version=9))
             assert (await recv_binary(ws))[2]["code"] == 8
             await ws.send(frame(0x42, 7, {}))
             assert (await recv_binary(ws))[2]["code"] == 2
@@ -227,13 +239,13 @@ async def test_a_slow_consumer_is_cut_off_and_a_fast_one_keeps_every_message(tmp
         fast = await connect(ws_url(client))
         slow = await connect(ws_url(client), max_queue=1)  # stops reading after one message
         for ws in (fast, slow):
-            assert await call(ws, "SUBSCRIBE", "bookTicker.BTC_USDC") == {"id": 1, "result": None}
+            assert await call(ws, "SUBSCRIBE", "bookTicker.BTC_USDC_PERP") == {"id": 1, "result": None}
         payload = {"blob": "x" * 8_000}
         count = 2_000
 
         async def publish() -> None:
             for i in range(count):
-                registry.publish("bookTicker.BTC_USDC", payload)
+                registry.publish("bookTicker.BTC_USDC_PERP", payload)
                 await asyncio.sleep(0.001 if i % 10 == 0 else 0)  # a pace a healthy reader keeps up with
 
         received: list[int] = []

@@ -13,13 +13,14 @@ from sqlalchemy import func, select, text
 
 from cashmarkets.core.commands import Command, Deposit
 from cashmarkets.core.products.spot import AmendOrder, CancelOrder, PlaceOrder, SpotProduct
+from cashmarkets.core.products.spot.marketdata import INTERVALS_MS
 from cashmarkets.core.products.spot.product import order_view
 from cashmarkets.core.results import Accepted
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_projector, build_runtime, store_url
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
-from cashmarkets.store.spot_projection import INTERVALS_MS, month_bounds_ms
+from cashmarkets.store.spot_projection import month_bounds_ms
 from cashmarkets.store.tables import spot_candles, spot_orders, spot_trades
 
 USERS = 6

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from sqlalchemy import select
 
 from cashmarkets.api.accounts import AccountsController
 from cashmarkets.api.admin import AdminController
+from cashmarkets.api.apikeys import ApiKeysController
 from cashmarkets.api.auth import AuthController
+from cashmarkets.api.binance import BinanceController
 from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.info import info
@@ -52,6 +54,7 @@ from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_
 from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
 from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
+from cashmarkets.store.api_keys import ApiKeyStore
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.idempotency import IdempotencyStore
 from cashmarkets.store.projector import NAME as PROJECTION
@@ -67,17 +70,47 @@ LAG_POLL_S = 1.0
 
 def jwt_secret(settings: Settings) -> str:
     """The configured secret, or (embedded) one generated once and kept in the data directory."""
-    if settings.jwt_secret:
-        return settings.jwt_secret
+    return local_secret(
+        settings,
+        settings.jwt_secret,
+        "jwt.secret",
+        "CASHMARKETS_JWT_SECRET",
+        lambda: secrets.token_urlsafe(48),
+    )
+
+
+def apikey_master_key(settings: Settings) -> bytes:
+    """The key that seals API-key secrets (32 bytes), configured or (embedded) generated once."""
+    text = local_secret(
+        settings,
+        settings.apikey_master_key,
+        "apikey.key",
+        "CASHMARKETS_APIKEY_MASTER_KEY",
+        lambda: secrets.token_hex(32),
+    )
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SystemExit("CASHMARKETS_APIKEY_MASTER_KEY must be 64 hex digits (32 bytes)")
+    return key
+
+
+def local_secret(
+    settings: Settings, configured: str | None, filename: str, env: str, make: Callable[[], str]
+) -> str:
+    if configured:
+        return configured
     if settings.distributed:
-        # Every API process must sign and check tokens with the same key: it has to be given.
-        raise SystemExit("distributed mode needs CASHMARKETS_JWT_SECRET (the same in every API process)")
-    path = Path(settings.data_dir) / "jwt.secret"
+        # Every API process must use the same key: it has to be given.
+        raise SystemExit(f"distributed mode needs {env} (the same in every API process)")
+    path = Path(settings.data_dir) / filename
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(48))
+            out.write(make())
     return path.read_text().strip()
 
 
@@ -114,6 +147,7 @@ def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras:
         db=db,
         tokens=TokenService(jwt_secret(settings), settings.access_token_ttl_s),
         users=UserStore(db),
+        api_keys=ApiKeyStore(db, apikey_master_key(settings)),
         idempotency=IdempotencyStore(db, lease_s=settings.idempotency_lease_s),
         bus=bus,
         balances=balances,
@@ -315,6 +349,8 @@ def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
             AdminController,
             LeverageController,
             SpotController,
+            ApiKeysController,
+            BinanceController,
             info,
             health,
             ready,

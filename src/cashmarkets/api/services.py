@@ -18,6 +18,7 @@ from cashmarkets.integrations.email import Mailer
 from cashmarkets.ops.ids import new_id
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bus import BadCommand, BalanceView, CommandBus, CommandTimeout
+from cashmarkets.store.api_keys import ApiKeyStore
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore
 from cashmarkets.store.users import UserStore
 
@@ -38,6 +39,7 @@ class Services:
     db: AsyncEngine
     tokens: TokenService
     users: UserStore
+    api_keys: ApiKeyStore
     idempotency: IdempotencyStore
     bus: CommandBus
     balances: BalanceView

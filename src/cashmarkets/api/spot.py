@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import Meta
 
 from cashmarkets.api.accounts import decode_cursor, encode_cursor
@@ -38,8 +38,8 @@ from cashmarkets.core.products.spot import (
     SpotMarket,
     SpotTrade,
 )
+from cashmarkets.core.products.spot.marketdata import INTERVALS_MS, change_percent
 from cashmarkets.store import queries, spot_queries
-from cashmarkets.store.spot_projection import INTERVALS_MS
 
 MARKETS: Final = {m.symbol: m for m in SpotConfig().markets}
 UNITS: Final = {m.symbol: m.units() for m in MARKETS.values()}
@@ -47,6 +47,7 @@ DEPTH_LIMIT_MAX: Final = 5_000
 TRADES_LIMIT_MAX: Final = 1_000
 KLINES_LIMIT_MAX: Final = 1_000
 
+OrderId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
 MarketSymbol = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Z0-9_]+$")]
 ClientOrderId = Annotated[str, Meta(min_length=1, max_length=36, pattern=r"^[\.A-Za-z0-9:/_-]+$")]
 Side = Literal["BUY", "SELL"]
@@ -381,9 +382,7 @@ async def ticker_of(svc: Services, symbol: str) -> TickerOut:
             close_time_ms=now_ms,
         )
     change = t.last_ticks - t.open_ticks
-    # Hundredths of a percent, rounded half away from zero, in integers.
-    bp = (abs(change) * 20_000 // t.open_ticks + 1) // 2
-    pct = f"{'-' if change < 0 else ''}{bp // 100}.{bp % 100:02d}"
+    pct = change_percent(t.open_ticks, t.last_ticks)
     return TickerOut(
         market=symbol,
         open_price=units.format_price(t.open_ticks),
@@ -524,7 +523,7 @@ class SpotController(Controller):
 
     @get("/orders/{order_id:int}", dependencies={"user": current_user})
     async def get_order(
-        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], order_id: int
+        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], order_id: OrderId
     ) -> OrderOut:
         return order_out(await find_order(services(request), user.id, None, order_id, None))
 
@@ -533,7 +532,7 @@ class SpotController(Controller):
         self,
         request: Request[Any, Any, Any],
         user: NamedDependency[AuthUser],
-        order_id: int,
+        order_id: OrderId,
         market: Annotated[str, QueryParameter(max_length=16)],
     ) -> OrderOut:
         """Cancel an open order: its hold is released at once."""
@@ -551,7 +550,7 @@ class SpotController(Controller):
         self,
         request: Request[Any, Any, Any],
         user: NamedDependency[AuthUser],
-        order_id: int,
+        order_id: OrderId,
         market: Annotated[str, QueryParameter(max_length=16)],
         data: JSONBody[OrderAmend],
     ) -> OrderResult:

@@ -300,6 +300,7 @@ async def _start_distributed(
             "CASHMARKETS_REDIS_URL": REDIS_URL,
             "CASHMARKETS_REDIS_STREAM": stream,
             "CASHMARKETS_JWT_SECRET": "bench-secret-" + uuid.uuid4().hex + uuid.uuid4().hex,
+            "CASHMARKETS_APIKEY_MASTER_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
             "CASHMARKETS_FAUCET": "true",
             "CASHMARKETS_DATA_DIR": str(tmp / "engine"),
             "CASHMARKETS_ACCESS_TOKEN_TTL_S": str(token_ttl_s),

@@ -3,7 +3,7 @@
 Servers (subprocesses, distributed mode on a scratch PostgreSQL database and Redis stream): one
 `engine`, one `poller` (synthetic prices, one tick per symbol every `interval_ms`) and `gateways`
 `cashmarkets gateway` processes sharing one port. The load client is this process: N picows
-connections with the binary codec, each subscribed to `bookTicker.BTC_USDC` (a ~120-byte
+connections with the binary codec, each subscribed to `bookTicker.BTC_USDC_PERP` (a ~120-byte
 message). A message's header carries the engine time of its tick (ms); latency is the client's
 receive time minus that (same host clock), so it covers poller -> Redis -> replica -> fan-out ->
 socket; the gateways' own fan-out time (their histogram, scraped from each one's /metrics) is
@@ -47,7 +47,7 @@ from cashmarkets.store import scratchdb
 
 log = structlog.get_logger("cashmarkets.bench.ws")
 
-TOPIC: Final = "bookTicker.BTC_USDC"
+TOPIC: Final = "bookTicker.BTC_USDC_PERP"
 CONNECT_CONCURRENCY: Final = 256
 LATENCY_BUCKETS_MS: Final = 10_000  # latencies above this are counted in the last bucket
 
@@ -129,6 +129,7 @@ async def _start(
             "CASHMARKETS_REDIS_URL": REDIS_URL,
             "CASHMARKETS_REDIS_STREAM": stream,
             "CASHMARKETS_JWT_SECRET": "bench-secret-" + uuid.uuid4().hex + uuid.uuid4().hex,
+            "CASHMARKETS_APIKEY_MASTER_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
             "CASHMARKETS_DATA_DIR": str(tmp / "engine"),
             "CASHMARKETS_HOST": HOST,
             "CASHMARKETS_PRICE_SOURCE": "synthetic",

@@ -1,8 +1,10 @@
 """From engine events to gateway topics (the products' side of the registry).
 
-    PriceUpdated           -> bookTicker.<SYMBOL>_USDC       {symbol, bid, ask, updateId, exchangeTsUs}
+    PriceUpdated           -> bookTicker.<SYMBOL>_USDC_PERP  {symbol, bid, ask, updateId, exchangeTsUs}
+                              (leverage trades on perpetual futures prices: the exchange's symbol)
     PositionOpened/Closed  -> account (the owner's)           POSITION_UPDATE {event, position...}
     Transfer               -> account (each user touched)     BALANCE_UPDATE {asset, balance, available}
+    spot events            -> trade/depth/bookTicker/kline/ticker.<MARKET>, account (see spot_streams)
 
 Amounts and prices are decimal strings, as everywhere at the edges. A batch of events is turned
 into messages in one pass; a user's balance is sent once per batch, after its last change.
@@ -22,13 +24,15 @@ from cashmarkets.core.products.leverage import (
     PriceUpdated,
 )
 from cashmarkets.gateway.protocol import MsgType
+from cashmarkets.gateway.spot_streams import SpotStreams
 from cashmarkets.gateway.topics import TopicRegistry
 
 SETTLEMENT = "USDC"
 
 
 def book_ticker_topic(symbol: str) -> str:
-    return f"bookTicker.{symbol}_{SETTLEMENT}"
+    """The leverage price topic of a market symbol ("BTC" -> bookTicker.BTC_USDC_PERP)."""
+    return f"bookTicker.{symbol}_{SETTLEMENT}_PERP"
 
 
 class EngineBridge:
@@ -41,6 +45,7 @@ class EngineBridge:
         self.markets: dict[str, MarketConfig] = dict(self.leverage.markets)
         registry.declare(book_ticker_topic(symbol) for symbol in self.markets)
         registry.private_snapshot = self.snapshot
+        self.spot = SpotStreams(registry, engine) if "spot" in engine.products else None
 
     def __call__(self, events: list[Any]) -> None:
         registry = self.registry
@@ -78,6 +83,8 @@ class EngineBridge:
                     },
                     MsgType.POSITION_UPDATE,
                 )
+        if self.spot is not None:
+            self.spot.on_events(events, ts_ms)
         accounts = self.engine.ledger.accounts
         for account_id in touched:
             acc = accounts[account_id]
@@ -95,6 +102,9 @@ class EngineBridge:
         ]
         for view in self.leverage.open_positions_of(user_id):
             out.append((MsgType.POSITION_UPDATE, {"event": "open", **self._position(view)}))
+        if self.spot is not None:
+            for order in self.spot.spot.open_orders_of(user_id):
+                out.append((MsgType.ORDER_UPDATE, self.spot.order_message("OPEN", order)))
         return out
 
     def _ticker(self, event: PriceUpdated) -> dict[str, Any]:

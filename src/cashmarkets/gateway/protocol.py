@@ -1,9 +1,9 @@
 """The gateway's two wire codecs (docs/websocket.md is the reference for clients).
 
 JSON (text frames), exchange style:
-    -> {"method": "SUBSCRIBE", "params": ["bookTicker.BTC_USDC"], "id": 1}
+    -> {"method": "SUBSCRIBE", "params": ["bookTicker.BTC_USDC_PERP"], "id": 1}
     <- {"id": 1, "result": null}            or {"id": 1, "error": {"code": 2, "msg": "..."}}
-    <- {"stream": "bookTicker.BTC_USDC", "seq": 7, "data": {...}}
+    <- {"stream": "bookTicker.BTC_USDC_PERP", "seq": 7, "data": {...}}
 
 Binary (binary frames), the spec's protocol: a 14-byte big-endian header, then a MessagePack
 payload:
@@ -44,6 +44,7 @@ class MsgType(enum.IntEnum):
     ROUND_END = 0x86
     STREAM_DATA = 0x87  # extension: data of a topic without a type of its own (prices, trades, depth)
     RESULT = 0x88  # extension: the answer to SUBSCRIBE/UNSUBSCRIBE/LIST/GET_BALANCE/OPEN/CLOSE
+    ORDER_UPDATE = 0x89  # extension: a spot order changed, or filled (on the private `account`)
     ERROR = 0xFF
 
 

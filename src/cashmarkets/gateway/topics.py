@@ -4,7 +4,7 @@ A topic has a sequence number that grows by one per message (clients detect gaps
 keeps its last message, so a new subscriber gets the current value at once. A message is encoded
 at most once per codec, whatever the number of subscribers, and the same bytes go to each.
 
-Public topics are declared by the products (`bookTicker.BTC_USDC`, later `depth.…`, `round.…`).
+Public topics are declared by the products (`bookTicker.BTC_USDC_PERP`, later `depth.…`, `round.…`).
 The private topic `account` is one topic per user (`account:<user id>`), made on first
 subscription and dropped with its last subscriber; messages for a user nobody watches are not
 kept (the subscriber gets a fresh snapshot instead, from `private_snapshot`).

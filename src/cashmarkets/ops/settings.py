@@ -60,6 +60,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # ---- HTTP API --------------------------------------------------------------------------------
     # HS256 secret for access tokens; unset in embedded mode: generated once into <data_dir>/jwt.secret.
     jwt_secret: str | None = None
+    # 32 bytes as 64 hex digits: seals API-key secrets at rest; unset in embedded mode: generated
+    # once into <data_dir>/apikey.key. Distributed: the same in every API process.
+    apikey_master_key: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
     # Where the server is reached by browsers: magic links and wallet sign-in messages name it.

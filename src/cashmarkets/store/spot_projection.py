@@ -12,24 +12,15 @@ once), in event order, so the result is the same as applying every event one by 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 from sqlalchemy import bindparam, func, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cashmarkets.core.products.spot import SpotOrderUpdated, SpotTrade
+from cashmarkets.core.products.spot.marketdata import INTERVALS_MS
 from cashmarkets.store.tables import CANDLE_PARTITION_PREFIX, spot_candles, spot_orders, spot_trades
-
-# Binance's kline intervals that we keep, in milliseconds.
-INTERVALS_MS: Final = {
-    "1m": 60_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
-}
 
 
 class SpotBatch:

@@ -1,7 +1,8 @@
 """The platform's SQL schema (SQLAlchemy Core), one definition for SQLite and PostgreSQL.
 
     platform data (written by the API):   users, credentials, wallet_identities, login_nonces,
-                                          magic_links, refresh_tokens, idempotency_keys, audit_log
+                                          magic_links, refresh_tokens, idempotency_keys, audit_log,
+                                          api_keys
     projections (written by the projector from engine events, exactly once):
                                           accounts, ledger_transfers, withdrawals,
                                           positions, position_events, projector_checkpoints,
@@ -135,6 +136,20 @@ audit_log = Table(
     Column("detail", Text, nullable=False),  # JSON text
     Column("request_id", String(64), nullable=True),
     Index(None, "ts_ns"),
+)
+
+# API keys for the Binance-compatible routes. The secret must be readable to check HMAC
+# signatures, so it is stored sealed (NaCl secretbox under the deployment's key), never in clear.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("api_key", String(64), primary_key=True),
+    Column("user_id", String(USER_ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("sealed_secret", LargeBinary, nullable=False),
+    Column("created_at_ns", BigInteger, nullable=False),
+    Column("revoked_at_ns", BigInteger, nullable=True),
+    Index(None, "user_id"),
 )
 
 # ---- projections ------------------------------------------------------------------------------

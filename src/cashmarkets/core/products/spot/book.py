@@ -15,6 +15,7 @@ queues and their totals right.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections import deque
 from typing import Final
 
 BUY: Final = 0
@@ -226,8 +227,15 @@ class BookSide:
         return [(levels[k].price, levels[k].qty) for k in reversed(self.keys[-limit:])] if limit > 0 else []
 
 
+# A minute of trades: [open_time_ms, open, high, low, close, volume_lots, quote_volume, trades,
+# first_trade_id, last_trade_id] (prices in ticks).
+Minute = list[int]
+MINUTE_MS: Final = 60_000
+DAY_MS: Final = 86_400_000
+
+
 class Book:
-    __slots__ = ("asks", "bids", "next_trade_id", "symbol", "trading", "update_id")
+    __slots__ = ("asks", "bids", "minutes", "next_trade_id", "symbol", "trading", "update_id")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -236,6 +244,9 @@ class Book:
         self.next_trade_id = 1
         self.update_id = 0  # seq of the last command that changed this book
         self.trading = True
+        # The last 24 h of trades by minute of engine time, oldest first: the 24 h ticker and the
+        # open candles of every interval derive from it (`marketdata`), on every replica alike.
+        self.minutes: deque[Minute] = deque()
 
     def side(self, side: int) -> BookSide:
         return self.bids if side == BUY else self.asks

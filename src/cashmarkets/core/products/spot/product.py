@@ -40,9 +40,11 @@ from cashmarkets.core.ledger import FEES, OWNER_LENGTH_MAX, Account, escrow
 from cashmarkets.core.products.spot.book import (
     BUY,
     CANCELED,
+    DAY_MS,
     EXPIRED,
     EXPIRED_IN_MATCH,
     FILLED,
+    MINUTE_MS,
     NEW,
     PARTIALLY_FILLED,
     SELL,
@@ -97,6 +99,8 @@ _J_CLOSE: Final = 4
 _J_FIELDS: Final = 5
 _J_BOOK: Final = 6
 _J_NEXT_ID: Final = 7
+_J_MINUTE: Final = 8
+_J_MINUTE_PRUNE: Final = 9
 
 # Why matching stopped.
 _STOP_DONE: Final = 0
@@ -137,6 +141,7 @@ class BookState(msgspec.Struct, array_like=True):
     next_trade_id: int
     update_id: int
     orders: list[OrderState]  # bids best first in queue order, then asks likewise
+    minutes: list[list[int]]
 
 
 class SpotState(msgspec.Struct, array_like=True):
@@ -485,6 +490,7 @@ class SpotProduct:
             book.update_id = seq
         trade_id = book.next_trade_id
         book.next_trade_id = trade_id + 1
+        self._record(book, ts_ns, price, lots, quote, trade_id)
         if maker.remaining:
             maker.status = PARTIALLY_FILLED
         else:
@@ -511,6 +517,31 @@ class SpotProduct:
         )
         trades.append(trade)
         self.engine.emit(trade)
+
+    def _record(self, book: Book, ts_ns: int, price: int, lots: int, quote: int, trade_id: int) -> None:
+        """Add a trade to its minute (engine time) and keep only the last 24 h of minutes."""
+        ms = ts_ns // 1_000_000
+        minute = ms - ms % MINUTE_MS
+        minutes = book.minutes
+        journal = self._journal
+        last = minutes[-1] if minutes else None
+        if last is not None and last[0] == minute:
+            journal.append((_J_MINUTE, book, last[:]))
+            if price > last[2]:
+                last[2] = price
+            if price < last[3]:
+                last[3] = price
+            last[4] = price
+            last[5] += lots
+            last[6] += quote
+            last[7] += 1
+            last[9] = trade_id
+            return
+        minutes.append([minute, price, price, price, price, lots, quote, 1, trade_id, trade_id])
+        journal.append((_J_MINUTE, book, None))
+        cutoff = minute - DAY_MS
+        while minutes[0][0] <= cutoff:
+            journal.append((_J_MINUTE_PRUNE, book, minutes.popleft()))
 
     def _finish(
         self, book: Book, market: _Market, order: Order, stp_stop: bool, seq: int, ts_ns: int
@@ -789,6 +820,14 @@ class SpotProduct:
                     o.updated_seq,
                     o.updated_ts_ns,
                 ) = fields
+            elif kind == _J_MINUTE:
+                minutes, saved = entry[1].minutes, entry[2]
+                if saved is None:
+                    minutes.pop()
+                else:
+                    minutes[-1][:] = saved
+            elif kind == _J_MINUTE_PRUNE:
+                entry[1].minutes.appendleft(entry[2])
             elif kind == _J_BOOK:
                 book = entry[1]
                 book.next_trade_id, book.update_id = entry[2], entry[3]
@@ -889,7 +928,8 @@ class SpotProduct:
         for symbol in sorted(self.books):
             book = self.books[symbol]
             orders = [_state(o) for o in book.bids.orders()] + [_state(o) for o in book.asks.orders()]
-            books.append(BookState(symbol, book.trading, book.next_trade_id, book.update_id, orders))
+            minutes = [list(m) for m in book.minutes]
+            books.append(BookState(symbol, book.trading, book.next_trade_id, book.update_id, orders, minutes))
         return _STATE_ENCODER.encode(SpotState(self.next_order_id, books))
 
     def restore_state(self, data: bytes) -> None:
@@ -903,6 +943,7 @@ class SpotProduct:
         for bs in state.books:
             book = self.books[bs.symbol]
             book.trading, book.next_trade_id, book.update_id = bs.trading, bs.next_trade_id, bs.update_id
+            book.minutes.extend(bs.minutes)
             for s in bs.orders:
                 o = Order(
                     s.order_id,
