@@ -22,7 +22,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     proc = Proc(
         ["serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-        {"CASHMARKETS_PRICE_SOURCE": "none"},
+        {"CASHMARKETS_PRICE_SOURCE": "none", "CASHMARKETS_SPOT_BOT": "0"},
         tmp_path / "serve.log",
     )
     base = f"http://127.0.0.1:{port}"

@@ -20,6 +20,7 @@ PASSWORD = "correct horse battery"
 async def embedded(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
     # No price feed unless a test asks: tests script their prices.
     overrides.setdefault("price_source", "none")
+    overrides.setdefault("spot_bot", False)  # tests place their own orders on empty books
     # The projector as a task in the app's loop, so tests can wait for it; the child-process
     # projector of `serve` is covered by the e2e tests.
     overrides.setdefault("projector_process", False)

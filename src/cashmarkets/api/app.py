@@ -51,6 +51,7 @@ from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
+from cashmarkets.runtime.marketmaker import MarketMaker
 from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
 from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
@@ -221,6 +222,12 @@ def _embedded_lifespan(settings: Settings) -> Any:
             lag_task = None
         feed = build_feed(settings, runtime_sink(runtime))
         feed_task = asyncio.create_task(feed.run(), name="price-feed") if feed is not None else None
+        bot = (
+            MarketMaker(runtime, interval_s=settings.spot_bot_interval_s)
+            if settings.spot_bot_enabled
+            else None
+        )
+        bot_task = asyncio.create_task(bot.run(), name="spot-bot") if bot is not None else None
         feed_metrics = watch_feed(feed) if feed is not None else None
 
         async def engine_ready() -> str:
@@ -252,6 +259,10 @@ def _embedded_lifespan(settings: Settings) -> Any:
             yield
         finally:
             await gateway.stop()
+            if bot is not None and bot_task is not None:
+                await bot.stop()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(bot_task, 5)
             if feed_metrics is not None:
                 unwatch_feed(feed_metrics)
             if feed is not None and feed_task is not None:

@@ -73,6 +73,9 @@ class Settings(msgspec.Struct, kw_only=True):
     wallet_nonce_ttl_s: int = 300
     # Development money: on by default in embedded mode only.
     faucet: bool | None = None
+    # The spot market maker (runtime/marketmaker.py); None: on in embedded mode, off in distributed.
+    spot_bot: bool | None = None
+    spot_bot_interval_s: float = 0.5
     demo_balance: str = "5000"  # USDC credited at signup when the faucet is on
     faucet_amount_max: str = "10000"  # per faucet request, in the asset's units
     request_body_max_bytes: int = 64 * 1024
@@ -113,6 +116,10 @@ class Settings(msgspec.Struct, kw_only=True):
     @property
     def faucet_enabled(self) -> bool:
         return (not self.distributed) if self.faucet is None else self.faucet
+
+    @property
+    def spot_bot_enabled(self) -> bool:
+        return (not self.distributed) if self.spot_bot is None else self.spot_bot
 
     @property
     def base_url(self) -> str:
