@@ -26,7 +26,7 @@ from cashmarkets.cli import app
 from cashmarkets.store import db, migrate, tables
 from cashmarkets.store.db import create_engine, database_url, is_postgres
 
-HEAD = "0003"
+HEAD = "0004"
 VERSION_TABLE = "alembic_version"
 
 
@@ -80,7 +80,7 @@ async def test_upgrade_to_head_builds_exactly_the_schema_of_tables_py(store_url:
     await migrate.upgrade(store_url)
     assert await schema_diff(store_url) == []
     assert await table_names(store_url) == set(tables.metadata.tables) | {VERSION_TABLE}
-    assert len(tables.metadata.tables) == 18
+    assert len(tables.metadata.tables) == 19
     assert await migrate.current(store_url) == HEAD
     assert migrate.head() == HEAD
 
@@ -117,6 +117,7 @@ async def test_the_named_constraints_and_indexes_exist(store_url: str) -> None:
         "ix_spot_trades_taker_owner_market_trade_id",
         "ix_spot_trades_maker_owner_market_trade_id",
         "ix_spot_trades_market_ts_ns",
+        "ix_api_keys_user_id",
     }
     assert expected_ix <= found["ix"]
     assert {"uq_users_email", "uq_accounts_owner_asset"} <= found["uq"]
@@ -124,6 +125,7 @@ async def test_the_named_constraints_and_indexes_exist(store_url: str) -> None:
         "fk_credentials_user_id_users",
         "fk_wallet_identities_user_id_users",
         "fk_refresh_tokens_user_id_users",
+        "fk_api_keys_user_id_users",
     }
 
 
