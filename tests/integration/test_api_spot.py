@@ -198,3 +198,30 @@ async def test_cancel_all_and_history_pages(tmp_path: Path) -> None:
                 break
         assert seen == sorted(ids, reverse=True)
         assert (await balances(client, h))["USDC"] == ("15000.000000", "15000.000000")
+
+
+async def test_an_admin_halts_and_resumes_a_market(tmp_path: Path) -> None:
+    from tests.integration.api_helpers import admin
+
+    async with embedded(tmp_path) as client:
+        boss = await admin(client)
+        h = await funded(client, "frank@example.com")
+        resting = (await place(client, h, side="BUY", price="100", quantity="0.1")).json()["order"]["orderId"]
+        path = "/api/v1/admin/spot/markets/BTC_USDC/status"
+        assert (await client.post(path, json={"status": "HALTED"}, headers=h)).status_code == 403
+        r = await client.post(path, json={"status": "HALTED"}, headers=boss)
+        assert r.status_code == 200 and r.json() == {"market": "BTC_USDC", "status": "HALTED"}
+        halted = await place(client, h, side="BUY", price="100", quantity="0.1")
+        assert halted.status_code == 422 and halted.json()["code"] == "market_halted"
+        eth = await place(client, h, side="BUY", price="100", quantity="0.1", market="ETH_USDC")
+        assert eth.status_code == 200  # other markets trade on
+        cancel = await client.delete(f"{SPOT}/orders/{resting}", params={"market": "BTC_USDC"}, headers=h)
+        assert cancel.status_code == 200  # cancels still work
+        assert (await client.post(path, json={"status": "PAUSED"}, headers=boss)).status_code == 400
+        assert (
+            await client.post(
+                "/api/v1/admin/spot/markets/NOPE/status", json={"status": "HALTED"}, headers=boss
+            )
+        ).status_code == 404
+        assert (await client.post(path, json={"status": "TRADING"}, headers=boss)).status_code == 200
+        assert (await place(client, h, side="BUY", price="100", quantity="0.1")).status_code == 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -22,8 +22,19 @@ from cashmarkets.api.schemas import (
 )
 from cashmarkets.api.security import authenticate, require_roles
 from cashmarkets.api.services import command_id, parse_money, services
+from cashmarkets.api.spot import MARKETS as SPOT_MARKETS
 from cashmarkets.core.commands import CompleteWithdrawal, Deposit, RejectWithdrawal
+from cashmarkets.core.products.spot import SetMarketStatus
 from cashmarkets.store import queries
+
+
+class SpotMarketStatusChange(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["TRADING", "HALTED"]
+
+
+class SpotMarketStatusOut(msgspec.Struct):
+    market: str
+    status: str
 
 
 def _actor(request: Request[Any, Any, Any]) -> str:
@@ -59,6 +70,31 @@ class AdminController(Controller):
             request_id=request_id_of(request),
         )
         return CommandOutcome(command_id=result.command_id, status="accepted", seq=result.seq)
+
+    @post("/spot/markets/{market:str}/status", status_code=200)
+    async def spot_market_status(
+        self,
+        request: Request[Any, Any, Any],
+        market: Annotated[str, PathParameter(min_length=1, max_length=16)],
+        data: JSONBody[SpotMarketStatusChange],
+    ) -> SpotMarketStatusOut:
+        """Halt a spot market (orders may still be canceled, not placed or amended) or resume it."""
+        svc = services(request)
+        if market not in SPOT_MARKETS:
+            raise ApiError(404, "unknown_market", f"unknown market {market!r}")
+        result = await svc.execute(
+            SetMarketStatus(
+                command_id=command_id(request, _actor(request)), market=market, status=data.status
+            )
+        )
+        await svc.users.audit(
+            actor=_actor(request),
+            action="spot_market_status",
+            target=market,
+            detail={"status": data.status, "seq": result.seq},
+            request_id=request_id_of(request),
+        )
+        return SpotMarketStatusOut(market=market, status=data.status)
 
     @get("/withdrawals")
     async def withdrawals(
