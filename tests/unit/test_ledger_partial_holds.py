@@ -7,6 +7,7 @@ import pytest
 
 from cashmarkets.core import codes
 from cashmarkets.core.ledger import (
+    HOLD_MORE,
     HOLD_PENDING,
     HOLD_POSTED,
     HOLD_VOIDED,
@@ -107,4 +108,31 @@ def test_rollback_restores_partial_operations_exactly(book: Book) -> None:
     book.ledger.rollback()
     assert ledger_bytes(book.ledger) == before
     assert book.ledger.holds[hold_id].status == HOLD_PENDING
+    book.ledger.check_invariants()
+
+
+def test_hold_more_adds_to_a_pending_hold_under_the_same_checks(book: Book) -> None:
+    hold_id = book.hold(book.alice, book.bob, 300)
+    out = book.ledger.hold_more(hold_id, 200, 3)
+    assert isinstance(out, Transfer) and (out.kind, out.amount, out.pending_id) == (HOLD_MORE, 200, hold_id)
+    assert book.ledger.holds[hold_id].amount == 500 and book.alice.available == 500
+    before = ledger_bytes(book.ledger)
+    assert book.ledger.hold_more(hold_id, 501, 4) == codes.INSUFFICIENT_FUNDS
+    assert book.ledger.hold_more(hold_id, 0, 4) == codes.AMOUNT_MUST_BE_POSITIVE
+    assert book.ledger.hold_more(999, 1, 4) == codes.PENDING_TRANSFER_NOT_FOUND
+    assert ledger_bytes(book.ledger) == before
+    book.ledger.resolve_part(hold_id, 500, 5, post=True)
+    assert book.ledger.hold_more(hold_id, 1, 6) == codes.ALREADY_POSTED
+    book.ledger.check_invariants()
+
+
+def test_hold_more_rolls_back(book: Book) -> None:
+    hold_id = book.hold(book.alice, book.bob, 300)
+    book.events = []
+    book.ledger.begin(book.events)
+    before = ledger_bytes(book.ledger)
+    book.ledger.hold_more(hold_id, 100, 3)
+    book.ledger.resolve_part(hold_id, 50, 3, post=True)
+    book.ledger.rollback()
+    assert ledger_bytes(book.ledger) == before
     book.ledger.check_invariants()

@@ -147,7 +147,7 @@ class LedgerEntry(Response):
     id: int
     seq: int
     ts_ns: int
-    kind: Literal["transfer", "hold", "post", "void", "post_part", "void_part"]
+    kind: Literal["transfer", "hold", "post", "void", "post_part", "void_part", "hold_more"]
     asset: str
     amount: str  # signed from the caller's point of view: negative leaves the account
     code: str

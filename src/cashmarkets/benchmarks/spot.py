@@ -121,10 +121,11 @@ def generate(commands: int, resting: int = 1_000, seed: int = 1) -> tuple[list[O
             live[i] = last
             position[last] = i
 
-    def sync() -> None:
-        # Orders filled by the last command leave the live list.
-        for no in [n for n in live if (n + 1) not in product.orders]:
-            drop(no)
+    def sync(data: Any) -> None:
+        # Makers the last command filled leave the live list.
+        for trade in data.trades:
+            if trade.maker_remaining_lots == 0 and trade.maker_order_id - 1 in position:
+                drop(trade.maker_order_id - 1)
 
     def price_near(is_buy: bool, aggressive: bool) -> int:
         # Resting orders spread over ~750 levels either side of the centre; aggressive ones cross.
@@ -156,7 +157,7 @@ def generate(commands: int, resting: int = 1_000, seed: int = 1) -> tuple[list[O
         alias[no] = counters["variant"]
         variant.append(("new", counters["variant"], user, is_buy, price, qty, ioc))
         counters["variant"] += 1
-        sync()
+        sync(data)
         if data.order.remaining_lots and not ioc:
             position[no] = len(live)
             live.append(no)
@@ -201,7 +202,7 @@ def generate(commands: int, resting: int = 1_000, seed: int = 1) -> tuple[list[O
             alias[no] = counters["variant"]
             variant.append(("new", counters["variant"], order.owner, buy, new_price, remaining, False))
             counters["variant"] += 1
-            sync()
+            sync(data)
             if data.order.remaining_lots == 0 and no in position:
                 drop(no)
     return ops, variant

@@ -9,6 +9,7 @@
                 POST_PART / VOID_PART  post or release part of a hold and keep the rest pending:
                          a resting order fills in pieces (beyond TigerBeetle, whose holds resolve
                          once); the hold resolves when nothing is left pending
+                HOLD_MORE  adds to a pending hold (an order amended to need more)
 
 Invariants (checked by tests, asserted where cheap):
   - per asset, the sum over accounts of (credits - debits) is zero, for posted and for pending;
@@ -64,6 +65,7 @@ POST: Final = 2
 VOID: Final = 3
 POST_PART: Final = 4
 VOID_PART: Final = 5
+HOLD_MORE: Final = 6
 HOLD_PENDING: Final = 0
 HOLD_POSTED: Final = 1
 HOLD_VOIDED: Final = 2
@@ -76,6 +78,7 @@ class TransferKind(IntEnum):
     VOID = 3
     POST_PART = 4
     VOID_PART = 5
+    HOLD_MORE = 6
 
 
 class HoldStatus(IntEnum):
@@ -182,6 +185,7 @@ _U_SINGLE: Final = 1
 _U_PENDING: Final = 2
 _U_RESOLVE: Final = 3
 _U_PART: Final = 4
+_U_MORE: Final = 5
 
 
 class Ledger:
@@ -391,6 +395,36 @@ class Ledger:
         self.events.append(transfer)
         return transfer
 
+    def hold_more(self, hold_id: int, amount: int, seq: int) -> Transfer | str:
+        """Add `amount` to a pending hold, under the same checks as a new hold."""
+        hold = self.holds.get(hold_id)
+        if hold is None:
+            return codes.PENDING_TRANSFER_NOT_FOUND
+        if hold.status != HOLD_PENDING:
+            return codes.ALREADY_POSTED if hold.status == HOLD_POSTED else codes.ALREADY_VOIDED
+        if amount <= 0:
+            return codes.AMOUNT_MUST_BE_POSITIVE
+        dr = self.accounts[hold.debit_account_id]
+        cr = self.accounts[hold.credit_account_id]
+        if dr.flags & NO_OVERDRAFT and dr.debits_posted + dr.debits_pending + amount > dr.credits_posted:
+            return codes.INSUFFICIENT_FUNDS
+        if cr.flags & NO_CREDIT_EXCESS and cr.credits_posted + cr.credits_pending + amount > cr.debits_posted:
+            return codes.EXCEEDS_DEBITS
+        if (
+            dr.debits_posted + dr.debits_pending + amount > TOTAL_MAX
+            or cr.credits_posted + cr.credits_pending + amount > TOTAL_MAX
+        ):
+            return codes.OVERFLOW
+        dr.debits_pending += amount
+        cr.credits_pending += amount
+        hold.amount += amount
+        transfer_id = self.next_transfer_id
+        self.next_transfer_id = transfer_id + 1
+        self._journal.append((_U_MORE, hold, None, amount, transfer_id))
+        transfer = Transfer(seq, transfer_id, HOLD_MORE, dr.id, cr.id, dr.asset, amount, hold.code, hold_id)
+        self.events.append(transfer)
+        return transfer
+
     # ---- the undo journal ---------------------------------------------------------------------
 
     def begin(self, events: list[object]) -> None:
@@ -427,6 +461,12 @@ class Ledger:
                 cr.credits_pending += a.amount
                 a.status = HOLD_PENDING
                 a.posted_amount -= amount
+                self.next_transfer_id = transfer_id
+            elif kind == _U_MORE:
+                assert isinstance(a, Hold)
+                self.accounts[a.debit_account_id].debits_pending -= amount
+                self.accounts[a.credit_account_id].credits_pending -= amount
+                a.amount -= amount
                 self.next_transfer_id = transfer_id
             elif kind == _U_PART:
                 assert isinstance(a, Hold) and isinstance(b, tuple)

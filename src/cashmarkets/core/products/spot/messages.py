@@ -59,7 +59,7 @@ class SetMarketStatus(Command, tag="spot_market_status"):
     status: str  # TRADING | HALTED
 
 
-class OrderView(ResultData, tag="spot_order"):
+class OrderView(ResultData, tag="spot_order", kw_only=False):
     """An order as it stands after a command: the body of an execution report."""
 
     order_id: int

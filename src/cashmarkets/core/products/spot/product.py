@@ -204,6 +204,7 @@ class SpotProduct:
         self.by_client_id: dict[tuple[str, str], Order] = {}  # (owner, client order id) -> open order
         self.next_order_id = 1
         self._journal: list[tuple[Any, ...]] = []
+        self._undo_callback = self._undo  # one bound method, not one per command
         self._orders_per_owner_max = self.config.orders_per_owner_max
         self._orders_max = self.config.orders_max
 
@@ -314,7 +315,7 @@ class SpotProduct:
         ts_ns = cmd.ts_ns
         journal = self._journal
         journal.clear()
-        self.engine.on_rollback(self._undo)
+        self.engine.on_rollback(self._undo_callback)
         journal.append((_J_NEXT_ID, self.next_order_id))
         order = Order(
             self.next_order_id,
@@ -638,7 +639,7 @@ class SpotProduct:
         if isinstance(order, Reject):
             return order
         self._journal.clear()
-        self.engine.on_rollback(self._undo)
+        self.engine.on_rollback(self._undo_callback)
         book = self.books[cmd.market]
         self._close_resting(book, book.side(order.side), order, CANCELED, "CANCELED", cmd.seq, cmd.ts_ns)
         return order_view(order)
@@ -650,7 +651,7 @@ class SpotProduct:
         views: list[OrderView] = []
         if owned:
             self._journal.clear()
-            self.engine.on_rollback(self._undo)
+            self.engine.on_rollback(self._undo_callback)
             book = self.books[cmd.market]
             for order_id in sorted(owned):
                 order = owned[order_id]
@@ -700,7 +701,7 @@ class SpotProduct:
         seq, ts_ns = cmd.seq, cmd.ts_ns
         journal = self._journal
         journal.clear()
-        self.engine.on_rollback(self._undo)
+        self.engine.on_rollback(self._undo_callback)
         trades: list[SpotTrade] = []
         if price == order.price and qty <= order.qty:
             # Smaller (or equal) at the same price: keeps its place in the queue.
@@ -730,12 +731,8 @@ class SpotProduct:
             out = ledger.resolve_part(order.hold_id, hold.amount - need, seq, post=False, forget=True)
             assert not isinstance(out, str), out
         elif need > hold.amount:
-            # Holds only shrink: a bigger one replaces the old (released first, so it can be reused).
-            out = ledger.resolve_part(order.hold_id, hold.amount, seq, post=False, forget=True)
+            out = ledger.hold_more(order.hold_id, need - hold.amount, seq)
             assert not isinstance(out, str), out
-            out = ledger.move(pay, ledger.accounts[hold.credit_account_id], need, "hold", seq, pending=True)
-            assert not isinstance(out, str), out
-            order.hold_id = out.id
         order.price = price
         order.qty = qty
         order.remaining = remaining
@@ -1030,26 +1027,27 @@ def _fields(o: Order) -> tuple[Any, ...]:
 
 
 def order_view(o: Order) -> OrderView:
+    # Positional: built once per command on the hot path (OrderView's fields, in order).
     return OrderView(
-        order_id=o.id,
-        market=o.market,
-        owner=o.owner,
-        client_order_id=o.client_order_id,
-        side=SIDE_NAMES[o.side],
-        order_type=o.order_type,
-        tif=o.tif,
-        stp=STP_NAMES[o.stp],
-        price_ticks=o.price,
-        qty_lots=o.qty,
-        quote_qty=o.quote_qty,
-        executed_lots=o.executed,
-        executed_quote=o.executed_quote,
-        remaining_lots=o.remaining,
-        status=o.status,
-        created_seq=o.created_seq,
-        created_ts_ns=o.created_ts_ns,
-        updated_seq=o.updated_seq,
-        updated_ts_ns=o.updated_ts_ns,
+        o.id,
+        o.market,
+        o.owner,
+        o.client_order_id,
+        SIDE_NAMES[o.side],
+        o.order_type,
+        o.tif,
+        STP_NAMES[o.stp],
+        o.price,
+        o.qty,
+        o.quote_qty,
+        o.executed,
+        o.executed_quote,
+        o.remaining,
+        o.status,
+        o.created_seq,
+        o.created_ts_ns,
+        o.updated_seq,
+        o.updated_ts_ns,
     )
 
 
