@@ -10,6 +10,7 @@ from the engine (embedded) or the projection (distributed); history, trades, can
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal
 
 from litestar import Controller, Request, delete, get, post
@@ -38,6 +39,7 @@ from cashmarkets.core.products.spot import (
     SpotMarket,
     SpotTrade,
 )
+from cashmarkets.core.products.spot.book import DAY_MS
 from cashmarkets.core.products.spot.marketdata import INTERVALS_MS, change_percent
 from cashmarkets.store import queries, spot_queries
 
@@ -208,29 +210,29 @@ def market_of(symbol: str) -> SpotMarket:
 
 
 def parse_price(units: Market, text: str, field: str = "price") -> int:
-    try:
-        return units.parse_price(text)
-    except AmountError as exc:
-        raise ApiError(
-            400, "invalid_price", f"{field}: {exc.detail}", errors=[{"field": field, "message": exc.code}]
-        ) from None
+    return _parsed(units.parse_price, text, field, "invalid_price")
 
 
 def parse_qty(units: Market, text: str, field: str = "quantity") -> int:
-    try:
-        return units.parse_qty(text)
-    except AmountError as exc:
-        raise ApiError(
-            400, "invalid_quantity", f"{field}: {exc.detail}", errors=[{"field": field, "message": exc.code}]
-        ) from None
+    return _parsed(units.parse_qty, text, field, "invalid_quantity")
 
 
 def parse_quote(market: SpotMarket, text: str, field: str = "quoteOrderQty") -> int:
+    return _parsed(
+        lambda t: parse_amount(t, market.quote_decimals, allow_zero=False, max_integer_digits=15),
+        text,
+        field,
+        "invalid_quantity",
+    )
+
+
+def _parsed(parse: Callable[[str], int], text: str, field: str, code: str) -> int:
+    """A decimal string through `parse`; a clear 400 naming the field if it is not one."""
     try:
-        return parse_amount(text, market.quote_decimals, allow_zero=False, max_integer_digits=15)
+        return parse(text)
     except AmountError as exc:
         raise ApiError(
-            400, "invalid_quantity", f"{field}: {exc.detail}", errors=[{"field": field, "message": exc.code}]
+            400, code, f"{field}: {exc.detail}", errors=[{"field": field, "message": exc.code}]
         ) from None
 
 
@@ -378,7 +380,7 @@ async def ticker_of(svc: Services, symbol: str) -> TickerOut:
             volume=units.format_qty(0),
             quote_volume=format_amount(0, market.quote_decimals),
             count=0,
-            open_time_ms=now_ms - spot_queries.DAY_MS,
+            open_time_ms=now_ms - DAY_MS,
             close_time_ms=now_ms,
         )
     change = t.last_ticks - t.open_ticks

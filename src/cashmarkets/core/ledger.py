@@ -283,16 +283,9 @@ class Ledger:
             return codes.ACCOUNTS_MUST_BE_DIFFERENT
         if dr.asset != cr.asset:
             return codes.ASSETS_MUST_MATCH
-        if dr.flags & NO_OVERDRAFT and dr.debits_posted + dr.debits_pending + amount > dr.credits_posted:
-            return codes.INSUFFICIENT_FUNDS
-        if cr.flags & NO_CREDIT_EXCESS and cr.credits_posted + cr.credits_pending + amount > cr.debits_posted:
-            return codes.EXCEEDS_DEBITS
-        # posted + pending bounds what either total can reach once the hold is posted.
-        if (
-            dr.debits_posted + dr.debits_pending + amount > TOTAL_MAX
-            or cr.credits_posted + cr.credits_pending + amount > TOTAL_MAX
-        ):
-            return codes.OVERFLOW
+        refused = _limits(dr, cr, amount)
+        if refused is not None:
+            return refused
         transfer_id = self.next_transfer_id
         self.next_transfer_id = transfer_id + 1
         if pending:
@@ -406,15 +399,9 @@ class Ledger:
             return codes.AMOUNT_MUST_BE_POSITIVE
         dr = self.accounts[hold.debit_account_id]
         cr = self.accounts[hold.credit_account_id]
-        if dr.flags & NO_OVERDRAFT and dr.debits_posted + dr.debits_pending + amount > dr.credits_posted:
-            return codes.INSUFFICIENT_FUNDS
-        if cr.flags & NO_CREDIT_EXCESS and cr.credits_posted + cr.credits_pending + amount > cr.debits_posted:
-            return codes.EXCEEDS_DEBITS
-        if (
-            dr.debits_posted + dr.debits_pending + amount > TOTAL_MAX
-            or cr.credits_posted + cr.credits_pending + amount > TOTAL_MAX
-        ):
-            return codes.OVERFLOW
+        refused = _limits(dr, cr, amount)
+        if refused is not None:
+            return refused
         dr.debits_pending += amount
         cr.credits_pending += amount
         hold.amount += amount
@@ -526,6 +513,21 @@ class Ledger:
                 held[hold.debit_account_id] = held.get(hold.debit_account_id, 0) + hold.amount
         for acc in self.accounts.values():
             assert held.get(acc.id, 0) == acc.debits_pending, acc
+
+
+def _limits(dr: Account, cr: Account, amount: int) -> str | None:
+    """Why `amount` more may not leave `dr` for `cr` (overdraft, credit excess, overflow), or None."""
+    if dr.flags & NO_OVERDRAFT and dr.debits_posted + dr.debits_pending + amount > dr.credits_posted:
+        return codes.INSUFFICIENT_FUNDS
+    if cr.flags & NO_CREDIT_EXCESS and cr.credits_posted + cr.credits_pending + amount > cr.debits_posted:
+        return codes.EXCEEDS_DEBITS
+    # posted + pending bounds what either total can reach once a hold is posted.
+    if (
+        dr.debits_posted + dr.debits_pending + amount > TOTAL_MAX
+        or cr.credits_posted + cr.credits_pending + amount > TOTAL_MAX
+    ):
+        return codes.OVERFLOW
+    return None
 
 
 def default_flags(owner: str) -> int:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
-import msgspec
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cashmarkets.core.products.spot import OrderView
+from cashmarkets.core.products.spot.book import DAY_MS
+from cashmarkets.core.products.spot.marketdata import Window, window_24h
 from cashmarkets.store.tables import projector_checkpoints, spot_candles, spot_orders, spot_trades
-
-DAY_MS: Final = 86_400_000
 
 
 def order_view(row: Any) -> OrderView:
@@ -112,50 +111,34 @@ async def klines(
         return list((await conn.execute(q.order_by(c.open_time_ms).limit(limit))).all())
 
 
-class Ticker24h(msgspec.Struct, kw_only=True):
-    market: str
-    open_ticks: int
-    high_ticks: int
-    low_ticks: int
-    last_ticks: int
-    volume_lots: int
-    quote_volume: int
-    trades: int
-    first_trade_id: int
-    last_trade_id: int
-    open_time_ms: int
-    close_time_ms: int
-
-
-async def ticker_24h(db: AsyncEngine, market: str, now_ms: int) -> Ticker24h | None:
-    """The rolling 24 h window, from 1-minute candles (so rolling by the minute)."""
+async def ticker_24h(db: AsyncEngine, market: str, now_ms: int) -> Window | None:
+    """The rolling 24 h window from the projected 1-minute candles (so rolling by the minute):
+    the same computation the replicas make from the book's minutes."""
     c = spot_candles.c
-    start = now_ms - DAY_MS
     async with db.connect() as conn:
         rows = (
             await conn.execute(
                 select(spot_candles)
-                .where(c.market == market, c.interval == "1m", c.open_time_ms > start - 60_000)
+                .where(c.market == market, c.interval == "1m", c.open_time_ms > now_ms - DAY_MS - 60_000)
                 .order_by(c.open_time_ms)
             )
         ).all()
-    rows = [r for r in rows if r.open_time_ms + 60_000 > start]
-    if not rows:
-        return None
-    return Ticker24h(
-        market=market,
-        open_ticks=rows[0].open_ticks,
-        high_ticks=max(r.high_ticks for r in rows),
-        low_ticks=min(r.low_ticks for r in rows),
-        last_ticks=rows[-1].close_ticks,
-        volume_lots=sum(r.volume_lots for r in rows),
-        quote_volume=sum(r.quote_volume for r in rows),
-        trades=sum(r.trades for r in rows),
-        first_trade_id=rows[0].first_trade_id,
-        last_trade_id=rows[-1].last_trade_id,
-        open_time_ms=start,
-        close_time_ms=now_ms,
-    )
+    minutes = [
+        [
+            r.open_time_ms,
+            r.open_ticks,
+            r.high_ticks,
+            r.low_ticks,
+            r.close_ticks,
+            r.volume_lots,
+            r.quote_volume,
+            r.trades,
+            r.first_trade_id,
+            r.last_trade_id,
+        ]
+        for r in rows
+    ]
+    return window_24h(minutes, now_ms)
 
 
 async def depth(
