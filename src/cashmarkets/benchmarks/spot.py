@@ -168,6 +168,12 @@ def generate(commands: int, resting: int = 1_000, seed: int = 1) -> tuple[list[O
     names = [name for name, weight in MIX for _ in range(weight)]
     while len(ops) < resting + commands:
         kind = rng.choice(names)
+        # Hold the book near its size, as exchange-core's generator does: more new orders when it
+        # shrinks, more cancels when it grows.
+        if kind == "gtc" and len(live) > resting * 1.1:
+            kind = "cancel"
+        elif kind == "cancel" and len(live) < resting * 0.9:
+            kind = "gtc"
         is_buy = rng.random() < 0.5
         if kind == "gtc" or not live:
             new(is_buy, price_near(is_buy, rng.random() < 0.1), False)
