@@ -104,7 +104,7 @@ class SpotTrade(msgspec.Struct, tag="spot_trade", array_like=True, gc=False):
     seller_fee: int  # quote minor units
 
 
-class OrderPlaced(ResultData, tag="spot_placed"):
+class OrderPlaced(ResultData, tag="spot_placed", kw_only=False):
     order: OrderView
     trades: list[SpotTrade]
 

@@ -339,7 +339,7 @@ class SpotProduct:
             order.status = EXPIRED
             view = order_view(order)
             self.engine.emit(SpotOrderUpdated(seq, "EXPIRED", view))
-            return OrderPlaced(order=view, trades=trades)
+            return OrderPlaced(view, trades)
         if hold_amount:  # a market order that will not trade holds (and opens) nothing
             receive_asset = market.base if side == BUY else market.quote
             for key in (
@@ -367,7 +367,7 @@ class SpotProduct:
                 order.status = FILLED
         view = order_view(order)
         self.engine.emit(SpotOrderUpdated(seq, "TRADE" if trades else "NEW", view))
-        return OrderPlaced(order=view, trades=trades)
+        return OrderPlaced(view, trades)
 
     def _check_client_order_id(self, owner: str, coid: str) -> Reject | None:
         if len(coid) > self.config.client_order_id_length_max or not _COID_CHARS.issuperset(coid):
@@ -668,9 +668,19 @@ class SpotProduct:
         book = self.books[cmd.market]
         if not book.trading:
             return Reject(codes.MARKET_HALTED, cmd.market)
-        order = self._find(cmd.owner, cmd.market, cmd.order_id, cmd.client_order_id)
-        if isinstance(order, Reject):
-            return order
+        found = (
+            self.orders.get(cmd.order_id)
+            if cmd.order_id
+            else self._find(cmd.owner, cmd.market, 0, cmd.client_order_id)
+        )
+        if (
+            found is None
+            or isinstance(found, Reject)
+            or found.owner != cmd.owner
+            or found.market != cmd.market
+        ):
+            return Reject(codes.ORDER_NOT_FOUND, str(cmd.order_id or cmd.client_order_id))
+        order = found
         cfg = market.config
         price = cmd.price_ticks or order.price
         qty = cmd.qty_lots or order.qty
@@ -685,8 +695,13 @@ class SpotProduct:
         if qty * price * unit < cfg.min_notional:
             return Reject(codes.BELOW_MIN_NOTIONAL, f"price x quantity below {cfg.min_notional}")
         side = order.side
-        crosses = _crosses(book, side, price)
-        if order.order_type == "LIMIT_MAKER" and crosses:
+        if side == BUY:
+            opp_keys = book.asks.keys
+            crosses = bool(opp_keys) and -opp_keys[-1] <= price
+        else:
+            opp_keys = book.bids.keys
+            crosses = bool(opp_keys) and opp_keys[-1] >= price
+        if crosses and order.order_type == "LIMIT_MAKER":
             return Reject(codes.WOULD_TAKE, "post-only order would match")
         remaining = qty - order.executed
         need = remaining * price * unit if side == BUY else remaining * market.lot
@@ -719,13 +734,14 @@ class SpotProduct:
                 assert not isinstance(out, str), out
             view = order_view(order)
             self.engine.emit(SpotOrderUpdated(seq, "AMENDED", view))
-            return OrderPlaced(order=view, trades=trades)
+            return OrderPlaced(view, trades)
         # A new price or a larger quantity: the order leaves the queue and comes back as a taker.
         # Unlinked before its fields are saved: the undo restores the old price, then relinks.
         if book.update_id != seq:
             journal.append((_J_BOOK, book, book.next_trade_id, book.update_id))
             book.update_id = seq
-        journal.append((_J_UNLINK, order, book.side(side).unlink(order)))
+        book_side = book.bids if side == BUY else book.asks
+        journal.append((_J_UNLINK, order, book_side.unlink(order)))
         journal.append((_J_FIELDS, order, _fields(order)))
         if need < hold.amount:
             out = ledger.resolve_part(order.hold_id, hold.amount - need, seq, post=False, forget=True)
@@ -737,6 +753,15 @@ class SpotProduct:
         order.qty = qty
         order.remaining = remaining
         order.created_seq, order.created_ts_ns = seq, ts_ns  # its time priority starts now
+        if not crosses:
+            # The common move: to the back of its new level, nothing to match (its status, open
+            # quantity and hold are already right).
+            order.updated_seq, order.updated_ts_ns = seq, ts_ns
+            book_side.append(order)
+            journal.append((_J_LINK, order))
+            view = order_view(order)
+            self.engine.emit(SpotOrderUpdated(seq, "AMENDED", view))
+            return OrderPlaced(view, trades)
         stp_stop = (
             self._match(book, market, order, -price if side == BUY else price, 0, seq, ts_ns, trades)
             == _STOP_STP
@@ -748,7 +773,7 @@ class SpotProduct:
             self._forget(order)
         view = order_view(order)
         self.engine.emit(SpotOrderUpdated(seq, "TRADE" if trades else "AMENDED", view))
-        return OrderPlaced(order=view, trades=trades)
+        return OrderPlaced(view, trades)
 
     def set_status(self, cmd: SetMarketStatus) -> MarketStatusView | Reject:
         if cmd.market not in self.markets:
