@@ -110,37 +110,13 @@ _STOP_BUDGET: Final = 2
 _UNBOUNDED: Final = 1 << 62
 
 
-class OrderState(msgspec.Struct, array_like=True, gc=False):
-    """A resting order in a snapshot."""
-
-    order_id: int
-    market: str
-    owner: str
-    client_order_id: str
-    side: int
-    order_type: str
-    tif: str
-    stp: int
-    price: int
-    qty: int
-    quote_qty: int
-    remaining: int
-    executed: int
-    executed_quote: int
-    hold_id: int
-    status: str
-    created_seq: int
-    created_ts_ns: int
-    updated_seq: int
-    updated_ts_ns: int
-
-
 class BookState(msgspec.Struct, array_like=True):
     symbol: str
     trading: bool
     next_trade_id: int
     update_id: int
-    orders: list[OrderState]  # bids best first in queue order, then asks likewise
+    orders: list[OrderView]  # bids best first in queue order, then asks likewise
+    hold_ids: list[int]  # each order's ledger hold, in the same order
     minutes: list[list[int]]
 
 
@@ -949,9 +925,13 @@ class SpotProduct:
         books = []
         for symbol in sorted(self.books):
             book = self.books[symbol]
-            orders = [_state(o) for o in book.bids.orders()] + [_state(o) for o in book.asks.orders()]
+            resting = book.bids.orders() + book.asks.orders()
+            orders = [order_view(o) for o in resting]
+            hold_ids = [o.hold_id for o in resting]
             minutes = [list(m) for m in book.minutes]
-            books.append(BookState(symbol, book.trading, book.next_trade_id, book.update_id, orders, minutes))
+            books.append(
+                BookState(symbol, book.trading, book.next_trade_id, book.update_id, orders, hold_ids, minutes)
+            )
         return _STATE_ENCODER.encode(SpotState(self.next_order_id, books))
 
     def restore_state(self, data: bytes) -> None:
@@ -966,25 +946,29 @@ class SpotProduct:
             book = self.books[bs.symbol]
             book.trading, book.next_trade_id, book.update_id = bs.trading, bs.next_trade_id, bs.update_id
             book.minutes.extend(bs.minutes)
-            for s in bs.orders:
+            for v, hold_id in zip(bs.orders, bs.hold_ids, strict=True):
                 o = Order(
-                    s.order_id,
-                    s.market,
-                    s.owner,
-                    s.client_order_id,
-                    s.side,
-                    s.order_type,
-                    s.tif,
-                    s.stp,
-                    s.price,
-                    s.qty,
-                    s.quote_qty,
-                    s.created_seq,
-                    s.created_ts_ns,
+                    v.order_id,
+                    v.market,
+                    v.owner,
+                    v.client_order_id,
+                    SIDES[v.side],
+                    v.order_type,
+                    v.tif,
+                    STP_MODES[v.stp],
+                    v.price_ticks,
+                    v.qty_lots,
+                    v.quote_qty,
+                    v.created_seq,
+                    v.created_ts_ns,
                 )
-                o.remaining, o.executed, o.executed_quote = s.remaining, s.executed, s.executed_quote
-                o.hold_id, o.status = s.hold_id, s.status
-                o.updated_seq, o.updated_ts_ns = s.updated_seq, s.updated_ts_ns
+                o.remaining, o.executed, o.executed_quote = (
+                    v.remaining_lots,
+                    v.executed_lots,
+                    v.executed_quote,
+                )
+                o.hold_id, o.status = hold_id, v.status
+                o.updated_seq, o.updated_ts_ns = v.updated_seq, v.updated_ts_ns
                 book.side(o.side).append(o)
                 self.orders[o.id] = o
                 self.by_owner.setdefault((o.owner, o.market), {})[o.id] = o
@@ -1068,31 +1052,6 @@ def order_view(o: Order) -> OrderView:
         o.executed,
         o.executed_quote,
         o.remaining,
-        o.status,
-        o.created_seq,
-        o.created_ts_ns,
-        o.updated_seq,
-        o.updated_ts_ns,
-    )
-
-
-def _state(o: Order) -> OrderState:
-    return OrderState(
-        o.id,
-        o.market,
-        o.owner,
-        o.client_order_id,
-        o.side,
-        o.order_type,
-        o.tif,
-        o.stp,
-        o.price,
-        o.qty,
-        o.quote_qty,
-        o.remaining,
-        o.executed,
-        o.executed_quote,
-        o.hold_id,
         o.status,
         o.created_seq,
         o.created_ts_ns,
