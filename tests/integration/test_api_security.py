@@ -290,10 +290,11 @@ async def test_every_admin_route_is_403_for_a_player_and_401_without_a_token(tmp
             ("POST", f"/api/v1/admin/withdrawals/{hold}/complete", {"reference": "x"}),
             ("POST", f"/api/v1/admin/withdrawals/{hold}/reject", {"reference": "x"}),
             ("POST", f"/api/v1/admin/users/{uid}/role", {"role": "admin"}),
+            ("POST", "/api/v1/admin/spot/markets/BTC_USDC/status", {"status": "HALTED"}),
         ]
         schema_paths = (await client.get("/openapi.json")).json()["paths"]
         admin_paths = {p for p in schema_paths if p.startswith("/api/v1/admin")}
-        assert len(admin_paths) == 5, admin_paths  # every admin route is in the list above
+        assert len(admin_paths) == 6, admin_paths  # every admin route is in the list above
         for method, path, payload in routes:
             forbidden = await client.request(method, path, json=payload, headers=h)
             assert forbidden.status_code == 403, (method, path)
