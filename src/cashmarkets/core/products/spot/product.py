@@ -335,6 +335,12 @@ class SpotProduct:
             order.hold_id = held.id
         if quote_qty:
             order.remaining = _UNBOUNDED  # the budget stops it
+        elif tif == "GTC" and not (opp_side.keys and opp_side.keys[-1] >= threshold):
+            # Nothing to match (the common new order): straight onto the book, its hold exact.
+            self._rest(book, order, seq)
+            view = order_view(order)
+            self.engine.emit(SpotOrderUpdated(seq, "NEW", view))
+            return OrderPlaced(view, trades)
         stop = self._match(book, market, order, threshold, quote_qty, seq, ts_ns, trades)
         self._finish(book, market, order, stop == _STOP_STP, seq, ts_ns)
         if quote_qty:
@@ -577,8 +583,9 @@ class SpotProduct:
 
     def _close_resting(
         self, book: Book, side: BookSide, order: Order, status: str, exec_type: str, seq: int, ts_ns: int
-    ) -> None:
-        """Cancel or expire a resting order: off the book, hold released, report emitted."""
+    ) -> OrderView:
+        """Cancel or expire a resting order: off the book, hold released, report emitted (and
+        returned)."""
         journal = self._journal
         journal.append((_J_FIELDS, order, _fields(order)))
         if book.update_id != seq:
@@ -594,7 +601,9 @@ class SpotProduct:
         order.status = status
         order.updated_seq = seq
         order.updated_ts_ns = ts_ns
-        self.engine.emit(SpotOrderUpdated(seq, exec_type, order_view(order)))
+        view = order_view(order)
+        self.engine.emit(SpotOrderUpdated(seq, exec_type, view))
+        return view
 
     # ---- cancel, amend, status ----------------------------------------------------------------------
 
@@ -617,8 +626,8 @@ class SpotProduct:
         self._journal.clear()
         self.engine.on_rollback(self._undo_callback)
         book = self.books[cmd.market]
-        self._close_resting(book, book.side(order.side), order, CANCELED, "CANCELED", cmd.seq, cmd.ts_ns)
-        return order_view(order)
+        side = book.bids if order.side == BUY else book.asks
+        return self._close_resting(book, side, order, CANCELED, "CANCELED", cmd.seq, cmd.ts_ns)
 
     def cancel_all(self, cmd: CancelAllOrders) -> OrdersCanceled | Reject:
         if cmd.market not in self.markets:
@@ -631,10 +640,8 @@ class SpotProduct:
             book = self.books[cmd.market]
             for order_id in sorted(owned):
                 order = owned[order_id]
-                self._close_resting(
-                    book, book.side(order.side), order, CANCELED, "CANCELED", cmd.seq, cmd.ts_ns
-                )
-                views.append(order_view(order))
+                side = book.bids if order.side == BUY else book.asks
+                views.append(self._close_resting(book, side, order, CANCELED, "CANCELED", cmd.seq, cmd.ts_ns))
         return OrdersCanceled(orders=views)
 
     def amend(self, cmd: AmendOrder) -> OrderPlaced | Reject:
