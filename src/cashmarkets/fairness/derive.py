@@ -1,0 +1,83 @@
+"""From committed inputs to numbers: the round seed and its unbiased stream.
+
+    round_seed = HMAC-SHA256(key = chain seed,
+                             msg = "cashmarkets/chartgame/v1" 0x00 game 0x00 round (8 bytes BE)
+                                   beacon randomness (32 bytes) [chain-adapter seed])
+    block_i    = HMAC-SHA256(key = round_seed, msg = i as 8 bytes BE)       i = 0, 1, 2, ...
+
+The stream reads the blocks as a sequence of 64-bit big-endian words. `below(n)` draws words and
+rejects those at or above the largest multiple of n under 2^64 (no modulo bias; no floats).
+Every input is recorded with the round, so anyone can recompute every number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Final
+
+DERIVATION_VERSION: Final = "cashmarkets/chartgame/v1"
+_WORD: Final = 1 << 64
+
+
+def round_seed(
+    chain_seed: bytes, game: str, round_no: int, beacon_randomness: bytes, extra: bytes = b""
+) -> bytes:
+    """The seed of one round of one game (see the module docstring for the exact layout)."""
+    if not 0 <= round_no < _WORD:
+        raise ValueError("round number out of range")
+    msg = b"".join(
+        (
+            DERIVATION_VERSION.encode(),
+            b"\x00",
+            game.encode(),
+            b"\x00",
+            round_no.to_bytes(8, "big"),
+            beacon_randomness,
+            extra,
+        )
+    )
+    return hmac.new(chain_seed, msg, hashlib.sha256).digest()
+
+
+class Stream:
+    """64-bit words from HMAC-SHA256 in counter mode; deterministic for a seed."""
+
+    __slots__ = ("_block", "_buffer", "_key", "_offset")
+
+    def __init__(self, seed: bytes) -> None:
+        self._key = seed
+        self._block = 0
+        self._buffer = b""
+        self._offset = 0
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(blocks made, bytes used of the last): where the stream stands, for checkpoints."""
+        return self._block, self._offset
+
+    def word(self) -> int:
+        """The next uniform integer in [0, 2^64)."""
+        if self._offset + 8 > len(self._buffer):
+            self._buffer = hmac.new(self._key, self._block.to_bytes(8, "big"), hashlib.sha256).digest()
+            self._block += 1
+            self._offset = 0
+        value = int.from_bytes(self._buffer[self._offset : self._offset + 8], "big")
+        self._offset += 8
+        return value
+
+    def below(self, n: int) -> int:
+        """A uniform integer in [0, n) by rejection sampling (1 <= n <= 2^64)."""
+        if not 1 <= n <= _WORD:
+            raise ValueError("n is 1..2^64")
+        limit = _WORD - _WORD % n  # the largest multiple of n not above 2^64
+        while True:
+            w = self.word()
+            if w < limit:
+                return w % n
+
+    def between(self, low: int, high: int) -> int:
+        """A uniform integer in [low, high]."""
+        if high < low:
+            raise ValueError("empty range")
+        return low + self.below(high - low + 1)
