@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks; each prints one JSON object.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+verify_app = typer.Typer(help="Check fairness proofs; exit 0 only when they hold.", no_args_is_help=True)
+app.add_typer(verify_app, name="verify")
 
 
 @app.callback()
@@ -392,6 +394,35 @@ def bench_http(
 
 def main() -> None:
     app()
+
+
+@verify_app.command("beacon")
+def verify_beacon(
+    round_no: Annotated[int, typer.Option("--round", min=1, help="The beacon round.")],
+    signature: Annotated[str, typer.Option(help="The beacon's signature, hex.")],
+    chain: Annotated[str, typer.Option(help="quicknet, or 'key' with --public-key.")] = "quicknet",
+    public_key: Annotated[str | None, typer.Option(help="A G2 public key, hex (chain 'key').")] = None,
+) -> None:
+    """Check a drand beacon's BLS signature; print its randomness. Exit 0 only if valid."""
+    from cashmarkets.beacons.bls import verify
+    from cashmarkets.fairness import drand
+
+    if chain == "quicknet":
+        key_hex = drand.QUICKNET_PUBLIC_KEY
+    elif chain == "key" and public_key:
+        key_hex = public_key
+    else:
+        raise typer.BadParameter("chain is quicknet, or key with --public-key")
+    try:
+        key, sig = bytes.fromhex(key_hex), bytes.fromhex(signature)
+    except ValueError:
+        raise typer.BadParameter("keys and signatures are hex") from None
+    valid = verify(key, round_no, sig)
+    out = {"chain": chain, "round": round_no, "valid": valid}
+    if valid:
+        out["randomness"] = drand.randomness(sig).hex()
+    print(json.dumps(out))
+    raise typer.Exit(0 if valid else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover
