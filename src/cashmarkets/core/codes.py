@@ -71,6 +71,15 @@ TOO_MANY_ORDERS: Final = "too_many_orders"
 ORDER_NOT_FOUND: Final = "order_not_found"
 BAD_MARKET_STATUS: Final = "bad_market_status"
 
+# Chart game stage.
+UNKNOWN_GAME: Final = "unknown_game"
+NO_SEED_CHAIN: Final = "no_seed_chain"
+ROUND_IN_PROGRESS: Final = "round_in_progress"
+BAD_ROUND: Final = "bad_round"
+BAD_SEED: Final = "bad_seed"
+ROUND_NOT_OPEN: Final = "round_not_open"
+BAD_STAKE: Final = "bad_stake"
+
 DESCRIPTIONS: Final[dict[str, str]] = {
     UNKNOWN_COMMAND: "No handler is registered for this command type.",
     BAD_COMMAND: "The command is malformed (a field out of its allowed range).",
@@ -125,4 +134,11 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     TOO_MANY_ORDERS: "Open orders are limited per owner and market and per engine.",
     ORDER_NOT_FOUND: "No open order with this id belongs to the caller in this market.",
     BAD_MARKET_STATUS: "A market status is TRADING or HALTED.",
+    UNKNOWN_GAME: "No chart game with this id.",
+    NO_SEED_CHAIN: "The game has no committed seed chain with seeds left.",
+    ROUND_IN_PROGRESS: "A round of this game is announced or open.",
+    BAD_ROUND: "Not the round the game expects (rounds are numbered 1, 2, 3, ...).",
+    BAD_SEED: "The seed does not hash to the chain's last revealed link (or its commitment).",
+    ROUND_NOT_OPEN: "The game has no open round (or it is ending).",
+    BAD_STAKE: "A stake is between the game's minimum and maximum.",
 }

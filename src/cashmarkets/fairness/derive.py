@@ -53,8 +53,22 @@ class Stream:
 
     @property
     def position(self) -> tuple[int, int]:
-        """(blocks made, bytes used of the last): where the stream stands, for checkpoints."""
+        """(blocks made, bytes used of the last): where the stream stands, for snapshots."""
         return self._block, self._offset
+
+    @classmethod
+    def at(cls, seed: bytes, position: tuple[int, int]) -> Stream:
+        """The stream of `seed` resumed at a `position` taken earlier."""
+        stream = cls(seed)
+        block, offset = position
+        if block:
+            stream._buffer = hmac.new(seed, (block - 1).to_bytes(8, "big"), hashlib.sha256).digest()
+        stream._block, stream._offset = block, offset
+        return stream
+
+    @property
+    def seed(self) -> bytes:
+        return self._key
 
     def word(self) -> int:
         """The next uniform integer in [0, 2^64)."""

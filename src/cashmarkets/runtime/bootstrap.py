@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cashmarkets.core.engine import Engine
+from cashmarkets.core.products.chartgame import ChartgameProduct
 from cashmarkets.core.products.leverage import LeverageProduct
 from cashmarkets.core.products.spot import SpotProduct
 from cashmarkets.log.base import CommandLog
@@ -19,7 +20,7 @@ from cashmarkets.store.snapshots import SnapshotStore
 
 def build_engine() -> Engine:
     """The engine every process runs (live, replay, projector replica): same products, same state."""
-    return Engine(products=[LeverageProduct.factory(), SpotProduct.factory()])
+    return Engine(products=[LeverageProduct.factory(), SpotProduct.factory(), ChartgameProduct.factory()])
 
 
 def build_log(settings: Settings) -> CommandLog:
