@@ -1,0 +1,137 @@
+"""The chart game's scheduler on a real runtime (SQLite journal): rounds run back to back with
+committed seeds and local beacons; every round's candles are recomputed from its recorded inputs
+alone; a scheduler stopped mid-round and started again continues the same round."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from cashmarkets.beacons.bls import verify
+from cashmarkets.beacons.sources import LocalSource
+from cashmarkets.core.engine import Engine
+from cashmarkets.core.products.chartgame import (
+    CandleMade,
+    ChartgameConfig,
+    ChartgameProduct,
+    GameConfig,
+    RoundChanged,
+    mixed_key,
+    next_candle,
+)
+from cashmarkets.fairness import drand
+from cashmarkets.fairness.chain import verify_link
+from cashmarkets.fairness.derive import Stream, round_seed
+from cashmarkets.log.sqlite import SqliteJournal
+from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
+from cashmarkets.runtime.runner import Runtime, RuntimeConfig
+from cashmarkets.store.snapshots import SnapshotStore
+
+GAME = GameConfig(
+    game="fast",
+    name="fast",
+    candle_interval_ms=5,
+    candles_per_round=30,
+    beacon_genesis_s=int(time.time()) - 10,
+    beacon_period_s=1,
+)
+
+
+def runtime(tmp_path: Path) -> Runtime:
+    return Runtime(
+        Engine(products=[ChartgameProduct.factory(ChartgameConfig(games=(GAME,)))]),
+        SqliteJournal(tmp_path / "journal.db"),
+        SnapshotStore(f"sqlite+aiosqlite:///{tmp_path}/store.db"),
+        RuntimeConfig(),
+        scratch_dir=tmp_path,
+    )
+
+
+def check_round(settled: RoundChanged, candles: list[Any], public_key: bytes, previous_link: bytes) -> None:
+    """Recompute a settled round from what it published: seed, beacons (checked), model."""
+    assert verify_link(settled.seed, previous_link)
+    start_round, _, start_sig = settled.beacons[0]
+    assert start_round == settled.round.beacon_round and verify(public_key, start_round, start_sig)
+    key = round_seed(settled.seed, GAME.game, settled.round.round_no, drand.randomness(start_sig))
+    stream = Stream(key)
+    mixes = {index: (b, s) for b, index, s in settled.beacons[1:]}
+    prev = GAME.model.start_price_ticks
+    for i, candle in enumerate(candles):
+        if i in mixes:
+            b, s = mixes[i]
+            assert verify(public_key, b, s)
+            stream = Stream(key := mixed_key(key, b, drand.randomness(s)))
+        assert candle == next_candle(stream, i, prev, GAME.model), i
+        prev = candle.close
+
+
+async def test_rounds_run_back_to_back_and_verify(tmp_path: Path) -> None:
+    rt = runtime(tmp_path)
+    await rt.start()
+    events: list[Any] = []
+    rt.subscribe(events.extend)
+    source = LocalSource(b"beacon-secret" * 3)
+    scheduler = ChartScheduler(rt, GAME, source, ChainStore(tmp_path / "chains"), commit_ms=100, gap_ms=50)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if sum(1 for e in events if isinstance(e, RoundChanged) and e.round.status == "settled") >= 2:
+                break
+    finally:
+        await scheduler.stop()
+        await asyncio.wait_for(task, 5)
+        await rt.stop()
+    settled = [e for e in events if isinstance(e, RoundChanged) and e.round.status == "settled"]
+    assert len(settled) >= 2
+    chain = ChainStore(tmp_path / "chains").load("fast", 1)
+    assert chain is not None
+    link = chain.commitment
+    for s in settled[:2]:
+        candles = [e.candle for e in events if isinstance(e, CandleMade) and e.round_no == s.round.round_no]
+        assert [c.index for c in candles] == list(range(GAME.candles_per_round))
+        check_round(s, candles, source.public_key, link)
+        link = s.seed
+
+
+async def test_a_restarted_scheduler_continues_the_open_round(tmp_path: Path) -> None:
+    rt = runtime(tmp_path)
+    await rt.start()
+    events: list[Any] = []
+    rt.subscribe(events.extend)
+    source = LocalSource(b"beacon-secret" * 3)
+    chains = ChainStore(tmp_path / "chains")
+    slow = GameConfig(**{**{f: getattr(GAME, f) for f in GAME.__struct_fields__}, "candle_interval_ms": 20})
+    first = ChartScheduler(rt, slow, source, chains, commit_ms=50, gap_ms=50)
+    task = asyncio.create_task(first.run())
+    for _ in range(400):
+        await asyncio.sleep(0.01)
+        if sum(1 for e in events if isinstance(e, CandleMade)) >= 5:
+            break
+    task.cancel()  # as if the process died mid-round
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    made_before = sum(1 for e in events if isinstance(e, CandleMade))
+    assert 5 <= made_before < GAME.candles_per_round
+    second = ChartScheduler(rt, slow, source, chains, commit_ms=50, gap_ms=50)
+    task = asyncio.create_task(second.run())
+    try:
+        for _ in range(400):
+            await asyncio.sleep(0.02)
+            if any(isinstance(e, RoundChanged) and e.round.status == "settled" for e in events):
+                break
+    finally:
+        await second.stop()
+        await asyncio.wait_for(task, 5)
+        await rt.stop()
+    settled = next(e for e in events if isinstance(e, RoundChanged) and e.round.status == "settled")
+    assert settled.round.round_no == 1
+    candles = [e.candle for e in events if isinstance(e, CandleMade) and e.round_no == 1]
+    assert [c.index for c in candles] == list(range(GAME.candles_per_round))
+    chain = chains.load("fast", 1)
+    assert chain is not None
+    check_round(settled, candles, source.public_key, chain.commitment)
