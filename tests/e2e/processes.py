@@ -35,7 +35,13 @@ class Proc:
             [sys.executable, "-m", "cashmarkets.cli", *args],
             # The gateway on any free port: the HTTP port + 1 (its default) may be taken here.
             # No market maker: the stories count every deposit (a test may turn it on).
-            env={**os.environ, "CASHMARKETS_WS_PORT": "0", "CASHMARKETS_SPOT_BOT": "0", **env},
+            env={
+                **os.environ,
+                "CASHMARKETS_WS_PORT": "0",
+                "CASHMARKETS_SPOT_BOT": "0",
+                "CASHMARKETS_CHARTGAME": "0",
+                **env,
+            },
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -21,6 +21,7 @@ async def embedded(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestC
     # No price feed unless a test asks: tests script their prices.
     overrides.setdefault("price_source", "none")
     overrides.setdefault("spot_bot", False)  # tests place their own orders on empty books
+    overrides.setdefault("chartgame", False)  # tests run rounds themselves
     # The projector as a task in the app's loop, so tests can wait for it; the child-process
     # projector of `serve` is covered by the e2e tests.
     overrides.setdefault("projector_process", False)

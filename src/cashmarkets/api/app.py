@@ -98,6 +98,25 @@ def apikey_master_key(settings: Settings) -> bytes:
     return key
 
 
+def chart_schedulers(settings: Settings, runtime: Any) -> list[Any]:
+    """One round scheduler per chart game, with the configured beacon source."""
+    from cashmarkets.beacons.sources import DrandHttp, LocalSource
+    from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
+
+    if settings.beacon_source == "drand":
+        source: Any = DrandHttp([u.strip() for u in settings.drand_relays.split(",") if u.strip()])
+    elif settings.beacon_source == "local":
+        key = local_secret(
+            settings, None, "beacon.key", "CASHMARKETS_BEACON_KEY", lambda: secrets.token_hex(32)
+        )
+        source = LocalSource(bytes.fromhex(key))
+    else:
+        raise SystemExit("CASHMARKETS_BEACON_SOURCE is local or drand")
+    chains = ChainStore(Path(settings.data_dir) / "chains")
+    games = runtime.engine.products["chartgame"].config.games
+    return [ChartScheduler(runtime, g, source, chains) for g in games]
+
+
 def local_secret(
     settings: Settings, configured: str | None, filename: str, env: str, make: Callable[[], str]
 ) -> str:
@@ -228,6 +247,8 @@ def _embedded_lifespan(settings: Settings) -> Any:
             else None
         )
         bot_task = asyncio.create_task(bot.run(), name="spot-bot") if bot is not None else None
+        charts = chart_schedulers(settings, runtime) if settings.chartgame_enabled else []
+        chart_tasks = [asyncio.create_task(c.run(), name=f"chart-{c.game.game}") for c in charts]
         feed_metrics = watch_feed(feed) if feed is not None else None
 
         async def engine_ready() -> str:
@@ -259,6 +280,11 @@ def _embedded_lifespan(settings: Settings) -> Any:
             yield
         finally:
             await gateway.stop()
+            for chart in charts:
+                await chart.stop()
+            for chart_task in chart_tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(chart_task, 5)
             if bot is not None and bot_task is not None:
                 await bot.stop()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

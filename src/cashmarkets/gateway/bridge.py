@@ -5,6 +5,7 @@
     PositionOpened/Closed  -> account (the owner's)           POSITION_UPDATE {event, position...}
     Transfer               -> account (each user touched)     BALANCE_UPDATE {asset, balance, available}
     spot events            -> trade/depth/bookTicker/kline/ticker.<MARKET>, account (see spot_streams)
+    chart game events      -> candles.<GAME>, round.<GAME>, account (see chart_streams)
 
 Amounts and prices are decimal strings, as everywhere at the edges. A batch of events is turned
 into messages in one pass; a user's balance is sent once per batch, after its last change.
@@ -23,6 +24,7 @@ from cashmarkets.core.products.leverage import (
     PositionView,
     PriceUpdated,
 )
+from cashmarkets.gateway.chart_streams import ChartStreams
 from cashmarkets.gateway.protocol import MsgType
 from cashmarkets.gateway.spot_streams import SpotStreams
 from cashmarkets.gateway.topics import TopicRegistry
@@ -46,6 +48,7 @@ class EngineBridge:
         registry.declare(book_ticker_topic(symbol) for symbol in self.markets)
         registry.private_snapshot = self.snapshot
         self.spot = SpotStreams(registry, engine) if "spot" in engine.products else None
+        self.chart = ChartStreams(registry, engine) if "chartgame" in engine.products else None
 
     def __call__(self, events: list[Any]) -> None:
         registry = self.registry
@@ -85,6 +88,8 @@ class EngineBridge:
                 )
         if self.spot is not None:
             self.spot.on_events(events, ts_ms)
+        if self.chart is not None:
+            self.chart.on_events(events, ts_ms)
         accounts = self.engine.ledger.accounts
         for account_id in touched:
             acc = accounts[account_id]

@@ -73,6 +73,11 @@ class Settings(msgspec.Struct, kw_only=True):
     wallet_nonce_ttl_s: int = 300
     # Development money: on by default in embedded mode only.
     faucet: bool | None = None
+    # The chart game's round scheduler; None: on in embedded mode (distributed: later, its own process).
+    chartgame: bool | None = None
+    # Beacons: "local" (a key in <data_dir>/beacon.key; no internet needed) or "drand" (relays below).
+    beacon_source: str = "local"
+    drand_relays: str = "https://api.drand.sh,https://drand.cloudflare.com"
     # The spot market maker (runtime/marketmaker.py); None: on in embedded mode, off in distributed.
     spot_bot: bool | None = None
     spot_bot_interval_s: float = 0.5
@@ -116,6 +121,10 @@ class Settings(msgspec.Struct, kw_only=True):
     @property
     def faucet_enabled(self) -> bool:
         return (not self.distributed) if self.faucet is None else self.faucet
+
+    @property
+    def chartgame_enabled(self) -> bool:
+        return (not self.distributed) if self.chartgame is None else self.chartgame
 
     @property
     def spot_bot_enabled(self) -> bool:

@@ -1,0 +1,97 @@
+"""Chart game topics, fed from each applied batch of engine events (part of `EngineBridge`).
+
+candles.<GAME>   CANDLE_DATA (0x83)  {"game", "round", "i", "o", "h", "l", "c", "v"} every candle
+round.<GAME>     the round's lifecycle {"event": "announced" | "open" | "settled", "round",
+                 "startMs", "beaconRound", "candles"}; at settlement ROUND_END (0x86) with the
+                 revealed seed and the beacons (what a player needs to verify the round)
+account          POSITION_UPDATE (0x84) {"event": "chart", "positionId", "game", "round",
+                 "side", "stake", "leverage", "entryPrice", "bustPrice", "status", ...}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cashmarkets.core.money import ASSETS, format_amount
+from cashmarkets.core.products.chartgame import CandleMade, ChartgameProduct, PositionChanged, RoundChanged
+from cashmarkets.gateway.protocol import MsgType
+from cashmarkets.gateway.topics import TopicRegistry
+
+
+class ChartStreams:
+    def __init__(self, registry: TopicRegistry, engine: Any) -> None:
+        self.registry = registry
+        self.product: ChartgameProduct = engine.products["chartgame"]
+        self.games = self.product.games
+        registry.declare([f"{kind}.{game}" for game in self.games for kind in ("candles", "round")])
+
+    def on_events(self, events: list[Any], ts_ms: int) -> None:
+        publish = self.registry.publish
+        for event in events:
+            kind = type(event)
+            if kind is CandleMade:
+                c = event.candle
+                d = self.games[event.game].model.price_decimals
+                publish(
+                    f"candles.{event.game}",
+                    {
+                        "game": event.game,
+                        "round": event.round_no,
+                        "i": c.index,
+                        "o": format_amount(c.open, d),
+                        "h": format_amount(c.high, d),
+                        "l": format_amount(c.low, d),
+                        "c": format_amount(c.close, d),
+                        "v": c.volume,
+                    },
+                    MsgType.CANDLE_DATA,
+                    ts_ms=ts_ms,
+                )
+            elif kind is RoundChanged:
+                r = event.round
+                message: dict[str, Any] = {
+                    "event": r.status,
+                    "game": r.game,
+                    "round": r.round_no,
+                    "startMs": r.start_ms,
+                    "beaconRound": r.beacon_round,
+                    "candles": r.candles,
+                }
+                settled = r.status == "settled"
+                if settled:
+                    message["seed"] = event.seed.hex()
+                    message["chainId"] = r.chain_id
+                    message["chainIndex"] = r.chain_index
+                    message["beacons"] = [
+                        {"round": b, "fromCandle": i, "signature": s.hex()} for b, i, s in event.beacons
+                    ]
+                publish(
+                    f"round.{r.game}",
+                    message,
+                    MsgType.ROUND_END if settled else MsgType.STREAM_DATA,
+                    ts_ms=ts_ms,
+                )
+            elif kind is PositionChanged:
+                p = event.position
+                g = self.games[p.game]
+                d = g.model.price_decimals
+                money = ASSETS[g.asset].decimals
+                publish(
+                    f"account:{p.owner}",
+                    {
+                        "event": "chart",
+                        "positionId": p.position_id,
+                        "game": p.game,
+                        "round": p.round_no,
+                        "side": p.side,
+                        "stake": format_amount(p.stake, money),
+                        "leverage": p.leverage,
+                        "entryPrice": format_amount(p.entry_price, d),
+                        "bustPrice": format_amount(p.bust_price, d),
+                        "status": p.status,
+                        "exitPrice": format_amount(p.exit_price, d) if p.status != "open" else None,
+                        "payout": format_amount(p.payout, money) if p.status != "open" else None,
+                    },
+                    MsgType.POSITION_UPDATE,
+                    ts_ms=ts_ms,
+                )
