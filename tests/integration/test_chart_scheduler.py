@@ -5,6 +5,10 @@ alone; a scheduler stopped mid-round and started again continues the same round.
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,12 +18,14 @@ from cashmarkets.beacons.sources import LocalSource
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.products.chartgame import (
     CandleMade,
+    ChainCommitted,
     ChartgameConfig,
     ChartgameProduct,
     GameConfig,
     RoundChanged,
     mixed_key,
     next_candle,
+    verification_document,
 )
 from cashmarkets.fairness import drand
 from cashmarkets.fairness.chain import verify_link
@@ -29,6 +35,7 @@ from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig
 from cashmarkets.store.snapshots import SnapshotStore
 
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_round.py"
 GAME = GameConfig(
     game="fast",
     name="fast",
@@ -88,12 +95,51 @@ async def test_rounds_run_back_to_back_and_verify(tmp_path: Path) -> None:
     assert len(settled) >= 2
     chain = ChainStore(tmp_path / "chains").load("fast", 1)
     assert chain is not None
+    committed = next(e for e in events if isinstance(e, ChainCommitted))
+    assert committed.commitment == chain.commitment
     link = chain.commitment
     for s in settled[:2]:
         candles = [e.candle for e in events if isinstance(e, CandleMade) and e.round_no == s.round.round_no]
         assert [c.index for c in candles] == list(range(GAME.candles_per_round))
         check_round(s, candles, source.public_key, link)
         link = s.seed
+        doc = verification_document(
+            GAME,
+            s.round,
+            s.seed,
+            s.beacons,
+            candles,
+            committed.commitment,
+            committed.length,
+            source.public_key,
+        )
+        assert_standalone_verifier(tmp_path, doc)
+
+
+def run_tool(path: Path) -> int:
+    return subprocess.run([sys.executable, str(TOOL), str(path)], capture_output=True, timeout=60).returncode
+
+
+def assert_standalone_verifier(tmp_path: Path, doc: dict[str, Any]) -> None:
+    """tools/verify_round.py accepts the round and refuses every tampered copy."""
+    path = tmp_path / f"round-{doc['round']}.json"
+    path.write_text(json.dumps(doc))
+    assert run_tool(path) == 0
+    tampered = [
+        ("seed", lambda d: d.__setitem__("seed", "00" * 32)),
+        (
+            "beacon",
+            lambda d: d["beacons"][0].__setitem__("signature", d["beacons"][0]["signature"][:-2] + "00"),
+        ),
+        ("parameter", lambda d: d["model"].__setitem__("volatilityBp", d["model"]["volatilityBp"] + 1)),
+        ("candle", lambda d: d["candles"][7].__setitem__(4, d["candles"][7][4] + 1)),
+        ("schedule", lambda d: d.__setitem__("startMs", d["startMs"] - 5_000)),
+    ]
+    for name, change in tampered:
+        bad = copy.deepcopy(doc)
+        change(bad)
+        path.write_text(json.dumps(bad))
+        assert run_tool(path) == 1, name
 
 
 async def test_a_restarted_scheduler_continues_the_open_round(tmp_path: Path) -> None:

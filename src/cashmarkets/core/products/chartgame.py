@@ -34,7 +34,7 @@ from cashmarkets.core.ledger import HOUSE, escrow
 from cashmarkets.core.reconcile import Check, check
 from cashmarkets.core.results import Reject, ResultData
 from cashmarkets.fairness import drand
-from cashmarkets.fairness.derive import Stream, round_seed
+from cashmarkets.fairness.derive import DERIVATION_VERSION, Stream, round_seed
 
 if TYPE_CHECKING:
     from cashmarkets.core.engine import Engine, Handler
@@ -183,6 +183,14 @@ class RoundChanged(msgspec.Struct, tag="chart_round_changed", array_like=True, g
     beacons: list[tuple[int, int, bytes]]  # (beacon round, from candle index, signature)
 
 
+class ChainCommitted(msgspec.Struct, tag="chart_chain_committed", array_like=True, gc=False):
+    seq: int
+    game: str
+    chain_id: int
+    commitment: bytes
+    length: int
+
+
 class PositionChanged(msgspec.Struct, tag="chart_position_changed", array_like=True, gc=False):
     seq: int
     position: ChartPositionView
@@ -287,7 +295,7 @@ class ChartgameProduct:
         ChartOpenPosition,
         ChartClosePosition,
     )
-    events: tuple[type, ...] = (CandleMade, RoundChanged, PositionChanged)
+    events: tuple[type, ...] = (CandleMade, RoundChanged, PositionChanged, ChainCommitted)
     results: tuple[type[ResultData], ...] = (ChartPositionView, RoundView)
 
     def __init__(self, engine: Engine, config: ChartgameConfig | None = None) -> None:
@@ -344,6 +352,7 @@ class ChartgameProduct:
             return Reject(codes.BAD_COMMAND, "chain ids increase")
         self._save(cmd.game)
         gs.chain = Chain(cmd.chain_id, cmd.commitment, cmd.length, 0, cmd.commitment)
+        self.engine.emit(ChainCommitted(cmd.seq, cmd.game, cmd.chain_id, cmd.commitment, cmd.length))
         return None
 
     def announce(self, cmd: ChartAnnounceRound) -> RoundView | Reject:
@@ -614,3 +623,49 @@ class ChartgameProduct:
         for name, gs in self.state.items():
             if gs.round is not None and gs.round.status == "open":
                 self._streams[name] = Stream.at(gs.round.stream_key, gs.round.stream_position)
+
+
+def verification_document(
+    game: GameConfig,
+    settled: RoundView,
+    seed: bytes,
+    beacons: list[tuple[int, int, bytes]],
+    candles: list[Candle],
+    commitment: bytes,
+    chain_length: int,
+    beacon_public_key: bytes,
+) -> dict[str, Any]:
+    """Everything a player needs to re-check a settled round (`tools/verify_round.py` reads it)."""
+    m = game.model
+    return {
+        "version": DERIVATION_VERSION,
+        "game": game.game,
+        "round": settled.round_no,
+        "startMs": settled.start_ms,
+        "candlesPerRound": game.candles_per_round,
+        "model": {
+            "startPriceTicks": m.start_price_ticks,
+            "priceDecimals": m.price_decimals,
+            "subTicks": m.sub_ticks,
+            "volatilityBp": m.volatility_bp,
+            "driftBp": m.drift_bp,
+            "jumpPpm": m.jump_ppm,
+            "jumpBp": m.jump_bp,
+        },
+        "seed": seed.hex(),
+        "chain": {
+            "id": settled.chain_id,
+            "commitment": commitment.hex(),
+            "length": chain_length,
+            # Round r of a chain uses c_(N-r): hashing the seed r times gives the commitment.
+            "roundInChain": chain_length - settled.chain_index,
+        },
+        "beacons": [{"round": b, "fromCandle": i, "signature": s.hex()} for b, i, s in beacons],
+        "beaconScheme": {
+            "genesisS": game.beacon_genesis_s,
+            "periodS": game.beacon_period_s,
+            "publicKey": beacon_public_key.hex(),
+            "dst": drand.DST_G1.decode(),
+        },
+        "candles": [[c.index, c.open, c.high, c.low, c.close, c.volume] for c in candles],
+    }
