@@ -26,7 +26,7 @@ from cashmarkets.cli import app
 from cashmarkets.store import db, migrate, tables
 from cashmarkets.store.db import create_engine, database_url, is_postgres
 
-HEAD = "0004"
+HEAD = "0005"
 VERSION_TABLE = "alembic_version"
 
 
@@ -61,7 +61,8 @@ async def schema_diff(url: str) -> list[Any]:
 
 def _not_a_partition(name: str | None, type_: str, parent_names: Any) -> bool:
     """Candle partitions are made at run time; they are not part of the declared schema."""
-    return not (type_ == "table" and name is not None and name.startswith(tables.CANDLE_PARTITION_PREFIX))
+    prefixes = (tables.CANDLE_PARTITION_PREFIX, tables.CHART_CANDLE_PARTITION_PREFIX)
+    return not (type_ == "table" and name is not None and name.startswith(prefixes))
 
 
 async def table_names(url: str) -> set[str]:
@@ -80,7 +81,7 @@ async def test_upgrade_to_head_builds_exactly_the_schema_of_tables_py(store_url:
     await migrate.upgrade(store_url)
     assert await schema_diff(store_url) == []
     assert await table_names(store_url) == set(tables.metadata.tables) | {VERSION_TABLE}
-    assert len(tables.metadata.tables) == 19
+    assert len(tables.metadata.tables) == 23
     assert await migrate.current(store_url) == HEAD
     assert migrate.head() == HEAD
 
@@ -118,6 +119,9 @@ async def test_the_named_constraints_and_indexes_exist(store_url: str) -> None:
         "ix_spot_trades_maker_owner_market_trade_id",
         "ix_spot_trades_market_ts_ns",
         "ix_api_keys_user_id",
+        "ix_chart_rounds_game_status_round_no",
+        "ix_chart_positions_owner_position_id",
+        "ix_chart_positions_game_round_no_payout",
     }
     assert expected_ix <= found["ix"]
     assert {"uq_users_email", "uq_accounts_owner_asset"} <= found["uq"]

@@ -13,6 +13,7 @@ projection resumes right after it.
     positions         from PositionOpened (inserted open) / PositionClosed (closed in place)
     position_events   one row per opened/closed event
     spot_*            orders, trades and candles (see `spot_projection`)
+    chart_*           chains, rounds, candles, positions (see `chart_projection`)
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.events import AccountCreated, WithdrawalRequested, WithdrawalResolved
 from cashmarkets.core.ledger import Transfer
+from cashmarkets.core.products.chartgame import CandleMade, ChainCommitted, PositionChanged, RoundChanged
 from cashmarkets.core.products.leverage import PositionClosed, PositionOpened
 from cashmarkets.core.products.spot import SpotOrderUpdated, SpotTrade
 from cashmarkets.log.base import CommandLog, LogCorrupted, Position
 from cashmarkets.ops import metrics
 from cashmarkets.runtime.runner import replay
+from cashmarkets.store.chart_projection import ChartBatch
 from cashmarkets.store.locks import exclusive
 from cashmarkets.store.snapshots import SnapshotStore
 from cashmarkets.store.spot_projection import SpotBatch
@@ -55,6 +58,7 @@ COALESCE_S: Final = 0.05
 RETRY_DELAY_S: Final = 1.0
 
 _SPOT_EVENTS: Final = frozenset({SpotOrderUpdated, SpotTrade})
+_CHART_EVENTS: Final = frozenset({CandleMade, RoundChanged, PositionChanged, ChainCommitted})
 _TRANSFER_COLUMNS: Final = (
     "transfer_id",
     "seq",
@@ -142,6 +146,7 @@ class Projector:
         position_events: list[dict[str, Any]] = []
         touched: set[int] = set()
         spot = SpotBatch()
+        chart = ChartBatch()
         for record in page:
             cmd = decode(record.data)
             expected = self.engine.seq + 1
@@ -237,6 +242,8 @@ class Projector:
                     )
                 elif type(event) in _SPOT_EVENTS:
                     spot.add(event, ts_ns)
+                elif type(event) in _CHART_EVENTS:
+                    chart.add(event, ts_ns)
                 elif isinstance(event, WithdrawalResolved):
                     resolved.append(
                         {
@@ -302,6 +309,8 @@ class Projector:
             if requested:
                 await conn.execute(self._insert(withdrawals).on_conflict_do_nothing(), requested)
             partitions = await spot.write(conn, self._insert, self._candle_partitions) if spot else set()
+            if chart:
+                partitions |= await chart.write(conn, self._insert, self._candle_partitions)
             if resolved:
                 await conn.execute(
                     update(withdrawals).where(withdrawals.c.hold_id == bindparam("b_hold_id")),

@@ -138,7 +138,10 @@ class SpotBatch:
             await conn.execute(spot_trades.insert(), self.trades)
         if self.candles:
             if conn.dialect.name == "postgresql":
-                created = await _ensure_partitions(conn, {k[2] for k in self.candles}, partitions)
+                opens = {k[2] for k in self.candles}
+                created = await ensure_partitions(
+                    conn, "spot_candles", CANDLE_PARTITION_PREFIX, opens, partitions
+                )
             await _merge_candles(conn, insert, self.candles)
         return created
 
@@ -187,28 +190,26 @@ async def _merge_candles(
     )
 
 
-def month_bounds_ms(open_ms: int) -> tuple[str, int, int]:
-    """The monthly partition (name, start, end) holding a candle that opens at `open_ms`."""
+def month_bounds_ms(open_ms: int, prefix: str = CANDLE_PARTITION_PREFIX) -> tuple[str, int, int]:
+    """The monthly partition (name, start, end) holding a row at `open_ms`."""
     day = dt.datetime.fromtimestamp(open_ms / 1000, tz=dt.UTC)
     start = dt.datetime(day.year, day.month, 1, tzinfo=dt.UTC)
     end = dt.datetime(day.year + (day.month == 12), day.month % 12 + 1, 1, tzinfo=dt.UTC)
-    return (
-        f"{CANDLE_PARTITION_PREFIX}{start:%Y%m}",
-        int(start.timestamp()) * 1000,
-        int(end.timestamp()) * 1000,
-    )
+    return f"{prefix}{start:%Y%m}", int(start.timestamp()) * 1000, int(end.timestamp()) * 1000
 
 
-async def _ensure_partitions(conn: AsyncConnection, opens_ms: set[int], known: frozenset[str]) -> set[str]:
+async def ensure_partitions(
+    conn: AsyncConnection, table: str, prefix: str, times_ms: set[int], known: frozenset[str]
+) -> set[str]:
+    """Create the monthly partitions of `table` these times fall in (PostgreSQL; IF NOT EXISTS)."""
     made: set[str] = set()
-    for open_ms in sorted(opens_ms):
-        name, start, end = month_bounds_ms(open_ms)
+    for t_ms in sorted(times_ms):
+        name, start, end = month_bounds_ms(t_ms, prefix)
         if name in known or name in made:
             continue
         await conn.execute(
             text(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF spot_candles"
-                f" FOR VALUES FROM ({start}) TO ({end})"
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES FROM ({start}) TO ({end})"
             )
         )
         made.add(name)

@@ -6,7 +6,8 @@
     projections (written by the projector from engine events, exactly once):
                                           accounts, ledger_transfers, withdrawals,
                                           positions, position_events, projector_checkpoints,
-                                          spot_orders, spot_trades, spot_candles
+                                          spot_orders, spot_trades, spot_candles,
+                                          chart_chains, chart_rounds, chart_candles, chart_positions
     engine:                               engine_snapshots
 
 Times are integer nanoseconds since the epoch (`*_ns`), amounts integer minor units, like the
@@ -298,6 +299,7 @@ spot_trades = Table(
 # partition before writing to it; `spot_candles_default` catches nothing in practice). The
 # partitions are not part of this schema: `CANDLE_PARTITION_PREFIX` names them.
 CANDLE_PARTITION_PREFIX = "spot_candles_"
+CHART_CANDLE_PARTITION_PREFIX = "chart_candles_"
 spot_candles = Table(
     "spot_candles",
     metadata,
@@ -314,6 +316,71 @@ spot_candles = Table(
     Column("first_trade_id", BigInteger, nullable=False),
     Column("last_trade_id", BigInteger, nullable=False),
     postgresql_partition_by="RANGE (open_time_ms)",
+)
+
+chart_chains = Table(
+    "chart_chains",
+    metadata,
+    Column("game", String(32), primary_key=True),
+    Column("chain_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("commitment", String(64), nullable=False),  # hex
+    Column("length", BigInteger, nullable=False),
+    Column("committed_seq", BigInteger, nullable=False),
+)
+
+chart_rounds = Table(
+    "chart_rounds",
+    metadata,
+    Column("game", String(32), primary_key=True),
+    Column("round_no", BigInteger, primary_key=True, autoincrement=False),
+    Column("status", String(16), nullable=False),  # announced | open | settled
+    Column("start_ms", BigInteger, nullable=False),
+    Column("beacon_round", BigInteger, nullable=False),
+    Column("chain_id", BigInteger, nullable=False),
+    Column("chain_index", BigInteger, nullable=False),
+    Column("candles", BigInteger, nullable=False),
+    Column("seed", String(64), nullable=True),  # hex, revealed at settlement
+    Column("beacons", Text, nullable=True),  # JSON [[beacon round, from candle, signature hex], ...]
+    Column("updated_seq", BigInteger, nullable=False),
+    Index(None, "game", "status", "round_no"),
+)
+
+# Partitioned by month of ts_ms on PostgreSQL, like spot_candles (the key includes ts_ms for that).
+chart_candles = Table(
+    "chart_candles",
+    metadata,
+    Column("game", String(32), primary_key=True),
+    Column("round_no", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("ts_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("open", BigInteger, nullable=False),
+    Column("high", BigInteger, nullable=False),
+    Column("low", BigInteger, nullable=False),
+    Column("close", BigInteger, nullable=False),
+    Column("volume", BigInteger, nullable=False),
+    postgresql_partition_by="RANGE (ts_ms)",
+)
+
+chart_positions = Table(
+    "chart_positions",
+    metadata,
+    Column("position_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("owner", String(128), nullable=False),
+    Column("game", String(32), nullable=False),
+    Column("round_no", BigInteger, nullable=False),
+    Column("side", String(8), nullable=False),
+    Column("stake", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("leverage", Integer, nullable=False),
+    Column("entry_price", BigInteger, nullable=False),
+    Column("bust_price", BigInteger, nullable=False),
+    Column("opened_candle", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # open | closed | busted | settled
+    Column("exit_price", BigInteger, nullable=False),
+    Column("payout", BigInteger, nullable=False),
+    Column("updated_seq", BigInteger, nullable=False),
+    Index(None, "owner", "position_id"),
+    Index(None, "game", "round_no", "payout"),
 )
 
 projector_checkpoints = Table(
