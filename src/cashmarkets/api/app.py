@@ -28,6 +28,7 @@ from cashmarkets.api.admin import AdminController
 from cashmarkets.api.apikeys import ApiKeysController
 from cashmarkets.api.auth import AuthController
 from cashmarkets.api.binance import BinanceController
+from cashmarkets.api.chartgame import ChartgameController
 from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.info import info
@@ -106,15 +107,18 @@ def chart_schedulers(settings: Settings, runtime: Any) -> list[Any]:
     if settings.beacon_source == "drand":
         source: Any = DrandHttp([u.strip() for u in settings.drand_relays.split(",") if u.strip()])
     elif settings.beacon_source == "local":
-        key = local_secret(
-            settings, None, "beacon.key", "CASHMARKETS_BEACON_KEY", lambda: secrets.token_hex(32)
-        )
-        source = LocalSource(bytes.fromhex(key))
+        source = LocalSource(local_beacon_secret(settings))
     else:
         raise SystemExit("CASHMARKETS_BEACON_SOURCE is local or drand")
     chains = ChainStore(Path(settings.data_dir) / "chains")
     games = runtime.engine.products["chartgame"].config.games
     return [ChartScheduler(runtime, g, source, chains) for g in games]
+
+
+def local_beacon_secret(settings: Settings) -> bytes:
+    """The local beacon's key, generated once into the data directory."""
+    text = local_secret(settings, None, "beacon.key", "CASHMARKETS_BEACON_KEY", lambda: secrets.token_hex(32))
+    return bytes.fromhex(text)
 
 
 def local_secret(
@@ -388,6 +392,7 @@ def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
             SpotController,
             ApiKeysController,
             BinanceController,
+            ChartgameController,
             info,
             health,
             ready,

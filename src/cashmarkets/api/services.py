@@ -28,9 +28,15 @@ _NOT_FOUND = {
     codes.ACCOUNT_NOT_FOUND,
     codes.POSITION_NOT_FOUND,
     codes.ORDER_NOT_FOUND,
+    codes.UNKNOWN_GAME,
 }
 
-_CONFLICT = {codes.ALREADY_POSTED, codes.ALREADY_VOIDED, codes.DUPLICATE_CLIENT_ORDER_ID}
+_CONFLICT = {
+    codes.ALREADY_POSTED,
+    codes.ALREADY_VOIDED,
+    codes.DUPLICATE_CLIENT_ORDER_ID,
+    codes.ROUND_NOT_OPEN,
+}
 
 
 @dataclass

@@ -625,6 +625,19 @@ class ChartgameProduct:
                 self._streams[name] = Stream.at(gs.round.stream_key, gs.round.stream_position)
 
 
+def model_json(m: ModelParams) -> dict[str, int]:
+    """The model parameters as published (camelCase)."""
+    return {
+        "startPriceTicks": m.start_price_ticks,
+        "priceDecimals": m.price_decimals,
+        "subTicks": m.sub_ticks,
+        "volatilityBp": m.volatility_bp,
+        "driftBp": m.drift_bp,
+        "jumpPpm": m.jump_ppm,
+        "jumpBp": m.jump_bp,
+    }
+
+
 def verification_document(
     game: GameConfig,
     settled: RoundView,
@@ -636,22 +649,13 @@ def verification_document(
     beacon_public_key: bytes,
 ) -> dict[str, Any]:
     """Everything a player needs to re-check a settled round (`tools/verify_round.py` reads it)."""
-    m = game.model
     return {
         "version": DERIVATION_VERSION,
         "game": game.game,
         "round": settled.round_no,
         "startMs": settled.start_ms,
         "candlesPerRound": game.candles_per_round,
-        "model": {
-            "startPriceTicks": m.start_price_ticks,
-            "priceDecimals": m.price_decimals,
-            "subTicks": m.sub_ticks,
-            "volatilityBp": m.volatility_bp,
-            "driftBp": m.drift_bp,
-            "jumpPpm": m.jump_ppm,
-            "jumpBp": m.jump_bp,
-        },
+        "model": model_json(game.model),
         "seed": seed.hex(),
         "chain": {
             "id": settled.chain_id,

@@ -1,0 +1,436 @@
+"""Product `chartgame` over HTTP: `/api/v1/chartgame/...` (rounds and candles from the projection;
+positions through the engine). A round is addressed by its game and number:
+`/rounds/{game}/{round}`; `/verify` returns the document `tools/verify_round.py` checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Final, Literal
+
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter, QueryParameter
+from msgspec import Meta
+from sqlalchemy import select
+
+from cashmarkets.api.accounts import decode_cursor, encode_cursor
+from cashmarkets.api.errors import ApiError
+from cashmarkets.api.leverage import strict_body
+from cashmarkets.api.schemas import AmountText
+from cashmarkets.api.schemas import Request as RequestBody
+from cashmarkets.api.schemas import Response as ResponseBody
+from cashmarkets.api.security import AuthUser, current_user
+from cashmarkets.api.services import command_id, parse_money, services
+from cashmarkets.core.money import ASSETS, format_amount
+from cashmarkets.core.products.chartgame import (
+    Candle,
+    ChartClosePosition,
+    ChartgameConfig,
+    ChartOpenPosition,
+    ChartPositionView,
+    GameConfig,
+    RoundView,
+    model_json,
+    verification_document,
+)
+from cashmarkets.store import queries
+from cashmarkets.store.tables import chart_candles, chart_chains, chart_positions, chart_rounds
+
+GAMES: Final = {g.game: g for g in ChartgameConfig().games}
+CANDLES_LIMIT_MAX: Final = 1_000
+LEADERBOARD_SIZE: Final = 20
+
+GameId = Annotated[str, PathParameter(min_length=1, max_length=32)]
+RoundNo = Annotated[int, PathParameter(ge=1, le=2**62)]
+PositionId = Annotated[int, PathParameter(ge=1, le=2**62)]
+
+
+class PositionOpen(RequestBody):
+    game: Annotated[str, Meta(min_length=1, max_length=32)]
+    side: Literal["long", "short"]
+    stake: AmountText
+    leverage: Annotated[int, Meta(ge=1, le=1_000)]
+
+
+class PositionOut(ResponseBody):
+    position_id: int
+    game: str
+    round: int
+    side: str
+    stake: str
+    fee: str
+    leverage: int
+    entry_price: str
+    bust_price: str
+    opened_candle: int
+    status: str
+    exit_price: str | None = None
+    payout: str | None = None
+
+
+class PositionsOut(ResponseBody):
+    positions: list[PositionOut]
+    next_cursor: str | None = None
+
+
+class RoundOut(ResponseBody):
+    game: str
+    round: int
+    status: str
+    start_ms: int
+    beacon_round: int
+    chain_id: int
+    candles: int
+    seed: str | None = None
+
+
+class RoundsOut(ResponseBody):
+    rounds: list[RoundOut]
+    next_cursor: str | None = None
+
+
+class CandleOut(ResponseBody):
+    i: int
+    o: str
+    h: str
+    l: str  # noqa: E741 - the candle field's usual name
+    c: str
+    v: int
+    t: int
+
+
+class CandlesOut(ResponseBody):
+    candles: list[CandleOut]
+    next_cursor: str | None = None
+
+
+class GameOut(ResponseBody):
+    game: str
+    name: str
+    asset: str
+    candle_interval_ms: int
+    candles_per_round: int
+    max_leverage: int
+    stake_min: str
+    stake_max: str
+    fee_bps: int
+    model: dict[str, int]
+    beacon_genesis_s: int
+    beacon_period_s: int
+
+
+class LeaderOut(ResponseBody):
+    owner: str
+    positions: int
+    staked: str
+    result: str  # payout - stake - fee
+
+
+def game_of(game: str) -> GameConfig:
+    found = GAMES.get(game)
+    if found is None:
+        raise ApiError(404, "unknown_game", f"no game {game!r}")
+    return found
+
+
+def position_out(p: Any) -> PositionOut:
+    g = GAMES[p.game]
+    d, money = g.model.price_decimals, ASSETS[g.asset].decimals
+    done = p.status != "open"
+    return PositionOut(
+        position_id=p.position_id,
+        game=p.game,
+        round=p.round_no,
+        side=p.side,
+        stake=format_amount(p.stake, money),
+        fee=format_amount(p.fee, money),
+        leverage=p.leverage,
+        entry_price=format_amount(p.entry_price, d),
+        bust_price=format_amount(p.bust_price, d),
+        opened_candle=p.opened_candle,
+        status=p.status,
+        exit_price=format_amount(p.exit_price, d) if done else None,
+        payout=format_amount(p.payout, money) if done else None,
+    )
+
+
+def round_out(r: Any) -> RoundOut:
+    return RoundOut(
+        game=r.game,
+        round=r.round_no,
+        status=r.status,
+        start_ms=r.start_ms,
+        beacon_round=r.beacon_round,
+        chain_id=r.chain_id,
+        candles=r.candles,
+        seed=r.seed,
+    )
+
+
+def beacon_public_key(request: Request[Any, Any, Any]) -> bytes:
+    """The key the deployment's beacons verify with (quicknet's, or the local beacon's)."""
+    from cashmarkets.beacons.sources import LocalSource
+    from cashmarkets.fairness import drand
+
+    svc = services(request)
+    cached = svc.extras.get("beacon_public_key")
+    if cached is not None:
+        found: bytes = cached
+        return found
+    if svc.settings.beacon_source == "local":
+        from cashmarkets.api.app import local_beacon_secret
+
+        key = LocalSource(local_beacon_secret(svc.settings)).public_key
+    else:
+        key = bytes.fromhex(drand.QUICKNET_PUBLIC_KEY)
+    svc.extras["beacon_public_key"] = key
+    return key
+
+
+class ChartgameController(Controller):
+    path = "/api/v1/chartgame"
+    tags = ["chartgame"]
+
+    @get("/games")
+    async def games(self) -> list[GameOut]:
+        """Every game's configuration: the model parameters, limits and the fee (the house edge)."""
+        out = []
+        for g in GAMES.values():
+            money = ASSETS[g.asset].decimals
+            out.append(
+                GameOut(
+                    game=g.game,
+                    name=g.name,
+                    asset=g.asset,
+                    candle_interval_ms=g.candle_interval_ms,
+                    candles_per_round=g.candles_per_round,
+                    max_leverage=g.max_leverage,
+                    stake_min=format_amount(g.stake_min, money),
+                    stake_max=format_amount(g.stake_max, money),
+                    fee_bps=g.fee_bps,
+                    model=model_json(g.model),
+                    beacon_genesis_s=g.beacon_genesis_s,
+                    beacon_period_s=g.beacon_period_s,
+                )
+            )
+        return out
+
+    @get("/games/{game:str}/rounds")
+    async def rounds(
+        self,
+        request: Request[Any, Any, Any],
+        game: GameId,
+        status: Annotated[Literal["announced", "open", "settled"] | None, QueryParameter()] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
+    ) -> RoundsOut:
+        """Rounds newest first (the current one, then history); pass `nextCursor` back as `cursor`."""
+        game_of(game)
+        r = chart_rounds.c
+        q = select(chart_rounds).where(r.game == game)
+        if status:
+            q = q.where(r.status == status)
+        before = decode_cursor(cursor)
+        if before is not None:
+            q = q.where(r.round_no < before)
+        async with services(request).db.connect() as conn:
+            rows = (await conn.execute(q.order_by(r.round_no.desc()).limit(limit + 1))).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return RoundsOut(
+            rounds=[round_out(x) for x in rows],
+            next_cursor=encode_cursor(rows[-1].round_no if more and rows else None),
+        )
+
+    @get("/rounds/{game:str}/{round_no:int}")
+    async def round(self, request: Request[Any, Any, Any], game: GameId, round_no: RoundNo) -> RoundOut:
+        return round_out(await _round_row(request, game, round_no))
+
+    @get("/rounds/{game:str}/{round_no:int}/candles")
+    async def candles(
+        self,
+        request: Request[Any, Any, Any],
+        game: GameId,
+        round_no: RoundNo,
+        cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=CANDLES_LIMIT_MAX)] = 500,
+    ) -> CandlesOut:
+        """The round's candles in order; pass `nextCursor` back as `cursor` for the next page."""
+        g = game_of(game)
+        c = chart_candles.c
+        after = decode_cursor(cursor)
+        q = select(chart_candles).where(c.game == game, c.round_no == round_no)
+        if after is not None:
+            q = q.where(c.idx > after)
+        async with services(request).db.connect() as conn:
+            rows = (await conn.execute(q.order_by(c.idx).limit(limit + 1))).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        d = g.model.price_decimals
+        return CandlesOut(
+            candles=[
+                CandleOut(
+                    i=x.idx,
+                    o=format_amount(x.open, d),
+                    h=format_amount(x.high, d),
+                    l=format_amount(x.low, d),
+                    c=format_amount(x.close, d),
+                    v=x.volume,
+                    t=x.ts_ms,
+                )
+                for x in rows
+            ],
+            next_cursor=encode_cursor(rows[-1].idx if more and rows else None),
+        )
+
+    @get("/rounds/{game:str}/{round_no:int}/verify")
+    async def verify(
+        self, request: Request[Any, Any, Any], game: GameId, round_no: RoundNo
+    ) -> dict[str, Any]:
+        """Every input of a settled round and its candles: save it and run
+        `tools/verify_round.py` on it (docs/fairness.md)."""
+        g = game_of(game)
+        row = await _round_row(request, game, round_no)
+        if row.status != "settled" or row.seed is None:
+            raise ApiError(409, "round_not_settled", "the seed is revealed when the round settles")
+        async with services(request).db.connect() as conn:
+            chain = (
+                await conn.execute(
+                    select(chart_chains).where(
+                        chart_chains.c.game == game, chart_chains.c.chain_id == row.chain_id
+                    )
+                )
+            ).one()
+            c = chart_candles.c
+            rows = (
+                await conn.execute(
+                    select(chart_candles).where(c.game == game, c.round_no == round_no).order_by(c.idx)
+                )
+            ).all()
+        view = RoundView(
+            game=game,
+            round_no=round_no,
+            status=row.status,
+            start_ms=row.start_ms,
+            beacon_round=row.beacon_round,
+            chain_id=row.chain_id,
+            chain_index=row.chain_index,
+            candles=row.candles,
+        )
+        beacons = [(b, i, bytes.fromhex(s)) for b, i, s in json.loads(row.beacons or "[]")]
+        candles = [Candle(x.idx, x.open, x.high, x.low, x.close, x.volume) for x in rows]
+        return verification_document(
+            g,
+            view,
+            bytes.fromhex(row.seed),
+            beacons,
+            candles,
+            bytes.fromhex(chain.commitment),
+            chain.length,
+            beacon_public_key(request),
+        )
+
+    @get("/rounds/{game:str}/{round_no:int}/leaderboard")
+    async def leaderboard(
+        self, request: Request[Any, Any, Any], game: GameId, round_no: RoundNo
+    ) -> list[LeaderOut]:
+        """The round's players by result (payout - stake - fee), best first."""
+        g = game_of(game)
+        money = ASSETS[g.asset].decimals
+        p = chart_positions.c
+        async with services(request).db.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(p.owner, p.stake, p.fee, p.payout, p.status).where(
+                        p.game == game, p.round_no == round_no
+                    )
+                )
+            ).all()
+        totals: dict[str, list[int]] = {}
+        for r in rows:
+            t = totals.setdefault(r.owner, [0, 0, 0])
+            t[0] += 1
+            t[1] += r.stake
+            t[2] += (r.payout if r.status != "open" else r.stake) - r.stake - r.fee
+        best = sorted(totals.items(), key=lambda kv: (-kv[1][2], kv[0]))[:LEADERBOARD_SIZE]
+        return [
+            LeaderOut(
+                owner=owner,
+                positions=n,
+                staked=format_amount(staked, money),
+                result=format_amount(result, money),
+            )
+            for owner, (n, staked, result) in best
+        ]
+
+    @get("/positions", dependencies={"user": current_user})
+    async def my_positions(
+        self,
+        request: Request[Any, Any, Any],
+        user: NamedDependency[AuthUser],
+        cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
+    ) -> PositionsOut:
+        """The caller's positions, newest first (from the store: may lag the engine by a batch)."""
+        p = chart_positions.c
+        q = select(chart_positions).where(p.owner == user.id)
+        before = decode_cursor(cursor)
+        if before is not None:
+            q = q.where(p.position_id < before)
+        async with services(request).db.connect() as conn:
+            rows = (await conn.execute(q.order_by(p.position_id.desc()).limit(limit + 1))).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return PositionsOut(
+            positions=[position_out(r) for r in rows],
+            next_cursor=encode_cursor(rows[-1].position_id if more and rows else None),
+        )
+
+    @post("/positions", status_code=200, dependencies={"user": current_user})
+    async def open_position(
+        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], data: JSONBody[PositionOpen]
+    ) -> PositionOut:
+        """Open long or short at the current candle's close; the stake (and the fee) leave the
+        balance at once."""
+        await strict_body(request, PositionOpen)
+        g = game_of(data.game)
+        svc = services(request)
+        stake = parse_money(svc.asset(g.asset), data.stake, "stake")
+        result = await svc.execute(
+            ChartOpenPosition(
+                command_id=command_id(request, user.id),
+                owner=user.id,
+                game=g.game,
+                side=data.side,
+                stake=stake,
+                leverage=data.leverage,
+            )
+        )
+        assert isinstance(result.data, ChartPositionView)
+        return position_out(result.data)
+
+    @post("/positions/{position_id:int}/close", status_code=200, dependencies={"user": current_user})
+    async def close_position(
+        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], position_id: PositionId
+    ) -> PositionOut:
+        """Close at the current candle's close; closing twice (or someone else's) is 404."""
+        result = await services(request).execute(
+            ChartClosePosition(
+                command_id=command_id(request, user.id), owner=user.id, position_id=position_id
+            )
+        )
+        assert isinstance(result.data, ChartPositionView)
+        return position_out(result.data)
+
+
+async def _round_row(request: Request[Any, Any, Any], game: str, round_no: int) -> Any:
+    game_of(game)
+    async with services(request).db.connect() as conn:
+        row = (
+            await conn.execute(
+                select(chart_rounds).where(chart_rounds.c.game == game, chart_rounds.c.round_no == round_no)
+            )
+        ).first()
+    if row is None:
+        raise ApiError(404, "round_not_found", f"no round {round_no} of {game}")
+    return row

@@ -1,0 +1,156 @@
+"""`/api/v1/chartgame` on an embedded server: positions over HTTP during a live round, balances
+settle exactly, rounds and candles from the store, and a settled round's verification document
+passes the standalone verifier."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from litestar.testing import AsyncTestClient
+
+from cashmarkets.api.app import local_beacon_secret
+from cashmarkets.beacons.sources import LocalSource
+from cashmarkets.core.commands import Command
+from cashmarkets.core.money import parse_amount
+from cashmarkets.core.products.chartgame import (
+    ChartAnnounceRound,
+    ChartBeginRound,
+    ChartCommitChain,
+    ChartTick,
+    payout_of,
+)
+from cashmarkets.core.results import Accepted
+from cashmarkets.fairness.chain import SeedChain
+from tests.integration.api_helpers import bearer, embedded, on_app_loop, services_of, signup, wait_committed
+
+CG = "/api/v1/chartgame"
+GAME = "btc-30s"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_round.py"
+_n = [0]
+
+
+async def submit(client: AsyncTestClient[Any], cmd: Command) -> Any:
+    _n[0] += 1
+    cmd.command_id = f"t{_n[0]}"
+    runtime = services_of(client).extras["runtime"]
+    result = await on_app_loop(client, runtime.submit(cmd))
+    assert isinstance(result, Accepted), result
+    return result.data
+
+
+async def balance(client: AsyncTestClient[Any], h: dict[str, str]) -> str:
+    body = (await client.get("/api/v1/balance", headers=h)).json()
+    return next(b["balance"] for b in body["balances"] if b["asset"] == "USDC")
+
+
+async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        h = bearer((await signup(client, "player@example.com"))["token"])
+        early = await client.post(
+            f"{CG}/positions", json={"game": GAME, "side": "long", "stake": "10", "leverage": 5}, headers=h
+        )
+        assert early.status_code == 409 and early.json()["code"] == "round_not_open"
+        chain = SeedChain(bytes(range(32)), 3)
+        await submit(
+            client,
+            ChartCommitChain(command_id="", game=GAME, chain_id=1, commitment=chain.commitment, length=3),
+        )
+        view = await submit(
+            client, ChartAnnounceRound(command_id="", game=GAME, round_no=1, start_ms=1_800_000_000_000)
+        )
+        beacon = LocalSource(local_beacon_secret(services_of(client).settings))
+        signature = (await beacon.fetch(view.beacon_round)).signature
+        await submit(
+            client,
+            ChartBeginRound(
+                command_id="", game=GAME, round_no=1, seed=chain.seed(1), beacon_signature=signature
+            ),
+        )
+        for _ in range(3):
+            await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+
+        games = (await client.get(f"{CG}/games")).json()
+        assert games[0]["game"] == GAME and games[0]["feeBps"] == 10 and games[0]["model"]["subTicks"] == 8
+        for body, status, code in [
+            ({"game": GAME, "side": "long", "stake": "0", "leverage": 5}, 400, "invalid_amount"),
+            ({"game": GAME, "side": "up", "stake": "1", "leverage": 5}, 400, "validation_failed"),
+            ({"game": GAME, "side": "long", "stake": "1", "leverage": 500}, 422, "bad_leverage"),
+            ({"game": "nope", "side": "long", "stake": "1", "leverage": 5}, 404, "unknown_game"),
+            ({"game": GAME, "side": "long", "stake": "100000", "leverage": 5}, 422, "bad_stake"),  # over 1,000
+        ]:
+            r = await client.post(f"{CG}/positions", json=body, headers=h)
+            assert r.status_code == status and r.json()["code"] == code, (body, r.text)
+        assert await balance(client, h) == "5000.000000"  # nothing moved
+
+        opened = await client.post(
+            f"{CG}/positions", json={"game": GAME, "side": "long", "stake": "100", "leverage": 10}, headers=h
+        )
+        assert opened.status_code == 200, opened.text
+        pos = opened.json()
+        assert (pos["stake"], pos["fee"], pos["status"]) == ("100.000000", "0.100000", "open")
+        kept = await client.post(
+            f"{CG}/positions", json={"game": GAME, "side": "short", "stake": "50", "leverage": 1}, headers=h
+        )
+        for _ in range(5):
+            await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+        closed = await client.post(f"{CG}/positions/{pos['positionId']}/close", headers=h)
+        assert closed.status_code == 200 and closed.json()["status"] == "closed"
+        twice = await client.post(f"{CG}/positions/{pos['positionId']}/close", headers=h)
+        assert twice.status_code == 404
+        for _ in range(461 - 8):
+            await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+        await wait_committed(client)
+
+        round_ = (await client.get(f"{CG}/rounds/{GAME}/1")).json()
+        assert (
+            round_["status"] == "settled"
+            and round_["candles"] == 461
+            and round_["seed"] == chain.seed(1).hex()
+        )
+        listed = (await client.get(f"{CG}/games/{GAME}/rounds", params={"status": "settled"})).json()[
+            "rounds"
+        ]
+        assert [r["round"] for r in listed] == [1]
+        pages, cursor = [], None
+        while True:
+            params: dict[str, Any] = {"limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await client.get(f"{CG}/rounds/{GAME}/1/candles", params=params)).json()
+            pages += page["candles"]
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+        assert [c["i"] for c in pages] == list(range(461))
+
+        mine = {
+            p["positionId"]: p for p in (await client.get(f"{CG}/positions", headers=h)).json()["positions"]
+        }
+        short = mine[kept.json()["positionId"]]
+        assert short["status"] in ("settled", "busted")
+        close_price = pages[-1]["c"]
+        if short["status"] == "settled":
+            assert short["exitPrice"] == close_price
+        # The balance, to the unit: the signup's 5,000, less stakes and fees, plus payouts.
+        long_payout = parse_amount(closed.json()["payout"], 6, allow_zero=True)
+        short_payout = parse_amount(short["payout"], 6, allow_zero=True)
+        expected = 5_000_000_000 - 150_000_000 - 150_000 + long_payout + short_payout
+        assert parse_amount(await balance(client, h), 6) == expected
+        entry = parse_amount(pos["entryPrice"], 2)
+        exit_ = parse_amount(closed.json()["exitPrice"], 2)
+        assert long_payout == payout_of("long", 100_000_000, 10, entry, exit_)
+
+        board = (await client.get(f"{CG}/rounds/{GAME}/1/leaderboard")).json()
+        assert len(board) == 1 and board[0]["positions"] == 2
+        doc = (await client.get(f"{CG}/rounds/{GAME}/1/verify")).json()
+        path = tmp_path / "round.json"
+        path.write_text(json.dumps(doc))
+        assert (
+            subprocess.run([sys.executable, str(TOOL), str(path)], capture_output=True, timeout=60).returncode
+            == 0
+        )
+        assert (await client.get(f"{CG}/rounds/{GAME}/2/verify")).status_code == 404
