@@ -80,7 +80,11 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
             ({"game": GAME, "side": "up", "stake": "1", "leverage": 5}, 400, "validation_failed"),
             ({"game": GAME, "side": "long", "stake": "1", "leverage": 500}, 422, "bad_leverage"),
             ({"game": "nope", "side": "long", "stake": "1", "leverage": 5}, 404, "unknown_game"),
-            ({"game": GAME, "side": "long", "stake": "100000", "leverage": 5}, 422, "bad_stake"),  # over 1,000
+            (
+                {"game": GAME, "side": "long", "stake": "100000", "leverage": 5},
+                422,
+                "bad_stake",
+            ),  # over 1,000
         ]:
             r = await client.post(f"{CG}/positions", json=body, headers=h)
             assert r.status_code == status and r.json()["code"] == code, (body, r.text)
@@ -154,3 +158,53 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
             == 0
         )
         assert (await client.get(f"{CG}/rounds/{GAME}/2/verify")).status_code == 404
+
+
+async def test_positions_over_the_binary_websocket(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+
+    from cashmarkets.gateway.protocol import MsgType
+    from tests.integration.api_helpers import ws_url
+    from tests.integration.test_gateway import frame, recv_binary
+
+    async with embedded(tmp_path) as client:
+        token = (await signup(client, "ws@example.com"))["token"]
+        chain = SeedChain(bytes(range(32)), 3)
+        await submit(
+            client,
+            ChartCommitChain(command_id="", game=GAME, chain_id=1, commitment=chain.commitment, length=3),
+        )
+        view = await submit(
+            client, ChartAnnounceRound(command_id="", game=GAME, round_no=1, start_ms=1_800_000_000_000)
+        )
+        await submit(
+            client,
+            ChartBeginRound(
+                command_id="", game=GAME, round_no=1, seed=chain.seed(1), beacon_signature=b"\x02" * 48
+            ),
+        )
+        await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+        assert view.round_no == 1
+        async with connect(ws_url(client)) as ws:
+            await ws.send(frame(MsgType.AUTH, 1, {"token": token}))
+            assert (await recv_binary(ws))[0] == MsgType.AUTH_SUCCESS
+            order = {"game": GAME, "side": "short", "stake": "20", "leverage": 3, "idempotencyKey": "c-1"}
+            await ws.send(frame(MsgType.OPEN_POSITION, 2, order))
+            kind, seq, body = await recv_binary(ws)
+            assert (kind, seq) == (MsgType.POSITION_UPDATE, 2)
+            opened = body["data"]
+            assert (opened["event"], opened["side"], opened["stake"], opened["status"]) == (
+                "chart",
+                "short",
+                "20.000000",
+                "open",
+            )
+            await ws.send(frame(MsgType.OPEN_POSITION, 3, order))  # the same key: the same position
+            assert (await recv_binary(ws))[2]["data"]["positionId"] == opened["positionId"]
+            await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+            await ws.send(frame(MsgType.CLOSE_POSITION, 4, {"positionId": opened["positionId"]}))
+            kind, seq, body = await recv_binary(ws)
+            assert (kind, seq, body["data"]["status"]) == (MsgType.POSITION_UPDATE, 4, "closed")
+            await ws.send(frame(MsgType.CLOSE_POSITION, 5, {"positionId": opened["positionId"]}))
+            kind, seq, body = await recv_binary(ws)
+            assert kind == MsgType.ERROR and body["reason"] == "position_not_found"

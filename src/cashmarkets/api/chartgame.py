@@ -20,7 +20,7 @@ from cashmarkets.api.schemas import AmountText
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody
 from cashmarkets.api.security import AuthUser, current_user
-from cashmarkets.api.services import command_id, parse_money, services
+from cashmarkets.api.services import Services, command_id, parse_money, services
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.core.products.chartgame import (
     Candle,
@@ -393,34 +393,36 @@ class ChartgameController(Controller):
         """Open long or short at the current candle's close; the stake (and the fee) leave the
         balance at once."""
         await strict_body(request, PositionOpen)
-        g = game_of(data.game)
-        svc = services(request)
-        stake = parse_money(svc.asset(g.asset), data.stake, "stake")
-        result = await svc.execute(
-            ChartOpenPosition(
-                command_id=command_id(request, user.id),
-                owner=user.id,
-                game=g.game,
-                side=data.side,
-                stake=stake,
-                leverage=data.leverage,
-            )
-        )
-        assert isinstance(result.data, ChartPositionView)
-        return position_out(result.data)
+        return await open_chart_position(services(request), user.id, data, command_id(request, user.id))
 
     @post("/positions/{position_id:int}/close", status_code=200, dependencies={"user": current_user})
     async def close_position(
         self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], position_id: PositionId
     ) -> PositionOut:
         """Close at the current candle's close; closing twice (or someone else's) is 404."""
-        result = await services(request).execute(
-            ChartClosePosition(
-                command_id=command_id(request, user.id), owner=user.id, position_id=position_id
-            )
+        return await close_chart_position(
+            services(request), user.id, position_id, command_id(request, user.id)
         )
-        assert isinstance(result.data, ChartPositionView)
-        return position_out(result.data)
+
+
+async def open_chart_position(svc: Services, user_id: str, data: PositionOpen, cid: str) -> PositionOut:
+    """Validate and submit an open (HTTP and the WebSocket OPEN_POSITION with a `game`)."""
+    g = game_of(data.game)
+    stake = parse_money(svc.asset(g.asset), data.stake, "stake")
+    result = await svc.execute(
+        ChartOpenPosition(
+            command_id=cid, owner=user_id, game=g.game, side=data.side, stake=stake, leverage=data.leverage
+        )
+    )
+    assert isinstance(result.data, ChartPositionView)
+    return position_out(result.data)
+
+
+async def close_chart_position(svc: Services, user_id: str, position_id: int, cid: str) -> PositionOut:
+    """Submit a close (HTTP and the WebSocket CLOSE_POSITION with a `positionId`)."""
+    result = await svc.execute(ChartClosePosition(command_id=cid, owner=user_id, position_id=position_id))
+    assert isinstance(result.data, ChartPositionView)
+    return position_out(result.data)
 
 
 async def _round_row(request: Request[Any, Any, Any], game: str, round_no: int) -> Any:

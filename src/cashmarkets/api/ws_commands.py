@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from cashmarkets.api.chartgame import PositionOpen, close_chart_position, open_chart_position
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.leverage import TradeClose, TradeCreate, close_trade, open_trade
 from cashmarkets.api.services import Services, derive_command_id
@@ -31,6 +32,16 @@ class SocketCommands:
             )
         cid = derive_command_id(user_id, key)
         try:
+            # A `game` (open) or a `positionId` (close) means the chart game; else leverage.
+            if kind == MsgType.OPEN_POSITION and "game" in payload:
+                opened = await open_chart_position(
+                    self.services, user_id, _convert(payload, PositionOpen), cid
+                )
+                return MsgType.POSITION_UPDATE, {"event": "chart", **msgspec.to_builtins(opened)}
+            if kind == MsgType.CLOSE_POSITION and "positionId" in payload:
+                position_id = _convert(payload, ChartPositionClose).position_id
+                done = await close_chart_position(self.services, user_id, position_id, cid)
+                return MsgType.POSITION_UPDATE, {"event": "chart", **msgspec.to_builtins(done)}
             if kind == MsgType.OPEN_POSITION:
                 trade = await open_trade(self.services, user_id, _convert(payload, TradeCreate), cid)
                 return MsgType.POSITION_UPDATE, {"event": "opened", **msgspec.to_builtins(trade)}
@@ -52,6 +63,10 @@ class SocketCommands:
             code = ErrorCode.UNAVAILABLE if exc.status >= 500 else ErrorCode.REJECTED
             raise ProtocolError(code, exc.detail or exc.code, reason=exc.code) from None
         raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown command 0x{kind:02x}")
+
+
+class ChartPositionClose(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    position_id: int
 
 
 def _convert(payload: dict[str, Any], kind: type[Any]) -> Any:
