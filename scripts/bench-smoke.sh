@@ -14,6 +14,7 @@ print("bench ok:", d["bench"], d.get("backend", ""))'
 }
 check "$BIN/cashmarkets" bench engine --accounts 100 --commands 2000
 check "$BIN/cashmarkets" bench leverage --positions 500 --ticks 500
+check "$BIN/cashmarkets" bench chartgame --candles 500 --rounds 2 --rtp-rounds 2
 "$BIN/cashmarkets" bench spot --commands 3000 --resting 200 2>/dev/null | "$BIN/python" -c 'import json, sys; lines = sys.stdin.read().splitlines(); assert len(lines) == 1, lines; d = json.loads(lines[0]); rest = {k: v["resting_orders"] for g in ("engines", "engines_cancel_new") for k, v in d[g].items()}; assert len(set(rest.values())) == 1 and d["commands_per_s"] > 0, d; print("bench ok:", d["bench"], rest)'
 check "$BIN/cashmarkets" bench journal --backend sqlite --submitters 8 --duration-s 0.5
 check "$BIN/cashmarkets" bench journal --backend redis --submitters 8 --duration-s 0.5

@@ -298,6 +298,18 @@ def bench_spot(
     print(json.dumps(run(commands=commands, resting=resting, seed=seed, engines=names)))
 
 
+@bench_app.command("chartgame")
+def bench_chartgame(
+    candles: Annotated[int, typer.Option(help="Candles generated for the timing.")] = 20_000,
+    rounds: Annotated[int, typer.Option(help="Rounds played back to back on the engine.")] = 50,
+    rtp_rounds: Annotated[int, typer.Option(help="Rounds simulated for the RTP.")] = 300,
+) -> None:
+    """Candle generation time, rounds/s engine-only and the default game's RTP by simulation."""
+    from cashmarkets.benchmarks.chartgame import run
+
+    print(json.dumps(run(candles=candles, rounds=rounds, rtp_rounds=rtp_rounds)))
+
+
 @bench_app.command("leverage")
 def bench_leverage(
     mode: Annotated[

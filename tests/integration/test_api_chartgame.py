@@ -4,6 +4,7 @@ passes the standalone verifier."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -74,7 +75,15 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
             await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
 
         games = (await client.get(f"{CG}/games")).json()
-        assert games[0]["game"] == GAME and games[0]["feeBps"] == 10 and games[0]["model"]["subTicks"] == 8
+        assert games[0]["game"] == GAME and games[0]["feeBps"] == 5 and games[0]["model"]["subTicks"] == 8
+        for _ in range(200):  # the RTP is simulated in the background at start-up
+            if games[0].get("rtpPercentByLeverage"):
+                break
+            await asyncio.sleep(0.05)
+            games = (await client.get(f"{CG}/games")).json()
+        rtp = games[0]["rtpPercentByLeverage"]
+        assert set(rtp) == {"1", "2", "5", "10", "25", "50", "100"} and 90 < float(rtp["1"]) < 101
+        assert games[0]["rtpSimulatedPositions"] == 4_000
         for body, status, code in [
             ({"game": GAME, "side": "long", "stake": "0", "leverage": 5}, 400, "invalid_amount"),
             ({"game": GAME, "side": "up", "stake": "1", "leverage": 5}, 400, "validation_failed"),
@@ -95,7 +104,11 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
         )
         assert opened.status_code == 200, opened.text
         pos = opened.json()
-        assert (pos["stake"], pos["fee"], pos["status"]) == ("100.000000", "0.100000", "open")
+        assert (pos["stake"], pos["fee"], pos["status"]) == (
+            "100.000000",
+            "0.500000",
+            "open",
+        )  # 5 bps of 1,000
         kept = await client.post(
             f"{CG}/positions", json={"game": GAME, "side": "short", "stake": "50", "leverage": 1}, headers=h
         )
@@ -142,7 +155,7 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
         # The balance, to the unit: the signup's 5,000, less stakes and fees, plus payouts.
         long_payout = parse_amount(closed.json()["payout"], 6, allow_zero=True)
         short_payout = parse_amount(short["payout"], 6, allow_zero=True)
-        expected = 5_000_000_000 - 150_000_000 - 150_000 + long_payout + short_payout
+        expected = 5_000_000_000 - 150_000_000 - 525_000 + long_payout + short_payout  # fees 0.5 + 0.025
         assert parse_amount(await balance(client, h), 6) == expected
         entry = parse_amount(pos["entryPrice"], 2)
         exit_ = parse_amount(closed.json()["exitPrice"], 2)

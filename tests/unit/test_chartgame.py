@@ -180,16 +180,16 @@ def test_positions_pay_by_the_formula_and_money_balances() -> None:
         engine,
         ChartOpenPosition(command_id="", owner="alice", game="g", side="long", stake=1_000_000, leverage=5),
     )
-    assert isinstance(p, ChartPositionView) and p.fee == 10_000
+    assert isinstance(p, ChartPositionView) and p.fee == 50_000  # 1 % of the 5x notional
     acc = engine.ledger.account("alice", "USDC")
-    assert acc is not None and acc.balance == 10**9 - 1_000_000 - 10_000
+    assert acc is not None and acc.balance == 10**9 - 1_000_000 - 50_000
     assert engine.ledger.account(ESCROW, "USDC").balance == 1_000_000  # type: ignore[union-attr]
     candles = ticks(engine, 4)
     closed = ok(engine, ChartClosePosition(command_id="", owner="alice", position_id=p.position_id))
     exit_price = candles[-1].close
     assert closed.exit_price == exit_price and closed.status == "closed"
     assert closed.payout == payout_of("long", 1_000_000, 5, p.entry_price, exit_price)
-    assert acc.balance == 10**9 - 1_000_000 - 10_000 + closed.payout
+    assert acc.balance == 10**9 - 1_000_000 - 50_000 + closed.payout
     assert engine.ledger.account(ESCROW, "USDC").balance == 0  # type: ignore[union-attr]
     rejected(
         engine,

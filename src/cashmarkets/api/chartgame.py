@@ -117,6 +117,9 @@ class GameOut(ResponseBody):
     model: dict[str, int]
     beacon_genesis_s: int
     beacon_period_s: int
+    # Return to player by simulation (fees included), per leverage; null while it is computed.
+    rtp_percent_by_leverage: dict[str, str] | None = None
+    rtp_simulated_positions: int | None = None
 
 
 class LeaderOut(ResponseBody):
@@ -192,11 +195,14 @@ class ChartgameController(Controller):
     tags = ["chartgame"]
 
     @get("/games")
-    async def games(self) -> list[GameOut]:
-        """Every game's configuration: the model parameters, limits and the fee (the house edge)."""
+    async def games(self, request: Request[Any, Any, Any]) -> list[GameOut]:
+        """Every game's configuration: the model parameters, limits, the fee (the house edge) and
+        the return to player by simulation."""
         out = []
+        estimates = services(request).extras.get("rtp", {})
         for g in GAMES.values():
             money = ASSETS[g.asset].decimals
+            rtp = estimates.get(g.game)
             out.append(
                 GameOut(
                     game=g.game,
@@ -211,6 +217,12 @@ class ChartgameController(Controller):
                     model=model_json(g.model),
                     beacon_genesis_s=g.beacon_genesis_s,
                     beacon_period_s=g.beacon_period_s,
+                    rtp_percent_by_leverage=(
+                        {str(x): f"{v // 10_000}.{v % 10_000:04d}" for x, v in rtp.rtp_ppm.items()}
+                        if rtp
+                        else None
+                    ),
+                    rtp_simulated_positions=rtp.positions if rtp else None,
                 )
             )
         return out

@@ -18,7 +18,7 @@ The generator never sees positions. A position opens at the last close with a st
 payout = stake + stake x leverage x direction x (exit - entry) / entry, floored (toward the house)
 and never below 0; it is busted when a candle reaches its bust price (the whole stake lost); every
 open position settles at the round's last close. The house edge is only the configured fee on the
-stake (`GameConfig.fee_bps`).
+notional, stake x leverage (`GameConfig.fee_bps`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ class GameConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_leverage: int = 100
     stake_min: int = 100_000  # 0.10 USDC
     stake_max: int = 1_000 * 1_000_000  # 1,000 USDC
-    fee_bps: int = 10  # the house edge: charged on the stake at open
+    # The house edge: charged at open on the notional (stake x leverage), as exchanges charge
+    # trading fees. It pays for the free "put" a bust gives the player when the price gaps
+    # through the bust price (the loss stops at the stake): see the RTP by leverage in the bench.
+    fee_bps: int = 5
     positions_per_owner_max: int = 20  # open, per round
     # The beacon schedule the rounds use (drand quicknet by default; a local beacon copies it).
     beacon_genesis_s: int = drand.QUICKNET_GENESIS_S
@@ -498,7 +501,7 @@ class ChartgameProduct:
         mine = [p for p in self._open_of(r.game, r.round_no) if p.owner == cmd.owner]
         if len(mine) >= g.positions_per_owner_max or len(self.positions) >= self.config.positions_max:
             return Reject(codes.TOO_MANY_POSITIONS, f"at most {g.positions_per_owner_max} per round")
-        fee = cmd.stake * g.fee_bps // BPS
+        fee = cmd.stake * cmd.leverage * g.fee_bps // BPS
         user = self.ledger.by_key.get((cmd.owner, g.asset))
         if user is None or user.available < cmd.stake + fee:
             return Reject(codes.INSUFFICIENT_FUNDS, f"{g.asset} available is below stake + fee")
@@ -673,3 +676,55 @@ def verification_document(
         },
         "candles": [[c.index, c.open, c.high, c.low, c.close, c.volume] for c in candles],
     }
+
+
+RTP_LEVERAGES: Final = (1, 2, 5, 10, 25, 50, 100)
+
+
+class RtpEstimate(msgspec.Struct, kw_only=True):
+    rounds: int
+    positions: int  # per leverage
+    # leverage -> return to player in millionths (payouts / (stakes + fees)); fees included.
+    rtp_ppm: dict[int, int]
+
+
+def simulate_rtp(
+    game: GameConfig, rounds: int, positions_per_round: int = 20, seed: bytes = b"rtp"
+) -> RtpEstimate:
+    """Return to player by simulation, per leverage: rounds from independent seeds (the walk has
+    the same law whatever the seed), players opening at a random candle on a random side and
+    holding to a random later candle or the end, busts as in the engine; each path is played at
+    every leverage of `RTP_LEVERAGES` (up to the game's maximum). Deterministic for a seed."""
+    model = game.model
+    n = game.candles_per_round
+    leverages = [x for x in RTP_LEVERAGES if x <= game.max_leverage]
+    staked = dict.fromkeys(leverages, 0)
+    paid = dict.fromkeys(leverages, 0)
+    stake = game.stake_min * 100
+    for r in range(rounds):
+        stream = Stream(hashlib.sha256(seed + r.to_bytes(8, "big")).digest())
+        candles = []
+        prev = model.start_price_ticks
+        for i in range(n):
+            c = next_candle(stream, i, prev, model)
+            candles.append(c)
+            prev = c.close
+        players = Stream(hashlib.sha256(b"players" + seed + r.to_bytes(8, "big")).digest())
+        for _ in range(positions_per_round):
+            opened = players.below(n - 1)
+            close_at = players.between(opened + 1, n - 1)
+            side = "long" if players.below(2) else "short"
+            entry = candles[opened].close
+            path = candles[opened + 1 : close_at + 1]
+            worst = min(c.low for c in path) if side == "long" else max(c.high for c in path)
+            for leverage in leverages:
+                bust = bust_price(side, entry, leverage)
+                busted = worst <= bust if side == "long" else worst >= bust
+                payout = 0 if busted else payout_of(side, stake, leverage, entry, candles[close_at].close)
+                staked[leverage] += stake + stake * leverage * game.fee_bps // BPS
+                paid[leverage] += payout
+    return RtpEstimate(
+        rounds=rounds,
+        positions=rounds * positions_per_round,
+        rtp_ppm={x: paid[x] * PPM // staked[x] for x in leverages},
+    )
