@@ -437,5 +437,53 @@ def verify_beacon(
     raise typer.Exit(0 if valid else 1)
 
 
+@verify_app.command("round")
+def verify_round(
+    game: Annotated[str, typer.Argument(help="The game, e.g. btc-30s.")],
+    round_no: Annotated[int, typer.Argument(min=1, help="The round number.")],
+    data_dir: DataDir = None,
+    output: Annotated[Path | None, typer.Option(help="Also save the round's document here (JSON).")] = None,
+) -> None:
+    """Check a settled round from the store: chain, beacons, every candle. Exit 0 only if fair."""
+    from cashmarkets.api.app import local_beacon_secret
+    from cashmarkets.beacons.bls import LocalBeacon
+    from cashmarkets.core.products.chartgame import ChartgameConfig
+    from cashmarkets.fairness import drand
+    from cashmarkets.runtime.bootstrap import store_url
+    from cashmarkets.runtime.chart_verify import verify_document
+    from cashmarkets.store import chart_queries
+    from cashmarkets.store.db import create_engine
+
+    settings = Settings.from_env(data_dir=data_dir)
+    games = {g.game: g for g in ChartgameConfig().games}
+    if game not in games:
+        raise typer.BadParameter(f"unknown game {game!r}; games: {sorted(games)}")
+    if settings.beacon_source == "local":
+        public_key = LocalBeacon(local_beacon_secret(settings)).public_key
+    else:
+        public_key = bytes.fromhex(drand.QUICKNET_PUBLIC_KEY)
+
+    async def load() -> dict[str, object] | None:
+        db = create_engine(store_url(settings))
+        try:
+            return await chart_queries.verification(db, games[game], round_no, public_key)
+        finally:
+            await db.dispose()
+
+    doc = asyncio.run(load())
+    if doc is None:
+        typer.echo(f"round {round_no} of {game} is unknown or not settled", err=True)
+        raise typer.Exit(1)
+    if output is not None:
+        output.write_text(json.dumps(doc))
+    checks = verify_document(doc)
+    print(
+        json.dumps(
+            {"game": game, "round": round_no, "fair": all(ok for _, ok in checks), "checks": dict(checks)}
+        )
+    )
+    raise typer.Exit(0 if all(ok for _, ok in checks) else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -166,10 +166,22 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
         doc = (await client.get(f"{CG}/rounds/{GAME}/1/verify")).json()
         path = tmp_path / "round.json"
         path.write_text(json.dumps(doc))
-        assert (
-            subprocess.run([sys.executable, str(TOOL), str(path)], capture_output=True, timeout=60).returncode
-            == 0
+        tool = subprocess.run([sys.executable, str(TOOL), str(path)], capture_output=True, timeout=60)
+        assert tool.returncode == 0
+        data = str(tmp_path / "data")
+        cli = subprocess.run(
+            [sys.executable, "-m", "cashmarkets.cli", "verify", "round", GAME, "1", "--data-dir", data],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
+        assert cli.returncode == 0 and json.loads(cli.stdout)["fair"] is True, cli.stdout + cli.stderr
+        missing = subprocess.run(
+            [sys.executable, "-m", "cashmarkets.cli", "verify", "round", GAME, "9", "--data-dir", data],
+            capture_output=True,
+            timeout=60,
+        )
+        assert missing.returncode == 1
         assert (await client.get(f"{CG}/rounds/{GAME}/2/verify")).status_code == 404
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cashmarkets.beacons.bls import verify
 from cashmarkets.beacons.sources import LocalSource
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.products.chartgame import (
@@ -23,15 +22,12 @@ from cashmarkets.core.products.chartgame import (
     ChartgameProduct,
     GameConfig,
     RoundChanged,
-    mixed_key,
-    next_candle,
     verification_document,
 )
-from cashmarkets.fairness import drand
 from cashmarkets.fairness.chain import verify_link
-from cashmarkets.fairness.derive import Stream, round_seed
 from cashmarkets.log.sqlite import SqliteJournal
 from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
+from cashmarkets.runtime.chart_verify import verify_document
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig
 from cashmarkets.store.snapshots import SnapshotStore
 
@@ -56,22 +52,15 @@ def runtime(tmp_path: Path) -> Runtime:
     )
 
 
-def check_round(settled: RoundChanged, candles: list[Any], public_key: bytes, previous_link: bytes) -> None:
-    """Recompute a settled round from what it published: seed, beacons (checked), model."""
-    assert verify_link(settled.seed, previous_link)
-    start_round, _, start_sig = settled.beacons[0]
-    assert start_round == settled.round.beacon_round and verify(public_key, start_round, start_sig)
-    key = round_seed(settled.seed, GAME.game, settled.round.round_no, drand.randomness(start_sig))
-    stream = Stream(key)
-    mixes = {index: (b, s) for b, index, s in settled.beacons[1:]}
-    prev = GAME.model.start_price_ticks
-    for i, candle in enumerate(candles):
-        if i in mixes:
-            b, s = mixes[i]
-            assert verify(public_key, b, s)
-            stream = Stream(key := mixed_key(key, b, drand.randomness(s)))
-        assert candle == next_candle(stream, i, prev, GAME.model), i
-        prev = candle.close
+def check_round(
+    settled: RoundChanged, candles: list[Any], public_key: bytes, commitment: bytes, length: int
+) -> None:
+    """Recompute a settled round from what it published (the server's own verifier)."""
+    doc = verification_document(
+        GAME, settled.round, settled.seed, settled.beacons, candles, commitment, length, public_key
+    )
+    checks = verify_document(doc)
+    assert all(ok for _, ok in checks), checks
 
 
 async def test_rounds_run_back_to_back_and_verify(tmp_path: Path) -> None:
@@ -101,7 +90,8 @@ async def test_rounds_run_back_to_back_and_verify(tmp_path: Path) -> None:
     for s in settled[:2]:
         candles = [e.candle for e in events if isinstance(e, CandleMade) and e.round_no == s.round.round_no]
         assert [c.index for c in candles] == list(range(GAME.candles_per_round))
-        check_round(s, candles, source.public_key, link)
+        check_round(s, candles, source.public_key, committed.commitment, committed.length)
+        assert verify_link(s.seed, link)
         link = s.seed
         doc = verification_document(
             GAME,
@@ -180,4 +170,4 @@ async def test_a_restarted_scheduler_continues_the_open_round(tmp_path: Path) ->
     assert [c.index for c in candles] == list(range(GAME.candles_per_round))
     chain = chains.load("fast", 1)
     assert chain is not None
-    check_round(settled, candles, source.public_key, chain.commitment)
+    check_round(settled, candles, source.public_key, chain.commitment, chain.length)

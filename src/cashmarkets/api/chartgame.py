@@ -4,7 +4,6 @@ positions through the engine). A round is addressed by its game and number:
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Final, Literal
 
 from litestar import Controller, Request, get, post
@@ -23,18 +22,15 @@ from cashmarkets.api.security import AuthUser, current_user
 from cashmarkets.api.services import Services, command_id, parse_money, services
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.core.products.chartgame import (
-    Candle,
     ChartClosePosition,
     ChartgameConfig,
     ChartOpenPosition,
     ChartPositionView,
     GameConfig,
-    RoundView,
     model_json,
-    verification_document,
 )
-from cashmarkets.store import queries
-from cashmarkets.store.tables import chart_candles, chart_chains, chart_positions, chart_rounds
+from cashmarkets.store import chart_queries, queries
+from cashmarkets.store.tables import chart_candles, chart_positions, chart_rounds
 
 GAMES: Final = {g.game: g for g in ChartgameConfig().games}
 CANDLES_LIMIT_MAX: Final = 1_000
@@ -305,42 +301,9 @@ class ChartgameController(Controller):
         row = await _round_row(request, game, round_no)
         if row.status != "settled" or row.seed is None:
             raise ApiError(409, "round_not_settled", "the seed is revealed when the round settles")
-        async with services(request).db.connect() as conn:
-            chain = (
-                await conn.execute(
-                    select(chart_chains).where(
-                        chart_chains.c.game == game, chart_chains.c.chain_id == row.chain_id
-                    )
-                )
-            ).one()
-            c = chart_candles.c
-            rows = (
-                await conn.execute(
-                    select(chart_candles).where(c.game == game, c.round_no == round_no).order_by(c.idx)
-                )
-            ).all()
-        view = RoundView(
-            game=game,
-            round_no=round_no,
-            status=row.status,
-            start_ms=row.start_ms,
-            beacon_round=row.beacon_round,
-            chain_id=row.chain_id,
-            chain_index=row.chain_index,
-            candles=row.candles,
-        )
-        beacons = [(b, i, bytes.fromhex(s)) for b, i, s in json.loads(row.beacons or "[]")]
-        candles = [Candle(x.idx, x.open, x.high, x.low, x.close, x.volume) for x in rows]
-        return verification_document(
-            g,
-            view,
-            bytes.fromhex(row.seed),
-            beacons,
-            candles,
-            bytes.fromhex(chain.commitment),
-            chain.length,
-            beacon_public_key(request),
-        )
+        doc = await chart_queries.verification(services(request).db, g, round_no, beacon_public_key(request))
+        assert doc is not None
+        return doc
 
     @get("/rounds/{game:str}/{round_no:int}/leaderboard")
     async def leaderboard(
