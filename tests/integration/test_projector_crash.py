@@ -194,8 +194,11 @@ def run_with_kills(env: dict[str, str], url: str, final_seq: int, tmp_path: Path
     rng = random.Random(9)
     kills = 0
     deadline = time.monotonic() + 240
+    log_path = tmp_path / "projector.log"
     while True:
-        proc = projector(env, tmp_path / "projector.log")
+        # Counted before the start: a child that restores quickly must not be missed.
+        restored = log_path.read_text().count("projector restored") if log_path.exists() else 0
+        proc = projector(env, log_path)
         if kills < KILLS:
             # Wait until it has started projecting, then kill it somewhere inside its batches.
             start = asyncio.run(checkpoint(url))
@@ -208,8 +211,6 @@ def run_with_kills(env: dict[str, str], url: str, final_seq: int, tmp_path: Path
             proc.wait(timeout=10)
             kills += 1
             continue
-        log_path = tmp_path / "projector.log"
-        restored = log_path.read_text().count("projector restored")
         # Up and running (signal handlers installed) before it is asked to stop...
         while log_path.read_text().count("projector restored") == restored:
             assert proc.poll() is None, log_path.read_text()[-3000:]
