@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from cashmarkets.core.commands import Command, Deposit
 from cashmarkets.core.products.chartgame import (
@@ -27,6 +27,7 @@ from cashmarkets.runtime.bootstrap import build_projector, build_runtime, store_
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.tables import chart_candles, chart_chains, chart_positions, chart_rounds
+from tests.integration.partitions import partitions_of
 
 GAME = "btc-30s"
 CHAIN = SeedChain(bytes(range(32)), 5)
@@ -135,22 +136,5 @@ async def test_postgres_projection_of_a_round_with_candle_partitions(tmp_path: P
     settings = settings_for(tmp_path, pg_url)
     played = await play(settings)
     check(played, await project(settings))
-    db = create_engine(pg_url)
-    try:
-        async with db.connect() as conn:
-            parts = (
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'chart_candles'"
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            in_default = (await conn.execute(text("SELECT count(*) FROM chart_candles_default"))).scalar_one()
-    finally:
-        await db.dispose()
+    parts, in_default = await partitions_of(pg_url, "chart_candles")
     assert len(parts) == 2 and in_default == 0  # the month's partition and the (empty) default

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from cashmarkets.core.commands import Command, Deposit
 from cashmarkets.core.products.spot import AmendOrder, CancelOrder, PlaceOrder, SpotProduct
@@ -22,6 +22,7 @@ from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.spot_projection import month_bounds_ms
 from cashmarkets.store.tables import spot_candles, spot_orders, spot_trades
+from tests.integration.partitions import partitions_of
 
 USERS = 6
 MARKET = "BTC_USDC"
@@ -173,24 +174,7 @@ async def test_postgres_projection_matches_the_engine_and_partitions_candles(
 ) -> None:
     out = await run_and_project(settings_for(tmp_path, 50, pg_url), workload())
     check(out)
-    db = create_engine(pg_url)
-    try:
-        async with db.connect() as conn:
-            parts = (
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'spot_candles'"
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            in_default = (await conn.execute(text("SELECT count(*) FROM spot_candles_default"))).scalar_one()
-    finally:
-        await db.dispose()
+    parts, in_default = await partitions_of(pg_url, "spot_candles")
     month = month_bounds_ms(out["candles"][0].open_time_ms)[0]
     assert month in parts and "spot_candles_default" in parts
     assert in_default == 0
