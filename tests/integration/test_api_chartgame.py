@@ -82,7 +82,8 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
             await asyncio.sleep(0.05)
             games = (await client.get(f"{CG}/games")).json()
         rtp = games[0]["rtpPercentByLeverage"]
-        assert set(rtp) == {"1", "2", "5", "10", "25", "50", "100"} and 90 < float(rtp["1"]) < 101
+        assert set(rtp) == {"1", "2", "5", "10", "25", "50"}  # up to the game's 50x
+        assert all(90 < float(v) < 110 for v in rtp.values())  # a sanity bound: 4,000 positions are noisy
         assert games[0]["rtpSimulatedPositions"] == 4_000
         for body, status, code in [
             ({"game": GAME, "side": "long", "stake": "0", "leverage": 5}, 400, "invalid_amount"),

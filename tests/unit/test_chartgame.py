@@ -41,7 +41,9 @@ from cashmarkets.fairness.derive import Stream, round_seed
 
 from .engine_helpers import ledger_bytes, stamp_apply
 
-GAME = GameConfig(game="g", name="test", candles_per_round=20, stake_min=1, stake_max=10**9, fee_bps=100)
+GAME = GameConfig(
+    game="g", name="test", candles_per_round=20, stake_min=1, stake_max=10**9, fee_bps=100, max_leverage=100
+)
 CONFIG = ChartgameConfig(games=(GAME,))
 START_MS = drand.round_time_ms(1000) - 500  # half a second before beacon round 1000
 CHAIN = SeedChain(bytes(range(32)), 10)

@@ -66,7 +66,10 @@ class GameConfig(msgspec.Struct, frozen=True, kw_only=True):
     model: ModelParams = ModelParams()
     candle_interval_ms: int = 65
     candles_per_round: int = 461  # ~30 s
-    max_leverage: int = 100
+    # 50x: measured (bench chartgame, 60,000 positions per leverage) RTP stays below 100 % up to
+    # 50x (99.4 %), while at 100x the overshoot a bust forgives (a step or a jump through the bust
+    # price) outweighs the notional fee (101.6 %).
+    max_leverage: int = 50
     stake_min: int = 100_000  # 0.10 USDC
     stake_max: int = 1_000 * 1_000_000  # 1,000 USDC
     # The house edge: charged at open on the notional (stake x leverage), as exchanges charge
