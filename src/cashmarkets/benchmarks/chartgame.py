@@ -86,7 +86,7 @@ def run(candles: int = 20_000, rounds: int = 50, rtp_rounds: int = 300, players:
                             game=game.game,
                             side=side,
                             stake=1_000_000,
-                            leverage=1 + i * 4,
+                            leverage=1 + (i * 4) % game.max_leverage,
                         )
                     )
                     positions += type(opened).__name__ == "Accepted"
