@@ -117,6 +117,14 @@ def gateway(
 
 
 @app.command()
+def chartgame() -> None:
+    """Distributed mode: the chart games' round scheduler (one per deployment)."""
+    from cashmarkets.runtime.processes import run_chartgame
+
+    _run(run_chartgame(Settings.from_env()))
+
+
+@app.command()
 def poller(
     source: Annotated[
         str | None,

@@ -111,6 +111,7 @@ def distributed_cluster(
         "CASHMARKETS_REDIS_STREAM": stream,
         "CASHMARKETS_JWT_SECRET": "test-secret-" + "x" * 40,
         "CASHMARKETS_APIKEY_MASTER_KEY": "ab" * 32,
+        "CASHMARKETS_BEACON_KEY": "cd" * 32,
         "CASHMARKETS_FAUCET": "true",
         "CASHMARKETS_DATA_DIR": str(tmp_path / "engine"),
         "CASHMARKETS_SNAPSHOT_INTERVAL_S": "0.5",

@@ -117,7 +117,9 @@ def chart_schedulers(settings: Settings, runtime: Any) -> list[Any]:
 
 def local_beacon_secret(settings: Settings) -> bytes:
     """The local beacon's key, generated once into the data directory."""
-    text = local_secret(settings, None, "beacon.key", "CASHMARKETS_BEACON_KEY", lambda: secrets.token_hex(32))
+    text = local_secret(
+        settings, settings.beacon_key, "beacon.key", "CASHMARKETS_BEACON_KEY", lambda: secrets.token_hex(32)
+    )
     return bytes.fromhex(text)
 
 

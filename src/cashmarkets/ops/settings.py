@@ -77,6 +77,9 @@ class Settings(msgspec.Struct, kw_only=True):
     chartgame: bool | None = None
     # Beacons: "local" (a key in <data_dir>/beacon.key; no internet needed) or "drand" (relays below).
     beacon_source: str = "local"
+    # The local beacon's key (64 hex digits); unset in embedded mode: generated into
+    # <data_dir>/beacon.key. Distributed: the same for the scheduler and every API process.
+    beacon_key: str | None = None
     drand_relays: str = "https://api.drand.sh,https://drand.cloudflare.com"
     # The spot market maker (runtime/marketmaker.py); None: on in embedded mode, off in distributed.
     spot_bot: bool | None = None

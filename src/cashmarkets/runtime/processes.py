@@ -157,6 +157,74 @@ async def run_poller(settings: Settings) -> None:
         log.info("poller stopped", appended=sink.appended, failed=sink.failed)
 
 
+class _RemoteRuntime:
+    """What the chart scheduler needs of a runtime, in distributed mode: the engine state (a
+    replica following the log) and `submit` (through Redis to the engine), returning once the
+    replica has applied the command too, so the scheduler reads its own writes."""
+
+    def __init__(self, replica: Any, bus: Any, timeout_s: float) -> None:
+        self.replica = replica
+        self.engine = replica.engine
+        self.bus = bus
+        self.timeout_s = timeout_s
+
+    async def submit(self, cmd: Any) -> Any:
+        result = await self.bus.submit(cmd, self.timeout_s)
+        while self.engine.seq < result.seq:
+            if not self.replica.running:
+                raise RuntimeError("the replica stopped")
+            await asyncio.sleep(0.002)
+        return result
+
+
+async def run_chartgame(settings: Settings) -> None:
+    """Distributed mode: the chart games' round scheduler (one per deployment: a store lock
+    keeps a second one waiting). It follows the log with a replica and submits through Redis."""
+    from cashmarkets.api.app import chart_schedulers
+    from cashmarkets.runtime.distributed import RedisBus
+    from cashmarkets.runtime.runner import Runtime, RuntimeConfig
+    from cashmarkets.store.locks import exclusive
+
+    if not settings.distributed:
+        raise SystemExit("cashmarkets chartgame needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL")
+    assert settings.redis_url is not None
+    url = store_url(settings)
+    await migrate.require_head(url)
+    stop = _stop_event()
+    db = create_engine(url)
+    try:
+        async with exclusive(db, "chartgame"):
+            replica = Runtime(
+                build_engine(),
+                build_log(settings),
+                build_snapshots(settings, migrate=False),
+                RuntimeConfig(snapshots=False),
+                scratch_dir=settings.data_dir,
+            )
+            await replica.start(follow=_ignore_results)
+            bus = RedisBus(settings.redis_url, settings.redis_stream, replica.engine.codec)
+            await bus.start()
+            schedulers = chart_schedulers(settings, _RemoteRuntime(replica, bus, settings.command_timeout_s))
+            tasks = [asyncio.create_task(s.run(), name=f"chart-{s.game.game}") for s in schedulers]
+            log.info(
+                "chart scheduler running", games=[s.game.game for s in schedulers], seq=replica.engine.seq
+            )
+            try:
+                while not stop.is_set() and replica.running and not any(t.done() for t in tasks):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+            finally:
+                for scheduler in schedulers:
+                    await scheduler.stop()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await asyncio.wait_for(task, 5)
+                await replica.stop(snapshot=False)
+                await bus.close()
+    finally:
+        await db.dispose()
+
+
 async def _ignore_results(_applied: list[Any]) -> None:
     """A replica answers nobody: the engine process publishes the results."""
 
