@@ -23,11 +23,11 @@ from cashmarkets.core.products.chartgame import (
 from cashmarkets.core.results import Accepted
 from cashmarkets.fairness.chain import SeedChain
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_projector, build_runtime, store_url
+from cashmarkets.runtime.bootstrap import build_runtime, store_url
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.tables import chart_candles, chart_chains, chart_positions, chart_rounds
-from tests.integration.partitions import partitions_of
+from tests.integration.store_helpers import partitions_of, project_everything
 
 GAME = "btc-30s"
 CHAIN = SeedChain(bytes(range(32)), 5)
@@ -79,14 +79,7 @@ async def play(settings: Settings) -> dict[str, Any]:
 async def project(settings: Settings) -> dict[str, Any]:
     db = create_engine(store_url(settings))
     try:
-        projector = build_projector(settings, db, None)
-        await projector.log.open()
-        try:
-            await projector.restore()
-            while await projector.step():
-                pass
-        finally:
-            await projector.log.close()
+        await project_everything(settings, db)
         async with db.connect() as conn:
             return {
                 "chains": (await conn.execute(select(chart_chains))).all(),

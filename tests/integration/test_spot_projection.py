@@ -17,12 +17,12 @@ from cashmarkets.core.products.spot.marketdata import INTERVALS_MS
 from cashmarkets.core.products.spot.product import order_view
 from cashmarkets.core.results import Accepted
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_projector, build_runtime, store_url
+from cashmarkets.runtime.bootstrap import build_runtime, store_url
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.spot_projection import month_bounds_ms
 from cashmarkets.store.tables import spot_candles, spot_orders, spot_trades
-from tests.integration.partitions import partitions_of
+from tests.integration.store_helpers import partitions_of, project_everything
 
 USERS = 6
 MARKET = "BTC_USDC"
@@ -87,14 +87,7 @@ async def run_and_project(settings: Settings, commands: list[Command]) -> dict[s
     await runtime.stop()
     db = create_engine(url)
     try:
-        projector = build_projector(settings, db, None)
-        await projector.log.open()
-        try:
-            await projector.restore()
-            while await projector.step():
-                pass
-        finally:
-            await projector.log.close()
+        await project_everything(settings, db)
         async with db.connect() as conn:
             sql_open = sorted(
                 tuple(r)

@@ -316,7 +316,7 @@ def test_every_placement_rejection_holds_nothing() -> None:
     rejected(engine, codes.BAD_QUANTITY, "alice", "BUY", order_type="MARKET")
     rejected(engine, codes.INSUFFICIENT_FUNDS, "nobody", "BUY", 10, 1)
     # The same client order id is free again once its order is closed.
-    assert isinstance(cancel(engine, "alice", client_order_id="dup-1"), Rejected) is False
+    assert not isinstance(cancel(engine, "alice", client_order_id="dup-1"), Rejected)
     placed(engine, "alice", "BUY", 10, 1, client_order_id="dup-1")
 
 

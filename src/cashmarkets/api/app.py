@@ -165,21 +165,6 @@ def _install(app: Litestar, settings: Settings, services: Services, limits: dict
     app.state.tokens = services.tokens
     app.state.request_body_max_bytes = settings.request_body_max_bytes
     app.state.rate_limits = limits
-    # The chart games' return to player, simulated once off the event loop (GET .../games shows it).
-    services.extras["rtp"] = {}
-    services.extras["rtp_task"] = asyncio.get_running_loop().create_task(
-        _estimate_rtp(services.extras["rtp"])
-    )
-
-
-RTP_ROUNDS = 200
-
-
-async def _estimate_rtp(into: dict[str, Any]) -> None:
-    from cashmarkets.core.products.chartgame import ChartgameConfig, simulate_rtp
-
-    for game in ChartgameConfig().games:
-        into[game.game] = await asyncio.to_thread(simulate_rtp, game, RTP_ROUNDS)
 
 
 def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras: dict[str, Any]) -> Services:

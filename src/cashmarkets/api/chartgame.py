@@ -4,6 +4,7 @@ positions through the engine). A round is addressed by its game and number:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Final, Literal
 
 from litestar import Controller, Request, get, post
@@ -27,7 +28,9 @@ from cashmarkets.core.products.chartgame import (
     ChartOpenPosition,
     ChartPositionView,
     GameConfig,
+    RtpEstimate,
     model_json,
+    simulate_rtp,
 )
 from cashmarkets.store import chart_queries, queries
 from cashmarkets.store.tables import chart_candles, chart_positions, chart_rounds
@@ -113,9 +116,9 @@ class GameOut(ResponseBody):
     model: dict[str, int]
     beacon_genesis_s: int
     beacon_period_s: int
-    # Return to player by simulation (fees included), per leverage; null while it is computed.
-    rtp_percent_by_leverage: dict[str, str] | None = None
-    rtp_simulated_positions: int | None = None
+    # Return to player by simulation (fees included), per leverage.
+    rtp_percent_by_leverage: dict[str, str]
+    rtp_simulated_positions: int
 
 
 class LeaderOut(ResponseBody):
@@ -123,6 +126,20 @@ class LeaderOut(ResponseBody):
     positions: int
     staked: str
     result: str  # payout - stake - fee
+
+
+RTP_ROUNDS: Final = 200
+
+
+async def rtp_estimates(svc: Services) -> dict[str, RtpEstimate]:
+    """Each game's return to player, simulated on first use (off the event loop) and kept."""
+    cache: dict[str, RtpEstimate] = svc.extras.setdefault("rtp", {})
+    lock: asyncio.Lock = svc.extras.setdefault("rtp_lock", asyncio.Lock())
+    async with lock:
+        for g in GAMES.values():
+            if g.game not in cache:
+                cache[g.game] = await asyncio.to_thread(simulate_rtp, g, RTP_ROUNDS)
+    return cache
 
 
 def game_of(game: str) -> GameConfig:
@@ -195,10 +212,10 @@ class ChartgameController(Controller):
         """Every game's configuration: the model parameters, limits, the fee (the house edge) and
         the return to player by simulation."""
         out = []
-        estimates = services(request).extras.get("rtp", {})
+        estimates = await rtp_estimates(services(request))
         for g in GAMES.values():
             money = ASSETS[g.asset].decimals
-            rtp = estimates.get(g.game)
+            rtp = estimates[g.game]
             out.append(
                 GameOut(
                     game=g.game,
@@ -213,12 +230,10 @@ class ChartgameController(Controller):
                     model=model_json(g.model),
                     beacon_genesis_s=g.beacon_genesis_s,
                     beacon_period_s=g.beacon_period_s,
-                    rtp_percent_by_leverage=(
-                        {str(x): f"{v // 10_000}.{v % 10_000:04d}" for x, v in rtp.rtp_ppm.items()}
-                        if rtp
-                        else None
-                    ),
-                    rtp_simulated_positions=rtp.positions if rtp else None,
+                    rtp_percent_by_leverage={
+                        str(x): f"{v // 10_000}.{v % 10_000:04d}" for x, v in rtp.rtp_ppm.items()
+                    },
+                    rtp_simulated_positions=rtp.positions,
                 )
             )
         return out

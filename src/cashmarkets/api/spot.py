@@ -303,16 +303,14 @@ def fill_out(t: SpotTrade, side: str) -> FillOut:
     """A fill from the placing (taker) order's side: its fee, in the asset it received."""
     units = UNITS[t.market]
     market = MARKETS[t.market]
-    buyer = side == "BUY"
+    fee, fee_asset = market.fee_text(side == "BUY", t.buyer_fee, t.seller_fee)
     return FillOut(
         trade_id=t.trade_id,
         price=units.format_price(t.price_ticks),
         qty=units.format_qty(t.qty_lots),
         quote_qty=format_amount(t.quote_amount, market.quote_decimals),
-        fee=format_amount(t.buyer_fee, market.base_decimals)
-        if buyer
-        else format_amount(t.seller_fee, market.quote_decimals),
-        fee_asset=market.base if buyer else market.quote,
+        fee=fee,
+        fee_asset=fee_asset,
     )
 
 
@@ -641,16 +639,15 @@ def my_trade_out(r: Any, owner: str) -> MyTradeOut:
     units = UNITS[r.market]
     taker = r.taker_owner == owner
     buyer = (r.taker_side == "BUY") == taker
+    fee, fee_asset = m.fee_text(buyer, r.buyer_fee, r.seller_fee)
     return MyTradeOut(
         id=r.trade_id,
         order_id=r.taker_order_id if taker else r.maker_order_id,
         price=units.format_price(r.price_ticks),
         qty=units.format_qty(r.qty_lots),
         quote_qty=format_amount(r.quote_amount, m.quote_decimals),
-        fee=format_amount(r.buyer_fee, m.base_decimals)
-        if buyer
-        else format_amount(r.seller_fee, m.quote_decimals),
-        fee_asset=m.base if buyer else m.quote,
+        fee=fee,
+        fee_asset=fee_asset,
         time_ns=r.ts_ns,
         is_buyer=buyer,
         is_maker=not taker,

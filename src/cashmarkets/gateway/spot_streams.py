@@ -184,6 +184,7 @@ class SpotStreams:
         m = self.markets[t.market]
         taker = role == "taker"
         buyer = (t.taker_side == "BUY") == taker
+        fee, fee_asset = m.fee_text(buyer, t.buyer_fee, t.seller_fee)
         return {
             "event": "trade",
             "market": t.market,
@@ -194,10 +195,8 @@ class SpotStreams:
             "price": self._price(m, t.price_ticks),
             "qty": self._qty(m, t.qty_lots),
             "quoteQty": format_amount(t.quote_amount, m.quote_decimals),
-            "fee": format_amount(t.buyer_fee, m.base_decimals)
-            if buyer
-            else format_amount(t.seller_fee, m.quote_decimals),
-            "feeAsset": m.base if buyer else m.quote,
+            "fee": fee,
+            "feeAsset": fee_asset,
             # The maker's order after the fill (the taker's comes in its own "order" message).
             **(
                 {"remainingQty": self._qty(m, t.maker_remaining_lots), "status": t.maker_status}

@@ -402,20 +402,31 @@ class ChartgameProduct:
         r.seed = cmd.seed
         r.status = "open"
         r.beacons = [(r.beacon_round, 0, cmd.beacon_signature)]
-        r.stream_key = key
-        r.stream_position = (0, 0)
-        self._streams[cmd.game] = Stream(key)
+        self._use_key(r, key)
         view = self._round_view(r)
         self.engine.emit(RoundChanged(cmd.seq, view, b"", list(r.beacons)))
         return view
 
-    def mix(self, cmd: ChartMixBeacon) -> Reject | None:
-        gs = self.state.get(cmd.game)
+    def _open_round(self, game: str, round_no: int) -> Round | Reject:
+        """The game's round `round_no` if it is open; else why not."""
+        gs = self.state.get(game)
         if gs is None:
-            return Reject(codes.UNKNOWN_GAME, cmd.game)
+            return Reject(codes.UNKNOWN_GAME, game)
         r = gs.round
-        if r is None or r.round_no != cmd.round_no or r.status != "open":
-            return Reject(codes.ROUND_NOT_OPEN, str(cmd.round_no))
+        if r is None or r.round_no != round_no or r.status != "open":
+            return Reject(codes.ROUND_NOT_OPEN, str(round_no))
+        return r
+
+    def _use_key(self, r: Round, key: bytes) -> None:
+        """From now on the round's candles come from `key`'s stream."""
+        r.stream_key = key
+        r.stream_position = (0, 0)
+        self._streams[r.game] = Stream(key)
+
+    def mix(self, cmd: ChartMixBeacon) -> Reject | None:
+        r = self._open_round(cmd.game, cmd.round_no)
+        if isinstance(r, Reject):
+            return r
         if cmd.beacon_round != r.beacons[-1][0] + 1 or not cmd.beacon_signature:
             return Reject(codes.BAD_COMMAND, f"the next beacon is round {r.beacons[-1][0] + 1}")
         self._save(cmd.game)
@@ -423,18 +434,14 @@ class ChartgameProduct:
             self._streams[cmd.game].seed, cmd.beacon_round, drand.randomness(cmd.beacon_signature)
         )
         r.beacons.append((cmd.beacon_round, len(r.candles), cmd.beacon_signature))
-        r.stream_key = key
-        r.stream_position = (0, 0)
-        self._streams[cmd.game] = Stream(key)
+        self._use_key(r, key)
         return None
 
     def tick(self, cmd: ChartTick) -> Reject | None:
-        gs = self.state.get(cmd.game)
-        if gs is None:
-            return Reject(codes.UNKNOWN_GAME, cmd.game)
-        r = gs.round
-        if r is None or r.round_no != cmd.round_no or r.status != "open":
-            return Reject(codes.ROUND_NOT_OPEN, str(cmd.round_no))
+        r = self._open_round(cmd.game, cmd.round_no)
+        if isinstance(r, Reject):
+            return r
+        gs = self.state[cmd.game]
         g = self.games[cmd.game]
         stream = self._streams[cmd.game]
         # A targeted undo (a whole-state copy per tick would cost more than the candle).

@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from cashmarkets.core.money import Market
+from cashmarkets.core.money import Market, format_amount
 
 BPS: Final = 10_000
 
@@ -51,6 +51,13 @@ class SpotMarket(msgspec.Struct, frozen=True, kw_only=True):
     def quote_per_lot_tick(self) -> int:
         scale: int = 10**self.base_decimals
         return self.tick_size * self.lot_size // scale
+
+    def fee_text(self, buyer: bool, buyer_fee: int, seller_fee: int) -> tuple[str, str]:
+        """(fee, asset) of one side of a trade, as shown to it: a buyer pays in base, a seller
+        in quote."""
+        if buyer:
+            return format_amount(buyer_fee, self.base_decimals), self.base
+        return format_amount(seller_fee, self.quote_decimals), self.quote
 
     def units(self) -> Market:
         """Decimal-string parsing and formatting of this market's prices and quantities."""

@@ -1,10 +1,27 @@
-"""PostgreSQL partitions of a table, for the projection tests."""
+"""Store helpers for the projection tests: run the projector to the end of the log; list a
+table's PostgreSQL partitions."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import text
 
+from cashmarkets.ops.settings import Settings
+from cashmarkets.runtime.bootstrap import build_projector
 from cashmarkets.store.db import create_engine
+
+
+async def project_everything(settings: Settings, db: Any) -> None:
+    """Project the whole log into the store `db`, as the projector process does."""
+    projector = build_projector(settings, db, None)
+    await projector.log.open()
+    try:
+        await projector.restore()
+        while await projector.step():
+            pass
+    finally:
+        await projector.log.close()
 
 
 async def partitions_of(url: str, table: str) -> tuple[list[str], int]:
