@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Verify a Cash Markets chart round on your own machine: `python3 verify_round.py ROUND.json`.
+"""Verify a Cash Markets chart round on your own machine:
+
+    python3 verify_round.py ROUND.json [--aptos-node URL]
 
 Standard library only (plus py-arkworks-bls12381 for the beacon signatures, if installed; without
 it those checks are reported as skipped and the exit code is 2). It re-implements the published
@@ -8,9 +10,12 @@ rules on purpose instead of importing the server's code, and checks:
   1. the seed chain: the revealed seed, hashed `roundInChain` times, is the published commitment;
   2. the start beacon's round is the first one published at or after the round's start;
   3. each beacon's BLS signature (drand quicknet scheme) against the beacon public key;
-  4. every candle, recomputed from the seed, the beacons and the model parameters.
+  4. rounds with an on-chain seed (Aptos adapter): with --aptos-node (any fullnode's REST API,
+     e.g. https://fullnode.mainnet.aptoslabs.com/v1), that the chain drew this seed for this round
+     and holds the hash of the revealed seed as the round's commitment; skipped without it;
+  5. every candle, recomputed from the seed, the beacons, the on-chain seed and the model.
 
-Exit 0: every check holds. Exit 1: something does not. Exit 2: the signatures could not be checked.
+Exit 0: every check holds. Exit 1: something does not. Exit 2: something could not be checked.
 The JSON is what `GET /api/v1/chartgame/rounds/{id}/verify` returns (docs/fairness.md).
 """
 
@@ -20,6 +25,7 @@ import hashlib
 import hmac
 import json
 import sys
+import urllib.request
 
 VERSION = "cashmarkets/chartgame/v1"
 WORD = 1 << 64
@@ -79,7 +85,20 @@ def bls_verify(public_key: bytes, round_no: int, signature: bytes, dst: bytes) -
     return bool(bls.GT.pairing_check([sig, -h], [bls.G2Point(), pk]))
 
 
-def verify(doc: dict) -> tuple[list[tuple[str, bool | None]], bool]:
+def aptos_draw(node: str, module: str, game: str, round_no: int) -> tuple[bytes, bytes]:
+    """(seed, commitment) the chain holds for the round: the module's `seed_of` view function."""
+    body = json.dumps(
+        {"function": f"{module}::seed_of", "type_arguments": [], "arguments": [game, str(round_no)]}
+    )
+    request = urllib.request.Request(
+        node.rstrip("/") + "/view", data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        seed, commitment, _txn = json.load(response)
+    return bytes.fromhex(seed[2:]), bytes.fromhex(commitment[2:])
+
+
+def verify(doc: dict, aptos_node: str | None = None) -> tuple[list[tuple[str, bool | None]], bool]:
     checks: list[tuple[str, bool | None]] = []
     seed = bytes.fromhex(doc["seed"])
     link = seed
@@ -100,6 +119,23 @@ def verify(doc: dict) -> tuple[list[tuple[str, bool | None]], bool]:
                 bls_verify(pk, b["round"], bytes.fromhex(b["signature"]), scheme["dst"].encode()),
             )
         )
+    onchain = doc.get("onchain")
+    extra = b""
+    if onchain:
+        extra = bytes.fromhex(onchain["seed"])
+        if aptos_node is None:
+            checks.append((f"on-chain seed ({onchain['chain']}; pass --aptos-node URL to check)", None))
+        else:
+            chain_seed, chain_commitment = aptos_draw(
+                aptos_node, onchain["module"], doc["game"], doc["round"]
+            )
+            checks.append(("on-chain seed is the chain's record", chain_seed == extra))
+            checks.append(
+                (
+                    "on-chain round commitment is the revealed seed's hash",
+                    chain_commitment == hashlib.sha256(seed).digest(),
+                )
+            )
     randomness = [hashlib.sha256(bytes.fromhex(b["signature"])).digest() for b in beacons]
     msg = (
         VERSION.encode()
@@ -108,6 +144,7 @@ def verify(doc: dict) -> tuple[list[tuple[str, bool | None]], bool]:
         + b"\x00"
         + doc["round"].to_bytes(8, "big")
         + randomness[0]
+        + extra
     )
     key = hmac.new(seed, msg, hashlib.sha256).digest()
     stream = Stream(key)
@@ -131,12 +168,17 @@ def verify(doc: dict) -> tuple[list[tuple[str, bool | None]], bool]:
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    aptos_node = None
+    if len(args) == 3 and args[1] == "--aptos-node":
+        aptos_node = args[2]
+        args = args[:1]
+    if len(args) != 1:
         print(__doc__)
         return 1
-    with open(sys.argv[1]) as f:
+    with open(args[0]) as f:
         doc = json.load(f)
-    checks, ok = verify(doc)
+    checks, ok = verify(doc, aptos_node)
     for name, result in checks:
         print(f"{'ok  ' if result else 'SKIP' if result is None else 'FAIL'} {name}")
     if not ok:

@@ -484,13 +484,28 @@ def verify_round(
         raise typer.Exit(1)
     if output is not None:
         output.write_text(json.dumps(doc))
-    checks = verify_document(doc)
+    on_chain = None
+    if doc.get("onchain") and settings.chain_adapter != "none":
+        on_chain = asyncio.run(_read_draw(settings, game, round_no))
+    checks = verify_document(doc, on_chain)
     print(
         json.dumps(
             {"game": game, "round": round_no, "fair": all(ok for _, ok in checks), "checks": dict(checks)}
         )
     )
     raise typer.Exit(0 if all(ok for _, ok in checks) else 1)
+
+
+async def _read_draw(settings: Settings, game: str, round_no: int) -> tuple[bytes, bytes]:
+    """(seed, commitment) the configured chain holds for a round."""
+    from cashmarkets.api.app import chain_adapter
+
+    adapter = chain_adapter(settings)
+    try:
+        seed, commitment, _txn = await adapter.seed_of(game, round_no)
+    finally:
+        await adapter.close()
+    return seed, commitment
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import select
 
@@ -16,21 +17,26 @@ from cashmarkets.core.products.chartgame import (
     ChartAnnounceRound,
     ChartBeginRound,
     ChartCommitChain,
+    ChartgameConfig,
     ChartOpenPosition,
     ChartTick,
+    OnchainDraw,
     PositionChanged,
 )
 from cashmarkets.core.results import Accepted
 from cashmarkets.fairness.chain import SeedChain
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_runtime, store_url
-from cashmarkets.store import migrate
+from cashmarkets.store import chart_queries, migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.tables import chart_candles, chart_chains, chart_positions, chart_rounds
 from tests.integration.store_helpers import partitions_of, project_everything
 
 GAME = "btc-30s"
 CHAIN = SeedChain(bytes(range(32)), 5)
+DRAW = OnchainDraw(
+    chain="aptos", network=4, module="0xa::round_seed", seed=b"\x05" * 32, txn_hash="0x" + "cd" * 32
+)
 
 
 async def play(settings: Settings) -> dict[str, Any]:
@@ -51,11 +57,20 @@ async def play(settings: Settings) -> dict[str, Any]:
 
     for user in ("alice", "bob"):
         await ok(Deposit(command_id="", owner=user, asset="USDC", amount=10**9))
-    await ok(ChartCommitChain(command_id="", game=GAME, chain_id=1, commitment=CHAIN.commitment, length=5))
+    await ok(
+        ChartCommitChain(
+            command_id="", game=GAME, chain_id=1, commitment=CHAIN.commitment, length=5, onchain_txn="0xfe"
+        )
+    )
     view = await ok(ChartAnnounceRound(command_id="", game=GAME, round_no=1, start_ms=1_800_000_000_000))
     await ok(
         ChartBeginRound(
-            command_id="", game=GAME, round_no=1, seed=CHAIN.seed(1), beacon_signature=b"\x01" * 48
+            command_id="",
+            game=GAME,
+            round_no=1,
+            seed=CHAIN.seed(1),
+            beacon_signature=b"\x01" * 48,
+            onchain=DRAW,
         )
     )
     games = runtime.engine.products["chartgame"].games
@@ -95,11 +110,14 @@ async def project(settings: Settings) -> dict[str, Any]:
 
 def check(played: dict[str, Any], rows: dict[str, Any]) -> None:
     events = played["events"]
-    assert [(r.chain_id, r.commitment, r.length) for r in rows["chains"]] == [(1, CHAIN.commitment.hex(), 5)]
+    assert [(r.chain_id, r.commitment, r.length, r.onchain_txn) for r in rows["chains"]] == [
+        (1, CHAIN.commitment.hex(), 5, "0xfe")
+    ]
     [round_row] = rows["rounds"]
     assert (round_row.status, round_row.candles, round_row.seed) == ("settled", 461, CHAIN.seed(1).hex())
     assert round_row.beacon_round == played["beacon_round"] and round_row.chain_index == 4
     assert json.loads(round_row.beacons) == [[played["beacon_round"], 0, "01" * 48]]
+    assert msgspec.json.decode(round_row.onchain, type=OnchainDraw) == DRAW
     made = [e.candle for e in events if isinstance(e, CandleMade)]
     assert [(c.idx, c.open, c.high, c.low, c.close, c.volume) for c in rows["candles"]] == [
         (c.index, c.open, c.high, c.low, c.close, c.volume) for c in made
@@ -122,6 +140,20 @@ async def test_sqlite_projection_of_a_round(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     played = await play(settings)
     check(played, await project(settings))
+    db = create_engine(store_url(settings))
+    try:
+        game = ChartgameConfig().games[0]
+        doc = await chart_queries.verification(db, game, 1, b"\x02" * 96)
+    finally:
+        await db.dispose()
+    assert doc is not None and doc["chain"]["onchainTxn"] == "0xfe"
+    assert doc["onchain"] == {
+        "chain": "aptos",
+        "network": 4,
+        "module": "0xa::round_seed",
+        "seed": "05" * 32,
+        "txnHash": DRAW.txn_hash,
+    }
 
 
 @pytest.mark.postgres

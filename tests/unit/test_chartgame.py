@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from cashmarkets.core import codes
@@ -27,6 +28,7 @@ from cashmarkets.core.products.chartgame import (
     ChartTick,
     GameConfig,
     ModelParams,
+    OnchainDraw,
     RoundChanged,
     bust_price,
     mixed_key,
@@ -172,6 +174,32 @@ def test_rolling_entropy_changes_the_chart_from_the_mix_on() -> None:
     for i, c in enumerate(after):
         assert c == next_candle(stream, 5 + i, prev, GAME.model)
         prev = c.close
+
+
+def test_an_on_chain_seed_is_mixed_into_the_round_seed_and_kept() -> None:
+    draw = OnchainDraw(chain="aptos", network=4, module="0x1::round_seed", seed=b"\x07" * 32, txn_hash="0xab")
+    engine = new_engine()
+    ok(engine, ChartAnnounceRound(command_id="", game="g", round_no=1, start_ms=START_MS))
+    begin = ChartBeginRound(
+        command_id="", game="g", round_no=1, seed=CHAIN.seed(1), beacon_signature=sig(1000), onchain=draw
+    )
+    short = msgspec.structs.replace(draw, seed=b"\x07" * 31)
+    rejected(engine, msgspec.structs.replace(begin, onchain=short), codes.BAD_COMMAND)
+    _, events = run(engine, begin)
+    opened = next(e for e in events if isinstance(e, RoundChanged))
+    assert opened.onchain == draw
+    got = ticks(engine, 20)
+    stream = Stream(round_seed(CHAIN.seed(1), "g", 1, drand.randomness(sig(1000)), draw.seed))
+    prev = GAME.model.start_price_ticks
+    for i, c in enumerate(got):
+        assert c == next_candle(stream, i, prev, GAME.model)
+        prev = c.close
+    without = Stream(round_seed(CHAIN.seed(1), "g", 1, drand.randomness(sig(1000))))
+    assert next_candle(without, 0, GAME.model.start_price_ticks, GAME.model) != got[0]
+    # The draw is kept through a snapshot and published again at settlement.
+    twin = Engine(products=[ChartgameProduct.factory(CONFIG)])
+    twin.restore(engine.snapshot())
+    assert twin.products["chartgame"].state["g"].round.onchain == draw
 
 
 def test_positions_pay_by_the_formula_and_money_balances() -> None:

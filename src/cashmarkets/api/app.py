@@ -51,6 +51,7 @@ from cashmarkets.ops import metrics
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
+from cashmarkets.runtime.chart_scheduler import stop_schedulers
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
 from cashmarkets.runtime.marketmaker import MarketMaker
 from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
@@ -112,7 +113,23 @@ def chart_schedulers(settings: Settings, runtime: Any) -> list[Any]:
         raise SystemExit("CASHMARKETS_BEACON_SOURCE is local or drand")
     chains = ChainStore(Path(settings.data_dir) / "chains")
     games = runtime.engine.products["chartgame"].config.games
-    return [ChartScheduler(runtime, g, source, chains) for g in games]
+    adapter = chain_adapter(settings)
+    return [ChartScheduler(runtime, g, source, chains, adapter=adapter) for g in games]
+
+
+def chain_adapter(settings: Settings) -> Any:
+    """The configured chain adapter of the chart game: None for "none"."""
+    if settings.chain_adapter == "none":
+        return None
+    if settings.chain_adapter != "aptos":
+        raise SystemExit("CASHMARKETS_CHAIN_ADAPTER is none or aptos")
+    if not settings.aptos_node_url or not settings.aptos_private_key:
+        raise SystemExit(
+            "the aptos adapter needs CASHMARKETS_APTOS_NODE_URL and CASHMARKETS_APTOS_PRIVATE_KEY"
+        )
+    from cashmarkets.onchain.aptos import AptosAdapter
+
+    return AptosAdapter(settings.aptos_node_url, settings.aptos_private_key, settings.aptos_module_address)
 
 
 def local_beacon_secret(settings: Settings) -> bytes:
@@ -286,11 +303,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
             yield
         finally:
             await gateway.stop()
-            for chart in charts:
-                await chart.stop()
-            for chart_task in chart_tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(chart_task, 5)
+            await stop_schedulers(charts, chart_tasks)
             if bot is not None and bot_task is not None:
                 await bot.stop()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

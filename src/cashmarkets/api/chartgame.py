@@ -5,6 +5,7 @@ positions through the engine). A round is addressed by its game and number:
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any, Final, Literal
 
 from litestar import Controller, Request, get, post
@@ -81,6 +82,8 @@ class RoundOut(ResponseBody):
     chain_id: int
     candles: int
     seed: str | None = None
+    # With a chain adapter: the transaction that drew the round's on-chain seed.
+    onchain_txn: str | None = None
 
 
 class RoundsOut(ResponseBody):
@@ -180,6 +183,7 @@ def round_out(r: Any) -> RoundOut:
         chain_id=r.chain_id,
         candles=r.candles,
         seed=r.seed,
+        onchain_txn=None if r.onchain is None else json.loads(r.onchain)["txn_hash"],
     )
 
 

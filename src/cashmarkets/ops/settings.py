@@ -81,6 +81,12 @@ class Settings(msgspec.Struct, kw_only=True):
     # <data_dir>/beacon.key. Distributed: the same for the scheduler and every API process.
     beacon_key: str | None = None
     drand_relays: str = "https://api.drand.sh,https://drand.cloudflare.com"
+    # The chart game's chain adapter: "none", or "aptos" (the round_seed module in move/round_seed:
+    # chain commitments and one on-chain seed per round; docs/fairness.md).
+    chain_adapter: str = "none"
+    aptos_node_url: str | None = None  # a fullnode's REST API, e.g. https://fullnode.testnet.aptoslabs.com/v1
+    aptos_private_key: str | None = None  # the operator account's Ed25519 key (AIP-80 or hex)
+    aptos_module_address: str | None = None  # where round_seed is published; default: the operator's
     # The spot market maker (runtime/marketmaker.py); None: on in embedded mode, off in distributed.
     spot_bot: bool | None = None
     spot_bot_interval_s: float = 0.5

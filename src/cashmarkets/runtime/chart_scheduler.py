@@ -1,6 +1,7 @@
 """Runs a chart game's rounds: the clock and the randomness the engine may not have.
 
-Per round: announce (start time and, by schedule, its drand round) -> wait for that beacon ->
+Per round: announce (start time and, by schedule, its drand round) -> wait for that beacon (and,
+with a chain adapter, meanwhile publish the round's commitment and draw its on-chain seed) ->
 begin with the chain's next seed -> one tick per candle interval, mixing each later beacon as it is
 published (rolling entropy) -> the last tick settles -> a gap -> the next round. Everything goes
 through the runtime as commands, so a restart continues from the log: an open round goes on with
@@ -8,12 +9,15 @@ the same candles (they derive from logged inputs only), an announced one begins.
 
 Seed chains: the secret start of each chain is drawn here (`secrets`) and kept in
 `<data dir>/chains/<game>.json` (0600); losing it only means the next round commits a new chain.
-Beacons are checked (BLS) before they enter the log.
+Beacons are checked (BLS) before they enter the log. With a chain adapter, each chain's commitment
+is published on chain before the engine commits it; a chain secret written but never committed in
+the log (a crash in between) is reused, so the on-chain record and the log agree.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -34,16 +38,30 @@ from cashmarkets.core.products.chartgame import (
     ChartMixBeacon,
     ChartTick,
     GameConfig,
+    OnchainDraw,
 )
 from cashmarkets.core.results import Rejected
 from cashmarkets.fairness import drand
 from cashmarkets.fairness.chain import SEED_BYTES, SeedChain
+from cashmarkets.onchain.adapter import ChainAdapter
 from cashmarkets.ops.ids import new_id
 
 log = structlog.get_logger("cashmarkets.chartgame")
 
 CHAIN_LENGTH: Final = 10_000  # rounds per committed chain
 BEACON_RETRY_S: Final = 0.25
+
+
+async def stop_schedulers(schedulers: list[ChartScheduler], tasks: list[asyncio.Task[None]]) -> None:
+    """Stop the schedulers, wait for their tasks (bounded) and close their chain adapters."""
+    for scheduler in schedulers:
+        await scheduler.stop()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 5)
+    adapters = {id(s.adapter): s.adapter for s in schedulers if s.adapter is not None}
+    for adapter in adapters.values():
+        await adapter.close()
 
 
 class ChainStore:
@@ -88,6 +106,7 @@ class ChartScheduler:
         gap_ms: int = 2_000,
         chain_length: int = CHAIN_LENGTH,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        adapter: ChainAdapter | None = None,
     ) -> None:
         self.runtime = runtime
         self.game = game
@@ -98,6 +117,7 @@ class ChartScheduler:
         self.gap_ms = gap_ms
         self.chain_length = chain_length
         self.clock_ms = clock_ms
+        self.adapter = adapter
         self._stop = asyncio.Event()
         self._run_id = new_id()
         self._n = 0
@@ -141,9 +161,12 @@ class ChartScheduler:
             chain = self._known_chain()
         assert r is not None
         if r.status == "announced":
-            beacon = await self._beacon(r.beacon_round)
-            assert chain is not None, "an announced round without its chain secret"
-            seed = chain.seed(self.product.state[g.game].chain.used + 1)  # type: ignore[union-attr]
+            chain_state = self.product.state[g.game].chain
+            assert chain is not None and chain_state is not None, "an announced round without its secret"
+            beacon, onchain = await asyncio.gather(
+                self._beacon(r.beacon_round), self._draw(r.round_no, chain_state.last_link)
+            )
+            seed = chain.seed(chain_state.used + 1)
             await self._submit(
                 ChartBeginRound(
                     command_id=self._cid(),
@@ -151,6 +174,7 @@ class ChartScheduler:
                     round_no=r.round_no,
                     seed=seed,
                     beacon_signature=beacon.signature,
+                    onchain=onchain,
                 )
             )
             r = self.product.state[g.game].round
@@ -185,6 +209,12 @@ class ChartScheduler:
             )
         )
 
+    async def _draw(self, round_no: int, commitment: bytes) -> OnchainDraw | None:
+        """The round's on-chain seed, drawn after its commitment is on chain (adapter only)."""
+        if self.adapter is None:
+            return None
+        return await self.adapter.draw_seed(self.game.game, round_no, commitment)
+
     async def _beacon(self, round_no: int) -> Any:
         """The beacon of `round_no`, waiting for its publication time and for the source."""
         g = self.game
@@ -210,7 +240,12 @@ class ChartScheduler:
             if known is not None and known.commitment == state.commitment:
                 return known
         chain_id = (state.chain_id if state is not None else 0) + 1
-        chain = self.chains.create(g.game, chain_id, self.chain_length)
+        # A secret written for this id but never committed in the log (a crash in between) is
+        # reused: its commitment may already be on chain.
+        chain = self.chains.load(g.game, chain_id) or self.chains.create(g.game, chain_id, self.chain_length)
+        onchain_txn = ""
+        if self.adapter is not None:
+            onchain_txn = await self.adapter.commit_chain(g.game, chain_id, chain.commitment, chain.length)
         await self._submit(
             ChartCommitChain(
                 command_id=self._cid(),
@@ -218,6 +253,7 @@ class ChartScheduler:
                 chain_id=chain_id,
                 commitment=chain.commitment,
                 length=chain.length,
+                onchain_txn=onchain_txn,
             )
         )
         log.info("seed chain committed", game=g.game, chain_id=chain_id, commitment=chain.commitment.hex())

@@ -12,8 +12,11 @@ from cashmarkets.fairness import drand
 from cashmarkets.fairness.derive import Stream, round_seed
 
 
-def verify_document(doc: dict[str, Any]) -> list[tuple[str, bool]]:
-    """Every check of the document, named, in order; the round is fair when all hold."""
+def verify_document(
+    doc: dict[str, Any], on_chain: tuple[bytes, bytes] | None = None
+) -> list[tuple[str, bool]]:
+    """Every check of the document, named, in order; the round is fair when all hold.
+    `on_chain`: (seed, commitment) as the chain holds them for the round, read by the caller."""
     checks: list[tuple[str, bool]] = []
     seed = bytes.fromhex(doc["seed"])
     link = seed
@@ -44,8 +47,19 @@ def verify_document(doc: dict[str, Any]) -> list[tuple[str, bool]]:
         jump_ppm=m["jumpPpm"],
         jump_bp=m["jumpBp"],
     )
+    onchain = doc.get("onchain")
+    extra = bytes.fromhex(onchain["seed"]) if onchain else b""
+    if on_chain is not None:
+        chain_seed, chain_commitment = on_chain
+        checks.append(("on-chain seed is the chain's record", bool(onchain) and chain_seed == extra))
+        checks.append(
+            (
+                "on-chain round commitment is the revealed seed's hash",
+                chain_commitment == hashlib.sha256(seed).digest(),
+            )
+        )
     signatures = [bytes.fromhex(b["signature"]) for b in beacons]
-    key = round_seed(seed, doc["game"], doc["round"], drand.randomness(signatures[0]))
+    key = round_seed(seed, doc["game"], doc["round"], drand.randomness(signatures[0]), extra)
     stream = Stream(key)
     mixes = {b["fromCandle"]: (b["round"], s) for b, s in zip(beacons[1:], signatures[1:], strict=True)}
     prev = model.start_price_ticks

@@ -121,7 +121,7 @@ class RedisBus:
                 await asyncio.sleep(0.2)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
 
     async def submit(self, cmd: Command, timeout_s: float) -> Result:
         cmd.ts_ns = time.time_ns()

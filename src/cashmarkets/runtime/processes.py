@@ -181,6 +181,7 @@ async def run_chartgame(settings: Settings) -> None:
     """Distributed mode: the chart games' round scheduler (one per deployment: a store lock
     keeps a second one waiting). It follows the log with a replica and submits through Redis."""
     from cashmarkets.api.app import chart_schedulers
+    from cashmarkets.runtime.chart_scheduler import stop_schedulers
     from cashmarkets.runtime.distributed import RedisBus
     from cashmarkets.runtime.runner import Runtime, RuntimeConfig
     from cashmarkets.store.locks import exclusive
@@ -214,11 +215,7 @@ async def run_chartgame(settings: Settings) -> None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
             finally:
-                for scheduler in schedulers:
-                    await scheduler.stop()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await asyncio.wait_for(task, 5)
+                await stop_schedulers(schedulers, tasks)
                 await replica.stop(snapshot=False)
                 await bus.close()
     finally:

@@ -65,6 +65,7 @@ class ChartBatch:
                 "beacons": json.dumps([[b, i, s.hex()] for b, i, s in event.beacons])
                 if event.beacons
                 else None,
+                "onchain": None if event.onchain is None else msgspec.json.encode(event.onchain).decode(),
                 "updated_seq": event.seq,
             }
         elif kind is PositionChanged:
@@ -79,6 +80,7 @@ class ChartBatch:
                     "commitment": event.commitment.hex(),
                     "length": event.length,
                     "committed_seq": event.seq,
+                    "onchain_txn": event.onchain_txn or None,
                 }
             )
 

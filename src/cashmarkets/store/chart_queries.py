@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cashmarkets.core.products.chartgame import Candle, GameConfig, RoundView, verification_document
+from cashmarkets.core.products.chartgame import (
+    Candle,
+    GameConfig,
+    OnchainDraw,
+    RoundView,
+    verification_document,
+)
 from cashmarkets.store.tables import chart_candles, chart_chains, chart_rounds
 
 
@@ -60,4 +67,6 @@ async def verification(
         bytes.fromhex(chain.commitment),
         chain.length,
         public_key,
+        None if row.onchain is None else msgspec.json.decode(row.onchain, type=OnchainDraw),
+        chain.onchain_txn or "",
     )

@@ -326,6 +326,7 @@ chart_chains = Table(
     Column("commitment", String(64), nullable=False),  # hex
     Column("length", BigInteger, nullable=False),
     Column("committed_seq", BigInteger, nullable=False),
+    Column("onchain_txn", String(80), nullable=True),  # with a chain adapter: the publishing txn
 )
 
 chart_rounds = Table(
@@ -341,6 +342,7 @@ chart_rounds = Table(
     Column("candles", BigInteger, nullable=False),
     Column("seed", String(64), nullable=True),  # hex, revealed at settlement
     Column("beacons", Text, nullable=True),  # JSON [[beacon round, from candle, signature hex], ...]
+    Column("onchain", Text, nullable=True),  # JSON OnchainDraw, with a chain adapter
     Column("updated_seq", BigInteger, nullable=False),
     Index(None, "game", "status", "round_no"),
 )

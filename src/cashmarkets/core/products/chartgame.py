@@ -6,8 +6,9 @@ rounds, candles and settlements):
 
     ChartCommitChain    publish a seed chain's commitment (before any of its rounds)
     ChartAnnounceRound  commit phase: the round's start and its drand round (fixed by schedule)
-    ChartBeginRound     the chain's next seed (must hash to the previous link) and the announced
-                        beacon: the round opens; round seed = HMAC(seed, game, round, beacon)
+    ChartBeginRound     the chain's next seed (must hash to the previous link), the announced
+                        beacon and, with a chain adapter, the round's on-chain seed: the round
+                        opens; round seed = HMAC(seed, game, round, beacon [, on-chain seed])
     ChartMixBeacon      rolling entropy: the next beacon round is mixed into the stream
     ChartTick           the next candle; the last one settles the round
     ChartOpenPosition / ChartClosePosition   players, while the round is open
@@ -93,11 +94,22 @@ class ChartgameConfig(msgspec.Struct, frozen=True, kw_only=True):
 # ---- commands, results, events ----------------------------------------------------------------------
 
 
+class OnchainDraw(msgspec.Struct, frozen=True, kw_only=True):
+    """A round's seed drawn by on-chain randomness (docs/fairness.md, "Chain adapters")."""
+
+    chain: str  # "aptos"
+    network: int  # the chain id (Aptos: 1 mainnet, 2 testnet, ...)
+    module: str  # "<address>::round_seed"
+    seed: bytes  # 32 bytes, mixed into the round seed
+    txn_hash: str  # the drawing transaction, 0x-prefixed hex
+
+
 class ChartCommitChain(Command, tag="chart_commit_chain"):
     game: str
     chain_id: int
     commitment: bytes  # c_N of the chain
     length: int
+    onchain_txn: str = ""  # the transaction that published the commitment on chain, if any
 
 
 class ChartAnnounceRound(Command, tag="chart_announce_round"):
@@ -111,6 +123,7 @@ class ChartBeginRound(Command, tag="chart_begin_round"):
     round_no: int
     seed: bytes  # the chain's next seed
     beacon_signature: bytes  # of the announced beacon round (checked with BLS by the scheduler)
+    onchain: OnchainDraw | None = None  # with a chain adapter (checked against the chain by it)
 
 
 class ChartMixBeacon(Command, tag="chart_mix_beacon"):
@@ -187,6 +200,7 @@ class RoundChanged(msgspec.Struct, tag="chart_round_changed", array_like=True, g
     round: RoundView
     seed: bytes  # revealed at settlement (empty before)
     beacons: list[tuple[int, int, bytes]]  # (beacon round, from candle index, signature)
+    onchain: OnchainDraw | None = None
 
 
 class ChainCommitted(msgspec.Struct, tag="chart_chain_committed", array_like=True, gc=False):
@@ -195,6 +209,7 @@ class ChainCommitted(msgspec.Struct, tag="chart_chain_committed", array_like=Tru
     chain_id: int
     commitment: bytes
     length: int
+    onchain_txn: str = ""
 
 
 class PositionChanged(msgspec.Struct, tag="chart_position_changed", array_like=True, gc=False):
@@ -211,6 +226,7 @@ class Chain(msgspec.Struct, array_like=True, gc=False):
     length: int
     used: int  # rounds played from it
     last_link: bytes  # the commitment, then each revealed seed
+    onchain_txn: str = ""
 
 
 class Round(msgspec.Struct, array_like=True, gc=False):
@@ -227,6 +243,7 @@ class Round(msgspec.Struct, array_like=True, gc=False):
     stream_key: bytes = b""
     stream_position: tuple[int, int] = (0, 0)
     candles: list[Candle] = msgspec.field(default_factory=list)
+    onchain: OnchainDraw | None = None
 
 
 class GameState(msgspec.Struct, array_like=True, gc=False):
@@ -357,8 +374,10 @@ class ChartgameProduct:
         if gs.chain is not None and cmd.chain_id <= gs.chain.chain_id:
             return Reject(codes.BAD_COMMAND, "chain ids increase")
         self._save(cmd.game)
-        gs.chain = Chain(cmd.chain_id, cmd.commitment, cmd.length, 0, cmd.commitment)
-        self.engine.emit(ChainCommitted(cmd.seq, cmd.game, cmd.chain_id, cmd.commitment, cmd.length))
+        gs.chain = Chain(cmd.chain_id, cmd.commitment, cmd.length, 0, cmd.commitment, cmd.onchain_txn)
+        self.engine.emit(
+            ChainCommitted(cmd.seq, cmd.game, cmd.chain_id, cmd.commitment, cmd.length, cmd.onchain_txn)
+        )
         return None
 
     def announce(self, cmd: ChartAnnounceRound) -> RoundView | Reject:
@@ -393,18 +412,22 @@ class ChartgameProduct:
             return Reject(codes.BAD_SEED, "the seed does not hash to the chain's last link")
         if len(cmd.beacon_signature) == 0:
             return Reject(codes.BAD_COMMAND, "no beacon signature")
+        if cmd.onchain is not None and len(cmd.onchain.seed) != 32:
+            return Reject(codes.BAD_COMMAND, "an on-chain seed is 32 bytes")
         self._save(cmd.game)
         randomness = drand.randomness(cmd.beacon_signature)
-        key = round_seed(cmd.seed, cmd.game, cmd.round_no, randomness)
+        extra = cmd.onchain.seed if cmd.onchain is not None else b""
+        key = round_seed(cmd.seed, cmd.game, cmd.round_no, randomness, extra)
         chain.used += 1
         chain.last_link = cmd.seed
         r.chain_index = chain.length - chain.used
         r.seed = cmd.seed
         r.status = "open"
         r.beacons = [(r.beacon_round, 0, cmd.beacon_signature)]
+        r.onchain = cmd.onchain
         self._use_key(r, key)
         view = self._round_view(r)
-        self.engine.emit(RoundChanged(cmd.seq, view, b"", list(r.beacons)))
+        self.engine.emit(RoundChanged(cmd.seq, view, b"", list(r.beacons), r.onchain))
         return view
 
     def _open_round(self, game: str, round_no: int) -> Round | Reject:
@@ -485,7 +508,7 @@ class ChartgameProduct:
                 cmd, p, close, "settled", payout=payout_of(p.side, p.stake, p.leverage, p.entry_price, close)
             )
         r.status = "settled"
-        self.engine.emit(RoundChanged(cmd.seq, self._round_view(r), r.seed, list(r.beacons)))
+        self.engine.emit(RoundChanged(cmd.seq, self._round_view(r), r.seed, list(r.beacons), r.onchain))
         r.candles = r.candles[-1:]  # the next round starts fresh; the projection keeps them all
 
     # ---- positions -----------------------------------------------------------------------------------
@@ -660,6 +683,8 @@ def verification_document(
     commitment: bytes,
     chain_length: int,
     beacon_public_key: bytes,
+    onchain: OnchainDraw | None = None,
+    chain_onchain_txn: str = "",
 ) -> dict[str, Any]:
     """Everything a player needs to re-check a settled round (`tools/verify_round.py` reads it)."""
     return {
@@ -676,6 +701,7 @@ def verification_document(
             "length": chain_length,
             # Round r of a chain uses c_(N-r): hashing the seed r times gives the commitment.
             "roundInChain": chain_length - settled.chain_index,
+            "onchainTxn": chain_onchain_txn or None,
         },
         "beacons": [{"round": b, "fromCandle": i, "signature": s.hex()} for b, i, s in beacons],
         "beaconScheme": {
@@ -683,6 +709,16 @@ def verification_document(
             "periodS": game.beacon_period_s,
             "publicKey": beacon_public_key.hex(),
             "dst": drand.DST_G1.decode(),
+        },
+        # With a chain adapter: the seed the chain drew for this round, mixed into the round seed.
+        "onchain": None
+        if onchain is None
+        else {
+            "chain": onchain.chain,
+            "network": onchain.network,
+            "module": onchain.module,
+            "seed": onchain.seed.hex(),
+            "txnHash": onchain.txn_hash,
         },
         "candles": [[c.index, c.open, c.high, c.low, c.close, c.volume] for c in candles],
     }

@@ -1,0 +1,1 @@
+"""Chain adapters: on-chain commitments and per-round seeds for the chart game (`aptos`)."""
