@@ -8,6 +8,8 @@ import hmac
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cashmarkets.beacons.bls import LocalBeacon, verify
 from cashmarkets.fairness import drand
@@ -142,6 +144,22 @@ def test_golden_stream_vector() -> None:
     assert words[0] == int.from_bytes(block0[:8], "big") and words[3] == int.from_bytes(block0[24:], "big")
     block1 = hmac.new(key, (1).to_bytes(8, "big"), hashlib.sha256).digest()
     assert words[4] == int.from_bytes(block1[:8], "big")
+
+
+@given(st.binary(min_size=0, max_size=100), st.integers(0, 40), st.integers(0, 12))
+def test_the_stream_is_textbook_hmac_and_resumes_where_it_stood(key: bytes, skip: int, more: int) -> None:
+    """For any key length (HMAC hashes keys above 64 bytes): word k of the stream is 64-bit word
+    k % 4 of HMAC-SHA256(key, k // 4); a stream resumed at a position continues identically."""
+    stream = Stream(key)
+    got = [stream.word() for _ in range(skip)]
+    position = stream.position
+    resumed = Stream.at(key, position)
+    got += [stream.word() for _ in range(more)]
+    assert [resumed.word() for _ in range(more)] == got[skip:]
+    for k, w in enumerate(got):
+        block = hmac.new(key, (k // 4).to_bytes(8, "big"), hashlib.sha256).digest()
+        assert w == int.from_bytes(block[8 * (k % 4) : 8 * (k % 4) + 8], "big")
+    assert position == ((skip + 3) // 4, 8 * (skip - 4 * ((skip - 1) // 4)) if skip else 0)
 
 
 class Scripted(Stream):

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from typing import Final
 
 DERIVATION_VERSION: Final = "cashmarkets/chartgame/v1"
 _WORD: Final = 1 << 64
+_HMAC_BLOCK: Final = 64  # SHA-256's block size: HMAC pads its key to it
+_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
+_WORDS_PER_BLOCK: Final = 4  # a 32-byte HMAC-SHA256 block read as big-endian 64-bit words
+_UNPACK_WORDS: Final = struct.Struct(">4Q").unpack
 
 
 def round_seed(
@@ -41,20 +47,29 @@ def round_seed(
 
 
 class Stream:
-    """64-bit words from HMAC-SHA256 in counter mode; deterministic for a seed."""
+    """64-bit words from HMAC-SHA256 in counter mode; deterministic for a seed.
 
-    __slots__ = ("_block", "_buffer", "_key", "_offset")
+    HMAC is computed from the key's precomputed inner and outer SHA-256 states (RFC 2104), which
+    gives the same bytes as `hmac.new(seed, i, sha256)` at well under half the cost: candles draw
+    a block every few words."""
+
+    __slots__ = ("_block", "_index", "_inner", "_key", "_outer", "_words")
 
     def __init__(self, seed: bytes) -> None:
         self._key = seed
+        padded = (hashlib.sha256(seed).digest() if len(seed) > _HMAC_BLOCK else seed).ljust(
+            _HMAC_BLOCK, b"\0"
+        )
+        self._inner = hashlib.sha256(padded.translate(_IPAD))
+        self._outer = hashlib.sha256(padded.translate(_OPAD))
         self._block = 0
-        self._buffer = b""
-        self._offset = 0
+        self._words: tuple[int, ...] = ()
+        self._index = _WORDS_PER_BLOCK  # nothing left of the (absent) current block
 
     @property
     def position(self) -> tuple[int, int]:
         """(blocks made, bytes used of the last): where the stream stands, for snapshots."""
-        return self._block, self._offset
+        return (self._block, self._index * 8) if self._block else (0, 0)
 
     @classmethod
     def at(cls, seed: bytes, position: tuple[int, int]) -> Stream:
@@ -62,22 +77,30 @@ class Stream:
         stream = cls(seed)
         block, offset = position
         if block:
-            stream._buffer = hmac.new(seed, (block - 1).to_bytes(8, "big"), hashlib.sha256).digest()
-        stream._block, stream._offset = block, offset
+            stream._block = block - 1
+            stream._fill()
+            stream._index = offset // 8
         return stream
 
     @property
     def seed(self) -> bytes:
         return self._key
 
+    def _fill(self) -> None:
+        inner = self._inner.copy()
+        inner.update(self._block.to_bytes(8, "big"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        self._words = _UNPACK_WORDS(outer.digest())
+        self._block += 1
+        self._index = 0
+
     def word(self) -> int:
         """The next uniform integer in [0, 2^64)."""
-        if self._offset + 8 > len(self._buffer):
-            self._buffer = hmac.new(self._key, self._block.to_bytes(8, "big"), hashlib.sha256).digest()
-            self._block += 1
-            self._offset = 0
-        value = int.from_bytes(self._buffer[self._offset : self._offset + 8], "big")
-        self._offset += 8
+        if self._index == _WORDS_PER_BLOCK:
+            self._fill()
+        value = self._words[self._index]
+        self._index += 1
         return value
 
     def below(self, n: int) -> int:
