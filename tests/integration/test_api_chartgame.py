@@ -76,9 +76,13 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
         games = (await client.get(f"{CG}/games")).json()
         assert games[0]["game"] == GAME and games[0]["feeBps"] == 5 and games[0]["model"]["subTicks"] == 8
         rtp = games[0]["rtpPercentByLeverage"]
-        assert set(rtp) == {"1", "2", "5", "10", "25", "50"}  # up to the game's 50x
-        assert all(90 < float(v) < 110 for v in rtp.values())  # a sanity bound: 4,000 positions are noisy
-        assert games[0]["rtpSimulatedPositions"] == 4_000
+        assert set(rtp) == {"1", "2", "5", "10", "25"}  # up to the game's 25x
+        errors = games[0]["rtpStandardErrorByLeverage"]
+        assert set(errors) == set(rtp)
+        # 1x to 5x carry no bust noise: the RTP is the fee's alone, 1 / (1 + fee x leverage).
+        assert rtp["1"] == "99.9500" and errors["1"] == "0.0000"
+        assert 0 < float(errors["25"]) < 3 and all(90 < float(v) < 110 for v in rtp.values())
+        assert games[0]["rtpSimulatedPositions"] == 8_000
         for body, status, code in [
             ({"game": GAME, "side": "long", "stake": "0", "leverage": 5}, 400, "invalid_amount"),
             ({"game": GAME, "side": "up", "stake": "1", "leverage": 5}, 400, "validation_failed"),

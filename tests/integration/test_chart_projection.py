@@ -78,7 +78,7 @@ async def play(settings: Settings) -> dict[str, Any]:
         if i == 3:
             await ok(
                 ChartOpenPosition(
-                    command_id="", owner="alice", game=GAME, side="long", stake=1_000_000, leverage=50
+                    command_id="", owner="alice", game=GAME, side="long", stake=1_000_000, leverage=25
                 )
             )
             await ok(

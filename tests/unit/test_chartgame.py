@@ -34,6 +34,7 @@ from cashmarkets.core.products.chartgame import (
     mixed_key,
     next_candle,
     payout_of,
+    simulate_rtp,
 )
 from cashmarkets.core.reconcile import reconcile
 from cashmarkets.core.results import Accepted, Rejected
@@ -387,3 +388,17 @@ def test_snapshot_mid_round_continues_identically() -> None:
 
 def test_model_params_are_recorded_defaults() -> None:
     assert ModelParams().sub_ticks == 8 and GameConfig(game="x", name="x").candles_per_round == 461
+
+
+def test_rtp_by_simulation_is_the_fee_alone_without_busts_and_carries_its_error() -> None:
+    game = GameConfig(game="r", name="rtp", fee_bps=5, max_leverage=25)
+    estimate = simulate_rtp(game, rounds=20, positions_per_round=10)
+    assert estimate == simulate_rtp(game, rounds=20, positions_per_round=10)  # deterministic
+    assert estimate.positions == 20 * 10 * 2  # every path long and short
+    assert set(estimate.rtp_ppm) == {1, 2, 5, 10, 25}
+    # No bust is reachable at 1x in a round: long and short payouts cancel to the stakes, and
+    # the RTP is 1 / (1 + fee): 999,500.25 ppm, floored.
+    assert estimate.rtp_ppm[1] == 999_500 and estimate.standard_error_ppm[1] == 0
+    assert estimate.percent()["1"] == "99.9500" and estimate.error_percent()["1"] == "0.0000"
+    # Higher leverage pays more fee, and busts make the estimate noisy.
+    assert estimate.rtp_ppm[25] < estimate.rtp_ppm[1] and estimate.standard_error_ppm[25] > 0

@@ -121,7 +121,10 @@ class GameOut(ResponseBody):
     beacon_period_s: int
     # Return to player by simulation (fees included), per leverage.
     rtp_percent_by_leverage: dict[str, str]
-    rtp_simulated_positions: int
+    # The simulation's standard error per leverage, in percentage points (the true RTP is within
+    # about two of them of the figure above).
+    rtp_standard_error_by_leverage: dict[str, str]
+    rtp_simulated_positions: int  # per leverage (each path played long and short)
 
 
 class LeaderOut(ResponseBody):
@@ -234,9 +237,8 @@ class ChartgameController(Controller):
                     model=model_json(g.model),
                     beacon_genesis_s=g.beacon_genesis_s,
                     beacon_period_s=g.beacon_period_s,
-                    rtp_percent_by_leverage={
-                        str(x): f"{v // 10_000}.{v % 10_000:04d}" for x, v in rtp.rtp_ppm.items()
-                    },
+                    rtp_percent_by_leverage=rtp.percent(),
+                    rtp_standard_error_by_leverage=rtp.error_percent(),
                     rtp_simulated_positions=rtp.positions,
                 )
             )

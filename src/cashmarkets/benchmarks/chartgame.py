@@ -111,8 +111,7 @@ def run(candles: int = 20_000, rounds: int = 50, rtp_rounds: int = 300, players:
             "rounds": rtp.rounds,
             "positions_per_leverage": rtp.positions,
             "fee_bps_of_notional": game.fee_bps,
-            "percent_by_leverage": {
-                str(x): f"{v // 10_000}.{v % 10_000:04d}" for x, v in rtp.rtp_ppm.items()
-            },
+            "percent_by_leverage": rtp.percent(),
+            "standard_error_by_leverage": rtp.error_percent(),
         },
     }
