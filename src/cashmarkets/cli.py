@@ -501,6 +501,7 @@ async def _read_draw(settings: Settings, game: str, round_no: int) -> tuple[byte
     from cashmarkets.api.app import chain_adapter
 
     adapter = chain_adapter(settings)
+    assert adapter is not None
     try:
         seed, commitment, _txn = await adapter.seed_of(game, round_no)
     finally:

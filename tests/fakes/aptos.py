@@ -15,12 +15,13 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aptos_sdk.account_address import AccountAddress
 from aptos_sdk.bcs import Deserializer
 from aptos_sdk.transactions import EntryFunction, SignedTransaction
+
+from tests.fakes.http import JsonHandler, LocalServer
 
 CHAIN_ID = 4  # a local testnet's id
 TXN_PREFIX = hashlib.sha3_256(b"APTOS::Transaction").digest()
@@ -42,7 +43,7 @@ class Abort(Exception):
         self.code = code
 
 
-class FakeAptosNode:
+class FakeAptosNode(LocalServer):
     def __init__(self, module_address: str) -> None:
         self.module_address = AccountAddress.from_str_relaxed(module_address)
         self.module = f"{self.module_address}::round_seed"
@@ -61,49 +62,19 @@ class FakeAptosNode:
         self._polls: dict[str, int] = {}
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _send(self, status: int, body: Any) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length", "0")))
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
-                body = self._body()
-                del body
+                self.body()
                 with fake.lock:
-                    status, answer = fake.get(self.path.split("?")[0])
-                self._send(status, answer)
+                    self.send_json(*fake.get(self.path.split("?")[0]))
 
             def do_POST(self) -> None:
-                body = self._body()
+                body = self.body()
                 with fake.lock:
-                    status, answer = fake.post(
-                        self.path.split("?")[0], self.headers.get("Content-Type", ""), body
-                    )
-                self._send(status, answer)
+                    path, kind = self.path.split("?")[0], self.headers.get("Content-Type", "")
+                    self.send_json(*fake.post(path, kind, body))
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeAptosNode:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler, "/v1")
 
     # ---- routes -------------------------------------------------------------------------------------
 

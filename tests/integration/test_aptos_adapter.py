@@ -5,7 +5,6 @@ an on-chain seed, and both verifiers check it against the node."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
@@ -20,17 +19,21 @@ from aptos_sdk.account import Account
 
 from cashmarkets.beacons.sources import LocalSource
 from cashmarkets.core.products.chartgame import (
-    CandleMade,
     ChainCommitted,
-    RoundChanged,
-    verification_document,
 )
 from cashmarkets.onchain.adapter import ChainConflict, ChainError
 from cashmarkets.onchain.aptos import DRAW_MAX_GAS, AptosAdapter
 from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
 from cashmarkets.runtime.chart_verify import verify_document
 from tests.fakes.aptos import FakeAptosNode
-from tests.integration.test_chart_scheduler import GAME, TOOL, runtime
+from tests.integration.test_chart_scheduler import (
+    GAME,
+    TOOL,
+    play_until_settled,
+    round_document,
+    runtime,
+    settled_of,
+)
 
 COMMITMENT = hashlib.sha256(b"a chain link").digest()
 
@@ -162,21 +165,15 @@ async def test_rounds_mix_the_on_chain_seed_and_verify_against_the_node(
     rt.subscribe(events.extend)
     source = LocalSource(b"beacon-secret" * 3)
     scheduler = ChartScheduler(rt, GAME, source, chains, commit_ms=100, gap_ms=50, adapter=adapter)
-    task = asyncio.create_task(scheduler.run())
+    node.unavailable = 2  # the node is down at first: the scheduler retries, rounds still come
     try:
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if sum(1 for e in events if isinstance(e, RoundChanged) and e.round.status == "settled") >= 2:
-                break
+        await play_until_settled(rt, scheduler, events, 2)
     finally:
-        await scheduler.stop()
-        await asyncio.wait_for(task, 5)
-        await rt.stop()
         await adapter.close()
     committed = next(e for e in events if isinstance(e, ChainCommitted))
     assert committed.commitment == precommitted.commitment
     assert committed.onchain_txn == "0x" + node.chains[(GAME.game, 1)][1].hex()
-    settled = [e for e in events if isinstance(e, RoundChanged) and e.round.status == "settled"]
+    settled = settled_of(events)
     assert len(settled) >= 2
     assert functions(node).count("commit_chain") == 1
     for s in settled[:2]:
@@ -184,19 +181,7 @@ async def test_rounds_mix_the_on_chain_seed_and_verify_against_the_node(
         assert s.onchain is not None and s.onchain.seed == node.draws[(GAME.game, round_no)][0]
         # The chain holds the hash of the seed revealed at settlement as the round's commitment.
         assert node.draws[(GAME.game, round_no)][1] == hashlib.sha256(s.seed).digest()
-        candles = [e.candle for e in events if isinstance(e, CandleMade) and e.round_no == round_no]
-        doc = verification_document(
-            GAME,
-            s.round,
-            s.seed,
-            s.beacons,
-            candles,
-            committed.commitment,
-            committed.length,
-            source.public_key,
-            s.onchain,
-            committed.onchain_txn,
-        )
+        doc = round_document(GAME, s, events, committed, source.public_key)
         seed, commitment, _txn = node.draws[(GAME.game, round_no)]
         assert all(ok for _, ok in verify_document(doc, (seed, commitment)))
         assert not all(ok for _, ok in verify_document(doc, (bytes(32), commitment)))

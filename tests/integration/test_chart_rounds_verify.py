@@ -12,7 +12,6 @@ from cashmarkets.beacons.sources import LocalSource
 from cashmarkets.core.commands import Command
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.products.chartgame import (
-    CandleMade,
     ChainCommitted,
     ChartAnnounceRound,
     ChartBeginRound,
@@ -22,11 +21,10 @@ from cashmarkets.core.products.chartgame import (
     ChartMixBeacon,
     ChartTick,
     GameConfig,
-    RoundChanged,
-    verification_document,
 )
 from cashmarkets.core.results import Accepted
 from cashmarkets.fairness.chain import SeedChain
+from tests.integration.test_chart_scheduler import round_document, settled_of
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_round.py"
 GAME = GameConfig(
@@ -87,20 +85,10 @@ def test_a_hundred_rounds_verify_with_the_standalone_tool() -> None:
                 )
             ok(ChartTick(command_id="", game="v", round_no=r))
     committed = next(e for e in events if isinstance(e, ChainCommitted))
-    settled = [e for e in events if isinstance(e, RoundChanged) and e.round.status == "settled"]
+    settled = settled_of(events)
     assert len(settled) == ROUNDS
     for s in settled:
-        candles = [e.candle for e in events if isinstance(e, CandleMade) and e.round_no == s.round.round_no]
         assert len(s.beacons) == 3
-        doc = verification_document(
-            GAME,
-            s.round,
-            s.seed,
-            s.beacons,
-            candles,
-            committed.commitment,
-            committed.length,
-            source.public_key,
-        )
+        doc = round_document(GAME, s, events, committed, source.public_key)
         checks, ok_all = tool.verify(doc)
         assert ok_all and all(result is True for _, result in checks), (s.round.round_no, checks)

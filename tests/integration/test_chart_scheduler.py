@@ -52,6 +52,44 @@ def runtime(tmp_path: Path) -> Runtime:
     )
 
 
+def settled_of(events: list[Any]) -> list[RoundChanged]:
+    return [e for e in events if isinstance(e, RoundChanged) and e.round.status == "settled"]
+
+
+async def play_until_settled(rt: Runtime, scheduler: ChartScheduler, events: list[Any], rounds: int) -> None:
+    """Run the scheduler until `rounds` rounds settled (10 s at most), then stop it and the runtime."""
+    task = asyncio.create_task(scheduler.run())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if len(settled_of(events)) >= rounds:
+                break
+    finally:
+        await scheduler.stop()
+        await asyncio.wait_for(task, 5)
+        await rt.stop()
+
+
+def round_document(
+    game: GameConfig, settled: RoundChanged, events: list[Any], committed: ChainCommitted, public_key: bytes
+) -> dict[str, Any]:
+    """A settled round's verification document, from the engine's events."""
+    round_no = settled.round.round_no
+    candles = [e.candle for e in events if isinstance(e, CandleMade) and e.round_no == round_no]
+    return verification_document(
+        game,
+        settled.round,
+        settled.seed,
+        settled.beacons,
+        candles,
+        committed.commitment,
+        committed.length,
+        public_key,
+        settled.onchain,
+        committed.onchain_txn,
+    )
+
+
 def check_round(
     settled: RoundChanged, candles: list[Any], public_key: bytes, commitment: bytes, length: int
 ) -> None:
@@ -70,17 +108,8 @@ async def test_rounds_run_back_to_back_and_verify(tmp_path: Path) -> None:
     rt.subscribe(events.extend)
     source = LocalSource(b"beacon-secret" * 3)
     scheduler = ChartScheduler(rt, GAME, source, ChainStore(tmp_path / "chains"), commit_ms=100, gap_ms=50)
-    task = asyncio.create_task(scheduler.run())
-    try:
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if sum(1 for e in events if isinstance(e, RoundChanged) and e.round.status == "settled") >= 2:
-                break
-    finally:
-        await scheduler.stop()
-        await asyncio.wait_for(task, 5)
-        await rt.stop()
-    settled = [e for e in events if isinstance(e, RoundChanged) and e.round.status == "settled"]
+    await play_until_settled(rt, scheduler, events, 2)
+    settled = settled_of(events)
     assert len(settled) >= 2
     chain = ChainStore(tmp_path / "chains").load("fast", 1)
     assert chain is not None
@@ -93,17 +122,7 @@ async def test_rounds_run_back_to_back_and_verify(tmp_path: Path) -> None:
         check_round(s, candles, source.public_key, committed.commitment, committed.length)
         assert verify_link(s.seed, link)
         link = s.seed
-        doc = verification_document(
-            GAME,
-            s.round,
-            s.seed,
-            s.beacons,
-            candles,
-            committed.commitment,
-            committed.length,
-            source.public_key,
-        )
-        assert_standalone_verifier(tmp_path, doc)
+        assert_standalone_verifier(tmp_path, round_document(GAME, s, events, committed, source.public_key))
 
 
 def run_tool(path: Path) -> int:

@@ -47,6 +47,7 @@ from cashmarkets.gateway.bridge import EngineBridge
 from cashmarkets.gateway.server import Gateway, gateway_limits
 from cashmarkets.gateway.topics import TopicRegistry
 from cashmarkets.integrations.email import mailer_from_url
+from cashmarkets.onchain.adapter import ChainAdapter
 from cashmarkets.ops import metrics
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
@@ -117,7 +118,7 @@ def chart_schedulers(settings: Settings, runtime: Any) -> list[Any]:
     return [ChartScheduler(runtime, g, source, chains, adapter=adapter) for g in games]
 
 
-def chain_adapter(settings: Settings) -> Any:
+def chain_adapter(settings: Settings) -> ChainAdapter | None:
     """The configured chain adapter of the chart game: None for "none"."""
     if settings.chain_adapter == "none":
         return None

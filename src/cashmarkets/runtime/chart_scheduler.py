@@ -163,9 +163,12 @@ class ChartScheduler:
         if r.status == "announced":
             chain_state = self.product.state[g.game].chain
             assert chain is not None and chain_state is not None, "an announced round without its secret"
-            beacon, onchain = await asyncio.gather(
-                self._beacon(r.beacon_round), self._draw(r.round_no, chain_state.last_link)
-            )
+            waiting = asyncio.ensure_future(self._beacon(r.beacon_round))
+            try:  # the draw while the beacon is awaited; a failed draw stops the wait too
+                onchain = await self._draw(r.round_no, chain_state.last_link)
+                beacon = await waiting
+            finally:
+                waiting.cancel()
             seed = chain.seed(chain_state.used + 1)
             await self._submit(
                 ChartBeginRound(
