@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cashmarkets.api.app import chain_adapter
 from cashmarkets.ops.settings import Settings
 
 
@@ -48,3 +49,18 @@ def test_distributed_mode_turns_the_faucet_off_unless_asked() -> None:
 def test_bad_values_stop_with_a_clear_message(name: str, value: str) -> None:
     with pytest.raises(SystemExit, match="bad configuration"):
         Settings.from_env({name: value})
+
+
+def test_the_chain_adapter_is_none_by_default_and_refuses_a_bad_aptos_setup() -> None:
+    assert chain_adapter(Settings.from_env({})) is None
+    with pytest.raises(SystemExit, match="none or aptos"):
+        chain_adapter(Settings.from_env({"CASHMARKETS_CHAIN_ADAPTER": "solana"}))
+    with pytest.raises(SystemExit, match="needs CASHMARKETS_APTOS_NODE_URL"):
+        chain_adapter(Settings.from_env({"CASHMARKETS_CHAIN_ADAPTER": "aptos"}))
+    bad_key = {
+        "CASHMARKETS_CHAIN_ADAPTER": "aptos",
+        "CASHMARKETS_APTOS_NODE_URL": "http://127.0.0.1:1/v1",
+        "CASHMARKETS_APTOS_PRIVATE_KEY": "0x1234",
+    }
+    with pytest.raises(SystemExit, match="must be an Ed25519 key"):
+        chain_adapter(Settings.from_env(bad_key))

@@ -130,7 +130,15 @@ def chain_adapter(settings: Settings) -> ChainAdapter | None:
         )
     from cashmarkets.onchain.aptos import AptosAdapter
 
-    return AptosAdapter(settings.aptos_node_url, settings.aptos_private_key, settings.aptos_module_address)
+    try:
+        return AptosAdapter(
+            settings.aptos_node_url, settings.aptos_private_key, settings.aptos_module_address
+        )
+    except ValueError as exc:
+        raise SystemExit(
+            "CASHMARKETS_APTOS_PRIVATE_KEY must be an Ed25519 key (64 hex digits or AIP-80) and "
+            f"CASHMARKETS_APTOS_MODULE_ADDRESS an account address: {exc}"
+        ) from None
 
 
 def local_beacon_secret(settings: Settings) -> bytes:
