@@ -64,7 +64,6 @@ class FakeAptosNode(LocalServer):
 
         class Handler(JsonHandler):
             def do_GET(self) -> None:
-                self.body()
                 with fake.lock:
                     self.send_json(*fake.get(self.path.split("?")[0]))
 

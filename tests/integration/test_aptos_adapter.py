@@ -25,6 +25,7 @@ from cashmarkets.onchain.adapter import ChainConflict, ChainError
 from cashmarkets.onchain.aptos import DRAW_MAX_GAS, AptosAdapter
 from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
 from cashmarkets.runtime.chart_verify import verify_document
+from tests.e2e.processes import free_port
 from tests.fakes.aptos import FakeAptosNode
 from tests.integration.test_chart_scheduler import (
     GAME,
@@ -143,6 +144,15 @@ async def test_failures_are_chain_errors(node: FakeAptosNode, operator: Account)
     finally:
         await foreign.close()
     assert ("g", 3) not in node.draws
+    # A node nobody answers at (connection refused): a chain error too, not a transport exception.
+    gone = AptosAdapter(f"http://127.0.0.1:{free_port()}/v1", operator.private_key.hex())
+    try:
+        with pytest.raises(ChainError):
+            await gone.draw_seed("g", 4, COMMITMENT)
+        with pytest.raises(ChainError):
+            await gone.seed_of("g", 4)
+    finally:
+        await gone.close()
 
 
 def run_tool(path: Path, *args: str) -> int:

@@ -5,9 +5,9 @@ positions through the engine). A round is addressed by its game and number:
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated, Any, Final, Literal
 
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
@@ -29,6 +29,7 @@ from cashmarkets.core.products.chartgame import (
     ChartOpenPosition,
     ChartPositionView,
     GameConfig,
+    OnchainDraw,
     RtpEstimate,
     model_json,
     simulate_rtp,
@@ -186,7 +187,7 @@ def round_out(r: Any) -> RoundOut:
         chain_id=r.chain_id,
         candles=r.candles,
         seed=r.seed,
-        onchain_txn=None if r.onchain is None else json.loads(r.onchain)["txn_hash"],
+        onchain_txn=None if r.onchain is None else msgspec.json.decode(r.onchain, type=OnchainDraw).txn_hash,
     )
 
 

@@ -17,7 +17,8 @@ class ChainError(Exception):
 
 
 class ChainConflict(ChainError):
-    """The chain holds something else for this key (another commitment): never retried blindly."""
+    """The chain holds something else for this key (another commitment): a retry cannot help;
+    the scheduler keeps logging it until an operator looks."""
 
 
 class ChainAdapter(Protocol):

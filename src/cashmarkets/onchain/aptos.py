@@ -17,6 +17,7 @@ import json
 import time
 from typing import Any, Final
 
+import httpx
 import structlog
 from aptos_sdk.account import Account
 from aptos_sdk.account_address import AccountAddress
@@ -73,7 +74,7 @@ class AptosAdapter:
     async def network(self) -> int:
         try:
             return int(await self.client.chain_id())  # type: ignore[no-untyped-call]
-        except (ApiError, OSError, KeyError, ValueError) as exc:
+        except (ApiError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
             raise ChainError(f"aptos node: {exc!r}") from exc
 
     # ---- the two operations ---------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class AptosAdapter:
         try:
             raw = await self.client.view(f"{self.module}::{function}", [], args)
             result = json.loads(raw)
-        except (ApiError, OSError, ValueError) as exc:
+        except (ApiError, httpx.HTTPError, OSError, ValueError) as exc:
             raise ChainError(f"view {function}: {exc!r}") from exc
         if not isinstance(result, list):
             raise ChainError(f"view {function}: not a list: {result!r}")
@@ -177,7 +178,7 @@ class AptosAdapter:
                 )
                 signed = SignedTransaction(raw, self.account.sign_transaction(raw))
                 txn_hash = await self.client.submit_bcs_transaction(signed)
-            except (ApiError, OSError) as exc:
+            except (ApiError, httpx.HTTPError, OSError) as exc:
                 raise ChainError(f"submit {function}: {exc!r}") from exc
             return await self._wait(txn_hash)
 
@@ -189,7 +190,7 @@ class AptosAdapter:
                 response = await self.client.client.get(
                     f"{self.client.base_url}/transactions/by_hash/{txn_hash}"
                 )
-            except OSError as exc:
+            except (httpx.HTTPError, OSError) as exc:
                 raise ChainError(f"wait {txn_hash}: {exc!r}") from exc
             if response.status_code == 200:
                 body: dict[str, Any] = response.json()

@@ -228,7 +228,6 @@ class Chain(msgspec.Struct, array_like=True, gc=False):
     length: int
     used: int  # rounds played from it
     last_link: bytes  # the commitment, then each revealed seed
-    onchain_txn: str = ""
 
 
 class Round(msgspec.Struct, array_like=True, gc=False):
@@ -376,7 +375,7 @@ class ChartgameProduct:
         if gs.chain is not None and cmd.chain_id <= gs.chain.chain_id:
             return Reject(codes.BAD_COMMAND, "chain ids increase")
         self._save(cmd.game)
-        gs.chain = Chain(cmd.chain_id, cmd.commitment, cmd.length, 0, cmd.commitment, cmd.onchain_txn)
+        gs.chain = Chain(cmd.chain_id, cmd.commitment, cmd.length, 0, cmd.commitment)
         self.engine.emit(
             ChainCommitted(cmd.seq, cmd.game, cmd.chain_id, cmd.commitment, cmd.length, cmd.onchain_txn)
         )
