@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck services pytest bench-smoke clean
+.PHONY: run test lint typecheck services pytest bench-smoke clean native native-required
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,bench]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-run: $(STAMP)
+run: $(STAMP) native
 	$(BIN)/cashmarkets serve
 
-test: $(STAMP) lint typecheck services pytest bench-smoke
+test: $(STAMP) native-required lint typecheck services pytest bench-smoke
+
+# The C hot paths (src/cashmarkets/core/_native.c); see docs/decisions/016-native-hot-paths.md.
+native: $(STAMP)
+	@scripts/build-native.sh
+
+native-required: $(STAMP)
+	@scripts/build-native.sh --required
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools
@@ -30,13 +37,13 @@ services:
 	@scripts/ensure-services.sh
 
 # pytest exits 5 when it collected no test: for us that is a broken suite, never a pass.
-pytest: $(STAMP)
+pytest: $(STAMP) native-required
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # Every benchmark at a tiny size: proves they run and print their JSON, measures nothing.
-bench-smoke: $(STAMP)
+bench-smoke: $(STAMP) native
 	@scripts/bench-smoke.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis src/cashmarkets/core/_native*.so

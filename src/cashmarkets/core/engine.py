@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from cashmarkets.core import codes
+from cashmarkets.core import codes, native
 from cashmarkets.core.commands import Command
 from cashmarkets.core.events import LEDGER_EVENTS
 from cashmarkets.core.ledger import Ledger, LedgerState
@@ -40,6 +40,8 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_ns: int = 24 * 3600 * 1_000_000_000
     # ...or when it holds this many, oldest first. Both bounds are part of the deterministic state.
     dedup_entries_max: int = 1_000_000
+    # Use the C hot paths (`native.py`) when they are built; the results are the same either way.
+    native: bool = True
 
 
 class Product(Protocol):
@@ -103,6 +105,17 @@ class Engine:
             # A product that needs the engine (its ledger, emit, on_rollback) comes as a factory.
             self.register(product(self) if callable(product) and not hasattr(product, "name") else product)
         self._codec: EngineCodec | None = None
+        self._bind_native()
+
+    def _bind_native(self) -> None:
+        """Point `apply` at the C applier, bound to the current tables (they change on restore)."""
+        if self.config.native and native.available():
+            self.apply = native.applier(self)  # type: ignore[method-assign]
+
+    @property
+    def native(self) -> bool:
+        """Whether this engine runs the C hot paths."""
+        return "apply" in self.__dict__
 
     # ---- registration -----------------------------------------------------------------------
 
@@ -158,20 +171,15 @@ class Engine:
         result: Result
         handler = self._handlers.get(type(cmd))
         if handler is None:
-            result = Rejected(seq=seq, command_id=command_id, code=codes.UNKNOWN_COMMAND)
+            result = self._unknown_command(seq, command_id)
         else:
             try:
                 out = handler(cmd)
             except Exception as exc:  # a handler bug must never corrupt state
-                self._rollback()
-                self.internal_errors += 1
-                detail = f"{type(exc).__name__}: {exc}"[:200]
-                result = Rejected(seq=seq, command_id=command_id, code=codes.INTERNAL_ERROR, detail=detail)
+                result = self._internal_error(seq, command_id, exc)
             else:
                 if out.__class__ is Reject:
-                    # Handlers reject before mutating; roll back anyway so a late reject is safe.
-                    self._rollback()
-                    result = Rejected(seq=seq, command_id=command_id, code=out.code, detail=out.detail)
+                    result = self._rejected(seq, command_id, out)
                 else:
                     result = Accepted(seq, command_id, out)  # type: ignore[arg-type]
         self._dedup[command_id] = result
@@ -180,6 +188,22 @@ class Engine:
         if len(order_ts) > self._dedup_entries_max:
             self._evict(ts_ns)
         return result, events
+
+    # The rare branches of apply, shared with the C applier.
+
+    def _unknown_command(self, seq: int, command_id: str) -> Rejected:
+        return Rejected(seq=seq, command_id=command_id, code=codes.UNKNOWN_COMMAND)
+
+    def _internal_error(self, seq: int, command_id: str, exc: Exception) -> Rejected:
+        self._rollback()
+        self.internal_errors += 1
+        detail = f"{type(exc).__name__}: {exc}"[:200]
+        return Rejected(seq=seq, command_id=command_id, code=codes.INTERNAL_ERROR, detail=detail)
+
+    def _rejected(self, seq: int, command_id: str, out: Reject) -> Rejected:
+        # Handlers reject before mutating; roll back anyway so a late reject is safe.
+        self._rollback()
+        return Rejected(seq=seq, command_id=command_id, code=out.code, detail=out.detail)
 
     def _rollback(self) -> None:
         self.ledger.rollback()
@@ -233,6 +257,7 @@ class Engine:
         self._dedup = {e.command_id: e.result for e in body.dedup}
         self._dedup_ts = deque(e.ts_ns for e in body.dedup)
         self._dedup_ids = deque(e.command_id for e in body.dedup)
+        self._bind_native()
 
     def state_hash(self) -> str:
         """sha256 of the canonical snapshot: the determinism check across replays and machines."""

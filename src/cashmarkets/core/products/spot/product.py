@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from cashmarkets.core import codes
+from cashmarkets.core import codes, native
 from cashmarkets.core.commands import Command
 from cashmarkets.core.ledger import FEES, OWNER_LENGTH_MAX, Account, escrow
 from cashmarkets.core.products.spot.book import (
@@ -183,12 +183,23 @@ class SpotProduct:
         self._undo_callback = self._undo  # one bound method, not one per command
         self._orders_per_owner_max = self.config.orders_per_owner_max
         self._orders_max = self.config.orders_max
+        # The C fast path for the common commands (it hands anything unusual to the methods below).
+        self.fast: Any = native.spot_fast(self) if engine.config.native and native.available() else None
 
     @classmethod
     def factory(cls, config: SpotConfig | None = None) -> Any:
         return lambda engine: cls(engine, config)
 
     def handlers(self) -> dict[type[Command], Handler]:
+        fast = self.fast
+        if fast is not None:
+            return {
+                PlaceOrder: fast.place,
+                CancelOrder: fast.cancel,
+                CancelAllOrders: self.cancel_all,
+                AmendOrder: fast.amend,
+                SetMarketStatus: self.set_status,
+            }
         return {
             PlaceOrder: self.place,
             CancelOrder: self.cancel,
@@ -981,6 +992,8 @@ class SpotProduct:
                 self.by_owner.setdefault((o.owner, o.market), {})[o.id] = o
                 if o.client_order_id:
                     self.by_client_id[(o.owner, o.client_order_id)] = o
+        if self.fast is not None:
+            self.fast.rebind()
 
 
 def _crosses(book: Book, side: int, price: int) -> bool:

@@ -1,0 +1,82 @@
+"""The optional C hot paths (`_native.c`): the engine's apply and spot's common commands.
+
+The extension is built by `make` (`make native`); without it, or with `EngineConfig.native`
+off, the pure-Python paths run: they stay the reference the C is tested against. Both give the
+same results, events and state, bit for bit (tests/unit/test_native.py runs them side by side).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, Final
+
+_module: ModuleType | None
+try:
+    from cashmarkets.core import _native as _module
+except ImportError:  # not built: the Python paths run
+    _module = None
+
+# The interface version the Python side expects; a stale build is refused, not half-used.
+API: Final = 1
+module: ModuleType | None = _module if _module is not None and getattr(_module, "API", None) == API else None
+_ready = False
+
+
+def available() -> bool:
+    """Whether the C hot paths are built (and of this version)."""
+    return module is not None
+
+
+def _setup() -> ModuleType:
+    global _ready
+    assert module is not None
+    if not _ready:
+        from cashmarkets.core import ledger
+        from cashmarkets.core.products.spot import book, messages, product
+        from cashmarkets.core.products.spot.config import SpotMarket
+        from cashmarkets.core.results import Accepted, Reject
+
+        spec: dict[str, Any] = {
+            "Order": book.Order,
+            "Level": book.Level,
+            "BookSide": book.BookSide,
+            "Book": book.Book,
+            "Market": product._Market,
+            "SpotMarket": SpotMarket,
+            "Ledger": ledger.Ledger,
+            "Account": ledger.Account,
+            "Hold": ledger.Hold,
+            "Transfer": ledger.Transfer,
+            "PlaceOrder": messages.PlaceOrder,
+            "CancelOrder": messages.CancelOrder,
+            "AmendOrder": messages.AmendOrder,
+            "OrderView": messages.OrderView,
+            "SpotOrderUpdated": messages.SpotOrderUpdated,
+            "OrderPlaced": messages.OrderPlaced,
+            "Accepted": Accepted,
+            "Reject": Reject,
+            "ESCROW": product.ESCROW,
+            "OWNER_LENGTH_MAX": ledger.OWNER_LENGTH_MAX,
+            "TOTAL_MAX": ledger.TOTAL_MAX,
+            "PENDING": ledger.PENDING,
+            "VOID_PART": ledger.VOID_PART,
+            "HOLD_MORE": ledger.HOLD_MORE,
+            "_U_PENDING": ledger._U_PENDING,
+            "_U_PART": ledger._U_PART,
+            "_U_MORE": ledger._U_MORE,
+        }
+        for name in ("_J_LINK", "_J_UNLINK", "_J_OPEN", "_J_CLOSE", "_J_FIELDS", "_J_BOOK", "_J_NEXT_ID"):
+            spec[name] = getattr(product, name)
+        module.setup(spec)
+        _ready = True
+    return module
+
+
+def applier(engine: Any) -> Any:
+    """Engine.apply in C, bound to this engine's tables (build a new one after a restore)."""
+    return _setup().Applier(engine)
+
+
+def spot_fast(product: Any) -> Any:
+    """Spot's place/cancel/amend handlers in C, falling back to the product's own methods."""
+    return _setup().SpotFast(product)
