@@ -96,9 +96,9 @@ typedef struct {
 } OrderOff;
 typedef struct { Py_ssize_t price, key, head, tail, qty, count; } LevelOff;
 typedef struct { Py_ssize_t keys, levels, sign; } SideOff;
-typedef struct { Py_ssize_t asks, bids, trading, update_id, next_trade_id; } BookOff;
+typedef struct { Py_ssize_t asks, bids, trading, update_id, next_trade_id, minutes, symbol; } BookOff;
 typedef struct {
-    Py_ssize_t base, quote, lot, unit, config, escrow_base, escrow_quote, fees_base, fees_quote;
+    Py_ssize_t base, quote, lot, unit, config, escrow_base, escrow_quote, fees_base, fees_quote, maker_bps, taker_bps;
 } MarketOff;
 typedef struct { Py_ssize_t max_price, min_qty, max_qty, min_notional; } ConfigOff;
 typedef struct { Py_ssize_t accounts, by_key, holds, next_transfer_id, journal, events; } LedgerOff;
@@ -128,14 +128,17 @@ static AmendOff MDO;
 static PyTypeObject *OrderType, *LevelType, *BookType, *MarketType, *LedgerType, *AccountType;
 static PyObject *PlaceType, *CancelType, *AmendType;
 static PyObject *OrderViewType, *OrderUpdatedType, *OrderPlacedType, *TransferType, *HoldType;
-static PyObject *AcceptedType, *RejectType;
+static PyObject *AcceptedType, *RejectType, *TradeType;
 static PyObject *S_BUY, *S_SELL, *S_LIMIT, *S_LIMIT_MAKER, *S_GTC, *S_NEW, *S_CANCELED, *S_AMENDED,
-    *S_HOLD, *S_STP_TAKER, *S_STP_MAKER, *S_STP_BOTH, *S_ESCROW;
+    *S_HOLD, *S_STP_TAKER, *S_STP_MAKER, *S_STP_BOTH, *S_ESCROW, *S_IOC, *S_PARTIAL, *S_FILLED, *S_EXPIRED,
+    *S_EXPIRED_IN_MATCH, *S_TRADE, *S_TRADE_CODE, *S_FEE, *S_INSUFFICIENT, *S_EXCEEDS_DEBITS, *S_OVERFLOW,
+    *NAME_append, *NAME_popleft;
 static PyObject *I_ZERO, *I_ONE, *I_TWO, *I_THREE;
 static long long OWNER_MAX, TOTAL_MAX_LL;
-static long long J_LINK, J_UNLINK, J_OPEN, J_CLOSE, J_FIELDS, J_BOOK, J_NEXT_ID;
-static long long U_PENDING, U_PART, U_MORE;
-static long long K_PENDING, K_VOID_PART, K_HOLD_MORE;
+static long long J_LINK, J_UNLINK, J_OPEN, J_CLOSE, J_FIELDS, J_BOOK, J_NEXT_ID, J_FILL, J_MINUTE, J_MINUTE_PRUNE;
+static long long U_PENDING, U_PART, U_MORE, U_SINGLE;
+static long long K_PENDING, K_VOID_PART, K_HOLD_MORE, K_SINGLE, K_POST_PART;
+static long long MINUTE_MS, DAY_MS, BPS;
 static PyObject *NAME_seq, *NAME_ts_ns, *NAME_command_id, *NAME_events, *NAME_next_order_id,
     *NAME_evict, *NAME_rejected, *NAME_internal_error, *NAME_unknown;
 
@@ -200,11 +203,13 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     BookType = (PyTypeObject *)t;
     OFF(BO.asks, t, "asks"); OFF(BO.bids, t, "bids"); OFF(BO.trading, t, "trading");
     OFF(BO.update_id, t, "update_id"); OFF(BO.next_trade_id, t, "next_trade_id");
+    OFF(BO.minutes, t, "minutes"); OFF(BO.symbol, t, "symbol");
     KEEP(t, "Market");
     MarketType = (PyTypeObject *)t;
     OFF(MO.base, t, "base"); OFF(MO.quote, t, "quote"); OFF(MO.lot, t, "lot"); OFF(MO.unit, t, "unit");
     OFF(MO.config, t, "config"); OFF(MO.escrow_base, t, "escrow_base"); OFF(MO.escrow_quote, t, "escrow_quote");
     OFF(MO.fees_base, t, "fees_base"); OFF(MO.fees_quote, t, "fees_quote");
+    OFF(MO.maker_bps, t, "maker_bps"); OFF(MO.taker_bps, t, "taker_bps");
     if (!(t = get_item(spec, "SpotMarket"))) return NULL;
     OFF(CO.max_price, t, "max_price_ticks"); OFF(CO.min_qty, t, "min_qty_lots");
     OFF(CO.max_qty, t, "max_qty_lots"); OFF(CO.min_notional, t, "min_notional");
@@ -242,6 +247,13 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     KEEP(TransferType, "Transfer");
     KEEP(AcceptedType, "Accepted");
     KEEP(RejectType, "Reject");
+    KEEP(TradeType, "SpotTrade");
+    KEEP(S_INSUFFICIENT, "INSUFFICIENT_FUNDS");
+    KEEP(S_EXCEEDS_DEBITS, "EXCEEDS_DEBITS");
+    KEEP(S_OVERFLOW, "OVERFLOW");
+    KEEP_LL(J_FILL, "_J_FILL"); KEEP_LL(J_MINUTE, "_J_MINUTE"); KEEP_LL(J_MINUTE_PRUNE, "_J_MINUTE_PRUNE");
+    KEEP_LL(U_SINGLE, "_U_SINGLE"); KEEP_LL(K_SINGLE, "SINGLE"); KEEP_LL(K_POST_PART, "POST_PART");
+    KEEP_LL(MINUTE_MS, "MINUTE_MS"); KEEP_LL(DAY_MS, "DAY_MS"); KEEP_LL(BPS, "BPS");
     KEEP(S_ESCROW, "ESCROW");
     KEEP_LL(OWNER_MAX, "OWNER_LENGTH_MAX");
     KEEP_LL(TOTAL_MAX_LL, "TOTAL_MAX");
@@ -254,7 +266,10 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     INTERN(S_BUY, "BUY"); INTERN(S_SELL, "SELL"); INTERN(S_LIMIT, "LIMIT"); INTERN(S_LIMIT_MAKER, "LIMIT_MAKER");
     INTERN(S_GTC, "GTC"); INTERN(S_NEW, "NEW"); INTERN(S_CANCELED, "CANCELED"); INTERN(S_AMENDED, "AMENDED");
     INTERN(S_HOLD, "hold"); INTERN(S_STP_TAKER, "EXPIRE_TAKER"); INTERN(S_STP_MAKER, "EXPIRE_MAKER");
-    INTERN(S_STP_BOTH, "EXPIRE_BOTH");
+    INTERN(S_STP_BOTH, "EXPIRE_BOTH"); INTERN(S_IOC, "IOC"); INTERN(S_PARTIAL, "PARTIALLY_FILLED");
+    INTERN(S_FILLED, "FILLED"); INTERN(S_EXPIRED, "EXPIRED"); INTERN(S_EXPIRED_IN_MATCH, "EXPIRED_IN_MATCH");
+    INTERN(S_TRADE, "TRADE"); INTERN(S_TRADE_CODE, "trade"); INTERN(S_FEE, "fee");
+    INTERN(NAME_append, "append"); INTERN(NAME_popleft, "popleft");
     INTERN(NAME_seq, "seq"); INTERN(NAME_ts_ns, "ts_ns"); INTERN(NAME_command_id, "command_id");
     INTERN(NAME_events, "_events"); INTERN(NAME_next_order_id, "next_order_id"); INTERN(NAME_evict, "_evict");
     INTERN(NAME_rejected, "_rejected"); INTERN(NAME_internal_error, "_internal_error");
@@ -453,9 +468,9 @@ static long long next_transfer_id(PyObject *ledger, int *bad) {
     return tid;
 }
 
-/* Release `amount` of a pending hold, keeping the rest (resolve_part(post=False, forget=True)).
+/* Post (or release) `amount` of a pending hold, keeping the rest (resolve_part(..., forget=True)).
  * The caller has checked: the hold is pending and 0 < amount <= hold.amount. */
-static int release_part(PyObject *ledger, PyObject *hold, long long amount, long long seq) {
+static int resolve_part(PyObject *ledger, PyObject *hold, long long amount, long long seq, int post) {
     int bad = 0;
     PyObject *accounts = SLOT(ledger, GO.accounts), *dr, *cr, *hold_id = SLOT(hold, HO.id), *item[5], *flags, *ev;
     long long left, tid;
@@ -471,6 +486,11 @@ static int release_part(PyObject *ledger, PyObject *hold, long long amount, long
     if (set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) - amount) < 0) goto fail;
     left = get_ll(hold, HO.amount, &bad) - amount;
     if (set_ll(hold, HO.amount, left) < 0) goto fail;
+    if (post) {
+        if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) + amount) < 0) goto fail;
+        if (set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) + amount) < 0) goto fail;
+        if (set_ll(hold, HO.posted, get_ll(hold, HO.posted, &bad) + amount) < 0) goto fail;
+    }
     done = left == 0;
     if (done) {
         int posted = PyObject_IsTrue(SLOT(hold, HO.posted));
@@ -478,10 +498,10 @@ static int release_part(PyObject *ledger, PyObject *hold, long long amount, long
         if (PyDict_DelItem(SLOT(ledger, GO.holds), hold_id) < 0) goto fail;
     }
     tid = next_transfer_id(ledger, &bad);
-    flags = pair(Py_False, done ? Py_True : Py_False);
+    flags = pair(post ? Py_True : Py_False, done ? Py_True : Py_False);
     item[0] = ll(U_PART); item[1] = ref(hold); item[2] = flags; item[3] = ll(amount); item[4] = ll(tid);
     if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) goto fail;
-    ev = transfer(seq, tid, K_VOID_PART, dr, cr, amount, SLOT(hold, HO.code), hold_id);
+    ev = transfer(seq, tid, post ? K_POST_PART : K_VOID_PART, dr, cr, amount, SLOT(hold, HO.code), hold_id);
     if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
         Py_XDECREF(ev);
         goto fail;
@@ -498,17 +518,44 @@ fail:
     return -1;
 }
 
-/* Why `amount` more may not leave dr for cr (ledger._limits): 0 when it may. */
+/* Why `amount` more may not leave dr for cr (ledger._limits): 0 when it may, else 1
+ * (insufficient_funds), 2 (exceeds_debits) or 3 (overflow, or a total beyond 64 bits). */
 static int limits_refuse(PyObject *dr, PyObject *cr, long long amount) {
     int bad = 0;
     long long dflags = get_ll(dr, AO.flags, &bad), cflags = get_ll(cr, AO.flags, &bad);
     __int128 ddp = get_ll(dr, AO.dp, &bad), ddpend = get_ll(dr, AO.dpend, &bad), dcp = get_ll(dr, AO.cp, &bad);
     __int128 ccp = get_ll(cr, AO.cp, &bad), ccpend = get_ll(cr, AO.cpend, &bad), cdp = get_ll(cr, AO.dp, &bad);
-    if (bad) return 1;
+    if (bad) return 3;
     if ((dflags & NO_OVERDRAFT) && ddp + ddpend + amount > dcp) return 1;
-    if ((cflags & NO_CREDIT_EXCESS) && ccp + ccpend + amount > cdp) return 1;
-    if (ddp + ddpend + amount > TOTAL_MAX_LL || ccp + ccpend + amount > TOTAL_MAX_LL) return 1;
+    if ((cflags & NO_CREDIT_EXCESS) && ccp + ccpend + amount > cdp) return 2;
+    if (ddp + ddpend + amount > TOTAL_MAX_LL || ccp + ccpend + amount > TOTAL_MAX_LL) return 3;
     return 0;
+}
+
+/* move(dr, cr, amount, code, seq) posted at once; a refusal raises AssertionError(code), as the
+ * Python product's `assert not isinstance(out, str), out` does. */
+static int move_posted(PyObject *ledger, PyObject *dr, PyObject *cr, long long amount, PyObject *code,
+                       long long seq) {
+    int bad = 0, refused = limits_refuse(dr, cr, amount);
+    PyObject *item[5], *ev;
+    long long tid;
+    if (refused) {
+        PyErr_SetObject(PyExc_AssertionError,
+                        refused == 1 ? S_INSUFFICIENT : refused == 2 ? S_EXCEEDS_DEBITS : S_OVERFLOW);
+        return -1;
+    }
+    tid = next_transfer_id(ledger, &bad);
+    if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) + amount) < 0) return -1;
+    if (set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) + amount) < 0) return -1;
+    item[0] = ll(U_SINGLE); item[1] = ref(dr); item[2] = ref(cr); item[3] = ll(amount); item[4] = ll(tid);
+    if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) return -1;
+    ev = transfer(seq, tid, K_SINGLE, dr, cr, amount, code, I_ZERO);
+    if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
+        Py_XDECREF(ev);
+        return -1;
+    }
+    Py_DECREF(ev);
+    return bad ? (PyErr_SetString(PyExc_AssertionError, "ledger totals beyond 64 bits"), -1) : 0;
 }
 
 /* hold_more(): the caller has checked limits_refuse() == 0 and the hold is pending. */
@@ -721,8 +768,9 @@ static int add3(PyObject *journal, long long kind, PyObject *o, PyObject *third 
 }
 
 /* Emit an execution report; returns OrderPlaced(view, []) or the bare view. */
-static PyObject *report(SpotFast *self, PyObject *order, PyObject *seq_obj, PyObject *exec_type, int placed) {
-    PyObject *view = order_view(order), *args[3], *ev, *out, *trades;
+static PyObject *report(SpotFast *self, PyObject *order, PyObject *seq_obj, PyObject *exec_type, int placed,
+                        PyObject *trades) {
+    PyObject *view = order_view(order), *args[3], *ev, *out;
     if (view == NULL) return NULL;
     if (self->emit) {
         args[0] = seq_obj; args[1] = exec_type; args[2] = view;
@@ -735,15 +783,9 @@ static PyObject *report(SpotFast *self, PyObject *order, PyObject *seq_obj, PyOb
         Py_DECREF(ev);
     }
     if (!placed) return view;
-    trades = PyList_New(0);
-    if (trades == NULL) {
-        Py_DECREF(view);
-        return NULL;
-    }
     args[0] = view; args[1] = trades;
     out = PyObject_Vectorcall(OrderPlacedType, args, 2, NULL);
     Py_DECREF(view);
-    Py_DECREF(trades);
     return out;
 }
 
@@ -771,13 +813,20 @@ static inline long long available(PyObject *acc, int *bad) {
 
 #define FALLBACK(slow) return PyObject_CallOneArg(self->slow, cmd)
 
-/* place(): a LIMIT GTC or LIMIT_MAKER order that does not cross goes straight onto the book. */
+static int rest(SpotFast *self, PyObject *book, PyObject *order, PyObject *seq_obj, long long seq);
+static int match(SpotFast *self, PyObject *book, PyObject *market, PyObject *taker, long long threshold,
+                 PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades);
+static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *order, int stp_stop, PyObject *seq_obj,
+                  PyObject *ts_obj, long long seq);
+
+/* place(): LIMIT GTC or IOC, and LIMIT_MAKER that does not cross (FOK and MARKET orders, which
+ * walk the book first, go to Python). */
 static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
     PyObject *market_str, *market, *book, *owner, *side_str, *type_str, *stp_str, *coid, *cfg, *ledger = self->ledger;
     PyObject *pay, *escrow_acc, *key, *owned, *order, *seq_obj, *ts_obj, *id_obj, *tif, *side_obj, *stp_obj, *item[2];
-    PyObject *receive_asset, *pay_asset, *by_key = SLOT(ledger, GO.by_key), *book_side, *out;
+    PyObject *receive_asset, *pay_asset, *by_key = SLOT(ledger, GO.by_key), *out, *trades;
     long long side, price, qty, unit, seq, hold_amount, next_id, tid;
-    int bad = 0;
+    int bad = 0, gtc = 0, maker_only = 0, cross;
     __int128 notional;
     Py_ssize_t olen;
 
@@ -803,10 +852,13 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
     else FALLBACK(place_slow);
     type_str = SLOT(cmd, PO.order_type);
     if (str_eq(type_str, S_LIMIT)) {
-        if (!str_eq(SLOT(cmd, PO.tif), S_GTC)) FALLBACK(place_slow);
         tif = SLOT(cmd, PO.tif);
+        if (str_eq(tif, S_GTC)) gtc = 1;
+        else if (!str_eq(tif, S_IOC)) FALLBACK(place_slow);
     } else if (str_eq(type_str, S_LIMIT_MAKER)) {
         tif = S_GTC;
+        gtc = 1;
+        maker_only = 1;
     } else {
         FALLBACK(place_slow);
     }
@@ -843,14 +895,15 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
         FALLBACK(place_slow);
     notional = (__int128)qty * price * unit;
     if (notional < get_ll(cfg, CO.min_notional, &bad) || bad || notional > TOTAL_MAX_LL) FALLBACK(place_slow);
-    if (crosses(book, side, price)) FALLBACK(place_slow);
-    /* it rests: the per-owner and engine-wide limits */
+    cross = crosses(book, side, price);
+    if (cross && maker_only) FALLBACK(place_slow); /* would_take */
+    /* a GTC order may rest: the per-owner and engine-wide limits */
     key = pair(owner, market_str);
     if (key == NULL) return NULL;
-    owned = PyDict_GetItemWithError(self->by_owner, key);
+    owned = gtc ? PyDict_GetItemWithError(self->by_owner, key) : NULL;
     if ((owned == NULL && PyErr_Occurred()) ||
         (owned != NULL && PyDict_GET_SIZE(owned) >= self->per_owner_max) ||
-        PyDict_GET_SIZE(self->orders) >= self->orders_max) {
+        (gtc && PyDict_GET_SIZE(self->orders) >= self->orders_max)) {
         Py_DECREF(key);
         if (PyErr_Occurred()) return NULL;
         FALLBACK(place_slow);
@@ -913,32 +966,23 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
     }
     tid = hold_new(ledger, pay, escrow_acc, hold_amount, seq);
     if (tid < 0 || set_ll(order, OO.hold_id, tid) < 0) goto fail_order;
-    /* _rest() */
-    if (touch_book(self, book, seq_obj, seq) < 0) goto fail_order;
-    book_side = SLOT(book, side == BUY ? BO.bids : BO.asks);
-    if (side_append(book_side, order) < 0 || add2(self->journal, J_LINK, order) < 0) goto fail_order;
-    if (PyDict_SetItem(self->orders, id_obj, order) < 0) goto fail_order;
-    if (owned == NULL) {
-        owned = PyDict_New();
-        if (owned == NULL || PyDict_SetItem(self->by_owner, key, owned) < 0) {
-            Py_XDECREF(owned);
-            goto fail_order;
-        }
-        Py_DECREF(owned);
+    if ((trades = PyList_New(0)) == NULL) goto fail_order;
+    if (gtc && !cross) {
+        /* nothing to match (the common new order): straight onto the book, its hold exact */
+        if (rest(self, book, order, seq_obj, seq) < 0) goto fail_trades;
+    } else {
+        int stop = match(self, book, market, order, side == BUY ? -price : price, seq_obj, ts_obj, seq,
+                         get_ll(cmd, PO.ts_ns, &bad), trades);
+        if (stop < 0 || finish(self, book, market, order, stop, seq_obj, ts_obj, seq) < 0) goto fail_trades;
     }
-    if (PyDict_SetItem(owned, id_obj, order) < 0) goto fail_order;
-    if (PyUnicode_GET_LENGTH(coid)) {
-        PyObject *ckey = pair(owner, coid);
-        int rc = ckey ? PyDict_SetItem(self->by_client_id, ckey, order) : -1;
-        Py_XDECREF(ckey);
-        if (rc < 0) goto fail_order;
-    }
-    if (add2(self->journal, J_OPEN, order) < 0) goto fail_order;
     Py_DECREF(key);
     Py_DECREF(id_obj);
-    out = report(self, order, seq_obj, S_NEW, 1);
+    out = report(self, order, seq_obj, PyList_GET_SIZE(trades) ? S_TRADE : S_NEW, 1, trades);
+    Py_DECREF(trades);
     Py_DECREF(order);
     return out;
+fail_trades:
+    Py_DECREF(trades);
 fail_order:
     Py_DECREF(order);
 fail_key:
@@ -947,50 +991,415 @@ fail_key:
     return NULL;
 }
 
-/* Cancel (or expire) a resting order (product._close_resting with CANCELED). */
-static PyObject *close_resting(SpotFast *self, PyObject *book, PyObject *side, PyObject *order, PyObject *hold,
-                               long long amount, PyObject *seq_obj, PyObject *ts_obj, long long seq) {
-    PyObject *prev, *key, *owned, *coid = SLOT(order, OO.coid);
-    Py_INCREF(order);
-    if (begin(self) < 0) goto fail;
-    if (add3(self->journal, J_FIELDS, order, order_fields(order)) < 0) goto fail;
-    if (touch_book(self, book, seq_obj, seq) < 0) goto fail;
-    prev = side_unlink(side, order);
-    if (prev == NULL || add3(self->journal, J_UNLINK, order, prev) < 0) goto fail;
-    /* _forget() */
-    if (PyDict_DelItem(self->orders, SLOT(order, OO.id)) < 0) goto fail;
+/* product._forget(): drop a closed order from the open-order indexes (journaled _J_CLOSE). */
+static int forget(SpotFast *self, PyObject *order) {
+    PyObject *key, *owned, *coid = SLOT(order, OO.coid);
+    if (PyDict_DelItem(self->orders, SLOT(order, OO.id)) < 0) return -1;
     key = pair(SLOT(order, OO.owner), SLOT(order, OO.market));
-    if (key == NULL) goto fail;
+    if (key == NULL) return -1;
     owned = PyDict_GetItemWithError(self->by_owner, key);
     if (owned == NULL || PyDict_DelItem(owned, SLOT(order, OO.id)) < 0 ||
         (PyDict_GET_SIZE(owned) == 0 && PyDict_DelItem(self->by_owner, key) < 0)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "open order missing from by_owner");
         Py_DECREF(key);
-        goto fail;
+        return -1;
     }
     Py_DECREF(key);
     if (PyUnicode_GET_LENGTH(coid)) {
+        int rc;
         key = pair(SLOT(order, OO.owner), coid);
-        if (key == NULL || PyDict_DelItem(self->by_client_id, key) < 0) {
-            Py_XDECREF(key);
+        rc = key ? PyDict_DelItem(self->by_client_id, key) : -1;
+        Py_XDECREF(key);
+        if (rc < 0) return -1;
+    }
+    return add2(self->journal, J_CLOSE, order);
+}
+
+/* product._close_resting(): cancel or expire a resting order: off the book, hold released,
+ * report emitted; returns the view (new ref). The command has begun. */
+static PyObject *close_resting(SpotFast *self, PyObject *book, PyObject *side, PyObject *order, PyObject *status,
+                               PyObject *exec_type, PyObject *seq_obj, PyObject *ts_obj, long long seq) {
+    PyObject *prev, *hold;
+    long long amount = 0;
+    int bad = 0;
+    Py_INCREF(order);
+    if (add3(self->journal, J_FIELDS, order, order_fields(order)) < 0) goto fail;
+    if (touch_book(self, book, seq_obj, seq) < 0) goto fail;
+    prev = side_unlink(side, order);
+    if (prev == NULL || add3(self->journal, J_UNLINK, order, prev) < 0) goto fail;
+    if (forget(self, order) < 0) goto fail;
+    hold = PyDict_GetItemWithError(SLOT(self->ledger, GO.holds), SLOT(order, OO.hold_id));
+    if (hold == NULL && PyErr_Occurred()) goto fail;
+    if (hold != NULL) amount = get_ll(hold, HO.amount, &bad);
+    if (hold != NULL && amount) {
+        if (bad || get_ll(hold, HO.status, &bad) != HOLD_PENDING) {
+            PyErr_SetString(PyExc_AssertionError, "a resting order's hold is not pending");
             goto fail;
         }
-        Py_DECREF(key);
+        if (resolve_part(self->ledger, hold, amount, seq, 0) < 0) goto fail;
     }
-    if (add2(self->journal, J_CLOSE, order) < 0) goto fail;
-    if (hold != NULL && amount && release_part(self->ledger, hold, amount, seq) < 0) goto fail;
     set_slot_ref(order, OO.remaining, I_ZERO);
-    set_slot_ref(order, OO.status, S_CANCELED);
+    set_slot_ref(order, OO.status, status);
     set_slot_ref(order, OO.updated_seq, seq_obj);
     set_slot_ref(order, OO.updated_ts, ts_obj);
     {
-        PyObject *out = report(self, order, seq_obj, S_CANCELED, 0);
+        PyObject *out = report(self, order, seq_obj, exec_type, 0, NULL);
         Py_DECREF(order);
         return out;
     }
 fail:
     Py_DECREF(order);
     return NULL;
+}
+
+/* product._rest(): onto the book, and into the open-order indexes when new there. */
+static int rest(SpotFast *self, PyObject *book, PyObject *order, PyObject *seq_obj, long long seq) {
+    PyObject *key, *owned, *coid = SLOT(order, OO.coid), *id_obj = SLOT(order, OO.id);
+    int bad = 0, known;
+    if (touch_book(self, book, seq_obj, seq) < 0) return -1;
+    if (side_append(SLOT(book, get_ll(order, OO.side, &bad) == BUY ? BO.bids : BO.asks), order) < 0) return -1;
+    if (add2(self->journal, J_LINK, order) < 0) return -1;
+    known = PyDict_Contains(self->orders, id_obj);
+    if (known < 0) return -1;
+    if (known) return 0;
+    if (PyDict_SetItem(self->orders, id_obj, order) < 0) return -1;
+    key = pair(SLOT(order, OO.owner), SLOT(order, OO.market));
+    if (key == NULL) return -1;
+    owned = PyDict_GetItemWithError(self->by_owner, key);
+    if (owned == NULL) {
+        if (PyErr_Occurred() || (owned = PyDict_New()) == NULL) {
+            Py_DECREF(key);
+            return -1;
+        }
+        if (PyDict_SetItem(self->by_owner, key, owned) < 0) {
+            Py_DECREF(owned);
+            Py_DECREF(key);
+            return -1;
+        }
+        Py_DECREF(owned); /* by_owner holds it */
+    }
+    Py_DECREF(key);
+    if (PyDict_SetItem(owned, id_obj, order) < 0) return -1;
+    if (PyUnicode_GET_LENGTH(coid)) {
+        int rc;
+        key = pair(SLOT(order, OO.owner), coid);
+        rc = key ? PyDict_SetItem(self->by_client_id, key, order) : -1;
+        Py_XDECREF(key);
+        if (rc < 0) return -1;
+    }
+    return add2(self->journal, J_OPEN, order);
+}
+
+/* product._record(): add a trade to its minute of engine time, keep 24 h of minutes. */
+static int record(SpotFast *self, PyObject *book, long long ts_ns, long long price, long long lots, long long quote,
+                  long long trade_id) {
+    PyObject *minutes = SLOT(book, BO.minutes), *last = NULL, *item[3], *r;
+    long long ms = ts_ns / 1000000, minute = ms - ms % MINUTE_MS, cutoff;
+    Py_ssize_t n = PyObject_Length(minutes);
+    int bad = 0;
+    if (n < 0) return -1;
+    if (n) {
+        last = PySequence_GetItem(minutes, n - 1);
+        if (last == NULL) return -1;
+        if (!PyList_CheckExact(last) || PyList_GET_SIZE(last) != 10) {
+            Py_DECREF(last);
+            PyErr_SetString(PyExc_AssertionError, "a minute is not a list of 10");
+            return -1;
+        }
+        if (PyLong_AsLongLong(PyList_GET_ITEM(last, 0)) == minute) {
+            long long high = PyLong_AsLongLong(PyList_GET_ITEM(last, 2));
+            long long low = PyLong_AsLongLong(PyList_GET_ITEM(last, 3));
+            PyObject *vals[6];
+            int i;
+            item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = PyList_GetSlice(last, 0, 10);
+            if (journal_add(self->journal, 3, item) < 0) goto fail;
+            vals[0] = price > high ? ll(price) : NULL;
+            vals[1] = price < low ? ll(price) : NULL;
+            vals[2] = ll(price);
+            vals[3] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 5)) + lots);
+            vals[4] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 6)) + quote);
+            vals[5] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 7)) + 1);
+            if (vals[0]) PyList_SetItem(last, 2, vals[0]);
+            if (vals[1]) PyList_SetItem(last, 3, vals[1]);
+            for (i = 2; i < 6; i++) {
+                if (vals[i] == NULL) {
+                    for (; i < 6; i++) Py_XDECREF(vals[i]);
+                    goto fail;
+                }
+                PyList_SetItem(last, i + 2, vals[i]); /* close, volume, quote volume, trades */
+            }
+            if ((vals[0] = ll(trade_id)) == NULL) goto fail;
+            PyList_SetItem(last, 9, vals[0]);
+            Py_DECREF(last);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        Py_DECREF(last);
+        last = NULL;
+    }
+    {
+        PyObject *m = PyList_New(10), *r2;
+        long long vals[10];
+        int i;
+        vals[0] = minute; vals[1] = vals[2] = vals[3] = vals[4] = price; vals[5] = lots; vals[6] = quote;
+        vals[7] = 1; vals[8] = vals[9] = trade_id;
+        if (m == NULL) return -1;
+        for (i = 0; i < 10; i++) {
+            PyObject *v = ll(vals[i]);
+            if (v == NULL) {
+                Py_DECREF(m);
+                return -1;
+            }
+            PyList_SET_ITEM(m, i, v);
+        }
+        r2 = PyObject_CallMethodOneArg(minutes, NAME_append, m);
+        Py_DECREF(m);
+        if (r2 == NULL) return -1;
+        Py_DECREF(r2);
+    }
+    item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = ref(Py_None);
+    if (journal_add(self->journal, 3, item) < 0) return -1;
+    cutoff = minute - DAY_MS;
+    for (;;) {
+        PyObject *first = PySequence_GetItem(minutes, 0);
+        long long t0;
+        if (first == NULL) return -1;
+        t0 = PyLong_AsLongLong(PyList_GET_ITEM(first, 0));
+        Py_DECREF(first);
+        if (t0 > cutoff) break;
+        r = PyObject_CallMethodNoArgs(minutes, NAME_popleft);
+        if (r == NULL) return -1;
+        item[0] = ll(J_MINUTE_PRUNE); item[1] = ref(book); item[2] = r;
+        if (journal_add(self->journal, 3, item) < 0) return -1;
+    }
+    return bad ? -1 : 0;
+fail:
+    Py_XDECREF(last);
+    return -1;
+}
+
+static int journal_fill(SpotFast *self, PyObject *o, PyObject *lots, PyObject *quote) {
+    PyObject *item[7];
+    item[0] = ll(J_FILL); item[1] = ref(o); item[2] = ref(lots); item[3] = ref(quote);
+    item[4] = ref(SLOT(o, OO.status)); item[5] = ref(SLOT(o, OO.updated_seq)); item[6] = ref(SLOT(o, OO.updated_ts));
+    return journal_add(self->journal, 7, item);
+}
+
+static int add_to(PyObject *o, Py_ssize_t off, long long delta) {
+    int bad = 0;
+    long long v = get_ll(o, off, &bad);
+    if (bad) {
+        PyErr_SetString(PyExc_AssertionError, "an order field beyond 64 bits");
+        return -1;
+    }
+    return set_ll(o, off, v + delta);
+}
+
+static PyObject *account_key(PyObject *ledger, PyObject *key) {
+    PyObject *acc = PyDict_GetItemWithError(SLOT(ledger, GO.by_key), key);
+    if (acc == NULL && !PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+    if (acc != NULL && !Py_IS_TYPE(acc, AccountType)) {
+        PyErr_SetString(PyExc_TypeError, "not an Account");
+        return NULL;
+    }
+    return acc;
+}
+
+/* product._fill(): one trade between the taker and a resting maker, at the maker's price. */
+static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market, PyObject *taker, PyObject *maker,
+                long long lots, PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades) {
+    PyObject *ledger = self->ledger, *holds = SLOT(ledger, GO.holds), *buyer, *seller, *hold, *acc, *lots_obj = NULL,
+             *quote_obj = NULL, *key, *trade, *args[16];
+    int bad = 0, taker_buys = get_ll(taker, OO.side, &bad) == BUY;
+    long long price = get_ll(maker, OO.price, &bad), unit = get_ll(market, MO.unit, &bad);
+    long long lot = get_ll(market, MO.lot, &bad), buyer_bps, seller_bps, trade_id, base, buyer_fee, seller_fee;
+    __int128 q = (__int128)lots * price * unit, b = (__int128)lots * lot;
+    long long quote;
+    if (bad || q > TOTAL_MAX_LL || b > TOTAL_MAX_LL) {
+        PyErr_SetString(PyExc_AssertionError, "a fill beyond 64 bits");
+        return -1;
+    }
+    quote = (long long)q;
+    base = (long long)b;
+    buyer = taker_buys ? taker : maker;
+    seller = taker_buys ? maker : taker;
+    buyer_bps = get_ll(market, taker_buys ? MO.taker_bps : MO.maker_bps, &bad);
+    seller_bps = get_ll(market, taker_buys ? MO.maker_bps : MO.taker_bps, &bad);
+    buyer_fee = (long long)((__int128)base * buyer_bps / BPS);
+    seller_fee = (long long)((__int128)quote * seller_bps / BPS);
+    /* both holds post their part into the escrow */
+    hold = PyDict_GetItemWithError(holds, SLOT(seller, OO.hold_id));
+    if (hold == NULL || get_ll(hold, HO.status, &bad) != HOLD_PENDING || get_ll(hold, HO.amount, &bad) < base || bad) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the seller's hold cannot pay the fill");
+        return -1;
+    }
+    if (resolve_part(ledger, hold, base, seq, 1) < 0) return -1;
+    hold = PyDict_GetItemWithError(holds, SLOT(buyer, OO.hold_id));
+    if (hold == NULL || get_ll(hold, HO.status, &bad) != HOLD_PENDING || get_ll(hold, HO.amount, &bad) < quote || bad) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the buyer's hold cannot pay the fill");
+        return -1;
+    }
+    if (resolve_part(ledger, hold, quote, seq, 1) < 0) return -1;
+    {
+        PyObject *escrow_base = account_key(ledger, SLOT(market, MO.escrow_base));
+        PyObject *escrow_quote = account_key(ledger, SLOT(market, MO.escrow_quote));
+        if (escrow_base == NULL || escrow_quote == NULL) return -1;
+        if (base > buyer_fee) {
+            key = pair(SLOT(buyer, OO.owner), SLOT(market, MO.base));
+            acc = key ? account_key(ledger, key) : NULL;
+            Py_XDECREF(key);
+            if (acc == NULL || move_posted(ledger, escrow_base, acc, base - buyer_fee, S_TRADE_CODE, seq) < 0) return -1;
+        }
+        if (buyer_fee) {
+            acc = account_key(ledger, SLOT(market, MO.fees_base));
+            if (acc == NULL || move_posted(ledger, escrow_base, acc, buyer_fee, S_FEE, seq) < 0) return -1;
+        }
+        if (quote > seller_fee) {
+            key = pair(SLOT(seller, OO.owner), SLOT(market, MO.quote));
+            acc = key ? account_key(ledger, key) : NULL;
+            Py_XDECREF(key);
+            if (acc == NULL || move_posted(ledger, escrow_quote, acc, quote - seller_fee, S_TRADE_CODE, seq) < 0)
+                return -1;
+        }
+        if (seller_fee) {
+            acc = account_key(ledger, SLOT(market, MO.fees_quote));
+            if (acc == NULL || move_posted(ledger, escrow_quote, acc, seller_fee, S_FEE, seq) < 0) return -1;
+        }
+    }
+    if ((lots_obj = ll(lots)) == NULL || (quote_obj = ll(quote)) == NULL) goto fail;
+    if (journal_fill(self, taker, lots_obj, quote_obj) < 0 || journal_fill(self, maker, lots_obj, quote_obj) < 0)
+        goto fail;
+    if (add_to(taker, OO.remaining, -lots) < 0 || add_to(taker, OO.executed, lots) < 0 ||
+        add_to(taker, OO.executed_quote, quote) < 0 || add_to(maker, OO.remaining, -lots) < 0 ||
+        add_to(maker, OO.executed, lots) < 0 || add_to(maker, OO.executed_quote, quote) < 0 ||
+        add_to(SLOT(maker, OO.level), LO.qty, -lots) < 0)
+        goto fail;
+    set_slot_ref(maker, OO.updated_seq, seq_obj);
+    set_slot_ref(maker, OO.updated_ts, ts_obj);
+    if (touch_book(self, book, seq_obj, seq) < 0) goto fail;
+    trade_id = get_ll(book, BO.next_trade_id, &bad);
+    if (bad || set_ll(book, BO.next_trade_id, trade_id + 1) < 0) goto fail;
+    if (record(self, book, ts, price, lots, quote, trade_id) < 0) goto fail;
+    if (get_ll(maker, OO.remaining, &bad)) {
+        set_slot_ref(maker, OO.status, S_PARTIAL);
+    } else {
+        PyObject *prev;
+        set_slot_ref(maker, OO.status, S_FILLED);
+        prev = side_unlink(opp, maker);
+        if (prev == NULL || add3(self->journal, J_UNLINK, maker, prev) < 0) goto fail;
+        if (forget(self, maker) < 0) goto fail;
+    }
+    args[0] = seq_obj; args[1] = ts_obj; args[2] = SLOT(book, BO.symbol); args[3] = ll(trade_id);
+    args[4] = SLOT(maker, OO.price); args[5] = lots_obj; args[6] = quote_obj; args[7] = taker_buys ? S_BUY : S_SELL;
+    args[8] = SLOT(taker, OO.id); args[9] = SLOT(taker, OO.owner); args[10] = SLOT(maker, OO.id);
+    args[11] = SLOT(maker, OO.owner); args[12] = SLOT(maker, OO.remaining); args[13] = SLOT(maker, OO.status);
+    args[14] = ll(buyer_fee); args[15] = ll(seller_fee);
+    trade = (args[3] && args[14] && args[15]) ? PyObject_Vectorcall(TradeType, args, 16, NULL) : NULL;
+    Py_XDECREF(args[3]); Py_XDECREF(args[14]); Py_XDECREF(args[15]);
+    if (trade == NULL || PyList_Append(trades, trade) < 0 ||
+        (self->emit && PyList_Append(SLOT(ledger, GO.events), trade) < 0)) {
+        Py_XDECREF(trade);
+        goto fail;
+    }
+    Py_DECREF(trade);
+    Py_DECREF(lots_obj);
+    Py_DECREF(quote_obj);
+    return bad ? (PyErr_SetString(PyExc_AssertionError, "an order field beyond 64 bits"), -1) : 0;
+fail:
+    Py_XDECREF(lots_obj);
+    Py_XDECREF(quote_obj);
+    return -1;
+}
+
+/* product._match() without a quote budget: returns 1 when self-trade prevention expired the
+ * taker, 0 when done, -1 on error. */
+static int match(SpotFast *self, PyObject *book, PyObject *market, PyObject *taker, long long threshold,
+                 PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades) {
+    int bad = 0, taker_buys = get_ll(taker, OO.side, &bad) == BUY;
+    PyObject *opp = SLOT(book, taker_buys ? BO.asks : BO.bids), *keys = SLOT(opp, SO.keys);
+    PyObject *levels = SLOT(opp, SO.levels), *owner = SLOT(taker, OO.owner);
+    long long stp = get_ll(taker, OO.stp, &bad);
+    while (get_ll(taker, OO.remaining, &bad) && PyList_GET_SIZE(keys)) {
+        PyObject *key = PyList_GET_ITEM(keys, PyList_GET_SIZE(keys) - 1), *level, *maker;
+        if (PyLong_AsLongLong(key) < threshold) break;
+        level = PyDict_GetItemWithError(levels, key);
+        if (level == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a key without a level");
+            return -1;
+        }
+        Py_INCREF(level);
+        maker = ref(SLOT(level, LO.head));
+        while (maker != Py_None && get_ll(taker, OO.remaining, &bad)) {
+            PyObject *nxt = ref(SLOT(maker, OO.next));
+            long long t_rem = get_ll(taker, OO.remaining, &bad), m_rem = get_ll(maker, OO.remaining, &bad);
+            long long lots = t_rem < m_rem ? t_rem : m_rem;
+            int rc = 0;
+            if (str_eq(SLOT(maker, OO.owner), owner)) {
+                if (stp != 1) { /* not EXPIRE_TAKER: the maker goes */
+                    PyObject *view = close_resting(self, book, opp, maker, S_EXPIRED_IN_MATCH, S_EXPIRED, seq_obj,
+                                                   ts_obj, seq);
+                    if (view == NULL) rc = -1;
+                    Py_XDECREF(view);
+                }
+                if (rc == 0 && stp != 2) rc = 1; /* not EXPIRE_MAKER: the taker goes */
+            } else {
+                rc = fill(self, book, opp, market, taker, maker, lots, seq_obj, ts_obj, seq, ts, trades);
+            }
+            Py_DECREF(maker);
+            maker = nxt;
+            if (rc) {
+                Py_DECREF(maker);
+                Py_DECREF(level);
+                return rc;
+            }
+        }
+        Py_DECREF(maker);
+        Py_DECREF(level);
+        if (bad) break;
+    }
+    if (bad) {
+        PyErr_SetString(PyExc_AssertionError, "an order field beyond 64 bits");
+        return -1;
+    }
+    return 0;
+}
+
+/* product._finish(): rest the order (its buy hold trimmed to what the rest needs) or close it. */
+static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *order, int stp_stop, PyObject *seq_obj,
+                  PyObject *ts_obj, long long seq) {
+    int bad = 0;
+    long long remaining = get_ll(order, OO.remaining, &bad);
+    PyObject *holds = SLOT(self->ledger, GO.holds), *hold;
+    set_slot_ref(order, OO.updated_seq, seq_obj);
+    set_slot_ref(order, OO.updated_ts, ts_obj);
+    if (remaining == 0) {
+        set_slot_ref(order, OO.status, S_FILLED);
+    } else if (stp_stop) {
+        set_slot_ref(order, OO.status, S_EXPIRED_IN_MATCH);
+    } else if (!str_eq(SLOT(order, OO.tif), S_GTC)) {
+        set_slot_ref(order, OO.status, S_EXPIRED);
+    } else {
+        set_slot_ref(order, OO.status, get_ll(order, OO.executed, &bad) ? S_PARTIAL : S_NEW);
+        if (get_ll(order, OO.side, &bad) == BUY) {
+            long long surplus;
+            hold = PyDict_GetItemWithError(holds, SLOT(order, OO.hold_id));
+            if (hold == NULL) {
+                if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, SLOT(order, OO.hold_id));
+                return -1;
+            }
+            surplus = get_ll(hold, HO.amount, &bad) -
+                      remaining * get_ll(order, OO.price, &bad) * get_ll(market, MO.unit, &bad);
+            if (surplus && resolve_part(self->ledger, hold, surplus, seq, 0) < 0) return -1;
+        }
+        return bad ? (PyErr_SetString(PyExc_AssertionError, "beyond 64 bits"), -1) : rest(self, book, order, seq_obj, seq);
+    }
+    set_slot_ref(order, OO.remaining, I_ZERO);
+    hold = PyDict_GetItemWithError(holds, SLOT(order, OO.hold_id));
+    if (hold == NULL && PyErr_Occurred()) return -1;
+    if (hold != NULL) {
+        long long amount = get_ll(hold, HO.amount, &bad);
+        if (amount && resolve_part(self->ledger, hold, amount, seq, 0) < 0) return -1;
+    }
+    return bad ? (PyErr_SetString(PyExc_AssertionError, "beyond 64 bits"), -1) : 0;
 }
 
 static PyObject *fast_cancel(SpotFast *self, PyObject *cmd) {
@@ -1029,15 +1438,18 @@ static PyObject *fast_cancel(SpotFast *self, PyObject *cmd) {
     }
     if (bad) FALLBACK(cancel_slow); /* cannot happen on a consistent book: Python asserts */
     side = SLOT(book, get_ll(order, OO.side, &bad) == BUY ? BO.bids : BO.asks);
-    return close_resting(self, book, side, order, hold, amount, SLOT(cmd, XO.seq), SLOT(cmd, XO.ts_ns), seq);
+    if (begin(self) < 0) return NULL;
+    return close_resting(self, book, side, order, S_CANCELED, S_CANCELED, SLOT(cmd, XO.seq), SLOT(cmd, XO.ts_ns), seq);
 }
 
-/* amend(): a new price or quantity that does not cross. */
+/* amend(): a new price or quantity (a crossing one matches; post-only orders that would cross, and
+ * amends by client order id, go to Python). */
 static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
     PyObject *market_str, *market, *book, *order, *cfg, *hold, *pay, *cr, *ledger = self->ledger, *seq_obj, *ts_obj;
     PyObject *book_side, *prev;
     long long price, qty, unit, executed, side, remaining, need, held, seq, oqty;
-    int bad = 0;
+    int bad = 0, cross;
+    PyObject *trades = NULL, *exec_type = S_AMENDED;
     __int128 notional;
 
     if (Py_TYPE(cmd) != (PyTypeObject *)AmendType) FALLBACK(amend_slow);
@@ -1072,7 +1484,8 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
     notional = (__int128)qty * price * unit;
     if (notional < get_ll(cfg, CO.min_notional, &bad) || bad) FALLBACK(amend_slow);
     side = get_ll(order, OO.side, &bad);
-    if (crosses(book, side, price)) FALLBACK(amend_slow);
+    cross = crosses(book, side, price);
+    if (cross && str_eq(SLOT(order, OO.order_type), S_LIMIT_MAKER)) FALLBACK(amend_slow); /* would_take */
     remaining = qty - executed;
     if (side == BUY) {
         __int128 n = (__int128)remaining * price * unit;
@@ -1116,7 +1529,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
             if (set_ll(level, LO.qty, get_ll(level, LO.qty, &bad) - delta) < 0) goto fail;
             set_slot_ref(order, OO.updated_seq, seq_obj);
             set_slot_ref(order, OO.updated_ts, ts_obj);
-            if (release_part(ledger, hold, held - need, seq) < 0) goto fail;
+            if (resolve_part(ledger, hold, held - need, seq, 0) < 0) goto fail;
         }
     } else {
         /* a new price or a larger quantity: to the back of its (new) level */
@@ -1126,7 +1539,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
         if (prev == NULL || add3(self->journal, J_UNLINK, order, prev) < 0) goto fail;
         if (add3(self->journal, J_FIELDS, order, order_fields(order)) < 0) goto fail;
         if (need < held) {
-            if (release_part(ledger, hold, held - need, seq) < 0) goto fail;
+            if (resolve_part(ledger, hold, held - need, seq, 0) < 0) goto fail;
         } else if (need > held) {
             if (hold_more(ledger, hold, pay, cr, need - held, seq) < 0) goto fail;
         }
@@ -1135,21 +1548,35 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
             goto fail;
         set_slot_ref(order, OO.created_seq, seq_obj);
         set_slot_ref(order, OO.created_ts, ts_obj);
-        set_slot_ref(order, OO.updated_seq, seq_obj);
-        set_slot_ref(order, OO.updated_ts, ts_obj);
-        if (side_append(book_side, order) < 0 || add2(self->journal, J_LINK, order) < 0) goto fail;
+        if (!cross) {
+            /* the common move: to the back of its new level (status, open quantity, hold right) */
+            set_slot_ref(order, OO.updated_seq, seq_obj);
+            set_slot_ref(order, OO.updated_ts, ts_obj);
+            if (side_append(book_side, order) < 0 || add2(self->journal, J_LINK, order) < 0) goto fail;
+        } else {
+            int stop;
+            if ((trades = PyList_New(0)) == NULL) goto fail;
+            stop = match(self, book, market, order, side == BUY ? -price : price, seq_obj, ts_obj, seq,
+                         get_ll(cmd, MDO.ts_ns, &bad), trades);
+            if (stop < 0 || finish(self, book, market, order, stop, seq_obj, ts_obj, seq) < 0) goto fail;
+            if (get_ll(order, OO.remaining, &bad) == 0 && forget(self, order) < 0) goto fail;
+            if (PyList_GET_SIZE(trades)) exec_type = S_TRADE;
+        }
     }
     if (bad) {
         PyErr_SetString(PyExc_AssertionError, "order fields beyond 64 bits");
         goto fail;
     }
+    if (trades == NULL && (trades = PyList_New(0)) == NULL) goto fail;
     {
-        PyObject *out = report(self, order, seq_obj, S_AMENDED, 1);
+        PyObject *out = report(self, order, seq_obj, exec_type, 1, trades);
+        Py_DECREF(trades);
         Py_DECREF(order);
         Py_DECREF(hold);
         return out;
     }
 fail:
+    Py_XDECREF(trades);
     Py_DECREF(order);
     Py_DECREF(hold);
     return NULL;

@@ -31,9 +31,9 @@ def _setup() -> ModuleType:
     global _ready
     assert module is not None
     if not _ready:
-        from cashmarkets.core import ledger
+        from cashmarkets.core import codes, ledger
         from cashmarkets.core.products.spot import book, messages, product
-        from cashmarkets.core.products.spot.config import SpotMarket
+        from cashmarkets.core.products.spot.config import BPS, SpotMarket
         from cashmarkets.core.results import Accepted, Reject
 
         spec: dict[str, Any] = {
@@ -53,6 +53,16 @@ def _setup() -> ModuleType:
             "OrderView": messages.OrderView,
             "SpotOrderUpdated": messages.SpotOrderUpdated,
             "OrderPlaced": messages.OrderPlaced,
+            "SpotTrade": messages.SpotTrade,
+            "INSUFFICIENT_FUNDS": codes.INSUFFICIENT_FUNDS,
+            "EXCEEDS_DEBITS": codes.EXCEEDS_DEBITS,
+            "OVERFLOW": codes.OVERFLOW,
+            "MINUTE_MS": book.MINUTE_MS,
+            "DAY_MS": book.DAY_MS,
+            "BPS": BPS,
+            "SINGLE": ledger.SINGLE,
+            "POST_PART": ledger.POST_PART,
+            "_U_SINGLE": ledger._U_SINGLE,
             "Accepted": Accepted,
             "Reject": Reject,
             "ESCROW": product.ESCROW,
@@ -65,7 +75,18 @@ def _setup() -> ModuleType:
             "_U_PART": ledger._U_PART,
             "_U_MORE": ledger._U_MORE,
         }
-        for name in ("_J_LINK", "_J_UNLINK", "_J_OPEN", "_J_CLOSE", "_J_FIELDS", "_J_BOOK", "_J_NEXT_ID"):
+        for name in (
+            "_J_LINK",
+            "_J_UNLINK",
+            "_J_OPEN",
+            "_J_CLOSE",
+            "_J_FIELDS",
+            "_J_BOOK",
+            "_J_NEXT_ID",
+            "_J_FILL",
+            "_J_MINUTE",
+            "_J_MINUTE_PRUNE",
+        ):
             spec[name] = getattr(product, name)
         module.setup(spec)
         _ready = True
