@@ -125,7 +125,8 @@ static CancelOff XO;
 static AmendOff MDO;
 
 /* Types and constants (strong references, for the life of the process). */
-static PyTypeObject *OrderType, *LevelType, *BookType, *MarketType, *LedgerType, *AccountType;
+static PyTypeObject *OrderType, *LevelType, *BookType, *MarketType, *LedgerType, *AccountType, *CommandType;
+static Py_ssize_t CMD_seq, CMD_ts_ns, CMD_command_id; /* every command inherits these fields */
 static PyObject *PlaceType, *CancelType, *AmendType;
 static PyObject *OrderViewType, *OrderUpdatedType, *OrderPlacedType, *TransferType, *HoldType;
 static PyObject *AcceptedType, *RejectType, *TradeType;
@@ -226,6 +227,9 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     OFF(HO.id, t, "id"); OFF(HO.debit, t, "debit_account_id"); OFF(HO.credit, t, "credit_account_id");
     OFF(HO.amount, t, "amount"); OFF(HO.code, t, "code"); OFF(HO.status, t, "status");
     OFF(HO.posted, t, "posted_amount");
+    KEEP(t, "Command");
+    CommandType = (PyTypeObject *)t;
+    OFF(CMD_seq, t, "seq"); OFF(CMD_ts_ns, t, "ts_ns"); OFF(CMD_command_id, t, "command_id");
     KEEP(PlaceType, "PlaceOrder");
     t = PlaceType;
     OFF(PO.seq, t, "seq"); OFF(PO.ts_ns, t, "ts_ns"); OFF(PO.owner, t, "owner"); OFF(PO.market, t, "market");
@@ -1623,6 +1627,7 @@ static PyTypeObject SpotFastType = {
 typedef struct {
     PyObject_HEAD
     PyObject *engine, *ledger, *dedup, *dedup_ts, *dedup_ids, *handlers, *undo;
+    PyObject *edict; /* the engine's __dict__: seq, ts_ns and _events without the attribute protocol */
     PyObject *ts_append, *ids_append;
     long long window_ns, entries_max;
     vectorcallfunc vectorcall;
@@ -1633,14 +1638,14 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
 static int applier_traverse(Applier *self, visitproc visit, void *arg) {
     Py_VISIT(self->engine); Py_VISIT(self->ledger); Py_VISIT(self->dedup); Py_VISIT(self->dedup_ts);
     Py_VISIT(self->dedup_ids); Py_VISIT(self->handlers); Py_VISIT(self->undo); Py_VISIT(self->ts_append);
-    Py_VISIT(self->ids_append);
+    Py_VISIT(self->ids_append); Py_VISIT(self->edict);
     return 0;
 }
 
 static int applier_clear(Applier *self) {
     Py_CLEAR(self->engine); Py_CLEAR(self->ledger); Py_CLEAR(self->dedup); Py_CLEAR(self->dedup_ts);
     Py_CLEAR(self->dedup_ids); Py_CLEAR(self->handlers); Py_CLEAR(self->undo); Py_CLEAR(self->ts_append);
-    Py_CLEAR(self->ids_append);
+    Py_CLEAR(self->ids_append); Py_CLEAR(self->edict);
     return 0;
 }
 
@@ -1672,6 +1677,12 @@ static PyObject *applier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    self->edict = PyObject_GenericGetDict(engine, NULL);
+    if (self->edict == NULL || !PyDict_CheckExact(self->edict)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the engine has no plain __dict__");
+        Py_DECREF(self);
+        return NULL;
+    }
     self->ts_append = PyObject_GetAttrString(self->dedup_ts, "append");
     self->ids_append = PyObject_GetAttrString(self->dedup_ids, "append");
     if (self->ts_append == NULL || self->ids_append == NULL) {
@@ -1681,17 +1692,26 @@ static PyObject *applier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static long long attr_get_ll(PyObject *obj, PyObject *name, int *bad) {
-    PyObject *v = PyObject_GetAttr(obj, name);
+static long long dict_get_ll(PyObject *dict, PyObject *name, int *bad) {
+    PyObject *v = PyDict_GetItemWithError(dict, name);
     long long out;
     if (v == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_AttributeError, name);
         *bad = 1;
         return 0;
     }
     out = PyLong_AsLongLong(v);
     if (out == -1 && PyErr_Occurred()) *bad = 1;
-    Py_DECREF(v);
     return out;
+}
+
+/* A command's field: straight from its slot when it is a Command (a new reference). */
+static PyObject *command_field(PyObject *cmd, Py_ssize_t off, PyObject *name) {
+    if (PyObject_TypeCheck(cmd, CommandType)) {
+        PyObject *v = SLOT(cmd, off);
+        if (v != NULL) return ref(v);
+    }
+    return PyObject_GetAttr(cmd, name);
 }
 
 static PyObject *evict(Applier *self, PyObject *ts_obj) {
@@ -1712,14 +1732,14 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
         return NULL;
     }
     cmd = args[0];
-    if ((seq_obj = PyObject_GetAttr(cmd, NAME_seq)) == NULL) return NULL;
-    if ((ts_obj = PyObject_GetAttr(cmd, NAME_ts_ns)) == NULL) goto done;
-    if ((cid = PyObject_GetAttr(cmd, NAME_command_id)) == NULL) goto done;
+    if ((seq_obj = command_field(cmd, CMD_seq, NAME_seq)) == NULL) return NULL;
+    if ((ts_obj = command_field(cmd, CMD_ts_ns, NAME_ts_ns)) == NULL) goto done;
+    if ((cid = command_field(cmd, CMD_command_id, NAME_command_id)) == NULL) goto done;
     seq = PyLong_AsLongLong(seq_obj);
     ts = PyLong_AsLongLong(ts_obj);
     if (PyErr_Occurred()) goto done;
-    eng_seq = attr_get_ll(self->engine, NAME_seq, &bad);
-    eng_ts = attr_get_ll(self->engine, NAME_ts_ns, &bad);
+    eng_seq = dict_get_ll(self->edict, NAME_seq, &bad);
+    eng_ts = dict_get_ll(self->edict, NAME_ts_ns, &bad);
     if (bad) goto done;
     if (seq != eng_seq + 1) {
         PyErr_Format(PyExc_AssertionError, "seq gap: engine at %lld, command %lld", eng_seq, seq);
@@ -1729,7 +1749,7 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
         PyErr_SetString(PyExc_AssertionError, "time went backwards");
         goto done;
     }
-    if (PyObject_SetAttr(self->engine, NAME_seq, seq_obj) < 0 || PyObject_SetAttr(self->engine, NAME_ts_ns, ts_obj) < 0)
+    if (PyDict_SetItem(self->edict, NAME_seq, seq_obj) < 0 || PyDict_SetItem(self->edict, NAME_ts_ns, ts_obj) < 0)
         goto done;
     /* Expire by age first: whether a repeat is answered depends only on its own timestamp. */
     if (PyObject_Length(self->dedup_ts) > 0) {
@@ -1753,7 +1773,7 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
     if (PyErr_Occurred()) goto done;
     /* fresh per-command buffers: the ledger's undo journal and the event list */
     if ((events = PyList_New(0)) == NULL) goto done;
-    if (PyObject_SetAttr(self->engine, NAME_events, events) < 0) goto done;
+    if (PyDict_SetItem(self->edict, NAME_events, events) < 0) goto done;
     journal = SLOT(ledger, GO.journal);
     n = PyList_GET_SIZE(journal);
     if (n && PyList_SetSlice(journal, 0, n, NULL) < 0) goto done;

@@ -32,6 +32,7 @@ def _setup() -> ModuleType:
     assert module is not None
     if not _ready:
         from cashmarkets.core import codes, ledger
+        from cashmarkets.core.commands import Command
         from cashmarkets.core.products.spot import book, messages, product
         from cashmarkets.core.products.spot.config import BPS, SpotMarket
         from cashmarkets.core.results import Accepted, Reject
@@ -47,6 +48,7 @@ def _setup() -> ModuleType:
             "Account": ledger.Account,
             "Hold": ledger.Hold,
             "Transfer": ledger.Transfer,
+            "Command": Command,
             "PlaceOrder": messages.PlaceOrder,
             "CancelOrder": messages.CancelOrder,
             "AmendOrder": messages.AmendOrder,
