@@ -466,6 +466,20 @@ static PyObject *transfer(long long seq, long long tid, long long kind, PyObject
     return out;
 }
 
+/* Append a transfer event (stolen) to the command's events; `bad` reports a total beyond 64 bits. */
+static int ledger_emit(PyObject *ledger, PyObject *ev, int bad) {
+    if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
+        Py_XDECREF(ev);
+        return -1;
+    }
+    Py_DECREF(ev);
+    if (bad) {
+        PyErr_SetString(PyExc_AssertionError, "ledger totals beyond 64 bits");
+        return -1;
+    }
+    return 0;
+}
+
 static long long next_transfer_id(PyObject *ledger, int *bad) {
     long long tid = get_ll(ledger, GO.next_transfer_id, bad);
     if (set_ll(ledger, GO.next_transfer_id, tid + 1) < 0) *bad = 1;
@@ -554,12 +568,7 @@ static int move_posted(PyObject *ledger, PyObject *dr, PyObject *cr, long long a
     item[0] = ll(U_SINGLE); item[1] = ref(dr); item[2] = ref(cr); item[3] = ll(amount); item[4] = ll(tid);
     if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) return -1;
     ev = transfer(seq, tid, K_SINGLE, dr, cr, amount, code, I_ZERO);
-    if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
-        Py_XDECREF(ev);
-        return -1;
-    }
-    Py_DECREF(ev);
-    return bad ? (PyErr_SetString(PyExc_AssertionError, "ledger totals beyond 64 bits"), -1) : 0;
+    return ledger_emit(ledger, ev, bad);
 }
 
 /* hold_more(): the caller has checked limits_refuse() == 0 and the hold is pending. */
@@ -575,16 +584,7 @@ static int hold_more(PyObject *ledger, PyObject *hold, PyObject *dr, PyObject *c
     item[0] = ll(U_MORE); item[1] = ref(hold); item[2] = ref(Py_None); item[3] = ll(amount); item[4] = ll(tid);
     if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) return -1;
     ev = transfer(seq, tid, K_HOLD_MORE, dr, cr, amount, SLOT(hold, HO.code), SLOT(hold, HO.id));
-    if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
-        Py_XDECREF(ev);
-        return -1;
-    }
-    Py_DECREF(ev);
-    if (bad) {
-        PyErr_SetString(PyExc_AssertionError, "ledger totals beyond 64 bits");
-        return -1;
-    }
-    return 0;
+    return ledger_emit(ledger, ev, bad);
 }
 
 /* move(dr, cr, amount, "hold", seq, pending=True): returns the new hold id, or -1. */
@@ -605,16 +605,7 @@ static long long hold_new(PyObject *ledger, PyObject *dr, PyObject *cr, long lon
     item[0] = ll(U_PENDING); item[1] = ref(dr); item[2] = ref(cr); item[3] = args[3]; item[4] = args[0];
     if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) return -1;
     ev = transfer(seq, tid, K_PENDING, dr, cr, amount, S_HOLD, I_ZERO);
-    if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
-        Py_XDECREF(ev);
-        return -1;
-    }
-    Py_DECREF(ev);
-    if (bad) {
-        PyErr_SetString(PyExc_AssertionError, "ledger totals beyond 64 bits");
-        return -1;
-    }
-    return tid;
+    return ledger_emit(ledger, ev, bad) < 0 ? -1 : tid;
 }
 
 /* ---- SpotFast: the spot product's fast handlers ---------------------------------------------- */
@@ -716,15 +707,19 @@ done:
     Py_RETURN_NONE;
 }
 
-static PyObject *fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *product;
-    SpotFast *self;
+/* The start of both constructors: setup() done, one positional argument, a fresh object. */
+static PyObject *alloc_bound(PyTypeObject *type, PyObject *args, PyObject **arg) {
     if (!ready) {
         PyErr_SetString(PyExc_RuntimeError, "call setup() first");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O", &product)) return NULL;
-    self = (SpotFast *)type->tp_alloc(type, 0);
+    if (!PyArg_ParseTuple(args, "O", arg)) return NULL;
+    return type->tp_alloc(type, 0);
+}
+
+static PyObject *fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *product;
+    SpotFast *self = (SpotFast *)alloc_bound(type, args, &product);
     if (self == NULL) return NULL;
     self->product = ref(product);
     self->emit = 1;
@@ -817,6 +812,16 @@ static inline long long available(PyObject *acc, int *bad) {
 
 #define FALLBACK(slow) return PyObject_CallOneArg(self->slow, cmd)
 
+/* A known market whose book is trading: 1, with both borrowed; 0 when not (the Python handler
+ * says why); -1 on error. */
+static int trading_market(SpotFast *self, PyObject *symbol, PyObject **market, PyObject **book) {
+    *market = PyDict_GetItemWithError(self->markets, symbol);
+    if (*market == NULL) return PyErr_Occurred() ? -1 : 0;
+    *book = PyDict_GetItemWithError(self->books, symbol);
+    if (*book == NULL) return PyErr_Occurred() ? -1 : 0;
+    return SLOT(*book, BO.trading) == Py_True;
+}
+
 static int rest(SpotFast *self, PyObject *book, PyObject *order, PyObject *seq_obj, long long seq);
 static int match(SpotFast *self, PyObject *book, PyObject *market, PyObject *taker, long long threshold,
                  PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades);
@@ -836,15 +841,9 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
 
     if (Py_TYPE(cmd) != (PyTypeObject *)PlaceType) FALLBACK(place_slow);
     market_str = SLOT(cmd, PO.market);
-    market = PyDict_GetItemWithError(self->markets, market_str);
-    if (market == NULL) {
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(place_slow);
-    }
-    book = PyDict_GetItemWithError(self->books, market_str);
-    if (book == NULL || SLOT(book, BO.trading) != Py_True) {
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(place_slow);
+    switch (trading_market(self, market_str, &market, &book)) {
+    case -1: return NULL;
+    case 0: FALLBACK(place_slow);
     }
     owner = SLOT(cmd, PO.owner);
     if (!PyUnicode_CheckExact(owner)) FALLBACK(place_slow);
@@ -1458,16 +1457,11 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
 
     if (Py_TYPE(cmd) != (PyTypeObject *)AmendType) FALLBACK(amend_slow);
     market_str = SLOT(cmd, MDO.market);
-    market = PyDict_GetItemWithError(self->markets, market_str);
-    if (market == NULL) {
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(amend_slow);
+    switch (trading_market(self, market_str, &market, &book)) {
+    case -1: return NULL;
+    case 0: FALLBACK(amend_slow);
     }
-    book = PyDict_GetItemWithError(self->books, market_str);
-    if (book == NULL || SLOT(book, BO.trading) != Py_True || get_ll(cmd, MDO.order_id, &bad) == 0 || bad) {
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(amend_slow);
-    }
+    if (get_ll(cmd, MDO.order_id, &bad) == 0 || bad) FALLBACK(amend_slow); /* by client id: Python */
     order = PyDict_GetItemWithError(self->orders, SLOT(cmd, MDO.order_id));
     if (order == NULL || !str_eq(SLOT(order, OO.owner), SLOT(cmd, MDO.owner)) ||
         !str_eq(SLOT(order, OO.market), market_str)) {
@@ -1657,13 +1651,7 @@ static void applier_dealloc(Applier *self) {
 
 static PyObject *applier_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *engine;
-    Applier *self;
-    if (!ready) {
-        PyErr_SetString(PyExc_RuntimeError, "call setup() first");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "O", &engine)) return NULL;
-    self = (Applier *)type->tp_alloc(type, 0);
+    Applier *self = (Applier *)alloc_bound(type, args, &engine);
     if (self == NULL) return NULL;
     self->engine = ref(engine);
     self->vectorcall = applier_call;
