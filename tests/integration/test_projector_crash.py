@@ -200,13 +200,15 @@ def run_with_kills(env: dict[str, str], url: str, final_seq: int, tmp_path: Path
         restored = log_path.read_text().count("projector restored") if log_path.exists() else 0
         proc = projector(env, log_path)
         if kills < KILLS:
-            # Wait until it has started projecting, then kill it somewhere inside its batches.
+            # Wait until it has started projecting, then kill it somewhere inside its batches. The
+            # delay is short: a fast replica would otherwise finish the log before the last kill.
             start = asyncio.run(checkpoint(url))
             while (
                 time.monotonic() < deadline and asyncio.run(checkpoint(url)) == start and proc.poll() is None
             ):
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.15))
+            time.sleep(rng.uniform(0.0, 0.05))
+            assert asyncio.run(checkpoint(url)) < final_seq, f"the log was projected before kill {kills + 1}"
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             kills += 1
