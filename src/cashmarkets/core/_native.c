@@ -135,6 +135,7 @@ static PyObject *S_BUY, *S_SELL, *S_LIMIT, *S_LIMIT_MAKER, *S_GTC, *S_NEW, *S_CA
     *S_EXPIRED_IN_MATCH, *S_TRADE, *S_TRADE_CODE, *S_FEE, *S_INSUFFICIENT, *S_EXCEEDS_DEBITS, *S_OVERFLOW,
     *NAME_append, *NAME_popleft;
 static PyObject *I_ZERO, *I_ONE, *I_TWO, *I_THREE;
+static PyObject *FLAGS[2][2]; /* the ledger journal's (post, forgotten) pairs: immutable, shared */
 static long long OWNER_MAX, TOTAL_MAX_LL;
 static long long J_LINK, J_UNLINK, J_OPEN, J_CLOSE, J_FIELDS, J_BOOK, J_NEXT_ID, J_FILL, J_MINUTE, J_MINUTE_PRUNE;
 static long long U_PENDING, U_PART, U_MORE, U_SINGLE;
@@ -281,6 +282,13 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
 #undef INTERN
     I_ZERO = PyLong_FromLong(0); I_ONE = PyLong_FromLong(1); I_TWO = PyLong_FromLong(2);
     I_THREE = PyLong_FromLong(3);
+    {
+        int a, b;
+        for (a = 0; a < 2; a++)
+            for (b = 0; b < 2; b++)
+                if ((FLAGS[a][b] = PyTuple_Pack(2, a ? Py_True : Py_False, b ? Py_True : Py_False)) == NULL)
+                    return NULL;
+    }
     ready = 1;
     Py_RETURN_NONE;
 }
@@ -331,14 +339,6 @@ static PyObject *order_view(PyObject *o) {
     return PyObject_Vectorcall(OrderViewType, args, 19, NULL);
 }
 
-/* The saved fields of an order (product._fields). */
-static PyObject *order_fields(PyObject *o) {
-    return PyTuple_Pack(11, SLOT(o, OO.price), SLOT(o, OO.qty), SLOT(o, OO.remaining), SLOT(o, OO.executed),
-                        SLOT(o, OO.executed_quote), SLOT(o, OO.hold_id), SLOT(o, OO.status),
-                        SLOT(o, OO.created_seq), SLOT(o, OO.created_ts), SLOT(o, OO.updated_seq),
-                        SLOT(o, OO.updated_ts));
-}
-
 /* ---- the book: BookSide.append and BookSide.unlink ------------------------------------------ */
 
 /* Index of the first key >= `key` in an ascending list of ints. */
@@ -352,21 +352,20 @@ static Py_ssize_t bisect_keys(PyObject *keys, long long key) {
     return lo;
 }
 
-static int side_append(PyObject *side, PyObject *order) {
+/* The level at the order's price on `side`, created (and its key inserted) when missing; borrowed. */
+static PyObject *level_for(PyObject *side, PyObject *order) {
     int bad = 0;
-    long long sign = get_ll(side, SO.sign, &bad), price = get_ll(order, OO.price, &bad), key = sign * price;
-    PyObject *levels = SLOT(side, SO.levels), *keys = SLOT(side, SO.keys), *key_obj, *level, *tail;
-    long long lqty, rem;
+    long long key = get_ll(side, SO.sign, &bad) * get_ll(order, OO.price, &bad);
+    PyObject *levels = SLOT(side, SO.levels), *keys = SLOT(side, SO.keys), *key_obj, *level;
     if (bad) {
         PyErr_SetString(PyExc_AssertionError, "book side or order holds a bad int");
-        return -1;
+        return NULL;
     }
     key_obj = ll(key);
-    if (key_obj == NULL) return -1;
+    if (key_obj == NULL) return NULL;
     level = PyDict_GetItemWithError(levels, key_obj);
-    if (level == NULL) {
+    if (level == NULL && !PyErr_Occurred()) {
         Py_ssize_t n = PyList_GET_SIZE(keys);
-        if (PyErr_Occurred()) goto fail;
         level = LevelType->tp_alloc(LevelType, 0);
         if (level == NULL) goto fail;
         SLOT(level, LO.price) = ref(SLOT(order, OO.price));
@@ -387,21 +386,39 @@ static int side_append(PyObject *side, PyObject *order) {
         }
     }
     Py_DECREF(key_obj);
-    tail = SLOT(level, LO.tail);
-    set_slot_ref(order, OO.prev, tail);
-    set_slot_ref(order, OO.next, Py_None);
-    if (tail == Py_None) set_slot_ref(level, LO.head, order);
-    else set_slot_ref(tail, OO.next, order);
-    set_slot_ref(level, LO.tail, order);
-    lqty = get_ll(level, LO.qty, &bad);
-    rem = get_ll(order, OO.remaining, &bad);
-    if (set_ll(level, LO.qty, lqty + rem) < 0) return -1;
+    return level;
+fail:
+    Py_DECREF(key_obj);
+    return NULL;
+}
+
+/* The order joins `level` after `prev` (None: first); level totals and the order's link follow. */
+static int link_after(PyObject *level, PyObject *order, PyObject *prev) {
+    int bad = 0;
+    PyObject *nxt = prev == Py_None ? SLOT(level, LO.head) : SLOT(prev, OO.next);
+    Py_INCREF(nxt);
+    set_slot_ref(order, OO.prev, prev);
+    set_slot(order, OO.next, nxt); /* steals */
+    if (prev == Py_None) set_slot_ref(level, LO.head, order);
+    else set_slot_ref(prev, OO.next, order);
+    if (nxt == Py_None) set_slot_ref(level, LO.tail, order);
+    else set_slot_ref(nxt, OO.prev, order);
+    if (set_ll(level, LO.qty, get_ll(level, LO.qty, &bad) + get_ll(order, OO.remaining, &bad)) < 0) return -1;
     if (set_ll(level, LO.count, get_ll(level, LO.count, &bad) + 1) < 0) return -1;
     set_slot_ref(order, OO.level, level);
     return bad ? (PyErr_SetString(PyExc_AssertionError, "bad level totals"), -1) : 0;
-fail:
-    Py_DECREF(key_obj);
-    return -1;
+}
+
+/* BookSide.append: queue the order last at its price. */
+static int side_append(PyObject *side, PyObject *order) {
+    PyObject *level = level_for(side, order);
+    return level == NULL ? -1 : link_after(level, order, SLOT(level, LO.tail));
+}
+
+/* BookSide.insert_after: put the order back right after `prev` (None: first), undoing an unlink. */
+static int side_insert_after(PyObject *side, PyObject *order, PyObject *prev) {
+    PyObject *level = level_for(side, order);
+    return level == NULL ? -1 : link_after(level, order, prev);
 }
 
 /* Take an order off its level (dropping an empty level); returns its predecessor (new ref). */
@@ -516,7 +533,7 @@ static int resolve_part(PyObject *ledger, PyObject *hold, long long amount, long
         if (PyDict_DelItem(SLOT(ledger, GO.holds), hold_id) < 0) goto fail;
     }
     tid = next_transfer_id(ledger, &bad);
-    flags = pair(post ? Py_True : Py_False, done ? Py_True : Py_False);
+    flags = ref(FLAGS[post != 0][done]);
     item[0] = ll(U_PART); item[1] = ref(hold); item[2] = flags; item[3] = ll(amount); item[4] = ll(tid);
     if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) goto fail;
     ev = transfer(seq, tid, post ? K_POST_PART : K_VOID_PART, dr, cr, amount, SLOT(hold, HO.code), hold_id);
@@ -610,27 +627,94 @@ static long long hold_new(PyObject *ledger, PyObject *dr, PyObject *cr, long lon
 
 /* ---- SpotFast: the spot product's fast handlers ---------------------------------------------- */
 
+/* The product's undo journal for the commands run in C: the same entries as product.py's
+ * (`_J_*`), kept in a reused array rather than as tuples (no allocation per entry). */
+#define JOBJ_MAX 12
+typedef struct {
+    int kind;
+    int n;
+    PyObject *o[JOBJ_MAX]; /* o[0] is the order (or book, or id); the rest, what the kind saves */
+} JEntry;
+
 typedef struct {
     PyObject_HEAD
     PyObject *product;
     PyObject *ledger;
-    PyObject *markets, *books, *orders, *by_owner, *by_client_id, *journal, *undo, *undo_cb;
+    PyObject *markets, *books, *orders, *by_owner, *by_client_id, *undo, *undo_cb;
+    JEntry *jbuf;
+    Py_ssize_t jlen, jcap;
     PyObject *place_slow, *cancel_slow, *amend_slow;
     long long per_owner_max, orders_max, coid_max;
     int emit;
 } SpotFast;
 
+static void jclear(SpotFast *self) {
+    while (self->jlen > 0) {
+        JEntry *e = &self->jbuf[--self->jlen];
+        int i;
+        for (i = 0; i < e->n; i++) Py_CLEAR(e->o[i]);
+    }
+}
+
+/* Record a journal entry: items[0] is the kind (a PyLong), the rest are stolen. */
+static int jadd(SpotFast *self, Py_ssize_t n, PyObject **items) {
+    Py_ssize_t i;
+    long kind = items[0] ? PyLong_AsLong(items[0]) : -1;
+    JEntry *e;
+    int bad = kind < 0 || n - 1 > JOBJ_MAX;
+    for (i = 1; i < n; i++) bad |= items[i] == NULL;
+    if (!bad && self->jlen == self->jcap) {
+        Py_ssize_t cap = self->jcap ? self->jcap * 2 : 64;
+        JEntry *grown = PyMem_Realloc(self->jbuf, cap * sizeof(JEntry));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            bad = 1;
+        } else {
+            self->jbuf = grown;
+            self->jcap = cap;
+        }
+    }
+    if (bad) {
+        for (i = 0; i < n; i++) Py_XDECREF(items[i]);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a bad journal entry");
+        return -1;
+    }
+    Py_DECREF(items[0]);
+    e = &self->jbuf[self->jlen++];
+    e->kind = (int)kind;
+    e->n = (int)(n - 1);
+    for (i = 1; i < n; i++) e->o[i - 1] = items[i];
+    return 0;
+}
+
+/* (_J_FIELDS, order, product._fields(order)) with the eleven values kept inline. */
+static int jfields(SpotFast *self, PyObject *o) {
+    PyObject *item[13];
+    item[0] = ll(J_FIELDS); item[1] = ref(o);
+    item[2] = ref(SLOT(o, OO.price)); item[3] = ref(SLOT(o, OO.qty)); item[4] = ref(SLOT(o, OO.remaining));
+    item[5] = ref(SLOT(o, OO.executed)); item[6] = ref(SLOT(o, OO.executed_quote));
+    item[7] = ref(SLOT(o, OO.hold_id)); item[8] = ref(SLOT(o, OO.status)); item[9] = ref(SLOT(o, OO.created_seq));
+    item[10] = ref(SLOT(o, OO.created_ts)); item[11] = ref(SLOT(o, OO.updated_seq));
+    item[12] = ref(SLOT(o, OO.updated_ts));
+    return jadd(self, 13, item);
+}
+
 static int fast_traverse(SpotFast *self, visitproc visit, void *arg) {
+    Py_ssize_t j;
+    int i;
+    for (j = 0; j < self->jlen; j++)
+        for (i = 0; i < self->jbuf[j].n; i++) Py_VISIT(self->jbuf[j].o[i]);
     Py_VISIT(self->product); Py_VISIT(self->ledger); Py_VISIT(self->markets); Py_VISIT(self->books);
-    Py_VISIT(self->orders); Py_VISIT(self->by_owner); Py_VISIT(self->by_client_id); Py_VISIT(self->journal);
+    Py_VISIT(self->orders); Py_VISIT(self->by_owner); Py_VISIT(self->by_client_id);
     Py_VISIT(self->undo); Py_VISIT(self->undo_cb); Py_VISIT(self->place_slow); Py_VISIT(self->cancel_slow);
     Py_VISIT(self->amend_slow);
     return 0;
 }
 
 static int fast_clear(SpotFast *self) {
+    jclear(self);
     Py_CLEAR(self->product); Py_CLEAR(self->ledger); Py_CLEAR(self->markets); Py_CLEAR(self->books);
-    Py_CLEAR(self->orders); Py_CLEAR(self->by_owner); Py_CLEAR(self->by_client_id); Py_CLEAR(self->journal);
+    Py_CLEAR(self->orders); Py_CLEAR(self->by_owner); Py_CLEAR(self->by_client_id);
     Py_CLEAR(self->undo); Py_CLEAR(self->undo_cb); Py_CLEAR(self->place_slow); Py_CLEAR(self->cancel_slow);
     Py_CLEAR(self->amend_slow);
     return 0;
@@ -639,6 +723,7 @@ static int fast_clear(SpotFast *self) {
 static void fast_dealloc(SpotFast *self) {
     PyObject_GC_UnTrack(self);
     fast_clear(self);
+    PyMem_Free(self->jbuf);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -670,7 +755,7 @@ static PyObject *fast_rebind(SpotFast *self, PyObject *unused) {
         attr_into(&self->books, p, "books", 1, 0) < 0 || attr_into(&self->orders, p, "orders", 1, 0) < 0 ||
         attr_into(&self->by_owner, p, "by_owner", 1, 0) < 0 ||
         attr_into(&self->by_client_id, p, "by_client_id", 1, 0) < 0 ||
-        attr_into(&self->journal, p, "_journal", 0, 1) < 0 || attr_into(&self->undo_cb, p, "_undo_callback", 0, 0) < 0 ||
+        attr_into(&self->undo_cb, (PyObject *)self, "undo", 0, 0) < 0 ||
         attr_into(&self->place_slow, p, "place", 0, 0) < 0 || attr_into(&self->cancel_slow, p, "cancel", 0, 0) < 0 ||
         attr_into(&self->amend_slow, p, "amend", 0, 0) < 0 || attr_ll(&self->per_owner_max, p, "_orders_per_owner_max") < 0 ||
         attr_ll(&self->orders_max, p, "_orders_max") < 0)
@@ -699,6 +784,7 @@ static PyObject *fast_rebind(SpotFast *self, PyObject *unused) {
                 goto done;
             }
     }
+    jclear(self);
     rc = 0;
 done:
     Py_XDECREF(engine);
@@ -734,11 +820,10 @@ static PyObject *fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-/* Mark the start of a mutating command: the product journal restarts and the engine learns how
- * to undo it (product.engine.on_rollback(product._undo_callback)). */
+/* Mark the start of a mutating command: the journal restarts and the engine learns how to undo
+ * it (engine.on_rollback(self.undo)). */
 static int begin(SpotFast *self) {
-    Py_ssize_t n = PyList_GET_SIZE(self->journal);
-    if (n && PyList_SetSlice(self->journal, 0, n, NULL) < 0) return -1;
+    jclear(self);
     return PyList_Append(self->undo, self->undo_cb);
 }
 
@@ -749,21 +834,21 @@ static int touch_book(SpotFast *self, PyObject *book, PyObject *seq_obj, long lo
     if (get_ll(book, BO.update_id, &bad) == seq && !bad) return 0;
     item[0] = ll(J_BOOK); item[1] = ref(book); item[2] = ref(SLOT(book, BO.next_trade_id));
     item[3] = ref(SLOT(book, BO.update_id));
-    if (journal_add(self->journal, 4, item) < 0) return -1;
+    if (jadd(self, 4, item) < 0) return -1;
     set_slot_ref(book, BO.update_id, seq_obj);
     return 0;
 }
 
-static int add2(PyObject *journal, long long kind, PyObject *o) {
+static int add2(SpotFast *self, long long kind, PyObject *o) {
     PyObject *item[2];
     item[0] = ll(kind); item[1] = ref(o);
-    return journal_add(journal, 2, item);
+    return jadd(self, 2, item);
 }
 
-static int add3(PyObject *journal, long long kind, PyObject *o, PyObject *third /* stolen */) {
+static int add3(SpotFast *self, long long kind, PyObject *o, PyObject *third /* stolen */) {
     PyObject *item[3];
     item[0] = ll(kind); item[1] = ref(o); item[2] = third;
-    return journal_add(journal, 3, item);
+    return jadd(self, 3, item);
 }
 
 /* Emit an execution report; returns OrderPlaced(view, []) or the bare view. */
@@ -947,7 +1032,7 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
     if (id_obj == NULL || begin(self) < 0) goto fail_key;
     next_id = PyLong_AsLongLong(id_obj);
     item[0] = ll(J_NEXT_ID); item[1] = ref(id_obj);
-    if (journal_add(self->journal, 2, item) < 0) goto fail_key;
+    if (jadd(self, 2, item) < 0) goto fail_key;
     order = OrderType->tp_alloc(OrderType, 0);
     if (order == NULL) goto fail_key;
     side_obj = side == BUY ? I_ZERO : I_ONE;
@@ -994,8 +1079,8 @@ fail_key:
     return NULL;
 }
 
-/* product._forget(): drop a closed order from the open-order indexes (journaled _J_CLOSE). */
-static int forget(SpotFast *self, PyObject *order) {
+/* Drop an order from the open-order indexes (orders, by_owner, by_client_id). */
+static int unindex(SpotFast *self, PyObject *order) {
     PyObject *key, *owned, *coid = SLOT(order, OO.coid);
     if (PyDict_DelItem(self->orders, SLOT(order, OO.id)) < 0) return -1;
     key = pair(SLOT(order, OO.owner), SLOT(order, OO.market));
@@ -1015,7 +1100,43 @@ static int forget(SpotFast *self, PyObject *order) {
         Py_XDECREF(key);
         if (rc < 0) return -1;
     }
-    return add2(self->journal, J_CLOSE, order);
+    return 0;
+}
+
+/* product._forget(): drop a closed order from the open-order indexes (journaled _J_CLOSE). */
+static int forget(SpotFast *self, PyObject *order) {
+    return unindex(self, order) < 0 ? -1 : add2(self, J_CLOSE, order);
+}
+
+/* Enter an order in the open-order indexes. */
+static int index_order(SpotFast *self, PyObject *order) {
+    PyObject *key, *owned, *coid = SLOT(order, OO.coid), *id_obj = SLOT(order, OO.id);
+    if (PyDict_SetItem(self->orders, id_obj, order) < 0) return -1;
+    key = pair(SLOT(order, OO.owner), SLOT(order, OO.market));
+    if (key == NULL) return -1;
+    owned = PyDict_GetItemWithError(self->by_owner, key);
+    if (owned == NULL) {
+        if (PyErr_Occurred() || (owned = PyDict_New()) == NULL) {
+            Py_DECREF(key);
+            return -1;
+        }
+        if (PyDict_SetItem(self->by_owner, key, owned) < 0) {
+            Py_DECREF(owned);
+            Py_DECREF(key);
+            return -1;
+        }
+        Py_DECREF(owned); /* by_owner holds it */
+    }
+    Py_DECREF(key);
+    if (PyDict_SetItem(owned, id_obj, order) < 0) return -1;
+    if (PyUnicode_GET_LENGTH(coid)) {
+        int rc;
+        key = pair(SLOT(order, OO.owner), coid);
+        rc = key ? PyDict_SetItem(self->by_client_id, key, order) : -1;
+        Py_XDECREF(key);
+        if (rc < 0) return -1;
+    }
+    return 0;
 }
 
 /* product._close_resting(): cancel or expire a resting order: off the book, hold released,
@@ -1026,10 +1147,10 @@ static PyObject *close_resting(SpotFast *self, PyObject *book, PyObject *side, P
     long long amount = 0;
     int bad = 0;
     Py_INCREF(order);
-    if (add3(self->journal, J_FIELDS, order, order_fields(order)) < 0) goto fail;
+    if (jfields(self, order) < 0) goto fail;
     if (touch_book(self, book, seq_obj, seq) < 0) goto fail;
     prev = side_unlink(side, order);
-    if (prev == NULL || add3(self->journal, J_UNLINK, order, prev) < 0) goto fail;
+    if (prev == NULL || add3(self, J_UNLINK, order, prev) < 0) goto fail;
     if (forget(self, order) < 0) goto fail;
     hold = PyDict_GetItemWithError(SLOT(self->ledger, GO.holds), SLOT(order, OO.hold_id));
     if (hold == NULL && PyErr_Occurred()) goto fail;
@@ -1057,40 +1178,15 @@ fail:
 
 /* product._rest(): onto the book, and into the open-order indexes when new there. */
 static int rest(SpotFast *self, PyObject *book, PyObject *order, PyObject *seq_obj, long long seq) {
-    PyObject *key, *owned, *coid = SLOT(order, OO.coid), *id_obj = SLOT(order, OO.id);
+    PyObject *id_obj = SLOT(order, OO.id);
     int bad = 0, known;
     if (touch_book(self, book, seq_obj, seq) < 0) return -1;
     if (side_append(SLOT(book, get_ll(order, OO.side, &bad) == BUY ? BO.bids : BO.asks), order) < 0) return -1;
-    if (add2(self->journal, J_LINK, order) < 0) return -1;
+    if (add2(self, J_LINK, order) < 0) return -1;
     known = PyDict_Contains(self->orders, id_obj);
     if (known < 0) return -1;
     if (known) return 0;
-    if (PyDict_SetItem(self->orders, id_obj, order) < 0) return -1;
-    key = pair(SLOT(order, OO.owner), SLOT(order, OO.market));
-    if (key == NULL) return -1;
-    owned = PyDict_GetItemWithError(self->by_owner, key);
-    if (owned == NULL) {
-        if (PyErr_Occurred() || (owned = PyDict_New()) == NULL) {
-            Py_DECREF(key);
-            return -1;
-        }
-        if (PyDict_SetItem(self->by_owner, key, owned) < 0) {
-            Py_DECREF(owned);
-            Py_DECREF(key);
-            return -1;
-        }
-        Py_DECREF(owned); /* by_owner holds it */
-    }
-    Py_DECREF(key);
-    if (PyDict_SetItem(owned, id_obj, order) < 0) return -1;
-    if (PyUnicode_GET_LENGTH(coid)) {
-        int rc;
-        key = pair(SLOT(order, OO.owner), coid);
-        rc = key ? PyDict_SetItem(self->by_client_id, key, order) : -1;
-        Py_XDECREF(key);
-        if (rc < 0) return -1;
-    }
-    return add2(self->journal, J_OPEN, order);
+    return index_order(self, order) < 0 ? -1 : add2(self, J_OPEN, order);
 }
 
 /* product._record(): add a trade to its minute of engine time, keep 24 h of minutes. */
@@ -1115,7 +1211,7 @@ static int record(SpotFast *self, PyObject *book, long long ts_ns, long long pri
             PyObject *vals[6];
             int i;
             item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = PyList_GetSlice(last, 0, 10);
-            if (journal_add(self->journal, 3, item) < 0) goto fail;
+            if (jadd(self, 3, item) < 0) goto fail;
             vals[0] = price > high ? ll(price) : NULL;
             vals[1] = price < low ? ll(price) : NULL;
             vals[2] = ll(price);
@@ -1160,7 +1256,7 @@ static int record(SpotFast *self, PyObject *book, long long ts_ns, long long pri
         Py_DECREF(r2);
     }
     item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = ref(Py_None);
-    if (journal_add(self->journal, 3, item) < 0) return -1;
+    if (jadd(self, 3, item) < 0) return -1;
     cutoff = minute - DAY_MS;
     for (;;) {
         PyObject *first = PySequence_GetItem(minutes, 0);
@@ -1172,7 +1268,7 @@ static int record(SpotFast *self, PyObject *book, long long ts_ns, long long pri
         r = PyObject_CallMethodNoArgs(minutes, NAME_popleft);
         if (r == NULL) return -1;
         item[0] = ll(J_MINUTE_PRUNE); item[1] = ref(book); item[2] = r;
-        if (journal_add(self->journal, 3, item) < 0) return -1;
+        if (jadd(self, 3, item) < 0) return -1;
     }
     return bad ? -1 : 0;
 fail:
@@ -1184,7 +1280,7 @@ static int journal_fill(SpotFast *self, PyObject *o, PyObject *lots, PyObject *q
     PyObject *item[7];
     item[0] = ll(J_FILL); item[1] = ref(o); item[2] = ref(lots); item[3] = ref(quote);
     item[4] = ref(SLOT(o, OO.status)); item[5] = ref(SLOT(o, OO.updated_seq)); item[6] = ref(SLOT(o, OO.updated_ts));
-    return journal_add(self->journal, 7, item);
+    return jadd(self, 7, item);
 }
 
 static int add_to(PyObject *o, Py_ssize_t off, long long delta) {
@@ -1288,7 +1384,7 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
         PyObject *prev;
         set_slot_ref(maker, OO.status, S_FILLED);
         prev = side_unlink(opp, maker);
-        if (prev == NULL || add3(self->journal, J_UNLINK, maker, prev) < 0) goto fail;
+        if (prev == NULL || add3(self, J_UNLINK, maker, prev) < 0) goto fail;
         if (forget(self, maker) < 0) goto fail;
     }
     args[0] = seq_obj; args[1] = ts_obj; args[2] = SLOT(book, BO.symbol); args[3] = ll(trade_id);
@@ -1520,7 +1616,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
         if (qty < oqty) {
             long long delta = oqty - qty;
             PyObject *level = SLOT(order, OO.level);
-            if (add3(self->journal, J_FIELDS, order, order_fields(order)) < 0) goto fail;
+            if (jfields(self, order) < 0) goto fail;
             if (touch_book(self, book, seq_obj, seq) < 0) goto fail;
             if (set_ll(order, OO.qty, qty) < 0) goto fail;
             if (set_ll(order, OO.remaining, get_ll(order, OO.remaining, &bad) - delta) < 0) goto fail;
@@ -1534,8 +1630,8 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
         if (touch_book(self, book, seq_obj, seq) < 0) goto fail;
         book_side = SLOT(book, side == BUY ? BO.bids : BO.asks);
         prev = side_unlink(book_side, order);
-        if (prev == NULL || add3(self->journal, J_UNLINK, order, prev) < 0) goto fail;
-        if (add3(self->journal, J_FIELDS, order, order_fields(order)) < 0) goto fail;
+        if (prev == NULL || add3(self, J_UNLINK, order, prev) < 0) goto fail;
+        if (jfields(self, order) < 0) goto fail;
         if (need < held) {
             if (resolve_part(ledger, hold, held - need, seq, 0) < 0) goto fail;
         } else if (need > held) {
@@ -1550,7 +1646,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
             /* the common move: to the back of its new level (status, open quantity, hold right) */
             set_slot_ref(order, OO.updated_seq, seq_obj);
             set_slot_ref(order, OO.updated_ts, ts_obj);
-            if (side_append(book_side, order) < 0 || add2(self->journal, J_LINK, order) < 0) goto fail;
+            if (side_append(book_side, order) < 0 || add2(self, J_LINK, order) < 0) goto fail;
         } else {
             int stop;
             if ((trades = PyList_New(0)) == NULL) goto fail;
@@ -1580,6 +1676,92 @@ fail:
     return NULL;
 }
 
+/* The side an order belongs to: books[order.market].side(order.side) (borrowed). */
+static PyObject *side_of(SpotFast *self, PyObject *o) {
+    int bad = 0;
+    PyObject *book = PyDict_GetItemWithError(self->books, SLOT(o, OO.market));
+    if (book == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, SLOT(o, OO.market));
+        return NULL;
+    }
+    return SLOT(book, get_ll(o, OO.side, &bad) == BUY ? BO.bids : BO.asks);
+}
+
+/* product._undo() for the journal kept here: replay it backwards. */
+static int undo_entry(SpotFast *self, JEntry *e) {
+    PyObject *o = e->o[0], *side, *level, *r;
+    int bad = 0;
+    if (e->kind == J_FILL) {
+        long long lots = PyLong_AsLongLong(e->o[1]), quote = PyLong_AsLongLong(e->o[2]);
+        if (set_ll(o, OO.remaining, get_ll(o, OO.remaining, &bad) + lots) < 0 ||
+            set_ll(o, OO.executed, get_ll(o, OO.executed, &bad) - lots) < 0 ||
+            set_ll(o, OO.executed_quote, get_ll(o, OO.executed_quote, &bad) - quote) < 0)
+            return -1;
+        set_slot_ref(o, OO.status, e->o[3]);
+        set_slot_ref(o, OO.updated_seq, e->o[4]);
+        set_slot_ref(o, OO.updated_ts, e->o[5]);
+        level = SLOT(o, OO.level);
+        if (level != Py_None && set_ll(level, LO.qty, get_ll(level, LO.qty, &bad) + lots) < 0) return -1;
+    } else if (e->kind == J_LINK) {
+        if ((side = side_of(self, o)) == NULL || (r = side_unlink(side, o)) == NULL) return -1;
+        Py_DECREF(r);
+    } else if (e->kind == J_UNLINK) {
+        if ((side = side_of(self, o)) == NULL || side_insert_after(side, o, e->o[1]) < 0) return -1;
+    } else if (e->kind == J_OPEN) {
+        if (unindex(self, o) < 0) return -1;
+    } else if (e->kind == J_CLOSE) {
+        if (index_order(self, o) < 0) return -1;
+    } else if (e->kind == J_FIELDS) {
+        static const Py_ssize_t *offs[11] = {&OO.price, &OO.qty, &OO.remaining, &OO.executed, &OO.executed_quote,
+                                             &OO.hold_id, &OO.status, &OO.created_seq, &OO.created_ts,
+                                             &OO.updated_seq, &OO.updated_ts};
+        int i;
+        level = SLOT(o, OO.level);
+        if (level != Py_None &&
+            set_ll(level, LO.qty,
+                   get_ll(level, LO.qty, &bad) + PyLong_AsLongLong(e->o[3]) - get_ll(o, OO.remaining, &bad)) < 0)
+            return -1;
+        for (i = 0; i < 11; i++) set_slot_ref(o, *offs[i], e->o[i + 1]);
+    } else if (e->kind == J_MINUTE) {
+        PyObject *minutes = SLOT(o, BO.minutes);
+        if (e->o[1] == Py_None) {
+            r = PyObject_CallMethod(minutes, "pop", NULL);
+        } else {
+            Py_ssize_t n = PyObject_Length(minutes);
+            PyObject *last = n > 0 ? PySequence_GetItem(minutes, n - 1) : NULL;
+            int rc = last ? PyList_SetSlice(last, 0, PyList_GET_SIZE(last), e->o[1]) : -1;
+            Py_XDECREF(last);
+            r = rc < 0 ? NULL : ref(Py_None);
+        }
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+    } else if (e->kind == J_MINUTE_PRUNE) {
+        r = PyObject_CallMethod(SLOT(o, BO.minutes), "appendleft", "O", e->o[1]);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+    } else if (e->kind == J_BOOK) {
+        set_slot_ref(o, BO.next_trade_id, e->o[1]);
+        set_slot_ref(o, BO.update_id, e->o[2]);
+    } else if (e->kind == J_NEXT_ID) {
+        if (PyObject_SetAttr(self->product, NAME_next_order_id, o) < 0) return -1;
+    } else {
+        PyErr_Format(PyExc_AssertionError, "unknown journal entry %d", e->kind);
+        return -1;
+    }
+    return bad ? (PyErr_SetString(PyExc_AssertionError, "beyond 64 bits in undo"), -1) : 0;
+}
+
+static PyObject *fast_undo(SpotFast *self, PyObject *unused) {
+    while (self->jlen > 0) {
+        JEntry *e = &self->jbuf[self->jlen - 1];
+        int i, rc = undo_entry(self, e);
+        self->jlen--;
+        for (i = 0; i < e->n; i++) Py_CLEAR(e->o[i]);
+        if (rc < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *fast_get_emit(SpotFast *self, void *closure) { return PyBool_FromLong(self->emit); }
 
 static int fast_set_emit(SpotFast *self, PyObject *value, void *closure) {
@@ -1597,6 +1779,7 @@ static PyMethodDef fast_methods[] = {
     {"cancel", (PyCFunction)fast_cancel, METH_O, "The CancelOrder handler."},
     {"amend", (PyCFunction)fast_amend, METH_O, "The AmendOrder handler."},
     {"rebind", (PyCFunction)fast_rebind, METH_NOARGS, "Read the product's containers again."},
+    {"undo", (PyCFunction)fast_undo, METH_NOARGS, "Undo the last command run here (the engine's rollback)."},
     {NULL}};
 
 static PyGetSetDef fast_getset[] = {
