@@ -135,7 +135,6 @@ static PyObject *S_BUY, *S_SELL, *S_LIMIT, *S_LIMIT_MAKER, *S_GTC, *S_NEW, *S_CA
     *S_EXPIRED_IN_MATCH, *S_TRADE, *S_TRADE_CODE, *S_FEE, *S_INSUFFICIENT, *S_EXCEEDS_DEBITS, *S_OVERFLOW,
     *NAME_append, *NAME_popleft;
 static PyObject *I_ZERO, *I_ONE, *I_TWO, *I_THREE;
-static PyObject *FLAGS[2][2]; /* the ledger journal's (post, forgotten) pairs: immutable, shared */
 static long long OWNER_MAX, TOTAL_MAX_LL;
 static long long J_LINK, J_UNLINK, J_OPEN, J_CLOSE, J_FIELDS, J_BOOK, J_NEXT_ID, J_FILL, J_MINUTE, J_MINUTE_PRUNE;
 static long long U_PENDING, U_PART, U_MORE, U_SINGLE;
@@ -282,13 +281,7 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
 #undef INTERN
     I_ZERO = PyLong_FromLong(0); I_ONE = PyLong_FromLong(1); I_TWO = PyLong_FromLong(2);
     I_THREE = PyLong_FromLong(3);
-    {
-        int a, b;
-        for (a = 0; a < 2; a++)
-            for (b = 0; b < 2; b++)
-                if ((FLAGS[a][b] = PyTuple_Pack(2, a ? Py_True : Py_False, b ? Py_True : Py_False)) == NULL)
-                    return NULL;
-    }
+
     ready = 1;
     Py_RETURN_NONE;
 }
@@ -296,26 +289,6 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
 /* ---- small builders -------------------------------------------------------------------------- */
 
 static PyObject *pair(PyObject *a, PyObject *b) { return PyTuple_Pack(2, a, b); }
-
-/* Append a new tuple to `list`; steals every item given (NULL items fail cleanly). */
-static int journal_add(PyObject *list, Py_ssize_t n, PyObject **items) {
-    PyObject *t = PyTuple_New(n);
-    Py_ssize_t i;
-    int bad = 0, rc;
-    if (t == NULL) bad = 1;
-    for (i = 0; i < n; i++) {
-        if (items[i] == NULL) bad = 1;
-        if (t != NULL && items[i] != NULL) PyTuple_SET_ITEM(t, i, items[i]);
-        else Py_XDECREF(items[i]);
-    }
-    if (bad) {
-        Py_XDECREF(t);
-        return -1;
-    }
-    rc = PyList_Append(list, t);
-    Py_DECREF(t);
-    return rc;
-}
 
 static inline PyObject *ref(PyObject *o) {
     Py_INCREF(o);
@@ -471,6 +444,15 @@ fail:
 
 /* ---- the ledger's hold operations (ledger.resolve_part / hold_more / move pending) ----------- */
 
+/* They run for SpotFast and journal into its C journal (see jledger): a command run in C leaves
+ * the ledger's own undo list empty and is undone, ledger and book together, by SpotFast.undo. */
+typedef struct SpotFast SpotFast;
+static int jledger(SpotFast *self, long long kind, PyObject *a, PyObject *b, long long amount, long long tid,
+                   int flags);
+#define LEDGER_KIND 100 /* journal kinds at and above this are the ledger's `_U_*` + 100 */
+#define F_POST 1
+#define F_FORGOTTEN 2
+
 static PyObject *transfer(long long seq, long long tid, long long kind, PyObject *dr, PyObject *cr,
                           long long amount, PyObject *code, PyObject *pending_id) {
     PyObject *args[9], *out;
@@ -505,9 +487,11 @@ static long long next_transfer_id(PyObject *ledger, int *bad) {
 
 /* Post (or release) `amount` of a pending hold, keeping the rest (resolve_part(..., forget=True)).
  * The caller has checked: the hold is pending and 0 < amount <= hold.amount. */
-static int resolve_part(PyObject *ledger, PyObject *hold, long long amount, long long seq, int post) {
+static int resolve_part(SpotFast *self, PyObject *hold, long long amount, long long seq, int post);
+
+static int resolve_part_in(SpotFast *self, PyObject *ledger, PyObject *hold, long long amount, long long seq, int post) {
     int bad = 0;
-    PyObject *accounts = SLOT(ledger, GO.accounts), *dr, *cr, *hold_id = SLOT(hold, HO.id), *item[5], *flags, *ev;
+    PyObject *accounts = SLOT(ledger, GO.accounts), *dr, *cr, *hold_id = SLOT(hold, HO.id), *ev;
     long long left, tid;
     int done;
     dr = PyDict_GetItemWithError(accounts, SLOT(hold, HO.debit));
@@ -533,9 +517,8 @@ static int resolve_part(PyObject *ledger, PyObject *hold, long long amount, long
         if (PyDict_DelItem(SLOT(ledger, GO.holds), hold_id) < 0) goto fail;
     }
     tid = next_transfer_id(ledger, &bad);
-    flags = ref(FLAGS[post != 0][done]);
-    item[0] = ll(U_PART); item[1] = ref(hold); item[2] = flags; item[3] = ll(amount); item[4] = ll(tid);
-    if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) goto fail;
+    if (jledger(self, U_PART, hold, NULL, amount, tid, (post ? F_POST : 0) | (done ? F_FORGOTTEN : 0)) < 0)
+        goto fail;
     ev = transfer(seq, tid, post ? K_POST_PART : K_VOID_PART, dr, cr, amount, SLOT(hold, HO.code), hold_id);
     if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
         Py_XDECREF(ev);
@@ -569,10 +552,10 @@ static int limits_refuse(PyObject *dr, PyObject *cr, long long amount) {
 
 /* move(dr, cr, amount, code, seq) posted at once; a refusal raises AssertionError(code), as the
  * Python product's `assert not isinstance(out, str), out` does. */
-static int move_posted(PyObject *ledger, PyObject *dr, PyObject *cr, long long amount, PyObject *code,
-                       long long seq) {
+static int move_posted(SpotFast *self, PyObject *ledger, PyObject *dr, PyObject *cr, long long amount,
+                       PyObject *code, long long seq) {
     int bad = 0, refused = limits_refuse(dr, cr, amount);
-    PyObject *item[5], *ev;
+    PyObject *ev;
     long long tid;
     if (refused) {
         PyErr_SetObject(PyExc_AssertionError,
@@ -582,32 +565,31 @@ static int move_posted(PyObject *ledger, PyObject *dr, PyObject *cr, long long a
     tid = next_transfer_id(ledger, &bad);
     if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) + amount) < 0) return -1;
     if (set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) + amount) < 0) return -1;
-    item[0] = ll(U_SINGLE); item[1] = ref(dr); item[2] = ref(cr); item[3] = ll(amount); item[4] = ll(tid);
-    if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) return -1;
+    if (jledger(self, U_SINGLE, dr, cr, amount, tid, 0) < 0) return -1;
     ev = transfer(seq, tid, K_SINGLE, dr, cr, amount, code, I_ZERO);
     return ledger_emit(ledger, ev, bad);
 }
 
 /* hold_more(): the caller has checked limits_refuse() == 0 and the hold is pending. */
-static int hold_more(PyObject *ledger, PyObject *hold, PyObject *dr, PyObject *cr, long long amount,
-                     long long seq) {
+static int hold_more(SpotFast *self, PyObject *ledger, PyObject *hold, PyObject *dr, PyObject *cr,
+                     long long amount, long long seq) {
     int bad = 0;
-    PyObject *item[5], *ev;
+    PyObject *ev;
     long long tid;
     if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) + amount) < 0) return -1;
     if (set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) + amount) < 0) return -1;
     if (set_ll(hold, HO.amount, get_ll(hold, HO.amount, &bad) + amount) < 0) return -1;
     tid = next_transfer_id(ledger, &bad);
-    item[0] = ll(U_MORE); item[1] = ref(hold); item[2] = ref(Py_None); item[3] = ll(amount); item[4] = ll(tid);
-    if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) return -1;
+    if (jledger(self, U_MORE, hold, NULL, amount, tid, 0) < 0) return -1;
     ev = transfer(seq, tid, K_HOLD_MORE, dr, cr, amount, SLOT(hold, HO.code), SLOT(hold, HO.id));
     return ledger_emit(ledger, ev, bad);
 }
 
 /* move(dr, cr, amount, "hold", seq, pending=True): returns the new hold id, or -1. */
-static long long hold_new(PyObject *ledger, PyObject *dr, PyObject *cr, long long amount, long long seq) {
+static long long hold_new(SpotFast *self, PyObject *ledger, PyObject *dr, PyObject *cr, long long amount,
+                          long long seq) {
     int bad = 0;
-    PyObject *item[5], *ev, *hold, *args[5];
+    PyObject *ev, *hold, *args[5];
     long long tid = next_transfer_id(ledger, &bad);
     if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) + amount) < 0) return -1;
     if (set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) + amount) < 0) return -1;
@@ -619,8 +601,9 @@ static long long hold_new(PyObject *ledger, PyObject *dr, PyObject *cr, long lon
         return -1;
     }
     Py_DECREF(hold);
-    item[0] = ll(U_PENDING); item[1] = ref(dr); item[2] = ref(cr); item[3] = args[3]; item[4] = args[0];
-    if (journal_add(SLOT(ledger, GO.journal), 5, item) < 0) return -1;
+    Py_DECREF(args[0]);
+    Py_DECREF(args[3]);
+    if (jledger(self, U_PENDING, dr, cr, amount, tid, 0) < 0) return -1;
     ev = transfer(seq, tid, K_PENDING, dr, cr, amount, S_HOLD, I_ZERO);
     return ledger_emit(ledger, ev, bad) < 0 ? -1 : tid;
 }
@@ -634,9 +617,11 @@ typedef struct {
     int kind;
     int n;
     PyObject *o[JOBJ_MAX]; /* o[0] is the order (or book, or id); the rest, what the kind saves */
+    long long amount, tid; /* ledger kinds: the transfer's amount and id */
+    int flags;             /* ledger kinds: F_POST, F_FORGOTTEN */
 } JEntry;
 
-typedef struct {
+struct SpotFast {
     PyObject_HEAD
     PyObject *product;
     PyObject *ledger;
@@ -646,7 +631,7 @@ typedef struct {
     PyObject *place_slow, *cancel_slow, *amend_slow;
     long long per_owner_max, orders_max, coid_max;
     int emit;
-} SpotFast;
+};
 
 static void jclear(SpotFast *self) {
     while (self->jlen > 0) {
@@ -697,6 +682,24 @@ static int jfields(SpotFast *self, PyObject *o) {
     item[10] = ref(SLOT(o, OO.created_ts)); item[11] = ref(SLOT(o, OO.updated_seq));
     item[12] = ref(SLOT(o, OO.updated_ts));
     return jadd(self, 13, item);
+}
+
+/* A ledger undo entry (the ledger's (_U_*, a, b, amount, transfer_id) without the tuple). */
+static int jledger(SpotFast *self, long long kind, PyObject *a, PyObject *b, long long amount, long long tid,
+                   int flags) {
+    PyObject *item[3];
+    Py_ssize_t n = b == NULL ? 2 : 3;
+    item[0] = ll(LEDGER_KIND + kind); item[1] = ref(a);
+    if (b != NULL) item[2] = ref(b);
+    if (jadd(self, n, item) < 0) return -1;
+    self->jbuf[self->jlen - 1].amount = amount;
+    self->jbuf[self->jlen - 1].tid = tid;
+    self->jbuf[self->jlen - 1].flags = flags;
+    return 0;
+}
+
+static int resolve_part(SpotFast *self, PyObject *hold, long long amount, long long seq, int post) {
+    return resolve_part_in(self, self->ledger, hold, amount, seq, post);
 }
 
 static int fast_traverse(SpotFast *self, visitproc visit, void *arg) {
@@ -1052,7 +1055,7 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
         Py_XDECREF(next_obj);
         if (rc < 0) goto fail_order;
     }
-    tid = hold_new(ledger, pay, escrow_acc, hold_amount, seq);
+    tid = hold_new(self, ledger, pay, escrow_acc, hold_amount, seq);
     if (tid < 0 || set_ll(order, OO.hold_id, tid) < 0) goto fail_order;
     if ((trades = PyList_New(0)) == NULL) goto fail_order;
     if (gtc && !cross) {
@@ -1160,7 +1163,7 @@ static PyObject *close_resting(SpotFast *self, PyObject *book, PyObject *side, P
             PyErr_SetString(PyExc_AssertionError, "a resting order's hold is not pending");
             goto fail;
         }
-        if (resolve_part(self->ledger, hold, amount, seq, 0) < 0) goto fail;
+        if (resolve_part(self, hold, amount, seq, 0) < 0) goto fail;
     }
     set_slot_ref(order, OO.remaining, I_ZERO);
     set_slot_ref(order, OO.status, status);
@@ -1331,13 +1334,13 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the seller's hold cannot pay the fill");
         return -1;
     }
-    if (resolve_part(ledger, hold, base, seq, 1) < 0) return -1;
+    if (resolve_part(self, hold, base, seq, 1) < 0) return -1;
     hold = PyDict_GetItemWithError(holds, SLOT(buyer, OO.hold_id));
     if (hold == NULL || get_ll(hold, HO.status, &bad) != HOLD_PENDING || get_ll(hold, HO.amount, &bad) < quote || bad) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the buyer's hold cannot pay the fill");
         return -1;
     }
-    if (resolve_part(ledger, hold, quote, seq, 1) < 0) return -1;
+    if (resolve_part(self, hold, quote, seq, 1) < 0) return -1;
     {
         PyObject *escrow_base = account_key(ledger, SLOT(market, MO.escrow_base));
         PyObject *escrow_quote = account_key(ledger, SLOT(market, MO.escrow_quote));
@@ -1346,22 +1349,22 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
             key = pair(SLOT(buyer, OO.owner), SLOT(market, MO.base));
             acc = key ? account_key(ledger, key) : NULL;
             Py_XDECREF(key);
-            if (acc == NULL || move_posted(ledger, escrow_base, acc, base - buyer_fee, S_TRADE_CODE, seq) < 0) return -1;
+            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, base - buyer_fee, S_TRADE_CODE, seq) < 0) return -1;
         }
         if (buyer_fee) {
             acc = account_key(ledger, SLOT(market, MO.fees_base));
-            if (acc == NULL || move_posted(ledger, escrow_base, acc, buyer_fee, S_FEE, seq) < 0) return -1;
+            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, buyer_fee, S_FEE, seq) < 0) return -1;
         }
         if (quote > seller_fee) {
             key = pair(SLOT(seller, OO.owner), SLOT(market, MO.quote));
             acc = key ? account_key(ledger, key) : NULL;
             Py_XDECREF(key);
-            if (acc == NULL || move_posted(ledger, escrow_quote, acc, quote - seller_fee, S_TRADE_CODE, seq) < 0)
+            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, quote - seller_fee, S_TRADE_CODE, seq) < 0)
                 return -1;
         }
         if (seller_fee) {
             acc = account_key(ledger, SLOT(market, MO.fees_quote));
-            if (acc == NULL || move_posted(ledger, escrow_quote, acc, seller_fee, S_FEE, seq) < 0) return -1;
+            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, seller_fee, S_FEE, seq) < 0) return -1;
         }
     }
     if ((lots_obj = ll(lots)) == NULL || (quote_obj = ll(quote)) == NULL) goto fail;
@@ -1487,7 +1490,7 @@ static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *or
             }
             surplus = get_ll(hold, HO.amount, &bad) -
                       remaining * get_ll(order, OO.price, &bad) * get_ll(market, MO.unit, &bad);
-            if (surplus && resolve_part(self->ledger, hold, surplus, seq, 0) < 0) return -1;
+            if (surplus && resolve_part(self, hold, surplus, seq, 0) < 0) return -1;
         }
         return bad ? (PyErr_SetString(PyExc_AssertionError, "beyond 64 bits"), -1) : rest(self, book, order, seq_obj, seq);
     }
@@ -1496,7 +1499,7 @@ static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *or
     if (hold == NULL && PyErr_Occurred()) return -1;
     if (hold != NULL) {
         long long amount = get_ll(hold, HO.amount, &bad);
-        if (amount && resolve_part(self->ledger, hold, amount, seq, 0) < 0) return -1;
+        if (amount && resolve_part(self, hold, amount, seq, 0) < 0) return -1;
     }
     return bad ? (PyErr_SetString(PyExc_AssertionError, "beyond 64 bits"), -1) : 0;
 }
@@ -1623,7 +1626,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
             if (set_ll(level, LO.qty, get_ll(level, LO.qty, &bad) - delta) < 0) goto fail;
             set_slot_ref(order, OO.updated_seq, seq_obj);
             set_slot_ref(order, OO.updated_ts, ts_obj);
-            if (resolve_part(ledger, hold, held - need, seq, 0) < 0) goto fail;
+            if (resolve_part(self, hold, held - need, seq, 0) < 0) goto fail;
         }
     } else {
         /* a new price or a larger quantity: to the back of its (new) level */
@@ -1633,9 +1636,9 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
         if (prev == NULL || add3(self, J_UNLINK, order, prev) < 0) goto fail;
         if (jfields(self, order) < 0) goto fail;
         if (need < held) {
-            if (resolve_part(ledger, hold, held - need, seq, 0) < 0) goto fail;
+            if (resolve_part(self, hold, held - need, seq, 0) < 0) goto fail;
         } else if (need > held) {
-            if (hold_more(ledger, hold, pay, cr, need - held, seq) < 0) goto fail;
+            if (hold_more(self, ledger, hold, pay, cr, need - held, seq) < 0) goto fail;
         }
         if (set_ll(order, OO.price, price) < 0 || set_ll(order, OO.qty, qty) < 0 ||
             set_ll(order, OO.remaining, remaining) < 0)
@@ -1744,6 +1747,52 @@ static int undo_entry(SpotFast *self, JEntry *e) {
         set_slot_ref(o, BO.update_id, e->o[2]);
     } else if (e->kind == J_NEXT_ID) {
         if (PyObject_SetAttr(self->product, NAME_next_order_id, o) < 0) return -1;
+    } else if (e->kind >= LEDGER_KIND) {
+        /* ledger._undo_to() for one entry */
+        long long k = e->kind - LEDGER_KIND, amount = e->amount;
+        PyObject *ledger = self->ledger, *accounts = SLOT(ledger, GO.accounts), *dr = o, *cr = e->o[1];
+        if (k == U_PART || k == U_MORE) {
+            dr = PyDict_GetItemWithError(accounts, SLOT(o, HO.debit));
+            cr = PyDict_GetItemWithError(accounts, SLOT(o, HO.credit));
+            if (dr == NULL || cr == NULL) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a hold's account is missing");
+                return -1;
+            }
+        }
+        if (k == U_SINGLE) {
+            if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) - amount) < 0 ||
+                set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) - amount) < 0)
+                return -1;
+        } else if (k == U_PENDING) {
+            PyObject *tid = ll(e->tid);
+            int rc = tid ? PyDict_DelItem(SLOT(ledger, GO.holds), tid) : -1;
+            Py_XDECREF(tid);
+            if (rc < 0 || set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) - amount) < 0 ||
+                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) - amount) < 0)
+                return -1;
+        } else if (k == U_MORE) {
+            if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) - amount) < 0 ||
+                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) - amount) < 0 ||
+                set_ll(o, HO.amount, get_ll(o, HO.amount, &bad) - amount) < 0)
+                return -1;
+        } else if (k == U_PART) {
+            if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) + amount) < 0 ||
+                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) + amount) < 0 ||
+                set_ll(o, HO.amount, get_ll(o, HO.amount, &bad) + amount) < 0)
+                return -1;
+            if (e->flags & F_POST) {
+                if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) - amount) < 0 ||
+                    set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) - amount) < 0 ||
+                    set_ll(o, HO.posted, get_ll(o, HO.posted, &bad) - amount) < 0)
+                    return -1;
+            }
+            set_slot_ref(o, HO.status, I_ZERO);
+            if ((e->flags & F_FORGOTTEN) && PyDict_SetItem(SLOT(ledger, GO.holds), SLOT(o, HO.id), o) < 0) return -1;
+        } else {
+            PyErr_Format(PyExc_AssertionError, "unknown ledger journal entry %lld", k);
+            return -1;
+        }
+        if (set_ll(ledger, GO.next_transfer_id, e->tid) < 0) return -1;
     } else {
         PyErr_Format(PyExc_AssertionError, "unknown journal entry %d", e->kind);
         return -1;
