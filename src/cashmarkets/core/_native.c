@@ -449,14 +449,15 @@ fail:
 typedef struct SpotFast SpotFast;
 static int jledger(SpotFast *self, long long kind, PyObject *a, PyObject *b, long long amount, long long tid,
                    int flags);
+static PyObject *current_seq(SpotFast *self);
 #define LEDGER_KIND 100 /* journal kinds at and above this are the ledger's `_U_*` + 100 */
 #define F_POST 1
 #define F_FORGOTTEN 2
 
-static PyObject *transfer(long long seq, long long tid, long long kind, PyObject *dr, PyObject *cr,
+static PyObject *transfer(PyObject *seq_obj, long long tid, long long kind, PyObject *dr, PyObject *cr,
                           long long amount, PyObject *code, PyObject *pending_id) {
     PyObject *args[9], *out;
-    args[0] = ll(seq); args[1] = ll(tid); args[2] = ll(kind); args[3] = SLOT(dr, AO.id);
+    args[0] = ref(seq_obj); args[1] = ll(tid); args[2] = ll(kind); args[3] = SLOT(dr, AO.id);
     args[4] = SLOT(cr, AO.id); args[5] = SLOT(dr, AO.asset); args[6] = ll(amount); args[7] = code;
     args[8] = pending_id;
     if (args[0] == NULL || args[1] == NULL || args[2] == NULL || args[6] == NULL) out = NULL;
@@ -519,7 +520,7 @@ static int resolve_part_in(SpotFast *self, PyObject *ledger, PyObject *hold, lon
     tid = next_transfer_id(ledger, &bad);
     if (jledger(self, U_PART, hold, NULL, amount, tid, (post ? F_POST : 0) | (done ? F_FORGOTTEN : 0)) < 0)
         goto fail;
-    ev = transfer(seq, tid, post ? K_POST_PART : K_VOID_PART, dr, cr, amount, SLOT(hold, HO.code), hold_id);
+    ev = transfer(current_seq(self), tid, post ? K_POST_PART : K_VOID_PART, dr, cr, amount, SLOT(hold, HO.code), hold_id);
     if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
         Py_XDECREF(ev);
         goto fail;
@@ -566,7 +567,7 @@ static int move_posted(SpotFast *self, PyObject *ledger, PyObject *dr, PyObject 
     if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) + amount) < 0) return -1;
     if (set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) + amount) < 0) return -1;
     if (jledger(self, U_SINGLE, dr, cr, amount, tid, 0) < 0) return -1;
-    ev = transfer(seq, tid, K_SINGLE, dr, cr, amount, code, I_ZERO);
+    ev = transfer(current_seq(self), tid, K_SINGLE, dr, cr, amount, code, I_ZERO);
     return ledger_emit(ledger, ev, bad);
 }
 
@@ -581,7 +582,7 @@ static int hold_more(SpotFast *self, PyObject *ledger, PyObject *hold, PyObject 
     if (set_ll(hold, HO.amount, get_ll(hold, HO.amount, &bad) + amount) < 0) return -1;
     tid = next_transfer_id(ledger, &bad);
     if (jledger(self, U_MORE, hold, NULL, amount, tid, 0) < 0) return -1;
-    ev = transfer(seq, tid, K_HOLD_MORE, dr, cr, amount, SLOT(hold, HO.code), SLOT(hold, HO.id));
+    ev = transfer(current_seq(self), tid, K_HOLD_MORE, dr, cr, amount, SLOT(hold, HO.code), SLOT(hold, HO.id));
     return ledger_emit(ledger, ev, bad);
 }
 
@@ -604,7 +605,7 @@ static long long hold_new(SpotFast *self, PyObject *ledger, PyObject *dr, PyObje
     Py_DECREF(args[0]);
     Py_DECREF(args[3]);
     if (jledger(self, U_PENDING, dr, cr, amount, tid, 0) < 0) return -1;
-    ev = transfer(seq, tid, K_PENDING, dr, cr, amount, S_HOLD, I_ZERO);
+    ev = transfer(current_seq(self), tid, K_PENDING, dr, cr, amount, S_HOLD, I_ZERO);
     return ledger_emit(ledger, ev, bad) < 0 ? -1 : tid;
 }
 
@@ -631,6 +632,7 @@ struct SpotFast {
     PyObject *place_slow, *cancel_slow, *amend_slow;
     long long per_owner_max, orders_max, coid_max;
     int emit;
+    PyObject *seq_obj; /* the running command's seq (borrowed from the command, for its events) */
 };
 
 static void jclear(SpotFast *self) {
@@ -701,6 +703,8 @@ static int jledger(SpotFast *self, long long kind, PyObject *a, PyObject *b, lon
 static int resolve_part(SpotFast *self, PyObject *hold, long long amount, long long seq, int post) {
     return resolve_part_in(self, self->ledger, hold, amount, seq, post);
 }
+
+static PyObject *current_seq(SpotFast *self) { return self->seq_obj; }
 
 static int fast_traverse(SpotFast *self, visitproc visit, void *arg) {
     Py_ssize_t j;
@@ -825,8 +829,9 @@ static PyObject *fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 
 /* Mark the start of a mutating command: the journal restarts and the engine learns how to undo
  * it (engine.on_rollback(self.undo)). */
-static int begin(SpotFast *self) {
+static int begin(SpotFast *self, PyObject *seq_obj) {
     jclear(self);
+    self->seq_obj = seq_obj;
     return PyList_Append(self->undo, self->undo_cb);
 }
 
@@ -1032,7 +1037,7 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
     ts_obj = SLOT(cmd, PO.ts_ns);
     seq = get_ll(cmd, PO.seq, &bad);
     id_obj = PyObject_GetAttr(self->product, NAME_next_order_id);
-    if (id_obj == NULL || begin(self) < 0) goto fail_key;
+    if (id_obj == NULL || begin(self, seq_obj) < 0) goto fail_key;
     next_id = PyLong_AsLongLong(id_obj);
     item[0] = ll(J_NEXT_ID); item[1] = ref(id_obj);
     if (jadd(self, 2, item) < 0) goto fail_key;
@@ -1540,7 +1545,7 @@ static PyObject *fast_cancel(SpotFast *self, PyObject *cmd) {
     }
     if (bad) FALLBACK(cancel_slow); /* cannot happen on a consistent book: Python asserts */
     side = SLOT(book, get_ll(order, OO.side, &bad) == BUY ? BO.bids : BO.asks);
-    if (begin(self) < 0) return NULL;
+    if (begin(self, SLOT(cmd, XO.seq)) < 0) return NULL;
     return close_resting(self, book, side, order, S_CANCELED, S_CANCELED, SLOT(cmd, XO.seq), SLOT(cmd, XO.ts_ns), seq);
 }
 
@@ -1613,7 +1618,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
     /* ---- validated: from here on, state changes (and is journaled) ---- */
     Py_INCREF(order);
     Py_INCREF(hold);
-    if (begin(self) < 0) goto fail;
+    if (begin(self, seq_obj) < 0) goto fail;
     if (price == get_ll(order, OO.price, &bad) && qty <= oqty) {
         /* smaller (or equal) at the same price: keeps its place in the queue */
         if (qty < oqty) {
@@ -1856,6 +1861,7 @@ typedef struct {
     PyObject *edict; /* the engine's __dict__: seq, ts_ns and _events without the attribute protocol */
     PyObject *ts_append, *ids_append;
     long long window_ns, entries_max;
+    long long oldest_ns; /* the dedup deque's first timestamp; LLONG_MIN: read it again */
     vectorcallfunc vectorcall;
 } Applier;
 
@@ -1887,6 +1893,7 @@ static PyObject *applier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) return NULL;
     self->engine = ref(engine);
     self->vectorcall = applier_call;
+    self->oldest_ns = LLONG_MIN;
     if (attr_into(&self->ledger, engine, "ledger", 0, 0) < 0 || attr_into(&self->dedup, engine, "_dedup", 1, 0) < 0 ||
         attr_into(&self->dedup_ts, engine, "_dedup_ts", 0, 0) < 0 ||
         attr_into(&self->dedup_ids, engine, "_dedup_ids", 0, 0) < 0 ||
@@ -1935,8 +1942,8 @@ static PyObject *command_field(PyObject *cmd, Py_ssize_t off, PyObject *name) {
 }
 
 static PyObject *evict(Applier *self, PyObject *ts_obj) {
-    PyObject *r = PyObject_CallMethodOneArg(self->engine, NAME_evict, ts_obj);
-    return r;
+    self->oldest_ns = LLONG_MIN; /* the deque's head moves */
+    return PyObject_CallMethodOneArg(self->engine, NAME_evict, ts_obj);
 }
 
 static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -1972,12 +1979,14 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
     if (PyDict_SetItem(self->edict, NAME_seq, seq_obj) < 0 || PyDict_SetItem(self->edict, NAME_ts_ns, ts_obj) < 0)
         goto done;
     /* Expire by age first: whether a repeat is answered depends only on its own timestamp. */
-    if (PyObject_Length(self->dedup_ts) > 0) {
+    if (self->oldest_ns == LLONG_MIN && PyObject_Length(self->dedup_ts) > 0) {
         PyObject *first = PySequence_GetItem(self->dedup_ts, 0);
-        long long first_ts = first ? PyLong_AsLongLong(first) : -1;
+        self->oldest_ns = first ? PyLong_AsLongLong(first) : LLONG_MIN;
         Py_XDECREF(first);
         if (PyErr_Occurred()) goto done;
-        if (first_ts < ts - self->window_ns) {
+    }
+    if (self->oldest_ns != LLONG_MIN) {
+        if (self->oldest_ns < ts - self->window_ns) {
             if ((r = evict(self, ts_obj)) == NULL) goto done;
             Py_DECREF(r);
         }
