@@ -140,7 +140,7 @@ static long long J_LINK, J_UNLINK, J_OPEN, J_CLOSE, J_FIELDS, J_BOOK, J_NEXT_ID,
 static long long U_PENDING, U_PART, U_MORE, U_SINGLE;
 static long long K_PENDING, K_VOID_PART, K_HOLD_MORE, K_SINGLE, K_POST_PART;
 static long long MINUTE_MS, DAY_MS, BPS;
-static PyObject *NAME_seq, *NAME_ts_ns, *NAME_command_id, *NAME_events, *NAME_next_order_id,
+static PyObject *NAME_seq, *NAME_ts_ns, *NAME_command_id, *NAME_next_order_id,
     *NAME_evict, *NAME_rejected, *NAME_internal_error, *NAME_unknown;
 
 #define NO_OVERDRAFT 1
@@ -275,7 +275,7 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     INTERN(S_TRADE, "TRADE"); INTERN(S_TRADE_CODE, "trade"); INTERN(S_FEE, "fee");
     INTERN(NAME_append, "append"); INTERN(NAME_popleft, "popleft");
     INTERN(NAME_seq, "seq"); INTERN(NAME_ts_ns, "ts_ns"); INTERN(NAME_command_id, "command_id");
-    INTERN(NAME_events, "_events"); INTERN(NAME_next_order_id, "next_order_id"); INTERN(NAME_evict, "_evict");
+    INTERN(NAME_next_order_id, "next_order_id"); INTERN(NAME_evict, "_evict");
     INTERN(NAME_rejected, "_rejected"); INTERN(NAME_internal_error, "_internal_error");
     INTERN(NAME_unknown, "_unknown_command");
 #undef INTERN
@@ -334,7 +334,8 @@ static PyObject *level_for(PyObject *side, PyObject *order) {
         PyErr_SetString(PyExc_AssertionError, "book side or order holds a bad int");
         return NULL;
     }
-    key_obj = ll(key);
+    /* bids are keyed by the price itself: no new int */
+    key_obj = key == get_ll(order, OO.price, &bad) ? ref(SLOT(order, OO.price)) : ll(key);
     if (key_obj == NULL) return NULL;
     level = PyDict_GetItemWithError(levels, key_obj);
     if (level == NULL && !PyErr_Occurred()) {
@@ -490,16 +491,19 @@ static long long next_transfer_id(PyObject *ledger, int *bad) {
  * The caller has checked: the hold is pending and 0 < amount <= hold.amount. */
 static int resolve_part(SpotFast *self, PyObject *hold, long long amount, long long seq, int post);
 
-static int resolve_part_in(SpotFast *self, PyObject *ledger, PyObject *hold, long long amount, long long seq, int post) {
+static int resolve_part_in(SpotFast *self, PyObject *ledger, PyObject *hold, long long amount, long long seq, int post,
+                           PyObject *dr, PyObject *cr) {
     int bad = 0;
-    PyObject *accounts = SLOT(ledger, GO.accounts), *dr, *cr, *hold_id = SLOT(hold, HO.id), *ev;
+    PyObject *accounts = SLOT(ledger, GO.accounts), *hold_id = SLOT(hold, HO.id), *ev;
     long long left, tid;
     int done;
-    dr = PyDict_GetItemWithError(accounts, SLOT(hold, HO.debit));
-    cr = PyDict_GetItemWithError(accounts, SLOT(hold, HO.credit));
-    if (dr == NULL || cr == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a hold's account is missing");
-        return -1;
+    if (dr == NULL) { /* the caller did not look them up */
+        dr = PyDict_GetItemWithError(accounts, SLOT(hold, HO.debit));
+        cr = PyDict_GetItemWithError(accounts, SLOT(hold, HO.credit));
+        if (dr == NULL || cr == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a hold's account is missing");
+            return -1;
+        }
     }
     Py_INCREF(hold);
     if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) - amount) < 0) goto fail;
@@ -627,6 +631,9 @@ struct SpotFast {
     PyObject *product;
     PyObject *ledger;
     PyObject *markets, *books, *orders, *by_owner, *by_client_id, *undo, *undo_cb;
+    /* symbol -> [market, book, accounts checked]: one lookup for both, and a market's escrow and
+     * fee accounts checked once (they are never closed; a restore rebinds) */
+    PyObject *by_symbol;
     JEntry *jbuf;
     Py_ssize_t jlen, jcap;
     PyObject *place_slow, *cancel_slow, *amend_slow;
@@ -701,7 +708,7 @@ static int jledger(SpotFast *self, long long kind, PyObject *a, PyObject *b, lon
 }
 
 static int resolve_part(SpotFast *self, PyObject *hold, long long amount, long long seq, int post) {
-    return resolve_part_in(self, self->ledger, hold, amount, seq, post);
+    return resolve_part_in(self, self->ledger, hold, amount, seq, post, NULL, NULL);
 }
 
 static PyObject *current_seq(SpotFast *self) { return self->seq_obj; }
@@ -712,7 +719,7 @@ static int fast_traverse(SpotFast *self, visitproc visit, void *arg) {
     for (j = 0; j < self->jlen; j++)
         for (i = 0; i < self->jbuf[j].n; i++) Py_VISIT(self->jbuf[j].o[i]);
     Py_VISIT(self->product); Py_VISIT(self->ledger); Py_VISIT(self->markets); Py_VISIT(self->books);
-    Py_VISIT(self->orders); Py_VISIT(self->by_owner); Py_VISIT(self->by_client_id);
+    Py_VISIT(self->orders); Py_VISIT(self->by_owner); Py_VISIT(self->by_client_id); Py_VISIT(self->by_symbol);
     Py_VISIT(self->undo); Py_VISIT(self->undo_cb); Py_VISIT(self->place_slow); Py_VISIT(self->cancel_slow);
     Py_VISIT(self->amend_slow);
     return 0;
@@ -721,7 +728,7 @@ static int fast_traverse(SpotFast *self, visitproc visit, void *arg) {
 static int fast_clear(SpotFast *self) {
     jclear(self);
     Py_CLEAR(self->product); Py_CLEAR(self->ledger); Py_CLEAR(self->markets); Py_CLEAR(self->books);
-    Py_CLEAR(self->orders); Py_CLEAR(self->by_owner); Py_CLEAR(self->by_client_id);
+    Py_CLEAR(self->orders); Py_CLEAR(self->by_owner); Py_CLEAR(self->by_client_id); Py_CLEAR(self->by_symbol);
     Py_CLEAR(self->undo); Py_CLEAR(self->undo_cb); Py_CLEAR(self->place_slow); Py_CLEAR(self->cancel_slow);
     Py_CLEAR(self->amend_slow);
     return 0;
@@ -778,18 +785,25 @@ static PyObject *fast_rebind(SpotFast *self, PyObject *unused) {
     }
     {
         Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(self->books, &pos, &k, &v))
-            if (!Py_IS_TYPE(v, BookType)) {
-                PyErr_SetString(PyExc_TypeError, "a book is not a Book");
+        PyObject *k, *v, *table = PyDict_New();
+        if (table == NULL) goto done;
+        Py_XSETREF(self->by_symbol, table);
+        while (PyDict_Next(self->markets, &pos, &k, &v)) {
+            PyObject *book = PyDict_GetItemWithError(self->books, k), *entry;
+            int rc;
+            if (!Py_IS_TYPE(v, MarketType) || book == NULL || !Py_IS_TYPE(book, BookType)) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a market is not a _Market with a Book");
                 goto done;
             }
-        pos = 0;
-        while (PyDict_Next(self->markets, &pos, &k, &v))
-            if (!Py_IS_TYPE(v, MarketType) || !PyDict_Contains(self->books, k)) {
-                PyErr_SetString(PyExc_TypeError, "a market is not a _Market with a book");
-                goto done;
-            }
+            entry = PyList_New(3);
+            if (entry == NULL) goto done;
+            PyList_SET_ITEM(entry, 0, ref(v));
+            PyList_SET_ITEM(entry, 1, ref(book));
+            PyList_SET_ITEM(entry, 2, ref(Py_False));
+            rc = PyDict_SetItem(table, k, entry);
+            Py_DECREF(entry);
+            if (rc < 0) goto done;
+        }
     }
     jclear(self);
     rc = 0;
@@ -908,11 +922,26 @@ static inline long long available(PyObject *acc, int *bad) {
 /* A known market whose book is trading: 1, with both borrowed; 0 when not (the Python handler
  * says why); -1 on error. */
 static int trading_market(SpotFast *self, PyObject *symbol, PyObject **market, PyObject **book) {
-    *market = PyDict_GetItemWithError(self->markets, symbol);
-    if (*market == NULL) return PyErr_Occurred() ? -1 : 0;
-    *book = PyDict_GetItemWithError(self->books, symbol);
-    if (*book == NULL) return PyErr_Occurred() ? -1 : 0;
+    PyObject *entry = PyDict_GetItemWithError(self->by_symbol, symbol);
+    if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
+    *market = PyList_GET_ITEM(entry, 0);
+    *book = PyList_GET_ITEM(entry, 1);
     return SLOT(*book, BO.trading) == Py_True;
+}
+
+/* Have this market's escrow and fee accounts been seen open? (then they stay open) */
+static int market_accounts_open(SpotFast *self, PyObject *symbol, PyObject *market) {
+    PyObject *entry = PyDict_GetItemWithError(self->by_symbol, symbol), *by_key = SLOT(self->ledger, GO.by_key);
+    if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (PyList_GET_ITEM(entry, 2) == Py_True) return 1;
+    if (!PyDict_GetItemWithError(by_key, SLOT(market, MO.escrow_base)) ||
+        !PyDict_GetItemWithError(by_key, SLOT(market, MO.escrow_quote)) ||
+        !PyDict_GetItemWithError(by_key, SLOT(market, MO.fees_base)) ||
+        !PyDict_GetItemWithError(by_key, SLOT(market, MO.fees_quote)))
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(Py_True);
+    PyList_SetItem(entry, 2, Py_True);
+    return 1;
 }
 
 static int rest(SpotFast *self, PyObject *book, PyObject *order, PyObject *seq_obj, long long seq);
@@ -1014,16 +1043,10 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
         FALLBACK(place_slow); /* insufficient funds (or no account) is the Python handler's reject */
     }
     /* every account a fill could need must exist already; else the Python handler opens them */
-    {
-        PyObject *recv = account_of(ledger, owner, receive_asset);
-        if (recv == NULL || !PyDict_GetItemWithError(by_key, SLOT(market, MO.escrow_base)) ||
-            !PyDict_GetItemWithError(by_key, SLOT(market, MO.escrow_quote)) ||
-            !PyDict_GetItemWithError(by_key, SLOT(market, MO.fees_base)) ||
-            !PyDict_GetItemWithError(by_key, SLOT(market, MO.fees_quote))) {
-            Py_DECREF(key);
-            if (PyErr_Occurred()) return NULL;
-            FALLBACK(place_slow);
-        }
+    if (account_of(ledger, owner, receive_asset) == NULL || market_accounts_open(self, market_str, market) != 1) {
+        Py_DECREF(key);
+        if (PyErr_Occurred()) return NULL;
+        FALLBACK(place_slow);
     }
     escrow_acc = PyDict_GetItemWithError(by_key, SLOT(market, side == BUY ? MO.escrow_quote : MO.escrow_base));
     if (escrow_acc == NULL || limits_refuse(pay, escrow_acc, hold_amount)) {
@@ -1602,12 +1625,16 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
         FALLBACK(amend_slow);
     }
     held = get_ll(hold, HO.amount, &bad);
-    pay = PyDict_GetItemWithError(SLOT(ledger, GO.accounts), SLOT(hold, HO.debit));
-    cr = PyDict_GetItemWithError(SLOT(ledger, GO.accounts), SLOT(hold, HO.credit));
-    if (pay == NULL || cr == NULL || bad) {
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(amend_slow);
+    pay = cr = NULL;
+    if (need != held) { /* the hold changes: its accounts are needed */
+        pay = PyDict_GetItemWithError(SLOT(ledger, GO.accounts), SLOT(hold, HO.debit));
+        cr = PyDict_GetItemWithError(SLOT(ledger, GO.accounts), SLOT(hold, HO.credit));
+        if (pay == NULL || cr == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            FALLBACK(amend_slow);
+        }
     }
+    if (bad) FALLBACK(amend_slow);
     if (need > held && (available(pay, &bad) < need - held || limits_refuse(pay, cr, need - held) || bad))
         FALLBACK(amend_slow);
     seq_obj = SLOT(cmd, MDO.seq);
@@ -1631,7 +1658,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
             if (set_ll(level, LO.qty, get_ll(level, LO.qty, &bad) - delta) < 0) goto fail;
             set_slot_ref(order, OO.updated_seq, seq_obj);
             set_slot_ref(order, OO.updated_ts, ts_obj);
-            if (resolve_part(self, hold, held - need, seq, 0) < 0) goto fail;
+            if (resolve_part_in(self, ledger, hold, held - need, seq, 0, pay, cr) < 0) goto fail;
         }
     } else {
         /* a new price or a larger quantity: to the back of its (new) level */
@@ -1641,7 +1668,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
         if (prev == NULL || add3(self, J_UNLINK, order, prev) < 0) goto fail;
         if (jfields(self, order) < 0) goto fail;
         if (need < held) {
-            if (resolve_part(self, hold, held - need, seq, 0) < 0) goto fail;
+            if (resolve_part_in(self, ledger, hold, held - need, seq, 0, pay, cr) < 0) goto fail;
         } else if (need > held) {
             if (hold_more(self, ledger, hold, pay, cr, need - held, seq) < 0) goto fail;
         }
@@ -1862,6 +1889,9 @@ typedef struct {
     PyObject *ts_append, *ids_append;
     long long window_ns, entries_max;
     long long oldest_ns; /* the dedup deque's first timestamp; LLONG_MIN: read it again */
+    /* engine.seq and engine.ts_ns, kept here and written through to the engine's __dict__ (only
+     * this applier and Engine.restore, which builds a new one, ever change them) */
+    long long seq, ts_ns;
     vectorcallfunc vectorcall;
 } Applier;
 
@@ -1899,7 +1929,8 @@ static PyObject *applier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         attr_into(&self->dedup_ids, engine, "_dedup_ids", 0, 0) < 0 ||
         attr_into(&self->handlers, engine, "_handlers", 1, 0) < 0 || attr_into(&self->undo, engine, "_undo", 0, 1) < 0 ||
         attr_ll(&self->window_ns, engine, "_dedup_window_ns") < 0 ||
-        attr_ll(&self->entries_max, engine, "_dedup_entries_max") < 0 || !Py_IS_TYPE(self->ledger, LedgerType)) {
+        attr_ll(&self->entries_max, engine, "_dedup_entries_max") < 0 || attr_ll(&self->seq, engine, "seq") < 0 ||
+        attr_ll(&self->ts_ns, engine, "ts_ns") < 0 || !Py_IS_TYPE(self->ledger, LedgerType)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the engine's ledger is not a Ledger");
         Py_DECREF(self);
         return NULL;
@@ -1917,19 +1948,6 @@ static PyObject *applier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     return (PyObject *)self;
-}
-
-static long long dict_get_ll(PyObject *dict, PyObject *name, int *bad) {
-    PyObject *v = PyDict_GetItemWithError(dict, name);
-    long long out;
-    if (v == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_AttributeError, name);
-        *bad = 1;
-        return 0;
-    }
-    out = PyLong_AsLongLong(v);
-    if (out == -1 && PyErr_Occurred()) *bad = 1;
-    return out;
 }
 
 /* A command's field: straight from its slot when it is a Command (a new reference). */
@@ -1951,7 +1969,6 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
     PyObject *cmd, *seq_obj = NULL, *ts_obj = NULL, *cid = NULL, *events = NULL, *result = NULL, *out = NULL;
     PyObject *handler, *ledger = self->ledger, *journal, *r;
     long long seq, ts, eng_seq, eng_ts;
-    int bad = 0;
     Py_ssize_t n;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames) {
@@ -1965,9 +1982,8 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
     seq = PyLong_AsLongLong(seq_obj);
     ts = PyLong_AsLongLong(ts_obj);
     if (PyErr_Occurred()) goto done;
-    eng_seq = dict_get_ll(self->edict, NAME_seq, &bad);
-    eng_ts = dict_get_ll(self->edict, NAME_ts_ns, &bad);
-    if (bad) goto done;
+    eng_seq = self->seq;
+    eng_ts = self->ts_ns;
     if (seq != eng_seq + 1) {
         PyErr_Format(PyExc_AssertionError, "seq gap: engine at %lld, command %lld", eng_seq, seq);
         goto done;
@@ -1978,6 +1994,8 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
     }
     if (PyDict_SetItem(self->edict, NAME_seq, seq_obj) < 0 || PyDict_SetItem(self->edict, NAME_ts_ns, ts_obj) < 0)
         goto done;
+    self->seq = seq;
+    self->ts_ns = ts;
     /* Expire by age first: whether a repeat is answered depends only on its own timestamp. */
     if (self->oldest_ns == LLONG_MIN && PyObject_Length(self->dedup_ts) > 0) {
         PyObject *first = PySequence_GetItem(self->dedup_ts, 0);
@@ -2002,7 +2020,6 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
     if (PyErr_Occurred()) goto done;
     /* fresh per-command buffers: the ledger's undo journal and the event list */
     if ((events = PyList_New(0)) == NULL) goto done;
-    if (PyDict_SetItem(self->edict, NAME_events, events) < 0) goto done;
     journal = SLOT(ledger, GO.journal);
     n = PyList_GET_SIZE(journal);
     if (n && PyList_SetSlice(journal, 0, n, NULL) < 0) goto done;

@@ -99,7 +99,6 @@ class Engine:
         self._dedup_ts: deque[int] = deque()
         self._dedup_ids: deque[str] = deque()
         self._undo: list[Callable[[], object]] = []
-        self._events: list[Any] = []
         self.register(LedgerProduct(self))
         for product in products:
             # A product that needs the engine (its ledger, emit, on_rollback) comes as a factory.
@@ -141,7 +140,8 @@ class Engine:
         self._undo.append(undo)
 
     def emit(self, event: Any) -> None:
-        self._events.append(event)
+        # The command's event list: the ledger appends its transfers to the same one.
+        self.ledger.events.append(event)
 
     def apply(self, cmd: Command) -> tuple[Result, list[Any]]:
         """Apply one stamped command; return its result and the events it caused."""
@@ -161,7 +161,6 @@ class Engine:
             return prior, []
         # Fresh per-command buffers: the ledger's undo journal and the event list.
         events: list[Any] = []
-        self._events = events
         ledger = self.ledger
         if ledger._journal:
             ledger._journal.clear()
@@ -209,7 +208,7 @@ class Engine:
         self.ledger.rollback()
         while self._undo:
             self._undo.pop()()
-        self._events.clear()
+        self.ledger.events.clear()
 
     def _evict(self, ts_ns: int) -> None:
         order_ts, order_ids = self._dedup_ts, self._dedup_ids
