@@ -22,7 +22,7 @@
 #include <Python.h>
 #include <structmember.h>
 
-#define NATIVE_API 1
+#define NATIVE_API 2
 #ifndef NATIVE_SOURCE_SHA256
 #define NATIVE_SOURCE_SHA256 "unknown"
 #endif
@@ -141,7 +141,7 @@ static long long U_PENDING, U_PART, U_MORE, U_SINGLE;
 static long long K_PENDING, K_VOID_PART, K_HOLD_MORE, K_SINGLE, K_POST_PART;
 static long long MINUTE_MS, DAY_MS, BPS;
 static PyObject *NAME_seq, *NAME_ts_ns, *NAME_command_id, *NAME_next_order_id,
-    *NAME_evict, *NAME_rejected, *NAME_internal_error, *NAME_unknown;
+    *NAME_rejected, *NAME_internal_error, *NAME_unknown;
 
 #define NO_OVERDRAFT 1
 #define NO_CREDIT_EXCESS 2
@@ -275,7 +275,7 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     INTERN(S_TRADE, "TRADE"); INTERN(S_TRADE_CODE, "trade"); INTERN(S_FEE, "fee");
     INTERN(NAME_append, "append"); INTERN(NAME_popleft, "popleft");
     INTERN(NAME_seq, "seq"); INTERN(NAME_ts_ns, "ts_ns"); INTERN(NAME_command_id, "command_id");
-    INTERN(NAME_next_order_id, "next_order_id"); INTERN(NAME_evict, "_evict");
+    INTERN(NAME_next_order_id, "next_order_id");
     INTERN(NAME_rejected, "_rejected"); INTERN(NAME_internal_error, "_internal_error");
     INTERN(NAME_unknown, "_unknown_command");
 #undef INTERN
@@ -1880,15 +1880,304 @@ static PyTypeObject SpotFastType = {
     .tp_doc = "Spot's common commands in C; everything else goes to the Python handlers.",
 };
 
+/* ---- Dedup: the engine's dedup table (dedup.py's DedupTable, in C) -------------------------- */
+
+/* Open addressing with linear probing; each slot keeps the key's hash, so a miss usually costs one
+ * cache line. Arrival order is a ring of (ts, id). Keys are str (command ids). */
+typedef struct {
+    Py_hash_t hash;
+    PyObject *key;   /* NULL: empty */
+    PyObject *value;
+} DSlot;
+
+typedef struct {
+    PyObject_HEAD
+    DSlot *slots;
+    size_t mask; /* capacity - 1 (a power of two), 0 before the first add */
+    Py_ssize_t used;
+    long long *ring_ts;
+    PyObject **ring_ids; /* strong references */
+    size_t ring_cap;     /* a power of two */
+    size_t head;
+    Py_ssize_t count;
+} Dedup;
+
+static PyTypeObject DedupType;
+
+static inline int key_eq(PyObject *a, PyObject *b) {
+    return a == b || (PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) && PyUnicode_Compare(a, b) == 0);
+}
+
+/* The slot holding `key`, or the empty slot where it would go. */
+static DSlot *dedup_find(Dedup *d, PyObject *key, Py_hash_t h) {
+    size_t i = (size_t)h & d->mask;
+    for (;;) {
+        DSlot *slot = &d->slots[i];
+        if (slot->key == NULL || (slot->hash == h && key_eq(slot->key, key))) return slot;
+        i = (i + 1) & d->mask;
+    }
+}
+
+static PyObject *dedup_get_c(Dedup *d, PyObject *key) {
+    Py_hash_t h;
+    DSlot *slot;
+    if (d->used == 0) return NULL;
+    if ((h = PyObject_Hash(key)) == -1) return NULL;
+    slot = dedup_find(d, key, h);
+    return slot->key ? slot->value : NULL; /* borrowed */
+}
+
+static int dedup_grow(Dedup *d) {
+    size_t cap = d->mask ? (d->mask + 1) * 2 : 1024, i;
+    DSlot *old = d->slots, *slots = PyMem_Calloc(cap, sizeof(DSlot));
+    size_t old_cap = d->mask ? d->mask + 1 : 0;
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    d->slots = slots;
+    d->mask = cap - 1;
+    for (i = 0; i < old_cap; i++)
+        if (old[i].key != NULL) *dedup_find(d, old[i].key, old[i].hash) = old[i];
+    PyMem_Free(old);
+    return 0;
+}
+
+static int ring_grow(Dedup *d) {
+    size_t cap = d->ring_cap ? d->ring_cap * 2 : 1024, i;
+    long long *ts = PyMem_Malloc(cap * sizeof(long long));
+    PyObject **ids = PyMem_Malloc(cap * sizeof(PyObject *));
+    if (ts == NULL || ids == NULL) {
+        PyMem_Free(ts);
+        PyMem_Free(ids);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < (size_t)d->count; i++) {
+        size_t j = (d->head + i) & (d->ring_cap - 1);
+        ts[i] = d->ring_ts[j];
+        ids[i] = d->ring_ids[j];
+    }
+    PyMem_Free(d->ring_ts);
+    PyMem_Free(d->ring_ids);
+    d->ring_ts = ts;
+    d->ring_ids = ids;
+    d->ring_cap = cap;
+    d->head = 0;
+    return 0;
+}
+
+/* Store a new entry (the key must not be there). */
+static int dedup_add_c(Dedup *d, PyObject *key, long long ts_ns, PyObject *value) {
+    Py_hash_t h;
+    DSlot *slot;
+    if (!PyUnicode_CheckExact(key)) {
+        PyErr_SetString(PyExc_TypeError, "command ids are str");
+        return -1;
+    }
+    if ((size_t)(d->used + 1) * 2 > (d->mask ? d->mask + 1 : 0) && dedup_grow(d) < 0) return -1;
+    if ((size_t)d->count == d->ring_cap && ring_grow(d) < 0) return -1;
+    if ((h = PyObject_Hash(key)) == -1) return -1;
+    slot = dedup_find(d, key, h);
+    if (slot->key != NULL) {
+        PyErr_SetString(PyExc_AssertionError, "command id already in the dedup table");
+        return -1;
+    }
+    slot->hash = h;
+    slot->key = ref(key);
+    slot->value = ref(value);
+    d->used++;
+    {
+        size_t j = (d->head + (size_t)d->count) & (d->ring_cap - 1);
+        d->ring_ts[j] = ts_ns;
+        d->ring_ids[j] = ref(key);
+        d->count++;
+    }
+    return 0;
+}
+
+/* Empty slot i and shift the run after it back (linear probing needs no tombstones). */
+static void dedup_remove_slot(Dedup *d, size_t i) {
+    size_t j = i;
+    DSlot *slots = d->slots;
+    Py_DECREF(slots[i].key);
+    Py_DECREF(slots[i].value);
+    for (;;) {
+        size_t k;
+        int stays;
+        j = (j + 1) & d->mask;
+        if (slots[j].key == NULL) break;
+        k = (size_t)slots[j].hash & d->mask; /* where it wants to be */
+        stays = i < j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) {
+            slots[i] = slots[j];
+            i = j;
+        }
+    }
+    slots[i].key = NULL;
+    slots[i].value = NULL;
+    d->used--;
+}
+
+/* Drop entries, oldest first, while older than oldest_ns or more than limit. */
+static int dedup_evict_c(Dedup *d, long long oldest_ns, long long limit) {
+    while (d->count > 0 && (d->count > limit || d->ring_ts[d->head] < oldest_ns)) {
+        PyObject *key = d->ring_ids[d->head];
+        Py_hash_t h = PyObject_Hash(key);
+        DSlot *slot;
+        if (h == -1) return -1;
+        slot = dedup_find(d, key, h);
+        if (slot->key == NULL) {
+            PyErr_SetString(PyExc_AssertionError, "a dedup id missing from its table");
+            return -1;
+        }
+        dedup_remove_slot(d, (size_t)(slot - d->slots));
+        d->head = (d->head + 1) & (d->ring_cap - 1);
+        d->count--;
+        Py_DECREF(key);
+    }
+    return 0;
+}
+
+static void dedup_clear_all(Dedup *d) {
+    size_t i;
+    for (i = 0; d->slots != NULL && i <= d->mask; i++) {
+        Py_CLEAR(d->slots[i].key);
+        Py_CLEAR(d->slots[i].value);
+    }
+    for (i = 0; i < (size_t)d->count; i++) Py_CLEAR(d->ring_ids[(d->head + i) & (d->ring_cap - 1)]);
+    d->used = 0;
+    d->count = 0;
+    d->head = 0;
+}
+
+static int dedup_traverse(Dedup *d, visitproc visit, void *arg) {
+    size_t i;
+    for (i = 0; d->slots != NULL && i <= d->mask; i++)
+        if (d->slots[i].key != NULL) Py_VISIT(d->slots[i].value);
+    return 0;
+}
+
+static int dedup_tp_clear(Dedup *d) {
+    dedup_clear_all(d);
+    return 0;
+}
+
+static void dedup_dealloc(Dedup *d) {
+    PyObject_GC_UnTrack(d);
+    dedup_clear_all(d);
+    PyMem_Free(d->slots);
+    PyMem_Free(d->ring_ts);
+    PyMem_Free(d->ring_ids);
+    Py_TYPE(d)->tp_free((PyObject *)d);
+}
+
+static PyObject *dedup_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (!PyArg_ParseTuple(args, "")) return NULL;
+    return type->tp_alloc(type, 0); /* zeroed: empty, nothing allocated yet */
+}
+
+static Py_ssize_t dedup_len(Dedup *d) { return d->count; }
+
+static PyObject *dedup_get(Dedup *d, PyObject *key) {
+    PyObject *v;
+    if (!PyUnicode_CheckExact(key)) Py_RETURN_NONE;
+    v = dedup_get_c(d, key);
+    if (v == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    return ref(v);
+}
+
+static PyObject *dedup_add(Dedup *d, PyObject *args) {
+    PyObject *key, *value;
+    long long ts;
+    if (!PyArg_ParseTuple(args, "OLO", &key, &ts, &value) || dedup_add_c(d, key, ts, value) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *dedup_oldest(Dedup *d, PyObject *unused) {
+    if (d->count == 0) Py_RETURN_NONE;
+    return ll(d->ring_ts[d->head]);
+}
+
+static PyObject *dedup_evict(Dedup *d, PyObject *args) {
+    long long oldest, limit;
+    if (!PyArg_ParseTuple(args, "LL", &oldest, &limit) || dedup_evict_c(d, oldest, limit) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *dedup_entries(Dedup *d, PyObject *unused) {
+    PyObject *out = PyList_New(d->count);
+    Py_ssize_t i;
+    if (out == NULL) return NULL;
+    for (i = 0; i < d->count; i++) {
+        size_t j = (d->head + (size_t)i) & (d->ring_cap - 1);
+        PyObject *key = d->ring_ids[j], *value = dedup_get_c(d, key), *ts = ll(d->ring_ts[j]), *t;
+        t = (value && ts) ? PyTuple_Pack(3, key, ts, value) : NULL;
+        Py_XDECREF(ts);
+        if (t == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a dedup id missing from its table");
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
+static PyObject *dedup_load(Dedup *d, PyObject *entries) {
+    PyObject *it = PyObject_GetIter(entries), *item;
+    if (it == NULL) return NULL;
+    dedup_clear_all(d);
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *key, *value;
+        long long ts;
+        int ok = PyArg_ParseTuple(item, "OLO", &key, &ts, &value) && dedup_add_c(d, key, ts, value) == 0;
+        Py_DECREF(item);
+        if (!ok) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef dedup_methods[] = {
+    {"get", (PyCFunction)dedup_get, METH_O, "The stored result, or None."},
+    {"add", (PyCFunction)dedup_add, METH_VARARGS, "add(command_id, ts_ns, result): a new, newest entry."},
+    {"oldest_ns", (PyCFunction)dedup_oldest, METH_NOARGS, "The oldest entry's timestamp (None when empty)."},
+    {"evict", (PyCFunction)dedup_evict, METH_VARARGS, "evict(oldest_ns, limit): drop the old and the excess."},
+    {"entries", (PyCFunction)dedup_entries, METH_NOARGS, "[(command_id, ts_ns, result)], oldest first."},
+    {"load", (PyCFunction)dedup_load, METH_O, "Replace the contents (entries oldest first)."},
+    {NULL}};
+
+static PySequenceMethods dedup_as_sequence = {.sq_length = (lenfunc)dedup_len};
+
+static PyTypeObject DedupType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cashmarkets.core._native.Dedup",
+    .tp_basicsize = sizeof(Dedup),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = dedup_new,
+    .tp_dealloc = (destructor)dedup_dealloc,
+    .tp_traverse = (traverseproc)dedup_traverse,
+    .tp_clear = (inquiry)dedup_tp_clear,
+    .tp_methods = dedup_methods,
+    .tp_as_sequence = &dedup_as_sequence,
+    .tp_doc = "The engine's dedup table (see dedup.py).",
+};
+
 /* ---- Applier: Engine.apply ------------------------------------------------------------------- */
 
 typedef struct {
     PyObject_HEAD
-    PyObject *engine, *ledger, *dedup, *dedup_ts, *dedup_ids, *handlers, *undo;
+    PyObject *engine, *ledger, *handlers, *undo;
+    Dedup *dedup;
     PyObject *edict; /* the engine's __dict__: seq, ts_ns and _events without the attribute protocol */
-    PyObject *ts_append, *ids_append;
     long long window_ns, entries_max;
-    long long oldest_ns; /* the dedup deque's first timestamp; LLONG_MIN: read it again */
     /* engine.seq and engine.ts_ns, kept here and written through to the engine's __dict__ (only
      * this applier and Engine.restore, which builds a new one, ever change them) */
     long long seq, ts_ns;
@@ -1898,16 +2187,14 @@ typedef struct {
 static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 static int applier_traverse(Applier *self, visitproc visit, void *arg) {
-    Py_VISIT(self->engine); Py_VISIT(self->ledger); Py_VISIT(self->dedup); Py_VISIT(self->dedup_ts);
-    Py_VISIT(self->dedup_ids); Py_VISIT(self->handlers); Py_VISIT(self->undo); Py_VISIT(self->ts_append);
-    Py_VISIT(self->ids_append); Py_VISIT(self->edict);
+    Py_VISIT(self->engine); Py_VISIT(self->ledger); Py_VISIT(self->dedup); Py_VISIT(self->handlers);
+    Py_VISIT(self->undo); Py_VISIT(self->edict);
     return 0;
 }
 
 static int applier_clear(Applier *self) {
-    Py_CLEAR(self->engine); Py_CLEAR(self->ledger); Py_CLEAR(self->dedup); Py_CLEAR(self->dedup_ts);
-    Py_CLEAR(self->dedup_ids); Py_CLEAR(self->handlers); Py_CLEAR(self->undo); Py_CLEAR(self->ts_append);
-    Py_CLEAR(self->ids_append); Py_CLEAR(self->edict);
+    Py_CLEAR(self->engine); Py_CLEAR(self->ledger); Py_CLEAR(self->dedup); Py_CLEAR(self->handlers);
+    Py_CLEAR(self->undo); Py_CLEAR(self->edict);
     return 0;
 }
 
@@ -1923,27 +2210,19 @@ static PyObject *applier_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) return NULL;
     self->engine = ref(engine);
     self->vectorcall = applier_call;
-    self->oldest_ns = LLONG_MIN;
-    if (attr_into(&self->ledger, engine, "ledger", 0, 0) < 0 || attr_into(&self->dedup, engine, "_dedup", 1, 0) < 0 ||
-        attr_into(&self->dedup_ts, engine, "_dedup_ts", 0, 0) < 0 ||
-        attr_into(&self->dedup_ids, engine, "_dedup_ids", 0, 0) < 0 ||
+    if (attr_into(&self->ledger, engine, "ledger", 0, 0) < 0 ||
+        attr_into((PyObject **)&self->dedup, engine, "_dedup", 0, 0) < 0 || !Py_IS_TYPE(self->dedup, &DedupType) ||
         attr_into(&self->handlers, engine, "_handlers", 1, 0) < 0 || attr_into(&self->undo, engine, "_undo", 0, 1) < 0 ||
         attr_ll(&self->window_ns, engine, "_dedup_window_ns") < 0 ||
         attr_ll(&self->entries_max, engine, "_dedup_entries_max") < 0 || attr_ll(&self->seq, engine, "seq") < 0 ||
         attr_ll(&self->ts_ns, engine, "ts_ns") < 0 || !Py_IS_TYPE(self->ledger, LedgerType)) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the engine's ledger is not a Ledger");
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the engine's ledger or dedup table is not native");
         Py_DECREF(self);
         return NULL;
     }
     self->edict = PyObject_GenericGetDict(engine, NULL);
     if (self->edict == NULL || !PyDict_CheckExact(self->edict)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "the engine has no plain __dict__");
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->ts_append = PyObject_GetAttrString(self->dedup_ts, "append");
-    self->ids_append = PyObject_GetAttrString(self->dedup_ids, "append");
-    if (self->ts_append == NULL || self->ids_append == NULL) {
         Py_DECREF(self);
         return NULL;
     }
@@ -1959,15 +2238,10 @@ static PyObject *command_field(PyObject *cmd, Py_ssize_t off, PyObject *name) {
     return PyObject_GetAttr(cmd, name);
 }
 
-static PyObject *evict(Applier *self, PyObject *ts_obj) {
-    self->oldest_ns = LLONG_MIN; /* the deque's head moves */
-    return PyObject_CallMethodOneArg(self->engine, NAME_evict, ts_obj);
-}
-
 static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Applier *self = (Applier *)callable;
     PyObject *cmd, *seq_obj = NULL, *ts_obj = NULL, *cid = NULL, *events = NULL, *result = NULL, *out = NULL;
-    PyObject *handler, *ledger = self->ledger, *journal, *r;
+    PyObject *handler, *ledger = self->ledger, *journal;
     long long seq, ts, eng_seq, eng_ts;
     Py_ssize_t n;
 
@@ -1979,6 +2253,10 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
     if ((seq_obj = command_field(cmd, CMD_seq, NAME_seq)) == NULL) return NULL;
     if ((ts_obj = command_field(cmd, CMD_ts_ns, NAME_ts_ns)) == NULL) goto done;
     if ((cid = command_field(cmd, CMD_command_id, NAME_command_id)) == NULL) goto done;
+    if (!PyUnicode_CheckExact(cid)) {
+        PyErr_SetString(PyExc_TypeError, "command_id must be a str");
+        goto done;
+    }
     seq = PyLong_AsLongLong(seq_obj);
     ts = PyLong_AsLongLong(ts_obj);
     if (PyErr_Occurred()) goto done;
@@ -1997,19 +2275,10 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
     self->seq = seq;
     self->ts_ns = ts;
     /* Expire by age first: whether a repeat is answered depends only on its own timestamp. */
-    if (self->oldest_ns == LLONG_MIN && PyObject_Length(self->dedup_ts) > 0) {
-        PyObject *first = PySequence_GetItem(self->dedup_ts, 0);
-        self->oldest_ns = first ? PyLong_AsLongLong(first) : LLONG_MIN;
-        Py_XDECREF(first);
-        if (PyErr_Occurred()) goto done;
-    }
-    if (self->oldest_ns != LLONG_MIN) {
-        if (self->oldest_ns < ts - self->window_ns) {
-            if ((r = evict(self, ts_obj)) == NULL) goto done;
-            Py_DECREF(r);
-        }
-    }
-    result = PyDict_GetItemWithError(self->dedup, cid);
+    if (self->dedup->count && self->dedup->ring_ts[self->dedup->head] < ts - self->window_ns &&
+        dedup_evict_c(self->dedup, ts - self->window_ns, self->entries_max) < 0)
+        goto done;
+    result = dedup_get_c(self->dedup, cid);
     if (result != NULL) {
         PyObject *empty = PyList_New(0);
         out = empty ? PyTuple_Pack(2, result, empty) : NULL;
@@ -2052,15 +2321,10 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
         }
     }
     if (result == NULL) goto done;
-    if (PyDict_SetItem(self->dedup, cid, result) < 0) goto done;
-    if ((r = PyObject_CallOneArg(self->ts_append, ts_obj)) == NULL) goto done;
-    Py_DECREF(r);
-    if ((r = PyObject_CallOneArg(self->ids_append, cid)) == NULL) goto done;
-    Py_DECREF(r);
-    if (PyObject_Length(self->dedup_ts) > self->entries_max) {
-        if ((r = evict(self, ts_obj)) == NULL) goto done;
-        Py_DECREF(r);
-    }
+    if (dedup_add_c(self->dedup, cid, ts, result) < 0) goto done;
+    if (self->dedup->count > self->entries_max &&
+        dedup_evict_c(self->dedup, ts - self->window_ns, self->entries_max) < 0)
+        goto done;
     out = PyTuple_Pack(2, result, events);
 done:
     Py_XDECREF(seq_obj);
@@ -2096,13 +2360,15 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m;
-    if (PyType_Ready(&SpotFastType) < 0 || PyType_Ready(&ApplierType) < 0) return NULL;
+    if (PyType_Ready(&SpotFastType) < 0 || PyType_Ready(&ApplierType) < 0 || PyType_Ready(&DedupType) < 0)
+        return NULL;
     m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     if (PyModule_AddIntConstant(m, "API", NATIVE_API) < 0 ||
         PyModule_AddStringConstant(m, "SOURCE_SHA256", NATIVE_SOURCE_SHA256) < 0 ||
         PyModule_AddObjectRef(m, "SpotFast", (PyObject *)&SpotFastType) < 0 ||
-        PyModule_AddObjectRef(m, "Applier", (PyObject *)&ApplierType) < 0) {
+        PyModule_AddObjectRef(m, "Applier", (PyObject *)&ApplierType) < 0 ||
+        PyModule_AddObjectRef(m, "Dedup", (PyObject *)&DedupType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,7 +15,6 @@ internal_error. Same commands in the same order therefore always give the same s
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
@@ -23,6 +22,7 @@ import msgspec
 
 from cashmarkets.core import codes, native
 from cashmarkets.core.commands import Command
+from cashmarkets.core.dedup import DedupTable
 from cashmarkets.core.events import LEDGER_EVENTS
 from cashmarkets.core.ledger import Ledger, LedgerState
 from cashmarkets.core.results import Accepted, Reject, Rejected, ResultData
@@ -93,11 +93,9 @@ class Engine:
         # Cached: read on every command.
         self._dedup_window_ns = self.config.dedup_window_ns
         self._dedup_entries_max = self.config.dedup_entries_max
-        self._dedup: dict[str, Result] = {}
-        # Two parallel deques rather than one of (ts, id) tuples: no allocation per command
-        # (the tuples cost ~10 % of apply throughput, mostly in GC).
-        self._dedup_ts: deque[int] = deque()
-        self._dedup_ids: deque[str] = deque()
+        # command_id -> first result, oldest first (dedup.py); the C one when the C paths run.
+        self._native_on = self.config.native and native.available()
+        self._dedup: Any = native.dedup_table() if self._native_on else DedupTable()
         self._undo: list[Callable[[], object]] = []
         self.register(LedgerProduct(self))
         for product in products:
@@ -108,7 +106,7 @@ class Engine:
 
     def _bind_native(self) -> None:
         """Point `apply` at the C applier, bound to the current tables (they change on restore)."""
-        if self.config.native and native.available():
+        if self._native_on:
             self.apply = native.applier(self)  # type: ignore[method-assign]
 
     @property
@@ -151,12 +149,13 @@ class Engine:
         self.seq = seq
         self.ts_ns = ts_ns = cmd.ts_ns
         command_id = cmd.command_id
-        order_ts = self._dedup_ts
+        dedup = self._dedup
         # Expire by age first, so whether a repeat is answered from the table depends only on
         # its own timestamp, never on whether other commands happened to arrive in between.
-        if order_ts and order_ts[0] < ts_ns - self._dedup_window_ns:
-            self._evict(ts_ns)
-        prior = self._dedup.get(command_id)
+        oldest_ns = dedup.oldest_ns()
+        if oldest_ns is not None and oldest_ns < ts_ns - self._dedup_window_ns:
+            dedup.evict(ts_ns - self._dedup_window_ns, self._dedup_entries_max)
+        prior = dedup.get(command_id)
         if prior is not None:
             return prior, []
         # Fresh per-command buffers: the ledger's undo journal and the event list.
@@ -181,11 +180,9 @@ class Engine:
                     result = self._rejected(seq, command_id, out)
                 else:
                     result = Accepted(seq, command_id, out)  # type: ignore[arg-type]
-        self._dedup[command_id] = result
-        order_ts.append(ts_ns)
-        self._dedup_ids.append(command_id)
-        if len(order_ts) > self._dedup_entries_max:
-            self._evict(ts_ns)
+        dedup.add(command_id, ts_ns, result)
+        if len(dedup) > self._dedup_entries_max:
+            dedup.evict(ts_ns - self._dedup_window_ns, self._dedup_entries_max)
         return result, events
 
     # The rare branches of apply, shared with the C applier.
@@ -210,14 +207,6 @@ class Engine:
             self._undo.pop()()
         self.ledger.events.clear()
 
-    def _evict(self, ts_ns: int) -> None:
-        order_ts, order_ids = self._dedup_ts, self._dedup_ids
-        oldest_ns = ts_ns - self._dedup_window_ns
-        limit = self._dedup_entries_max
-        while order_ts and (len(order_ts) > limit or order_ts[0] < oldest_ns):
-            order_ts.popleft()
-            del self._dedup[order_ids.popleft()]
-
     def result_of(self, command_id: str) -> Result | None:
         """The stored result of a command still inside the dedup window."""
         return self._dedup.get(command_id)
@@ -232,10 +221,7 @@ class Engine:
             ts_ns=self.ts_ns,
             ledger=self.ledger.state(),
             products={name: p.snapshot_state() for name, p in sorted(self.products.items())},
-            dedup=[
-                DedupEntry(cid, ts, self._dedup[cid])
-                for ts, cid in zip(self._dedup_ts, self._dedup_ids, strict=True)
-            ],
+            dedup=[DedupEntry(cid, ts, result) for cid, ts, result in self._dedup.entries()],
             internal_errors=self.internal_errors,
         )
         return self.codec.snapshot_encoder.encode(body)
@@ -253,10 +239,8 @@ class Engine:
         self.ledger.restore(body.ledger)
         for name, state in body.products.items():
             self.products[name].restore_state(state)
-        self._dedup = {e.command_id: e.result for e in body.dedup}
-        self._dedup_ts = deque(e.ts_ns for e in body.dedup)
-        self._dedup_ids = deque(e.command_id for e in body.dedup)
-        self._bind_native()
+        self._dedup.load((e.command_id, e.ts_ns, e.result) for e in body.dedup)
+        self._bind_native()  # the applier keeps seq and ts_ns
 
     def state_hash(self) -> str:
         """sha256 of the canonical snapshot: the determinism check across replays and machines."""

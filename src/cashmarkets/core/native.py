@@ -17,7 +17,7 @@ except ImportError:  # not built: the Python paths run
     _module = None
 
 # The interface version the Python side expects; a stale build is refused, not half-used.
-API: Final = 1
+API: Final = 2
 module: ModuleType | None = _module if _module is not None and getattr(_module, "API", None) == API else None
 _ready = False
 
@@ -98,6 +98,12 @@ def _setup() -> ModuleType:
 def applier(engine: Any) -> Any:
     """Engine.apply in C, bound to this engine's tables (build a new one after a restore)."""
     return _setup().Applier(engine)
+
+
+def dedup_table() -> Any:
+    """The engine's dedup table in C (same methods as dedup.DedupTable)."""
+    assert module is not None
+    return module.Dedup()
 
 
 def spot_fast(product: Any) -> Any:
