@@ -209,7 +209,8 @@ class Engine:
 
     def result_of(self, command_id: str) -> Result | None:
         """The stored result of a command still inside the dedup window."""
-        return self._dedup.get(command_id)
+        found: Result | None = self._dedup.get(command_id)
+        return found
 
     # ---- snapshots ----------------------------------------------------------------------------
 
