@@ -169,6 +169,8 @@ class Runtime:
             replayed=self.replayed,
             seq=self.engine.seq,
             state_hash=self.engine.state_hash(),
+            # the C hot paths (decision 016); false means the slower pure-Python paths run
+            native=self.engine.native,
         )
 
     # ---- commands -------------------------------------------------------------------------------
