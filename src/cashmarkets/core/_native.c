@@ -131,7 +131,7 @@ static PyObject *PlaceType, *CancelType, *AmendType;
 static PyObject *OrderViewType, *OrderUpdatedType, *OrderPlacedType, *TransferType, *HoldType;
 static PyObject *AcceptedType, *RejectType, *TradeType;
 static PyObject *S_BUY, *S_SELL, *S_LIMIT, *S_LIMIT_MAKER, *S_GTC, *S_NEW, *S_CANCELED, *S_AMENDED,
-    *S_HOLD, *S_STP_TAKER, *S_STP_MAKER, *S_STP_BOTH, *S_ESCROW, *S_IOC, *S_PARTIAL, *S_FILLED, *S_EXPIRED,
+    *S_HOLD, *S_STP_TAKER, *S_STP_MAKER, *S_STP_BOTH, *S_IOC, *S_PARTIAL, *S_FILLED, *S_EXPIRED,
     *S_EXPIRED_IN_MATCH, *S_TRADE, *S_TRADE_CODE, *S_FEE, *S_INSUFFICIENT, *S_EXCEEDS_DEBITS, *S_OVERFLOW,
     *NAME_append, *NAME_popleft;
 static PyObject *I_ZERO, *I_ONE, *I_TWO, *I_THREE;
@@ -258,7 +258,6 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     KEEP_LL(J_FILL, "_J_FILL"); KEEP_LL(J_MINUTE, "_J_MINUTE"); KEEP_LL(J_MINUTE_PRUNE, "_J_MINUTE_PRUNE");
     KEEP_LL(U_SINGLE, "_U_SINGLE"); KEEP_LL(K_SINGLE, "SINGLE"); KEEP_LL(K_POST_PART, "POST_PART");
     KEEP_LL(MINUTE_MS, "MINUTE_MS"); KEEP_LL(DAY_MS, "DAY_MS"); KEEP_LL(BPS, "BPS");
-    KEEP(S_ESCROW, "ESCROW");
     KEEP_LL(OWNER_MAX, "OWNER_LENGTH_MAX");
     KEEP_LL(TOTAL_MAX_LL, "TOTAL_MAX");
     KEEP_LL(J_LINK, "_J_LINK"); KEEP_LL(J_UNLINK, "_J_UNLINK"); KEEP_LL(J_OPEN, "_J_OPEN");

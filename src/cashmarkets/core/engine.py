@@ -112,7 +112,7 @@ class Engine:
     @property
     def native(self) -> bool:
         """Whether this engine runs the C hot paths."""
-        return "apply" in self.__dict__
+        return self._native_on
 
     # ---- registration -----------------------------------------------------------------------
 

@@ -67,7 +67,6 @@ def _setup() -> ModuleType:
             "_U_SINGLE": ledger._U_SINGLE,
             "Accepted": Accepted,
             "Reject": Reject,
-            "ESCROW": product.ESCROW,
             "OWNER_LENGTH_MAX": ledger.OWNER_LENGTH_MAX,
             "TOTAL_MAX": ledger.TOTAL_MAX,
             "PENDING": ledger.PENDING,

@@ -184,7 +184,7 @@ class SpotProduct:
         self._orders_per_owner_max = self.config.orders_per_owner_max
         self._orders_max = self.config.orders_max
         # The C fast path for the common commands (it hands anything unusual to the methods below).
-        self.fast: Any = native.spot_fast(self) if engine.config.native and native.available() else None
+        self.fast: Any = native.spot_fast(self) if engine.native else None
 
     @classmethod
     def factory(cls, config: SpotConfig | None = None) -> Any:
