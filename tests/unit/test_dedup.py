@@ -96,3 +96,36 @@ def test_bad_input_is_refused_not_crashed() -> None:
     with pytest.raises(TypeError):
         c.add(7, 2, "x")  # command ids are str
     assert c.get(7) is None and c.get("a") == "first" and len(c) == 1
+
+
+@pytest.mark.parametrize("reserved", [0, 40_000, 100_000, 300_000])
+def test_a_reserved_table_holds_the_same_entries_across_its_jump(reserved: int) -> None:
+    # Past 32k entries a reserved table grows straight to its reserved size (one rehash); below
+    # it and past the reservation it grows by doubling. Entries, order and lookups never change.
+    c, p = native.dedup_table(reserved), DedupTable()
+    for i in range(120_000):
+        c.add(f"r{i}", i, i)
+        p.add(f"r{i}", i, i)
+        if i in (32_767, 32_768, 32_769, 65_536, 99_999):
+            assert c.get(f"r{i}") == i and c.get(f"r{i // 2}") == i // 2
+    c.evict(0, 50_000)
+    p.evict(0, 50_000)
+    same(c, p, [f"r{i}" for i in range(0, 120_000, 211)])
+    for i in range(120_000, 180_000):  # ring wrap-around after eviction, reserved or not
+        c.add(f"r{i}", i, i)
+        p.add(f"r{i}", i, i)
+    same(c, p, [f"r{i}" for i in range(0, 180_000, 307)])
+
+
+def test_reserve_refuses_bad_sizes() -> None:
+    c, _ = both()
+    with pytest.raises(ValueError):
+        c.reserve(-1)
+    with pytest.raises(ValueError):
+        c.reserve(native.DEDUP_RESERVE_MAX + 1)
+    with pytest.raises(TypeError):
+        c.reserve("many")
+    c.add("a", 1, "first")
+    assert c.get("a") == "first"
+    # An engine's limit beyond what reserve sizes for still works: the table grows past it.
+    assert len(native.dedup_table(10**12)) == 0

@@ -1889,6 +1889,14 @@ typedef struct {
     PyObject *value;
 } DSlot;
 
+/* `reserve(n)` sizes for n entries, at most this many (about 200 MB of slots); a larger limit
+ * still works, by growing. */
+#define DEDUP_RESERVE_MAX (1LL << 22)
+/* A reserved table starts small like any other (an engine in a test holds a few entries, and a
+ * GC pass or a restore walks every slot) and jumps to its reserved size when it first grows past
+ * this many entries: one rehash of these, instead of one per doubling up to a million. */
+#define DEDUP_JUMP_ENTRIES 32768
+
 typedef struct {
     PyObject_HEAD
     DSlot *slots;
@@ -1899,6 +1907,7 @@ typedef struct {
     size_t ring_cap;     /* a power of two */
     size_t head;
     Py_ssize_t count;
+    size_t reserved_slots, reserved_ring; /* the sizes `reserve` asked for (0: none) */
 } Dedup;
 
 static PyTypeObject DedupType;
@@ -1926,8 +1935,9 @@ static PyObject *dedup_get_c(Dedup *d, PyObject *key) {
     return slot->key ? slot->value : NULL; /* borrowed */
 }
 
-static int dedup_grow(Dedup *d) {
-    size_t cap = d->mask ? (d->mask + 1) * 2 : 1024, i;
+/* Rehash into `cap` slots (a power of two that holds every entry at the load limit). */
+static int dedup_resize(Dedup *d, size_t cap) {
+    size_t i;
     DSlot *old = d->slots, *slots = PyMem_Calloc(cap, sizeof(DSlot));
     size_t old_cap = d->mask ? d->mask + 1 : 0;
     if (slots == NULL) {
@@ -1942,8 +1952,15 @@ static int dedup_grow(Dedup *d) {
     return 0;
 }
 
-static int ring_grow(Dedup *d) {
-    size_t cap = d->ring_cap ? d->ring_cap * 2 : 1024, i;
+static int dedup_grow(Dedup *d) {
+    size_t cap = d->mask ? (d->mask + 1) * 2 : 1024;
+    if (d->used >= DEDUP_JUMP_ENTRIES && d->reserved_slots > cap) cap = d->reserved_slots;
+    return dedup_resize(d, cap);
+}
+
+/* Reallocate the ring to `cap` entries (a power of two, at least count). */
+static int ring_resize(Dedup *d, size_t cap) {
+    size_t i;
     long long *ts = PyMem_Malloc(cap * sizeof(long long));
     PyObject **ids = PyMem_Malloc(cap * sizeof(PyObject *));
     if (ts == NULL || ids == NULL) {
@@ -1964,6 +1981,22 @@ static int ring_grow(Dedup *d) {
     d->ring_cap = cap;
     d->head = 0;
     return 0;
+}
+
+static int ring_grow(Dedup *d) {
+    size_t cap = d->ring_cap ? d->ring_cap * 2 : 1024;
+    if (d->count >= DEDUP_JUMP_ENTRIES && d->reserved_ring > cap) cap = d->reserved_ring;
+    return ring_resize(d, cap);
+}
+
+/* Size for `entries`: past DEDUP_JUMP_ENTRIES the table and ring grow straight to that size, and
+ * then never grow (or rehash) again below it. */
+static void dedup_reserve_c(Dedup *d, Py_ssize_t entries) {
+    size_t slots = 1024, ring = 1024;
+    while (slots < (size_t)entries * 2 + 2) slots *= 2; /* the load limit is one half */
+    while (ring < (size_t)entries + 1) ring *= 2;       /* the engine evicts at entries + 1 */
+    d->reserved_slots = slots;
+    d->reserved_ring = ring;
 }
 
 /* Store a new entry (the key must not be there). */
@@ -2107,6 +2140,17 @@ static PyObject *dedup_evict(Dedup *d, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *dedup_reserve(Dedup *d, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 0 || n > DEDUP_RESERVE_MAX) {
+        PyErr_Format(PyExc_ValueError, "reserve between 0 and %lld entries", (long long)DEDUP_RESERVE_MAX);
+        return NULL;
+    }
+    dedup_reserve_c(d, n);
+    Py_RETURN_NONE;
+}
+
 static PyObject *dedup_entries(Dedup *d, PyObject *unused) {
     PyObject *out = PyList_New(d->count);
     Py_ssize_t i;
@@ -2150,6 +2194,7 @@ static PyMethodDef dedup_methods[] = {
     {"add", (PyCFunction)dedup_add, METH_VARARGS, "add(command_id, ts_ns, result): a new, newest entry."},
     {"oldest_ns", (PyCFunction)dedup_oldest, METH_NOARGS, "The oldest entry's timestamp (None when empty)."},
     {"evict", (PyCFunction)dedup_evict, METH_VARARGS, "evict(oldest_ns, limit): drop the old and the excess."},
+    {"reserve", (PyCFunction)dedup_reserve, METH_O, "reserve(entries): past 32k entries, grow straight to that size."},
     {"entries", (PyCFunction)dedup_entries, METH_NOARGS, "[(command_id, ts_ns, result)], oldest first."},
     {"load", (PyCFunction)dedup_load, METH_O, "Replace the contents (entries oldest first)."},
     {NULL}};

@@ -95,7 +95,7 @@ class Engine:
         self._dedup_entries_max = self.config.dedup_entries_max
         # command_id -> first result, oldest first (dedup.py); the C one when the C paths run.
         self._native_on = self.config.native and native.available()
-        self._dedup: Any = native.dedup_table() if self._native_on else DedupTable()
+        self._dedup: Any = native.dedup_table(self._dedup_entries_max) if self._native_on else DedupTable()
         self._undo: list[Callable[[], object]] = []
         self.register(LedgerProduct(self))
         for product in products:

@@ -99,10 +99,19 @@ def applier(engine: Any) -> Any:
     return _setup().Applier(engine)
 
 
-def dedup_table() -> Any:
-    """The engine's dedup table in C (same methods as dedup.DedupTable)."""
+# `Dedup.reserve` sizes for at most this many entries (the C DEDUP_RESERVE_MAX); a larger limit
+# still works, by growing past it.
+DEDUP_RESERVE_MAX = 1 << 22
+
+
+def dedup_table(entries_max: int = 0) -> Any:
+    """The engine's dedup table in C (same methods as dedup.DedupTable), sized for `entries_max`:
+    once past 32k entries it grows straight to that size, so a busy engine rehashes once, not at
+    every doubling on the command path."""
     assert module is not None
-    return module.Dedup()
+    table = module.Dedup()
+    table.reserve(min(entries_max, DEDUP_RESERVE_MAX))
+    return table
 
 
 def spot_fast(product: Any) -> Any:
