@@ -4,14 +4,16 @@
  *   Applier   Engine.apply: seq/time checks, the dedup table, per-command buffers, dispatch,
  *             Accepted/Rejected. The rare branches (eviction, rejects, handler errors) call
  *             back into the Python Engine, so there is one definition of each.
- *   SpotFast  spot's three common commands when nothing unusual happens: a GTC limit (or
- *             post-only) order that does not cross, an amend that does not cross, a cancel. It
- *             works on the very Python objects the Python product uses (Order, Level, BookSide,
- *             Book, the ledger's Account and Hold), through their slot offsets, and journals
- *             every change with the same tuples as the Python code, so the Python rollback,
- *             queries and snapshots need no change. Anything else (crossing orders, market and
- *             FOK/IOC orders, client-id lookups for amend, any reject, a missing account) is
- *             handed, untouched, to the Python handler.
+ *   SpotFast  spot's common commands: LIMIT GTC/IOC and LIMIT_MAKER orders (matching
+ *             included: fills, fees, self-trade prevention, rest or expire, minute candles),
+ *             amends by order id, cancels by id or client id. It works on the very Python
+ *             objects the Python product uses (Order, Level, BookSide, Book, the ledger's
+ *             Account and Hold), through their slot offsets, and journals every change with the
+ *             same entries as the Python code, so queries and snapshots need no change. Anything
+ *             else (FOK and MARKET orders, amends by client order id, cancel-all, halted
+ *             markets, any reject, a missing account) is handed, untouched, to the Python
+ *             handler.
+ *   Dedup     the engine's dedup table (see dedup.py).
  *
  * The rule that keeps the two in step: the C path validates everything first and mutates
  * after, in the same order and with the same journal entries as product.py; the differential
