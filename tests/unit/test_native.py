@@ -143,10 +143,8 @@ def _apply_and_roll_back(engine: Engine, cmd: Command) -> None:
     handler = engine._handlers.get(type(cmd))
     if handler is None:
         return
-    events: list[Any] = []
-    engine._events = events
     engine.ledger._journal.clear()
-    engine.ledger.events = events
+    engine.ledger.events = []
     engine._undo.clear()
     handler(cmd)
     engine._rollback()

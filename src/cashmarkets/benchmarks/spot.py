@@ -423,7 +423,7 @@ class PyOrderBook:
 # ---- running ------------------------------------------------------------------------------------
 
 
-def _measure(commands: list[Any], call: Callable[[Any], object]) -> dict[str, float]:
+def _measure(commands: list[Any], call: Callable[[Any], object], operations: int) -> dict[str, float]:
     gc.collect()
     gc.disable()
     lat: list[int] = []
@@ -444,6 +444,7 @@ def _measure(commands: list[Any], call: Callable[[Any], object]) -> dict[str, fl
         "commands": n,
         "seconds": round(total_ns / 1e9, 4),
         "commands_per_s": round(n / (total_ns / 1e9)),
+        "workload_ops_per_s": round(operations / (total_ns / 1e9)),
         "p50_us": round(lat[n // 2] / 1000, 2),
         "p99_us": round(lat[min(n - 1, int(n * 0.99))] / 1000, 2),
         "p9999_us": round(lat[min(n - 1, int(n * 0.9999))] / 1000, 2),
@@ -461,7 +462,9 @@ ENGINES: dict[str, Callable[[], Any]] = {
 AMENDS = {"cashmarkets", "cashmarkets_no_events", "liquibook"}
 
 
-def _run_one(name: str, ops: list[Op], fill: int) -> dict[str, Any]:
+def _run_one(name: str, ops: list[Op], fill: int, operations: int) -> dict[str, Any]:
+    """One engine through `ops` (the first `fill` build the book, untimed); `operations` is how
+    many workload operations the timed part stands for (a move is one, as a cancel + new too)."""
     try:
         engine = ENGINES[name]()
     except ImportError as exc:
@@ -470,7 +473,7 @@ def _run_one(name: str, ops: list[Op], fill: int) -> dict[str, Any]:
     for cmd in commands:  # the initial book is not timed
         call(cmd)
     commands, call = engine.runner(ops[fill:])
-    out = _measure(commands, call)
+    out = _measure(commands, call, operations)
     out["resting_orders"] = engine.resting()
     return out
 
@@ -496,15 +499,11 @@ def run(
         "engines": {},
         "engines_cancel_new": {},
     }
-    workload_ops = len(ops) - resting
+    operations = len(ops) - resting
     for name in engines:
         if name in AMENDS:
-            result["engines"][name] = out = _run_one(name, ops, resting)
-            if "seconds" in out:
-                out["workload_ops_per_s"] = round(workload_ops / out["seconds"])
-        result["engines_cancel_new"][name] = out = _run_one(name, variant, resting)
-        if "seconds" in out:
-            out["workload_ops_per_s"] = round(workload_ops / out["seconds"])
+            result["engines"][name] = _run_one(name, ops, resting, operations)
+        result["engines_cancel_new"][name] = _run_one(name, variant, resting, operations)
     result.update(ratios(result))
     ours_moves = result["engines"].get("cashmarkets", {}).get("commands_per_s")
     ours_cn = result["engines_cancel_new"].get("cashmarkets", {}).get("commands_per_s")
