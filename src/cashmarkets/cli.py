@@ -488,12 +488,14 @@ def verify_round(
     if doc.get("onchain") and settings.chain_adapter != "none":
         on_chain = asyncio.run(_read_draw(settings, game, round_no))
     checks = verify_document(doc, on_chain)
-    print(
-        json.dumps(
-            {"game": game, "round": round_no, "fair": all(ok for _, ok in checks), "checks": dict(checks)}
-        )
-    )
-    raise typer.Exit(0 if all(ok for _, ok in checks) else 1)
+    passed = all(ok for _, ok in checks)
+    # A round mixed with an on-chain seed that no chain was asked about is not shown fair: as
+    # tools/verify_round.py does, the check is reported skipped (fair null) and the exit code is 2.
+    skipped = ["on-chain seed is the chain's record"] if doc.get("onchain") and on_chain is None else []
+    fair: bool | None = None if passed and skipped else passed
+    report = {"game": game, "round": round_no, "fair": fair, "checks": dict(checks), "skipped": skipped}
+    print(json.dumps(report))
+    raise typer.Exit(1 if not passed else 2 if skipped else 0)
 
 
 async def _read_draw(settings: Settings, game: str, round_no: int) -> tuple[bytes, bytes]:
