@@ -16,6 +16,7 @@ from cashmarkets.core.products.spot import (
     PlaceOrder,
     SetMarketStatus,
     SpotConfig,
+    SpotMarket,
     SpotOrderUpdated,
     SpotTrade,
 )
@@ -477,3 +478,23 @@ def test_snapshot_restore_continues_identically() -> None:
     assert outs[0] == outs[1] == [(2, 3, 10), (3, 3, 10)]
     assert state_of(twin) == state_of(engine)  # (the command ids differ, so whole hashes do too)
     spot(twin).check_invariants()
+
+
+def test_a_market_whose_largest_sell_hold_overflows_int64_is_refused() -> None:
+    # A sell holds qty_lots * lot_size of the base: like the quote side, it must fit in int64.
+    fits = dict(
+        symbol="BIG_USDC",
+        base="BIG",
+        quote="USDC",
+        base_decimals=18,
+        quote_decimals=6,
+        tick_size=1,
+        lot_size=10**18,
+        max_price_ticks=1,
+        min_notional=1,
+        maker_fee_bps=0,
+        taker_fee_bps=0,
+    )
+    assert SpotMarket(**fits, max_qty_lots=4).max_qty_lots == 4  # 4 * 10**18 < 2**62
+    with pytest.raises(ValueError, match="lot_size overflows"):
+        SpotMarket(**fits, max_qty_lots=5)  # 5 * 10**18 >= 2**62

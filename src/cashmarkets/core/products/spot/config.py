@@ -46,6 +46,9 @@ class SpotMarket(msgspec.Struct, frozen=True, kw_only=True):
         # The largest order must stay far inside int64 (ledger totals are signed 64-bit).
         if self.max_qty_lots * self.max_price_ticks * self.quote_per_lot_tick >= 2**62:
             raise ValueError(f"{self.symbol}: max_qty_lots * max_price_ticks overflows int64")
+        # The base side too: a sell holds qty_lots * lot_size (int64 in the C hot path as well).
+        if self.max_qty_lots * self.lot_size >= 2**62:
+            raise ValueError(f"{self.symbol}: max_qty_lots * lot_size overflows int64")
 
     @property
     def quote_per_lot_tick(self) -> int:
