@@ -1,7 +1,7 @@
 """The C hot paths as an optional extension, so `pip install .` (the Docker image) builds them too.
 
 `make` builds the same file in place (scripts/build-native.sh); both compile the source's sha256
-in, and the loader refuses a build from other source. Optional: without a C compiler the install
+in (`make` rebuilds when it differs; test_native checks it). Optional: without a C compiler the install
 still succeeds and the pure-Python paths run (decision 016).
 """
 

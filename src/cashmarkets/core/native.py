@@ -16,7 +16,9 @@ try:
 except ImportError:  # not built: the Python paths run
     _module = None
 
-# The interface version the Python side expects; a stale build is refused, not half-used.
+# The interface version the Python side expects: a build of another interface is not used. (A
+# build from an older source of the same interface is kept out by `make`, which rebuilds when the
+# source's sha256 differs, and by test_native, which checks it.)
 API: Final = 2
 module: ModuleType | None = _module if _module is not None and getattr(_module, "API", None) == API else None
 _ready = False
