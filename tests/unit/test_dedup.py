@@ -122,7 +122,8 @@ def test_reserve_refuses_bad_sizes() -> None:
     with pytest.raises(ValueError):
         c.reserve(-1)
     with pytest.raises(ValueError):
-        c.reserve(native.DEDUP_RESERVE_MAX + 1)
+        assert native.module is not None
+        c.reserve(native.module.DEDUP_RESERVE_MAX + 1)
     with pytest.raises(TypeError):
         c.reserve("many")
     c.add("a", 1, "first")

@@ -110,7 +110,7 @@ typedef struct {
     Py_ssize_t seq, ts_ns, owner, market, side, order_type, tif, price, qty, quote_qty, stp, coid;
 } PlaceOff;
 typedef struct { Py_ssize_t seq, ts_ns, owner, market, order_id, coid; } CancelOff;
-typedef struct { Py_ssize_t seq, ts_ns, owner, market, order_id, coid, price, qty; } AmendOff;
+typedef struct { Py_ssize_t seq, ts_ns, owner, market, order_id, price, qty; } AmendOff;
 
 static int ready = 0;
 static OrderOff OO;
@@ -148,8 +148,6 @@ static PyObject *NAME_seq, *NAME_ts_ns, *NAME_command_id, *NAME_next_order_id,
 #define NO_OVERDRAFT 1
 #define NO_CREDIT_EXCESS 2
 #define HOLD_PENDING 0
-#define HOLD_POSTED 1
-#define HOLD_VOIDED 2
 #define BUY 0
 
 static PyObject *get_item(PyObject *dict, const char *name) {
@@ -245,7 +243,7 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     KEEP(AmendType, "AmendOrder");
     t = AmendType;
     OFF(MDO.seq, t, "seq"); OFF(MDO.ts_ns, t, "ts_ns"); OFF(MDO.owner, t, "owner"); OFF(MDO.market, t, "market");
-    OFF(MDO.order_id, t, "order_id"); OFF(MDO.coid, t, "client_order_id"); OFF(MDO.price, t, "price_ticks");
+    OFF(MDO.order_id, t, "order_id"); OFF(MDO.price, t, "price_ticks");
     OFF(MDO.qty, t, "qty_lots");
     KEEP(OrderViewType, "OrderView");
     KEEP(OrderUpdatedType, "SpotOrderUpdated");
@@ -490,9 +488,9 @@ static long long next_transfer_id(PyObject *ledger, int *bad) {
 
 /* Post (or release) `amount` of a pending hold, keeping the rest (resolve_part(..., forget=True)).
  * The caller has checked: the hold is pending and 0 < amount <= hold.amount. */
-static int resolve_part(SpotFast *self, PyObject *hold, long long amount, long long seq, int post);
+static int resolve_part(SpotFast *self, PyObject *hold, long long amount, int post);
 
-static int resolve_part_in(SpotFast *self, PyObject *ledger, PyObject *hold, long long amount, long long seq, int post,
+static int resolve_part_in(SpotFast *self, PyObject *ledger, PyObject *hold, long long amount, int post,
                            PyObject *dr, PyObject *cr) {
     int bad = 0;
     PyObject *accounts = SLOT(ledger, GO.accounts), *hold_id = SLOT(hold, HO.id), *ev;
@@ -526,16 +524,8 @@ static int resolve_part_in(SpotFast *self, PyObject *ledger, PyObject *hold, lon
     if (jledger(self, U_PART, hold, NULL, amount, tid, (post ? F_POST : 0) | (done ? F_FORGOTTEN : 0)) < 0)
         goto fail;
     ev = transfer(current_seq(self), tid, post ? K_POST_PART : K_VOID_PART, dr, cr, amount, SLOT(hold, HO.code), hold_id);
-    if (ev == NULL || PyList_Append(SLOT(ledger, GO.events), ev) < 0) {
-        Py_XDECREF(ev);
-        goto fail;
-    }
-    Py_DECREF(ev);
+    if (ledger_emit(ledger, ev, bad) < 0) goto fail;
     Py_DECREF(hold);
-    if (bad) {
-        PyErr_SetString(PyExc_AssertionError, "ledger totals beyond 64 bits");
-        return -1;
-    }
     return 0;
 fail:
     Py_DECREF(hold);
@@ -559,7 +549,7 @@ static int limits_refuse(PyObject *dr, PyObject *cr, long long amount) {
 /* move(dr, cr, amount, code, seq) posted at once; a refusal raises AssertionError(code), as the
  * Python product's `assert not isinstance(out, str), out` does. */
 static int move_posted(SpotFast *self, PyObject *ledger, PyObject *dr, PyObject *cr, long long amount,
-                       PyObject *code, long long seq) {
+                       PyObject *code) {
     int bad = 0, refused = limits_refuse(dr, cr, amount);
     PyObject *ev;
     long long tid;
@@ -578,7 +568,7 @@ static int move_posted(SpotFast *self, PyObject *ledger, PyObject *dr, PyObject 
 
 /* hold_more(): the caller has checked limits_refuse() == 0 and the hold is pending. */
 static int hold_more(SpotFast *self, PyObject *ledger, PyObject *hold, PyObject *dr, PyObject *cr,
-                     long long amount, long long seq) {
+                     long long amount) {
     int bad = 0;
     PyObject *ev;
     long long tid;
@@ -592,8 +582,7 @@ static int hold_more(SpotFast *self, PyObject *ledger, PyObject *hold, PyObject 
 }
 
 /* move(dr, cr, amount, "hold", seq, pending=True): returns the new hold id, or -1. */
-static long long hold_new(SpotFast *self, PyObject *ledger, PyObject *dr, PyObject *cr, long long amount,
-                          long long seq) {
+static long long hold_new(SpotFast *self, PyObject *ledger, PyObject *dr, PyObject *cr, long long amount) {
     int bad = 0;
     PyObject *ev, *hold, *args[5];
     long long tid = next_transfer_id(ledger, &bad);
@@ -708,8 +697,8 @@ static int jledger(SpotFast *self, long long kind, PyObject *a, PyObject *b, lon
     return 0;
 }
 
-static int resolve_part(SpotFast *self, PyObject *hold, long long amount, long long seq, int post) {
-    return resolve_part_in(self, self->ledger, hold, amount, seq, post, NULL, NULL);
+static int resolve_part(SpotFast *self, PyObject *hold, long long amount, int post) {
+    return resolve_part_in(self, self->ledger, hold, amount, post, NULL, NULL);
 }
 
 static PyObject *current_seq(SpotFast *self) { return self->seq_obj; }
@@ -1084,7 +1073,7 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
         Py_XDECREF(next_obj);
         if (rc < 0) goto fail_order;
     }
-    tid = hold_new(self, ledger, pay, escrow_acc, hold_amount, seq);
+    tid = hold_new(self, ledger, pay, escrow_acc, hold_amount);
     if (tid < 0 || set_ll(order, OO.hold_id, tid) < 0) goto fail_order;
     if ((trades = PyList_New(0)) == NULL) goto fail_order;
     if (gtc && !cross) {
@@ -1192,7 +1181,7 @@ static PyObject *close_resting(SpotFast *self, PyObject *book, PyObject *side, P
             PyErr_SetString(PyExc_AssertionError, "a resting order's hold is not pending");
             goto fail;
         }
-        if (resolve_part(self, hold, amount, seq, 0) < 0) goto fail;
+        if (resolve_part(self, hold, amount, 0) < 0) goto fail;
     }
     set_slot_ref(order, OO.remaining, I_ZERO);
     set_slot_ref(order, OO.status, status);
@@ -1227,7 +1216,6 @@ static int record(SpotFast *self, PyObject *book, long long ts_ns, long long pri
     PyObject *minutes = SLOT(book, BO.minutes), *last = NULL, *item[3], *r;
     long long ms = ts_ns / 1000000, minute = ms - ms % MINUTE_MS, cutoff;
     Py_ssize_t n = PyObject_Length(minutes);
-    int bad = 0;
     if (n < 0) return -1;
     if (n) {
         last = PySequence_GetItem(minutes, n - 1);
@@ -1302,7 +1290,7 @@ static int record(SpotFast *self, PyObject *book, long long ts_ns, long long pri
         item[0] = ll(J_MINUTE_PRUNE); item[1] = ref(book); item[2] = r;
         if (jadd(self, 3, item) < 0) return -1;
     }
-    return bad ? -1 : 0;
+    return 0;
 fail:
     Py_XDECREF(last);
     return -1;
@@ -1363,13 +1351,13 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the seller's hold cannot pay the fill");
         return -1;
     }
-    if (resolve_part(self, hold, base, seq, 1) < 0) return -1;
+    if (resolve_part(self, hold, base, 1) < 0) return -1;
     hold = PyDict_GetItemWithError(holds, SLOT(buyer, OO.hold_id));
     if (hold == NULL || get_ll(hold, HO.status, &bad) != HOLD_PENDING || get_ll(hold, HO.amount, &bad) < quote || bad) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the buyer's hold cannot pay the fill");
         return -1;
     }
-    if (resolve_part(self, hold, quote, seq, 1) < 0) return -1;
+    if (resolve_part(self, hold, quote, 1) < 0) return -1;
     {
         PyObject *escrow_base = account_key(ledger, SLOT(market, MO.escrow_base));
         PyObject *escrow_quote = account_key(ledger, SLOT(market, MO.escrow_quote));
@@ -1378,22 +1366,22 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
             key = pair(SLOT(buyer, OO.owner), SLOT(market, MO.base));
             acc = key ? account_key(ledger, key) : NULL;
             Py_XDECREF(key);
-            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, base - buyer_fee, S_TRADE_CODE, seq) < 0) return -1;
+            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, base - buyer_fee, S_TRADE_CODE) < 0) return -1;
         }
         if (buyer_fee) {
             acc = account_key(ledger, SLOT(market, MO.fees_base));
-            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, buyer_fee, S_FEE, seq) < 0) return -1;
+            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, buyer_fee, S_FEE) < 0) return -1;
         }
         if (quote > seller_fee) {
             key = pair(SLOT(seller, OO.owner), SLOT(market, MO.quote));
             acc = key ? account_key(ledger, key) : NULL;
             Py_XDECREF(key);
-            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, quote - seller_fee, S_TRADE_CODE, seq) < 0)
+            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, quote - seller_fee, S_TRADE_CODE) < 0)
                 return -1;
         }
         if (seller_fee) {
             acc = account_key(ledger, SLOT(market, MO.fees_quote));
-            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, seller_fee, S_FEE, seq) < 0) return -1;
+            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, seller_fee, S_FEE) < 0) return -1;
         }
     }
     if ((lots_obj = ll(lots)) == NULL || (quote_obj = ll(quote)) == NULL) goto fail;
@@ -1519,7 +1507,7 @@ static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *or
             }
             surplus = get_ll(hold, HO.amount, &bad) -
                       remaining * get_ll(order, OO.price, &bad) * get_ll(market, MO.unit, &bad);
-            if (surplus && resolve_part(self, hold, surplus, seq, 0) < 0) return -1;
+            if (surplus && resolve_part(self, hold, surplus, 0) < 0) return -1;
         }
         return bad ? (PyErr_SetString(PyExc_AssertionError, "beyond 64 bits"), -1) : rest(self, book, order, seq_obj, seq);
     }
@@ -1528,7 +1516,7 @@ static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *or
     if (hold == NULL && PyErr_Occurred()) return -1;
     if (hold != NULL) {
         long long amount = get_ll(hold, HO.amount, &bad);
-        if (amount && resolve_part(self, hold, amount, seq, 0) < 0) return -1;
+        if (amount && resolve_part(self, hold, amount, 0) < 0) return -1;
     }
     return bad ? (PyErr_SetString(PyExc_AssertionError, "beyond 64 bits"), -1) : 0;
 }
@@ -1540,10 +1528,13 @@ static PyObject *fast_cancel(SpotFast *self, PyObject *cmd) {
     if (Py_TYPE(cmd) != (PyTypeObject *)CancelType) FALLBACK(cancel_slow);
     market_str = SLOT(cmd, XO.market);
     owner = SLOT(cmd, XO.owner);
-    book = PyDict_GetItemWithError(self->books, market_str);
-    if (book == NULL || !PyDict_GetItemWithError(self->markets, market_str)) {
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(cancel_slow);
+    {
+        PyObject *entry = PyDict_GetItemWithError(self->by_symbol, market_str); /* [market, book, ...] */
+        if (entry == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            FALLBACK(cancel_slow); /* unknown market */
+        }
+        book = PyList_GET_ITEM(entry, 1);
     }
     if (get_ll(cmd, XO.order_id, &bad)) {
         order = PyDict_GetItemWithError(self->orders, SLOT(cmd, XO.order_id));
@@ -1659,7 +1650,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
             if (set_ll(level, LO.qty, get_ll(level, LO.qty, &bad) - delta) < 0) goto fail;
             set_slot_ref(order, OO.updated_seq, seq_obj);
             set_slot_ref(order, OO.updated_ts, ts_obj);
-            if (resolve_part_in(self, ledger, hold, held - need, seq, 0, pay, cr) < 0) goto fail;
+            if (resolve_part_in(self, ledger, hold, held - need, 0, pay, cr) < 0) goto fail;
         }
     } else {
         /* a new price or a larger quantity: to the back of its (new) level */
@@ -1669,9 +1660,9 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
         if (prev == NULL || add3(self, J_UNLINK, order, prev) < 0) goto fail;
         if (jfields(self, order) < 0) goto fail;
         if (need < held) {
-            if (resolve_part_in(self, ledger, hold, held - need, seq, 0, pay, cr) < 0) goto fail;
+            if (resolve_part_in(self, ledger, hold, held - need, 0, pay, cr) < 0) goto fail;
         } else if (need > held) {
-            if (hold_more(self, ledger, hold, pay, cr, need - held, seq) < 0) goto fail;
+            if (hold_more(self, ledger, hold, pay, cr, need - held) < 0) goto fail;
         }
         if (set_ll(order, OO.price, price) < 0 || set_ll(order, OO.qty, qty) < 0 ||
             set_ll(order, OO.remaining, remaining) < 0)
@@ -1891,8 +1882,8 @@ typedef struct {
     PyObject *value;
 } DSlot;
 
-/* `reserve(n)` sizes for n entries, at most this many (about 200 MB of slots); a larger limit
- * still works, by growing. */
+/* `reserve(n)` sizes for n entries, at most this many (2^24 slots of 24 B and a ring of 2^23, about
+ * 530 MB of address space, touched only as entries arrive); a larger limit still works, by growing. */
 #define DEDUP_RESERVE_MAX (1LL << 22)
 /* A reserved table starts small like any other (an engine in a test holds a few entries, and a
  * GC pass or a restore walks every slot) and jumps to its reserved size when it first grows past
@@ -1914,16 +1905,12 @@ typedef struct {
 
 static PyTypeObject DedupType;
 
-static inline int key_eq(PyObject *a, PyObject *b) {
-    return a == b || (PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) && PyUnicode_Compare(a, b) == 0);
-}
-
 /* The slot holding `key`, or the empty slot where it would go. */
 static DSlot *dedup_find(Dedup *d, PyObject *key, Py_hash_t h) {
     size_t i = (size_t)h & d->mask;
     for (;;) {
         DSlot *slot = &d->slots[i];
-        if (slot->key == NULL || (slot->hash == h && key_eq(slot->key, key))) return slot;
+        if (slot->key == NULL || (slot->hash == h && str_eq(slot->key, key))) return slot;
         i = (i + 1) & d->mask;
     }
 }
@@ -2222,10 +2209,10 @@ typedef struct {
     PyObject_HEAD
     PyObject *engine, *ledger, *handlers, *undo;
     Dedup *dedup;
-    PyObject *edict; /* the engine's __dict__: seq, ts_ns and _events without the attribute protocol */
+    PyObject *edict; /* the engine's __dict__: seq and ts_ns without the attribute protocol */
     long long window_ns, entries_max;
-    /* engine.seq and engine.ts_ns, kept here and written through to the engine's __dict__ (only
-     * this applier and Engine.restore, which builds a new one, ever change them) */
+    /* engine.seq and engine.ts_ns, kept here and written through to the engine's __dict__; code
+     * that sets them otherwise must build a new applier, as Engine.restore does */
     long long seq, ts_ns;
     vectorcallfunc vectorcall;
 } Applier;
@@ -2418,6 +2405,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (m == NULL) return NULL;
     if (PyModule_AddIntConstant(m, "API", NATIVE_API) < 0 ||
         PyModule_AddStringConstant(m, "SOURCE_SHA256", NATIVE_SOURCE_SHA256) < 0 ||
+        PyModule_AddIntConstant(m, "DEDUP_RESERVE_MAX", (long)DEDUP_RESERVE_MAX) < 0 ||
         PyModule_AddObjectRef(m, "SpotFast", (PyObject *)&SpotFastType) < 0 ||
         PyModule_AddObjectRef(m, "Applier", (PyObject *)&ApplierType) < 0 ||
         PyModule_AddObjectRef(m, "Dedup", (PyObject *)&DedupType) < 0) {

@@ -105,7 +105,7 @@ class Engine:
         self._bind_native()
 
     def _bind_native(self) -> None:
-        """Point `apply` at the C applier, bound to the current tables (they change on restore)."""
+        """Point `apply` at a new C applier (after a restore too: it keeps its own seq and ts_ns)."""
         if self._native_on:
             self.apply = native.applier(self)  # type: ignore[method-assign]
 

@@ -101,18 +101,14 @@ def applier(engine: Any) -> Any:
     return _setup().Applier(engine)
 
 
-# `Dedup.reserve` sizes for at most this many entries (the C DEDUP_RESERVE_MAX); a larger limit
-# still works, by growing past it.
-DEDUP_RESERVE_MAX = 1 << 22
-
-
 def dedup_table(entries_max: int = 0) -> Any:
-    """The engine's dedup table in C (same methods as dedup.DedupTable), sized for `entries_max`:
-    once past 32k entries it grows straight to that size, so a busy engine rehashes once, not at
-    every doubling on the command path."""
+    """The engine's dedup table in C (same methods as dedup.DedupTable), sized for `entries_max`
+    (up to the module's DEDUP_RESERVE_MAX; past it the table grows): once past 32k entries it
+    grows straight to that size, so a busy engine rehashes once, not at every doubling on the
+    command path."""
     assert module is not None
     table = module.Dedup()
-    table.reserve(min(entries_max, DEDUP_RESERVE_MAX))
+    table.reserve(min(entries_max, module.DEDUP_RESERVE_MAX))
     return table
 
 
