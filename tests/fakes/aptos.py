@@ -80,11 +80,7 @@ class FakeAptosNode(LocalServer):
     def _down(self) -> tuple[int, Any] | None:
         if self.unavailable > 0:
             self.unavailable -= 1
-            return 503, {
-                "message": "service unavailable",
-                "error_code": "internal_error",
-                "vm_error_code": None,
-            }
+            return error(503, "service unavailable", "internal_error")
         return None
 
     def get(self, path: str) -> tuple[int, Any]:
@@ -97,20 +93,18 @@ class FakeAptosNode(LocalServer):
         if len(parts) == 3 and parts[1] == "accounts":
             address = str(AccountAddress.from_str_relaxed(parts[2]))
             if address not in self.sequence:
-                return 404, {
-                    "message": f"Account not found by Address({address}) and Ledger version({self.version})",
-                    "error_code": "account_not_found",
-                    "vm_error_code": None,
-                }
+                return error(
+                    404,
+                    f"Account not found by Address({address}) and Ledger version({self.version})",
+                    "account_not_found",
+                )
             return 200, {"sequence_number": str(self.sequence[address]), "authentication_key": address}
         if len(parts) == 4 and parts[1:3] == ["transactions", "by_hash"]:
             txn = self.transactions.get(parts[3])
             if txn is None:
-                return 404, {
-                    "message": f"Transaction not found by Transaction hash({parts[3]})",
-                    "error_code": "transaction_not_found",
-                    "vm_error_code": None,
-                }
+                return error(
+                    404, f"Transaction not found by Transaction hash({parts[3]})", "transaction_not_found"
+                )
             polls = self._polls.get(parts[3], 0)
             if polls < self.pending_polls:
                 self._polls[parts[3]] = polls + 1
@@ -118,11 +112,7 @@ class FakeAptosNode(LocalServer):
                 pending.update(type="pending_transaction")
                 return 200, pending
             return 200, txn
-        return 404, {
-            "message": f"not found: {path}",
-            "error_code": "web_framework_error",
-            "vm_error_code": None,
-        }
+        return error(404, f"not found: {path}", "web_framework_error")
 
     def post(self, path: str, content_type: str, body: bytes) -> tuple[int, Any]:
         down = self._down()
@@ -135,11 +125,7 @@ class FakeAptosNode(LocalServer):
             if content_type != "application/x.aptos.signed_transaction+bcs":
                 return 415, {"message": "unsupported content type", "error_code": "invalid_input"}
             return self._submit(body)
-        return 404, {
-            "message": f"not found: {path}",
-            "error_code": "web_framework_error",
-            "vm_error_code": None,
-        }
+        return error(404, f"not found: {path}", "web_framework_error")
 
     def _ledger_info(self) -> dict[str, Any]:
         return {
@@ -162,16 +148,12 @@ class FakeAptosNode(LocalServer):
 
     def _submit(self, body: bytes) -> tuple[int, Any]:
         def invalid(message: str, vm_code: int | None = None) -> tuple[int, Any]:
-            return 400, {"message": message, "error_code": "vm_error", "vm_error_code": vm_code}
+            return error(400, message, "vm_error", vm_code)
 
         try:
             signed = SignedTransaction.deserialize(Deserializer(body))
         except Exception as exc:
-            return 400, {
-                "message": f"invalid BCS: {exc}",
-                "error_code": "invalid_input",
-                "vm_error_code": None,
-            }
+            return error(400, f"invalid BCS: {exc}", "invalid_input")
         raw = signed.transaction
         sender = str(raw.sender)
         if not signed.verify():
@@ -321,8 +303,4 @@ class FakeAptosNode(LocalServer):
             commit = self.chains.get((arguments[0], int(arguments[1])))
             values2 = commit if commit is not None else (b"", b"")
             return 200, ["0x" + v.hex() for v in values2]
-        return 400, {
-            "message": f"Function {function} not found",
-            "error_code": "invalid_input",
-            "vm_error_code": None,
-        }
+        return error(400, f"Function {function} not found", "invalid_input")

@@ -33,6 +33,7 @@ import msgspec
 from cashmarkets.core import codes
 from cashmarkets.core.commands import Command
 from cashmarkets.core.ledger import HOUSE, escrow
+from cashmarkets.core.money import format_amount
 from cashmarkets.core.reconcile import Check, check
 from cashmarkets.core.results import Reject, ResultData
 from cashmarkets.fairness import drand
@@ -738,15 +739,11 @@ class RtpEstimate(msgspec.Struct, kw_only=True):
 
     def percent(self) -> dict[str, str]:
         """RTP per leverage as published: percent with 4 decimals."""
-        return {str(x): _ppm_percent(v) for x, v in self.rtp_ppm.items()}
+        return {str(x): format_amount(v, 4) for x, v in self.rtp_ppm.items()}  # ppm = 1e-4 %
 
     def error_percent(self) -> dict[str, str]:
         """The standard error per leverage, in percentage points."""
-        return {str(x): _ppm_percent(v) for x, v in self.standard_error_ppm.items()}
-
-
-def _ppm_percent(ppm: int) -> str:
-    return f"{ppm // 10_000}.{ppm % 10_000:04d}"
+        return {str(x): format_amount(v, 4) for x, v in self.standard_error_ppm.items()}
 
 
 def simulate_rtp(
