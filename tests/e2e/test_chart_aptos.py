@@ -19,8 +19,8 @@ from aptos_sdk.account import Account
 
 from tests.e2e.processes import Proc, free_port, wait_ready
 from tests.fakes.aptos import FakeAptosNode
+from tests.integration.chart_helpers import TOOL
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_round.py"
 GAME = "btc-30s"
 
 

@@ -26,10 +26,10 @@ from cashmarkets.core.products.chartgame import (
 from cashmarkets.core.results import Accepted
 from cashmarkets.fairness.chain import SeedChain
 from tests.integration.api_helpers import bearer, embedded, on_app_loop, services_of, signup, wait_committed
+from tests.integration.chart_helpers import run_tool
 
 CG = "/api/v1/chartgame"
 GAME = "btc-30s"
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_round.py"
 _n = [0]
 
 
@@ -165,8 +165,7 @@ async def test_a_round_over_http_settles_exactly_and_verifies(tmp_path: Path) ->
         doc = (await client.get(f"{CG}/rounds/{GAME}/1/verify")).json()
         path = tmp_path / "round.json"
         path.write_text(json.dumps(doc))
-        tool = subprocess.run([sys.executable, str(TOOL), str(path)], capture_output=True, timeout=60)
-        assert tool.returncode == 0
+        assert run_tool(path) == 0
         data = str(tmp_path / "data")
         cli = subprocess.run(
             [sys.executable, "-m", "cashmarkets.cli", "verify", "round", GAME, "1", "--data-dir", data],

@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,11 @@ from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
 from cashmarkets.runtime.chart_verify import verify_document
 from tests.e2e.processes import free_port
 from tests.fakes.aptos import FakeAptosNode
-from tests.integration.test_chart_scheduler import (
+from tests.integration.chart_helpers import (
     GAME,
-    TOOL,
     play_until_settled,
     round_document,
+    run_tool,
     runtime,
     settled_of,
 )
@@ -153,11 +151,6 @@ async def test_failures_are_chain_errors(node: FakeAptosNode, operator: Account)
             await gone.seed_of("g", 4)
     finally:
         await gone.close()
-
-
-def run_tool(path: Path, *args: str) -> int:
-    cmd = [sys.executable, str(TOOL), str(path), *args]
-    return subprocess.run(cmd, capture_output=True, timeout=60).returncode
 
 
 async def test_rounds_mix_the_on_chain_seed_and_verify_against_the_node(

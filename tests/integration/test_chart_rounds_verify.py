@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from pathlib import Path
 from typing import Any
 
 from cashmarkets.beacons.sources import LocalSource
@@ -24,9 +23,8 @@ from cashmarkets.core.products.chartgame import (
 )
 from cashmarkets.core.results import Accepted
 from cashmarkets.fairness.chain import SeedChain
-from tests.integration.test_chart_scheduler import round_document, settled_of
+from tests.integration.chart_helpers import TOOL, round_document, settled_of
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_round.py"
 GAME = GameConfig(
     game="v", name="verify", candles_per_round=60, beacon_genesis_s=1_700_000_000, beacon_period_s=1
 )
