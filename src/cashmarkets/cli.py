@@ -485,8 +485,9 @@ def verify_round(
     if output is not None:
         output.write_text(json.dumps(doc))
     on_chain = None
-    if doc.get("onchain") and settings.chain_adapter != "none":
-        on_chain = asyncio.run(_read_draw(settings, game, round_no))
+    onchain = doc.get("onchain")
+    if isinstance(onchain, dict) and onchain.get("chain") == "aptos" and settings.aptos_node_url:
+        on_chain = asyncio.run(_read_draw(settings.aptos_node_url, onchain["module"], game, round_no))
     checks = verify_document(doc, on_chain)
     passed = all(ok for _, ok in checks)
     # A round mixed with an on-chain seed that no chain was asked about is not shown fair: as
@@ -498,16 +499,15 @@ def verify_round(
     raise typer.Exit(1 if not passed else 2 if skipped else 0)
 
 
-async def _read_draw(settings: Settings, game: str, round_no: int) -> tuple[bytes, bytes]:
-    """(seed, commitment) the configured chain holds for a round."""
-    from cashmarkets.api.app import chain_adapter
+async def _read_draw(node_url: str, module: str, game: str, round_no: int) -> tuple[bytes, bytes]:
+    """(seed, commitment) the document's module holds for a round, read from a node (no key)."""
+    from cashmarkets.onchain.aptos import AptosReader
 
-    adapter = chain_adapter(settings)
-    assert adapter is not None
+    reader = AptosReader(node_url, module)
     try:
-        seed, commitment, _txn = await adapter.seed_of(game, round_no)
+        seed, commitment, _txn = await reader.seed_of(game, round_no)
     finally:
-        await adapter.close()
+        await reader.close()
     return seed, commitment
 
 

@@ -81,13 +81,13 @@ def test_a_round_with_an_on_chain_seed_verifies_against_the_chain(tmp_path: Path
         report = json.loads(cli.stdout.strip().splitlines()[-1])
         assert report["fair"] and report["checks"]["on-chain seed is the chain's record"] is True
         assert report["skipped"] == []
-        # Without a chain to ask, the on-chain seed is not vouched for: skipped, exit 2, not fair.
+        # Without a node to ask, the on-chain seed is not vouched for: skipped, exit 2, not fair.
         unchecked = subprocess.run(
             [sys.executable, "-m", "cashmarkets.cli", "verify", "round", GAME, "1", "--data-dir", str(data)],
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, **env, "CASHMARKETS_CHAIN_ADAPTER": "none"},
+            env={**os.environ, **env, "CASHMARKETS_APTOS_NODE_URL": ""},
         )
         assert unchecked.returncode == 2, unchecked.stdout + unchecked.stderr
         report = json.loads(unchecked.stdout.strip().splitlines()[-1])

@@ -47,8 +47,46 @@ POLL_S: Final = 0.2
 AIP80_PREFIX: Final = "ed25519-priv-"
 
 
-class AptosAdapter:
+class AptosReader:
+    """The module's view functions on a node: all a verifier needs, with no key."""
+
     name = "aptos"
+
+    def __init__(self, node_url: str, module: str) -> None:
+        self.module = module  # "<address>::round_seed"
+        self.client = RestClient(node_url.rstrip("/"), ClientConfig(http2=False))
+
+    async def close(self) -> None:
+        await self.client.close()  # type: ignore[no-untyped-call]
+
+    async def network(self) -> int:
+        try:
+            return int(await self.client.chain_id())  # type: ignore[no-untyped-call]
+        except (ApiError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            raise ChainError(f"aptos node: {exc!r}") from exc
+
+    async def _view(self, function: str, args: list[str]) -> list[Any]:
+        try:
+            raw = await self.client.view(f"{self.module}::{function}", [], args)
+            result = json.loads(raw)
+        except (ApiError, httpx.HTTPError, OSError, ValueError) as exc:
+            raise ChainError(f"view {function}: {exc!r}") from exc
+        if not isinstance(result, list):
+            raise ChainError(f"view {function}: not a list: {result!r}")
+        return result
+
+    async def seed_of(self, game: str, round_no: int) -> tuple[bytes, bytes, str]:
+        """What the chain holds for a round: (seed, commitment, drawing txn); empty if not drawn."""
+        seed, commitment, txn = await self._view("seed_of", [game, str(round_no)])
+        return _hex_bytes(seed), _hex_bytes(commitment), _txn_hex(txn)
+
+    async def _chain_commitment(self, game: str, chain_id: int) -> tuple[bytes, str]:
+        commitment, txn = await self._view("chain_commitment", [game, str(chain_id)])
+        return _hex_bytes(commitment), _txn_hex(txn)
+
+
+class AptosAdapter(AptosReader):
+    """The operator's side: commits chains and draws seeds with its account's transactions."""
 
     def __init__(
         self,
@@ -63,19 +101,9 @@ class AptosAdapter:
         self.module_address = (
             AccountAddress.from_str_relaxed(module_address) if module_address else self.address
         )
-        self.module = f"{self.module_address}::{MODULE_NAME}"
-        self.client = RestClient(node_url.rstrip("/"), ClientConfig(http2=False))
+        super().__init__(node_url, f"{self.module_address}::{MODULE_NAME}")
         self.wait_s = wait_s
         self._lock = asyncio.Lock()  # one sequence number in flight
-
-    async def close(self) -> None:
-        await self.client.close()  # type: ignore[no-untyped-call]
-
-    async def network(self) -> int:
-        try:
-            return int(await self.client.chain_id())  # type: ignore[no-untyped-call]
-        except (ApiError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
-            raise ChainError(f"aptos node: {exc!r}") from exc
 
     # ---- the two operations ---------------------------------------------------------------------------
 
@@ -125,25 +153,6 @@ class AptosAdapter:
         return OnchainDraw(chain=self.name, network=network, module=self.module, seed=seed, txn_hash=txn)
 
     # ---- reads ------------------------------------------------------------------------------------
-
-    async def _view(self, function: str, args: list[str]) -> list[Any]:
-        try:
-            raw = await self.client.view(f"{self.module}::{function}", [], args)
-            result = json.loads(raw)
-        except (ApiError, httpx.HTTPError, OSError, ValueError) as exc:
-            raise ChainError(f"view {function}: {exc!r}") from exc
-        if not isinstance(result, list):
-            raise ChainError(f"view {function}: not a list: {result!r}")
-        return result
-
-    async def seed_of(self, game: str, round_no: int) -> tuple[bytes, bytes, str]:
-        """What the chain holds for a round: (seed, commitment, drawing txn); empty if not drawn."""
-        seed, commitment, txn = await self._view("seed_of", [game, str(round_no)])
-        return _hex_bytes(seed), _hex_bytes(commitment), _txn_hex(txn)
-
-    async def _chain_commitment(self, game: str, chain_id: int) -> tuple[bytes, str]:
-        commitment, txn = await self._view("chain_commitment", [game, str(chain_id)])
-        return _hex_bytes(commitment), _txn_hex(txn)
 
     def _seed_event(self, txn: dict[str, Any], game: str, round_no: int, commitment: bytes) -> bytes:
         """The seed from the transaction's `SeedDrawn` event, checked against what was asked."""
