@@ -632,6 +632,11 @@ struct SpotFast {
     PyObject *seq_obj; /* the running command's seq (borrowed from the command, for its events) */
 };
 
+/* The ledger's hold of an order (borrowed), NULL when it has none (an error set only on failure). */
+static inline PyObject *hold_of(SpotFast *self, PyObject *order) {
+    return PyDict_GetItemWithError(SLOT(self->ledger, GO.holds), SLOT(order, OO.hold_id));
+}
+
 static void jclear(SpotFast *self) {
     while (self->jlen > 0) {
         JEntry *e = &self->jbuf[--self->jlen];
@@ -1173,7 +1178,7 @@ static PyObject *close_resting(SpotFast *self, PyObject *book, PyObject *side, P
     prev = side_unlink(side, order);
     if (prev == NULL || add3(self, J_UNLINK, order, prev) < 0) goto fail;
     if (forget(self, order) < 0) goto fail;
-    hold = PyDict_GetItemWithError(SLOT(self->ledger, GO.holds), SLOT(order, OO.hold_id));
+    hold = hold_of(self, order);
     if (hold == NULL && PyErr_Occurred()) goto fail;
     if (hold != NULL) amount = get_ll(hold, HO.amount, &bad);
     if (hold != NULL && amount) {
@@ -1326,7 +1331,7 @@ static PyObject *account_key(PyObject *ledger, PyObject *key) {
 /* product._fill(): one trade between the taker and a resting maker, at the maker's price. */
 static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market, PyObject *taker, PyObject *maker,
                 long long lots, PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades) {
-    PyObject *ledger = self->ledger, *holds = SLOT(ledger, GO.holds), *buyer, *seller, *hold, *acc, *lots_obj = NULL,
+    PyObject *ledger = self->ledger, *buyer, *seller, *hold, *acc, *lots_obj = NULL,
              *quote_obj = NULL, *key, *trade, *args[16];
     int bad = 0, taker_buys = get_ll(taker, OO.side, &bad) == BUY;
     long long price = get_ll(maker, OO.price, &bad), unit = get_ll(market, MO.unit, &bad);
@@ -1346,13 +1351,13 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
     buyer_fee = (long long)((__int128)base * buyer_bps / BPS);
     seller_fee = (long long)((__int128)quote * seller_bps / BPS);
     /* both holds post their part into the escrow */
-    hold = PyDict_GetItemWithError(holds, SLOT(seller, OO.hold_id));
+    hold = hold_of(self, seller);
     if (hold == NULL || get_ll(hold, HO.status, &bad) != HOLD_PENDING || get_ll(hold, HO.amount, &bad) < base || bad) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the seller's hold cannot pay the fill");
         return -1;
     }
     if (resolve_part(self, hold, base, 1) < 0) return -1;
-    hold = PyDict_GetItemWithError(holds, SLOT(buyer, OO.hold_id));
+    hold = hold_of(self, buyer);
     if (hold == NULL || get_ll(hold, HO.status, &bad) != HOLD_PENDING || get_ll(hold, HO.amount, &bad) < quote || bad) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the buyer's hold cannot pay the fill");
         return -1;
@@ -1487,7 +1492,7 @@ static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *or
                   PyObject *ts_obj, long long seq) {
     int bad = 0;
     long long remaining = get_ll(order, OO.remaining, &bad);
-    PyObject *holds = SLOT(self->ledger, GO.holds), *hold;
+    PyObject *hold;
     set_slot_ref(order, OO.updated_seq, seq_obj);
     set_slot_ref(order, OO.updated_ts, ts_obj);
     if (remaining == 0) {
@@ -1500,7 +1505,7 @@ static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *or
         set_slot_ref(order, OO.status, get_ll(order, OO.executed, &bad) ? S_PARTIAL : S_NEW);
         if (get_ll(order, OO.side, &bad) == BUY) {
             long long surplus;
-            hold = PyDict_GetItemWithError(holds, SLOT(order, OO.hold_id));
+            hold = hold_of(self, order);
             if (hold == NULL) {
                 if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, SLOT(order, OO.hold_id));
                 return -1;
@@ -1512,7 +1517,7 @@ static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *or
         return bad ? (PyErr_SetString(PyExc_AssertionError, "beyond 64 bits"), -1) : rest(self, book, order, seq_obj, seq);
     }
     set_slot_ref(order, OO.remaining, I_ZERO);
-    hold = PyDict_GetItemWithError(holds, SLOT(order, OO.hold_id));
+    hold = hold_of(self, order);
     if (hold == NULL && PyErr_Occurred()) return -1;
     if (hold != NULL) {
         long long amount = get_ll(hold, HO.amount, &bad);
@@ -1552,7 +1557,7 @@ static PyObject *fast_cancel(SpotFast *self, PyObject *cmd) {
         FALLBACK(cancel_slow); /* order_not_found */
     }
     seq = get_ll(cmd, XO.seq, &bad);
-    hold = PyDict_GetItemWithError(SLOT(self->ledger, GO.holds), SLOT(order, OO.hold_id));
+    hold = hold_of(self, order);
     if (hold == NULL && PyErr_Occurred()) return NULL;
     if (hold != NULL) {
         amount = get_ll(hold, HO.amount, &bad);
@@ -1611,7 +1616,7 @@ static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
     } else {
         need = remaining * get_ll(market, MO.lot, &bad);
     }
-    hold = PyDict_GetItemWithError(SLOT(ledger, GO.holds), SLOT(order, OO.hold_id));
+    hold = hold_of(self, order);
     if (hold == NULL || bad || get_ll(hold, HO.status, &bad) != HOLD_PENDING) {
         if (PyErr_Occurred()) return NULL;
         FALLBACK(amend_slow);
