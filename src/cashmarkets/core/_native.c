@@ -177,6 +177,18 @@ static PyObject *get_item(PyObject *dict, const char *name) {
         if ((dst) == -1 && PyErr_Occurred()) return NULL;         \
     } while (0)
 
+/* A constant the C has compiled in must have the same value in Python. */
+#define EXPECT_LL(value, name)                                                                     \
+    do {                                                                                           \
+        long long _x;                                                                              \
+        KEEP_LL(_x, name);                                                                         \
+        if (_x != (long long)(value)) {                                                            \
+            PyErr_Format(PyExc_AssertionError, "%s is %lld in Python but %lld in _native.c", name, \
+                         _x, (long long)(value));                                                  \
+            return NULL;                                                                           \
+        }                                                                                          \
+    } while (0)
+
 static PyObject *setup(PyObject *self, PyObject *spec) {
     PyObject *t;
     if (!PyDict_Check(spec)) {
@@ -265,6 +277,10 @@ static PyObject *setup(PyObject *self, PyObject *spec) {
     KEEP_LL(J_NEXT_ID, "_J_NEXT_ID");
     KEEP_LL(U_PENDING, "_U_PENDING"); KEEP_LL(U_PART, "_U_PART"); KEEP_LL(U_MORE, "_U_MORE");
     KEEP_LL(K_PENDING, "PENDING"); KEEP_LL(K_VOID_PART, "VOID_PART"); KEEP_LL(K_HOLD_MORE, "HOLD_MORE");
+    EXPECT_LL(NO_OVERDRAFT, "NO_OVERDRAFT"); EXPECT_LL(NO_CREDIT_EXCESS, "NO_CREDIT_EXCESS");
+    EXPECT_LL(HOLD_PENDING, "HOLD_PENDING"); EXPECT_LL(1, "HOLD_POSTED"); EXPECT_LL(2, "HOLD_VOIDED");
+    EXPECT_LL(BUY, "BUY"); EXPECT_LL(1, "STP_EXPIRE_TAKER"); EXPECT_LL(2, "STP_EXPIRE_MAKER");
+    EXPECT_LL(3, "STP_EXPIRE_BOTH");
 #define INTERN(var, s) if (!((var) = PyUnicode_InternFromString(s))) return NULL
     INTERN(S_BUY, "BUY"); INTERN(S_SELL, "SELL"); INTERN(S_LIMIT, "LIMIT"); INTERN(S_LIMIT_MAKER, "LIMIT_MAKER");
     INTERN(S_GTC, "GTC"); INTERN(S_NEW, "NEW"); INTERN(S_CANCELED, "CANCELED"); INTERN(S_AMENDED, "AMENDED");

@@ -77,6 +77,16 @@ def _setup() -> ModuleType:
             "_U_PENDING": ledger._U_PENDING,
             "_U_PART": ledger._U_PART,
             "_U_MORE": ledger._U_MORE,
+            # compiled into the C as numbers; setup() refuses them if Python's differ
+            "NO_OVERDRAFT": ledger.NO_OVERDRAFT,
+            "NO_CREDIT_EXCESS": ledger.NO_CREDIT_EXCESS,
+            "HOLD_PENDING": ledger.HOLD_PENDING,
+            "HOLD_POSTED": ledger.HOLD_POSTED,
+            "HOLD_VOIDED": ledger.HOLD_VOIDED,
+            "BUY": book.BUY,
+            "STP_EXPIRE_TAKER": book.STP_EXPIRE_TAKER,
+            "STP_EXPIRE_MAKER": book.STP_EXPIRE_MAKER,
+            "STP_EXPIRE_BOTH": book.STP_EXPIRE_BOTH,
         }
         for name in (
             "_J_LINK",
