@@ -94,6 +94,32 @@ async def test_snapshot_every_n_commands_and_recovery_replays_only_the_tail(
     await again.stop()
 
 
+async def test_stop_takes_its_last_snapshot_after_one_still_being_written(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, snapshot_every_commands=10, snapshot_fork=False)
+    await runtime.start()
+    save = runtime.snapshots.save
+    saving = asyncio.Event()
+
+    async def slow_save(record: object) -> None:  # the real store, just slow to write
+        saving.set()
+        await asyncio.sleep(0.3)
+        await save(record)  # type: ignore[arg-type]
+
+    runtime.snapshots.save = slow_save  # type: ignore[method-assign]
+    for i in range(10):
+        await runtime.submit(Deposit(command_id=f"d{i}", owner="a", asset="USDC", amount=1))
+    await asyncio.wait_for(saving.wait(), 5)  # the snapshot at 10 is being written...
+    for i in range(10, 15):
+        await runtime.submit(Deposit(command_id=f"d{i}", owner="a", asset="USDC", amount=1))
+    await runtime.stop()  # ...when stop wants the last one, at 15
+    assert runtime.stats["snapshots"] == 2
+    store = SnapshotStore(f"sqlite+aiosqlite:///{tmp_path}/store.db")
+    await store.open()
+    newest = await store.newest_intact()
+    await store.close()
+    assert newest is not None and newest.seq == 15
+
+
 async def test_back_pressure_refuses_past_the_pending_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

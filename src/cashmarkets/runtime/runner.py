@@ -97,6 +97,7 @@ class Runtime:
         self._failed: BaseException | None = None
         self._snapshot_seq = 0
         self._snapshotting = False
+        self._snapshot_lock = asyncio.Lock()  # one snapshot at a time
         self._snapshot_position: Position | None = None
         self._subscribers: list[Callable[[list[Any]], None]] = []
         self.recovered_from_seq = 0
@@ -142,7 +143,8 @@ class Runtime:
             except (asyncio.CancelledError, Exception):
                 pass
         if snapshot and self._failed is None and self.engine.seq > self._snapshot_seq:
-            await self.take_snapshot()
+            # wait=True: a snapshot still being written must not make the last one be skipped
+            await self.take_snapshot(wait=True)
         await self.log.close()
         await self.snapshots.close()
 
@@ -335,17 +337,20 @@ class Runtime:
                 except Exception as exc:
                     log.error("snapshot failed", error=repr(exc))
 
-    async def take_snapshot(self) -> SnapshotRecord | None:
-        """Capture the state between two batches, then write it on the store's thread."""
-        if not self.config.snapshots:
+    async def take_snapshot(self, *, wait: bool = False) -> SnapshotRecord | None:
+        """Capture the state between two batches, then write it on the store's thread. While one
+        is being written another is skipped (the periodic triggers), or with `wait` taken after
+        it (stop)."""
+        if not self.config.snapshots or (self._snapshot_lock.locked() and not wait):
             return None
-        if self.position is None or self.engine.seq <= self._snapshot_seq or self._snapshotting:
-            return None
-        self._snapshotting = True
-        try:
-            return await self._take_snapshot()
-        finally:
-            self._snapshotting = False
+        async with self._snapshot_lock:
+            if self.position is None or self.engine.seq <= self._snapshot_seq:
+                return None
+            self._snapshotting = True
+            try:
+                return await self._take_snapshot()
+            finally:
+                self._snapshotting = False
 
     async def _take_snapshot(self) -> SnapshotRecord:
         assert self.position is not None
