@@ -26,7 +26,7 @@ from cashmarkets.cli import app
 from cashmarkets.store import db, migrate, tables
 from cashmarkets.store.db import create_engine, database_url, is_postgres
 
-HEAD = "0006"
+HEAD = "0007"
 VERSION_TABLE = "alembic_version"
 
 
@@ -81,7 +81,7 @@ async def test_upgrade_to_head_builds_exactly_the_schema_of_tables_py(store_url:
     await migrate.upgrade(store_url)
     assert await schema_diff(store_url) == []
     assert await table_names(store_url) == set(tables.metadata.tables) | {VERSION_TABLE}
-    assert len(tables.metadata.tables) == 23
+    assert len(tables.metadata.tables) == 24
     assert await migrate.current(store_url) == HEAD
     assert migrate.head() == HEAD
 
@@ -324,6 +324,7 @@ async def test_rows_round_trip_through_create_engine(store_url: str) -> None:
         "role": "player",
         "status": "active",
         "created_at_ns": big,
+        "token_version": 0,
     }
     assert [s.seq for s in snapshots] == [10, 20]
     assert snapshots[0].id < snapshots[1].id  # auto-increment ids on both backends

@@ -2,7 +2,7 @@
 
     platform data (written by the API):   users, credentials, wallet_identities, login_nonces,
                                           magic_links, refresh_tokens, idempotency_keys, audit_log,
-                                          api_keys
+                                          api_keys, faucet_totals
     projections (written by the projector from engine events, exactly once):
                                           accounts, ledger_transfers, withdrawals,
                                           positions, position_events, projector_checkpoints,
@@ -59,6 +59,9 @@ users = Table(
     Column("role", String(16), nullable=False),  # player | operator | admin | auditor
     Column("status", String(16), nullable=False),  # active | disabled
     Column("created_at_ns", BigInteger, nullable=False),
+    # Bumped on every change that must reach tokens already issued (role, status): an access
+    # token carries the version it was issued at and is refused once the user's moved on.
+    Column("token_version", Integer, nullable=False, server_default="0"),
 )
 
 credentials = Table(
@@ -67,6 +70,9 @@ credentials = Table(
     Column("user_id", String(USER_ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Column("password_hash", String(256), nullable=False),
     Column("updated_at_ns", BigInteger, nullable=False),
+    # Failed password sign-ins in a row, and until when the account refuses more (a growing delay).
+    Column("failed_signins", Integer, nullable=False, server_default="0"),
+    Column("locked_until_ns", BigInteger, nullable=True),
 )
 
 wallet_identities = Table(
@@ -124,6 +130,16 @@ idempotency_keys = Table(
     Column("response_body", LargeBinary, nullable=True),
     Column("created_at_ns", BigInteger, nullable=False),
     Index(None, "created_at_ns"),
+)
+
+# Development money handed out per user, asset and UTC day (the faucet's running totals).
+faucet_totals = Table(
+    "faucet_totals",
+    metadata,
+    Column("user_id", String(USER_ID_LENGTH), primary_key=True),
+    Column("asset", String(16), primary_key=True),
+    Column("day", Integer, primary_key=True),  # days since the epoch (UTC)
+    Column("amount_minor", BigInteger, nullable=False),
 )
 
 audit_log = Table(
