@@ -49,6 +49,7 @@ from cashmarkets.gateway.topics import TopicRegistry
 from cashmarkets.integrations.email import mailer_from_url
 from cashmarkets.onchain.adapter import ChainAdapter
 from cashmarkets.ops import metrics
+from cashmarkets.ops.nesting import RECURSION_LIMIT, pin_recursion_limit
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
@@ -181,9 +182,18 @@ def docs() -> Redirect:
 def create_app(settings: Settings) -> Litestar:
     """Embedded (one process: runtime + projector + API) or, with PostgreSQL and Redis
     configured, a distributed API process that talks to the engine process through Redis."""
+    _pin_recursion_limit()
     return build_litestar(
         settings, _distributed_lifespan(settings) if settings.distributed else _embedded_lifespan(settings)
     )
+
+
+def _pin_recursion_limit() -> None:
+    """Every import is done by now: make sure none left the recursion limit raised (deep client
+    input must fail as a decode error, never overflow the C stack; ops/nesting.py)."""
+    found = pin_recursion_limit()
+    if found > RECURSION_LIMIT:
+        log.warning("recursion limit was raised by an import; set back", found=found, now=RECURSION_LIMIT)
 
 
 def _install(app: Litestar, settings: Settings, services: Services, limits: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from cashmarkets.api.errors import PROBLEM_JSON
 from cashmarkets.ops import metrics
 from cashmarkets.ops.ids import new_id
 from cashmarkets.ops.logging import REQUEST_ID
+from cashmarkets.ops.nesting import NESTING_DEPTH_MAX, json_depth_within
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore, Stored, valid_key
 
 # Raw ASGI: Litestar's TypedDicts for these are stricter than the protocol needs here.
@@ -31,6 +32,9 @@ Scope = Any
 Message = Any
 Receive = Any
 Send = Any
+
+# Requests whose body the edge reads first (size, nesting depth, Idempotency-Key digest).
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # Buckets kept in memory (per IP and per user); the least recently used are forgotten beyond this.
 RATE_BUCKETS_MAX: Final = 100_000
@@ -178,7 +182,58 @@ def _token_subject(scope: Scope) -> str | None:
     return None if user is None else str(user.id)
 
 
-async def _idempotent(app: ASGIApp, scope: Scope, receive: Receive, send: Send, key: str) -> None:
+async def _read_body(scope: Scope, receive: Receive, send: Send) -> bytes | None:
+    """The whole request body, checked for size and nesting depth; None when the request was
+    answered here (413, 400) or the client went away."""
+    body_max: int = scope["app"].state.request_body_max_bytes
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > body_max:
+            await _send_problem(
+                send, scope, 413, "payload_too_large", f"request bodies are at most {body_max} bytes"
+            )
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    # Form bodies (the Binance routes) are flat; anything else may be parsed as JSON.
+    if not _is_form(scope) and not json_depth_within(body):
+        await _send_problem(
+            send, scope, 400, "bad_request", f"the body nests deeper than {NESTING_DEPTH_MAX} levels"
+        )
+        return None
+    return body
+
+
+def _is_form(scope: Scope) -> bool:
+    content_type = _header(scope, b"content-type") or ""
+    return content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded"
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body read already, then the real channel (disconnect)."""
+    sent_body = False
+
+    async def replay_receive() -> Message:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay_receive
+
+
+async def _idempotent(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, key: str, body: bytes
+) -> None:
     """Same key + same request -> the stored response; same key + another request -> 409;
     a repeat while the first is still running -> 409. Keys are scoped per user (or per IP)."""
     if not valid_key(key):
@@ -187,24 +242,6 @@ async def _idempotent(app: ASGIApp, scope: Scope, receive: Receive, send: Send, 
         )
         return
     state = scope["app"].state
-    body_max: int = state.request_body_max_bytes
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > body_max:
-            await _send_problem(
-                send, scope, 413, "payload_too_large", f"request bodies are at most {body_max} bytes"
-            )
-            return
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    body = b"".join(chunks)
     user_id = _token_subject(scope)
     client = scope.get("client")
     owner = f"user:{user_id}" if user_id else f"ip:{client[0] if client else '?'}"
@@ -233,15 +270,6 @@ async def _idempotent(app: ASGIApp, scope: Scope, receive: Receive, send: Send, 
         )
         return
 
-    sent_body = False
-
-    async def replay_receive() -> Message:
-        nonlocal sent_body
-        if not sent_body:
-            sent_body = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
     status = 500
     content_type = ""
     held: list[Message] = []
@@ -256,7 +284,7 @@ async def _idempotent(app: ASGIApp, scope: Scope, receive: Receive, send: Send, 
         held.append(message)
 
     try:
-        await app(scope, replay_receive, capture)
+        await app(scope, receive, capture)
     except BaseException:
         await store.release(owner, key)
         raise
@@ -303,10 +331,15 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
         try:
             if scope["path"].startswith("/api/") and await _rate_limited(scope, edge_send):
                 return
-            if idempotency_key is not None and scope["method"] == "POST":
-                await _idempotent(app, scope, receive, edge_send, idempotency_key)
-            else:
-                await app(scope, receive, edge_send)
+            if scope["method"] in _BODY_METHODS:
+                body = await _read_body(scope, receive, edge_send)
+                if body is None:
+                    return
+                receive = _replaying(body, receive)
+                if idempotency_key is not None and scope["method"] == "POST":
+                    await _idempotent(app, scope, receive, edge_send, idempotency_key, body)
+                    return
+            await app(scope, receive, edge_send)
         finally:
             REQUEST_ID.reset(token)
             route = scope.get("path_template") or "unmatched"

@@ -57,6 +57,8 @@ class AuthUser(msgspec.Struct, frozen=True):
 # (about 7 % of the API's CPU under load). A token's claims never change, so a hit needs only the
 # expiry check. Oldest entries go first beyond this many.
 VERIFIED_TOKENS_MAX: Final = 50_000
+# Ours are about 250 characters; anything far longer is refused before any parsing.
+TOKEN_LENGTH_MAX: Final = 2_048
 
 
 class TokenService:
@@ -73,6 +75,8 @@ class TokenService:
         return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
 
     def verify(self, token: str) -> AuthUser | None:
+        if len(token) > TOKEN_LENGTH_MAX:
+            return None
         cached = self._verified.get(token)
         if cached is not None:
             if time.time() < cached[1]:
@@ -86,7 +90,7 @@ class TokenService:
                 algorithms=[JWT_ALGORITHM],
                 options={"require": ["exp", "iat", "sub", "typ"]},
             )
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError):  # a deeply nested header or payload: not ours
             return None
         if claims.get("typ") != "access" or claims.get("role") not in ROLES:
             return None

@@ -89,9 +89,15 @@ import base58
 import msgspec
 import nacl.exceptions
 import nacl.signing
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from eth_utils.address import to_checksum_address
+
+from cashmarkets.ops.nesting import keep_recursion_limit
+
+# py_ecc, under eth_account, raises the recursion limit to 100,000 at import, which lets deep
+# client JSON overflow the C stack (ops/nesting.py): put it back.
+with keep_recursion_limit():
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
 
 __all__ = [
     "CHAINS",

@@ -20,6 +20,8 @@ from typing import Any, Final
 
 import msgspec
 
+from cashmarkets.ops.nesting import NESTING_DEPTH_MAX, json_depth_within, msgpack_depth_within
+
 PROTOCOL_VERSION: Final = 1
 HEADER: Final = struct.Struct(">BBQI")  # version, type, timestamp ms, sequence
 HEADER_BYTES: Final = HEADER.size  # 14
@@ -76,6 +78,7 @@ class ProtocolError(Exception):
 
 
 _ENCODER = msgspec.msgpack.Encoder()
+_TOO_DEEP: Final = f"payload nests deeper than {NESTING_DEPTH_MAX} levels"
 _JSON = msgspec.json.Encoder()
 
 
@@ -93,6 +96,8 @@ def parse_binary(frame: bytes) -> tuple[int, int, Any]:
     if version != PROTOCOL_VERSION:
         detail = f"protocol version {version}; this server speaks {PROTOCOL_VERSION}"
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, detail, **where)
+    if not msgpack_depth_within(frame[HEADER_BYTES:]):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, _TOO_DEEP, **where)
     try:
         payload = msgspec.msgpack.decode(frame[HEADER_BYTES:]) if len(frame) > HEADER_BYTES else {}
     except msgspec.DecodeError as exc:
@@ -112,6 +117,8 @@ _JSON_REQUEST = msgspec.json.Decoder(JsonRequest)
 
 
 def parse_json(text: bytes) -> JsonRequest:
+    if not json_depth_within(text):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, _TOO_DEEP)
     try:
         return _JSON_REQUEST.decode(text)
     except msgspec.ValidationError as exc:

@@ -43,6 +43,7 @@ from cashmarkets.gateway.protocol import (
 )
 from cashmarkets.gateway.topics import TopicRegistry, count_sent
 from cashmarkets.ops import metrics
+from cashmarkets.ops.nesting import pin_recursion_limit
 
 log = structlog.get_logger("cashmarkets.gateway")
 
@@ -103,6 +104,8 @@ class Gateway:
 
     async def start(self, host: str, port: int, **kwargs: Any) -> int:
         """Listen; returns the port (useful with port 0)."""
+        # Deep client frames must fail as decode errors, never overflow the C stack (ops/nesting.py).
+        pin_recursion_limit()
         # picows logs every connection at INFO: thousands of lines a second at scale.
         logging.getLogger("picows").setLevel(logging.WARNING)
         kwargs.setdefault("backlog", LISTEN_BACKLOG)
