@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck services pytest bench-smoke clean native native-required
+.PHONY: run test unit lint typecheck services pytest fuzz bench-smoke clean native native-required
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP) native
 	$(BIN)/cashmarkets serve
 
-test: $(STAMP) native-required lint typecheck services pytest bench-smoke
+test: $(STAMP) native-required lint typecheck services pytest fuzz bench-smoke
+
+# The pure core and the other unit tests, without the slow ones: the fast loop while coding.
+unit: $(STAMP) native
+	@$(BIN)/pytest -q tests/unit -m "not slow" $(PYTEST_ARGS)
 
 # The C hot paths (src/cashmarkets/core/_native.c); see docs/decisions/016-native-hot-paths.md.
 native: $(STAMP)
@@ -38,8 +42,14 @@ services:
 
 # pytest exits 5 when it collected no test: for us that is a broken suite, never a pass.
 pytest: $(STAMP) native-required
-	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/pytest -m "not fuzz" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# The fuzz stage, bounded in time: Schemathesis over every HTTP operation, the socket fuzzer,
+# and 40,000-deep payloads to every decoder of a real server (docs/security.md).
+fuzz: $(STAMP) native-required services
+	@$(BIN)/pytest -m fuzz $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "the fuzz stage collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # Every benchmark at a tiny size: proves they run and print their JSON, measures nothing.
 bench-smoke: $(STAMP) native

@@ -19,6 +19,8 @@ import websockets
 
 from tests.e2e.processes import Proc, free_port, wait_ready
 
+pytestmark = pytest.mark.fuzz
+
 DEPTH = 40_000
 
 

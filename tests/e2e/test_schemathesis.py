@@ -49,7 +49,7 @@ from schemathesis.specs.openapi.checks import (
 from cashmarkets.api.app import create_app
 from cashmarkets.ops.settings import Settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fuzz]
 
 MAX_EXAMPLES = int(os.environ.get("CASHMARKETS_FUZZ_EXAMPLES", "25"))
 PASSWORD = "correct horse battery"

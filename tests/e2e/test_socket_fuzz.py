@@ -34,7 +34,7 @@ import websockets
 
 from tests.e2e.processes import Proc, free_port, wait_ready
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fuzz]
 
 FRAMES = int(os.environ.get("CASHMARKETS_SOCKET_FUZZ_FRAMES", "1000"))
 BUDGET_S = float(os.environ.get("CASHMARKETS_SOCKET_FUZZ_S", "30"))

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,6 +87,7 @@ def test_truncated_and_huge_msgpack_containers() -> None:
     assert msgpack_depth_within(b"\x92" * 10)  # 10 deep, truncated: within the limit
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole server: a few seconds
 def test_importing_everything_serve_imports_leaves_the_recursion_limit_alone() -> None:
     """py_ecc (under eth_account) raises the limit to 100,000 at import: a fresh interpreter that
     imports the whole server, as `serve` does, must still have the default."""
