@@ -36,6 +36,19 @@ DataDir = Annotated[
 ]
 
 
+# uvicorn's default, named: connections waiting to be accepted on the HTTP port.
+HTTP_LISTEN_BACKLOG = 2048
+
+
+def _long_running(settings: Settings, listen_backlog: int = 0) -> Settings:
+    """Start of every long-running process: raise the open-files limit (one descriptor per
+    socket: a server at its limit stops accepting, forking and opening files)."""
+    from cashmarkets.ops.limits import raise_open_files_limit
+
+    raise_open_files_limit(settings.open_files_limit, listen_backlog=listen_backlog)
+    return settings
+
+
 def _run(coro: object) -> object:
     try:
         import uvloop
@@ -69,17 +82,27 @@ def api(
 
 
 def _serve_http(settings: Settings) -> None:
-    """The HTTP server of `serve` and `api`: uvicorn with uvloop and httptools."""
+    """The HTTP server of `serve` and `api`: uvicorn with uvloop and httptools, with a header
+    timeout and a limit of connections per address (api/httpserver.py)."""
     import uvicorn
 
     from cashmarkets.api.app import create_app
+    from cashmarkets.api.httpserver import guarded_protocol
+    from cashmarkets.gateway.server import LISTEN_BACKLOG
 
+    # `serve` runs the WebSocket gateway too.
+    _long_running(settings, HTTP_LISTEN_BACKLOG + (0 if settings.distributed else LISTEN_BACKLOG))
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        backlog=HTTP_LISTEN_BACKLOG,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(
+            header_timeout_s=settings.http_header_timeout_s,
+            connections_per_ip=settings.http_connections_per_ip,
+            trusted_proxies=settings.forwarded_allow_ips,
+        ),
         log_level=settings.log_level,
         access_log=False,
         proxy_headers=True,
@@ -92,7 +115,7 @@ def engine(data_dir: DataDir = None) -> None:
     """Distributed mode: the engine process (exactly one): applies the Redis log in order."""
     from cashmarkets.runtime.processes import run_engine
 
-    _run(run_engine(Settings.from_env(data_dir=data_dir)))
+    _run(run_engine(_long_running(Settings.from_env(data_dir=data_dir))))
 
 
 @app.command()
@@ -100,7 +123,7 @@ def projector(data_dir: DataDir = None) -> None:
     """Project engine events into the SQL store (distributed mode, or beside `serve`)."""
     from cashmarkets.runtime.processes import run_projector
 
-    _run(run_projector(Settings.from_env(data_dir=data_dir)))
+    _run(run_projector(_long_running(Settings.from_env(data_dir=data_dir))))
 
 
 @app.command()
@@ -111,9 +134,10 @@ def gateway(
     host: Annotated[str | None, typer.Option(help="Bind address [env CASHMARKETS_HOST].")] = None,
 ) -> None:
     """Distributed mode: a WebSocket gateway (run several on one port); see docs/websocket.md."""
+    from cashmarkets.gateway.server import LISTEN_BACKLOG
     from cashmarkets.runtime.processes import run_gateway
 
-    _run(run_gateway(Settings.from_env(ws_port=port, host=host)))
+    _run(run_gateway(_long_running(Settings.from_env(ws_port=port, host=host), LISTEN_BACKLOG)))
 
 
 @app.command()
@@ -121,7 +145,7 @@ def chartgame() -> None:
     """Distributed mode: the chart games' round scheduler (one per deployment)."""
     from cashmarkets.runtime.processes import run_chartgame
 
-    _run(run_chartgame(Settings.from_env()))
+    _run(run_chartgame(_long_running(Settings.from_env())))
 
 
 @app.command()
@@ -146,7 +170,7 @@ def poller(
         price_replay_file=str(replay_file) if replay_file is not None else None,
         price_replay_speed=speed,
     )
-    _run(run_poller(settings))
+    _run(run_poller(_long_running(settings)))
 
 
 @app.command()

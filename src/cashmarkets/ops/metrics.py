@@ -9,6 +9,9 @@ cashmarkets_ws_connections{codec}, cashmarkets_ws_subscriptions{topic}   gauges
 cashmarkets_ws_messages_sent_total{codec}, _bytes_sent_total{codec}        counters
 cashmarkets_ws_disconnects_total{reason}                          counter (slow_consumer, limits, ...)
 cashmarkets_ws_fanout_seconds                                     histogram, per published message
+cashmarkets_http_connections                                      gauge, open HTTP connections
+cashmarkets_connections_closed_total{server,reason}               counter (per_ip_limit, header_timeout)
+process_open_fds, process_max_fds, ...                            the process (Linux /proc)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -73,6 +77,15 @@ WS_FANOUT_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 7.5e-3, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1),
 )
+HTTP_CONNECTIONS = Gauge("cashmarkets_http_connections", "Open HTTP connections", registry=REGISTRY)
+CONNECTIONS_CLOSED = Counter(
+    "cashmarkets_connections_closed_total",
+    "Connections closed before a request was read: over the per-address limit, or headers too slow",
+    ["server", "reason"],
+    registry=REGISTRY,
+)
+# Open descriptors against the limit (process_open_fds / process_max_fds), CPU, memory.
+ProcessCollector(registry=REGISTRY)
 RATE_LIMITED = Counter("cashmarkets_rate_limited_total", "Requests answered 429", ["kind"], registry=REGISTRY)
 
 

@@ -102,8 +102,19 @@ class Settings(msgspec.Struct, kw_only=True):
     rate_limit_user_burst: int = 100
     cookie_secure: bool = False
     # Proxies whose X-Forwarded-For is believed (comma-separated IPs, or "*"): per-IP rate limits
-    # must see the client, not the load balancer.
+    # must see the client, not the load balancer. They are not held to http_connections_per_ip.
     forwarded_allow_ips: str = "127.0.0.1"
+    # Half-open connections (docs/decisions/017): a client has this long to send a request's
+    # headers (from connecting; on a kept-alive connection, from the request's first byte), else
+    # it is closed; the gateway's WebSocket upgrade request too. 0: no timeout.
+    http_header_timeout_s: float = 10.0
+    # Open HTTP connections per TCP peer address (the peer holds the descriptor, whatever
+    # X-Forwarded-For says); more are closed at once with a 503. The gateway: connections per
+    # address still before their upgrade. 0: no limit.
+    http_connections_per_ip: int = 256
+    # The soft RLIMIT_NOFILE every long-running process sets at start; unset: the hard limit.
+    # 0: leave it as inherited.
+    open_files_limit: int | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
