@@ -1,6 +1,6 @@
 """Half-open connections (issue 15): the HTTP server's header timeout and per-address limit
-(uvicorn with `GuardedHttpToolsProtocol`, in process, real sockets on loopback), the open-files
-limit, and the per-address counts."""
+(uvicorn with `GuardedHttpToolsProtocol`, in process, real sockets on loopback), the gateway's
+handshake limits (picows), the open-files limit, and the per-address counts."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import uvicorn
+from websockets.asyncio.client import connect
 
 from cashmarkets.api.httpserver import guarded_protocol
+from cashmarkets.gateway.server import Gateway, GatewayLimits
+from cashmarkets.gateway.topics import TopicRegistry
 from cashmarkets.ops import metrics
 from cashmarkets.ops.limits import PerIpConnections, TrustedPeers, peer_ip
 
@@ -164,6 +167,57 @@ async def test_the_header_timeout_waits_while_an_earlier_request_is_answered() -
         assert everything.startswith(b"HTTP/1.1 200") and b"\r\n\r\nok" in everything, everything
         assert b"HTTP/1.1 408" in everything.split(b"\r\n\r\nok", 1)[1]
         writer.close()
+
+
+# ---- the gateway --------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def gateway(**limits: Any) -> AsyncIterator[tuple[Gateway, int]]:
+    gw = Gateway(TopicRegistry(), tokens=None, limits=GatewayLimits(**limits))
+    port = await gw.start(CLIENT, 0)
+    try:
+        yield gw, port
+    finally:
+        await gw.stop()
+
+
+async def until(condition: Any) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never met")
+
+
+async def test_the_gateway_limits_and_times_connections_before_their_upgrade() -> None:
+    refused, timeouts = closed("ws", "per_ip_limit"), closed("ws", "header_timeout")
+    async with gateway(handshakes_per_ip=2, handshake_timeout_s=1.0) as (gw, port):
+        waiting = []
+        for _ in range(2):
+            waiting.append(await open_from(CLIENT, port))
+            waiting[-1][1].write(PARTIAL)
+        await until(lambda: gw.handshaking.counts.get(CLIENT) == 2)
+        third = await open_from(CLIENT, port)
+        third[1].write(PARTIAL)
+        assert await until_eof(third[0]) == b""  # closed at once, nothing said
+        assert closed("ws", "per_ip_limit") == refused + 1 and closed("ws", "header_timeout") == timeouts
+        # Another address upgrades and talks meanwhile.
+        async with connect(f"ws://{CLIENT}:{port}/ws", local_addr=(OTHER, 0)) as ws:
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), READ_TIMEOUT_S)) == {"id": 7, "result": []}
+        # The two waiting ones are closed by the timeout.
+        for reader, writer in waiting:
+            assert await until_eof(reader) == b""
+            writer.close()
+        await until(lambda: closed("ws", "header_timeout") == timeouts + 2)
+        await until(lambda: not gw.handshaking.counts)
+        # Upgraded connections no longer count as handshakes: three from one address are fine.
+        sockets = [await connect(f"ws://{CLIENT}:{port}/ws").__aenter__() for _ in range(3)]
+        assert gw.handshaking.counts == {} and gw.per_ip[CLIENT] == 3
+        for ws in sockets:
+            await ws.close()
+        assert closed("ws", "per_ip_limit") == refused + 1
 
 
 # ---- limits -------------------------------------------------------------------------------------

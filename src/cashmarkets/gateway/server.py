@@ -27,8 +27,8 @@ from picows import (
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
-    ws_create_server,
 )
+from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-defined]
 
 from cashmarkets.gateway.protocol import (
     PROTOCOL_VERSION,
@@ -43,6 +43,7 @@ from cashmarkets.gateway.protocol import (
 )
 from cashmarkets.gateway.topics import TopicRegistry, count_sent
 from cashmarkets.ops import metrics
+from cashmarkets.ops.limits import PerIpConnections, peer_ip
 from cashmarkets.ops.nesting import pin_recursion_limit
 
 log = structlog.get_logger("cashmarkets.gateway")
@@ -66,6 +67,11 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     outbound_buffer_bytes_max: int = 4 * 1024 * 1024  # unsent bytes before a slow consumer is cut
     ping_idle_s: float = 20.0  # ping a connection silent for this long ...
     pong_timeout_s: float = 10.0  # ... and close it if no pong comes back in this long
+    # Before the upgrade: the request's headers must come within this, and one address may have at
+    # most this many connections still sending them (0: no limit; trusted proxies are exempt).
+    handshake_timeout_s: float = 10.0
+    handshakes_per_ip: int = 256
+    trusted_proxies: str = ""
 
 
 def gateway_limits(settings: Any) -> GatewayLimits:
@@ -79,6 +85,9 @@ def gateway_limits(settings: Any) -> GatewayLimits:
         outbound_buffer_bytes_max=settings.ws_outbound_buffer_bytes_max,
         ping_idle_s=settings.ws_ping_idle_s,
         pong_timeout_s=settings.ws_pong_timeout_s,
+        handshake_timeout_s=settings.http_header_timeout_s,
+        handshakes_per_ip=settings.http_connections_per_ip,
+        trusted_proxies=settings.forwarded_allow_ips,
     )
 
 
@@ -99,6 +108,8 @@ class Gateway:
         self.limits = limits or GatewayLimits()
         self.per_ip: dict[str, int] = {}
         self.per_user: dict[str, int] = {}
+        # TCP connections per address that have not yet sent their upgrade request's headers.
+        self.handshaking = PerIpConnections(self.limits.handshakes_per_ip, self.limits.trusted_proxies)
         self.connections: set[Connection] = set()
         self.server: asyncio.Server | None = None
 
@@ -109,16 +120,7 @@ class Gateway:
         # picows logs every connection at INFO: thousands of lines a second at scale.
         logging.getLogger("picows").setLevel(logging.WARNING)
         kwargs.setdefault("backlog", LISTEN_BACKLOG)
-        self.server = await ws_create_server(
-            self._factory,
-            host,
-            port,
-            enable_auto_ping=True,
-            auto_ping_idle_timeout=self.limits.ping_idle_s,
-            auto_ping_reply_timeout=self.limits.pong_timeout_s,
-            max_frame_size=self.limits.message_bytes_max,
-            **kwargs,
-        )
+        self.server = await _create_server(self._protocol, host=host, port=port, **kwargs)
         sock = self.server.sockets[0]
         bound: int = sock.getsockname()[1]
         log.info("gateway listening", host=host, port=bound, path=WS_PATH)
@@ -130,6 +132,30 @@ class Gateway:
             for conn in list(self.connections):
                 conn.close(WSCloseCode.GOING_AWAY, "server shutting down")
             await self.server.wait_closed()
+
+    def _protocol(self) -> _GuardedWSProtocol:
+        """picows' protocol for one TCP connection, as `picows.ws_create_server` makes it (with
+        our limits), counted per address and timed until its upgrade request's headers are in."""
+        handshake = _Handshake(self.handshaking, self.limits.handshake_timeout_s)
+        protocol = _GuardedWSProtocol(
+            host_port=None,
+            ws_path=None,
+            is_client_side=False,
+            ws_listener_factory=handshake.listener_factory(self._factory),
+            logger=_PICOWS_LOGGER,
+            disconnect_on_exception=True,
+            websocket_handshake_timeout=None,  # _Handshake's: the same, with a metric
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=self.limits.ping_idle_s,
+            auto_ping_reply_timeout=self.limits.pong_timeout_s,
+            auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,
+            enable_auto_pong=True,
+            max_frame_size=self.limits.message_bytes_max,
+            extra_headers=None,
+            read_buffer_init_size=16 * 1024,
+        )
+        protocol._handshake = handshake
+        return protocol
 
     def _factory(self, request: WSUpgradeRequest) -> Any:
         target = urlsplit(request.path.decode("latin-1") if isinstance(request.path, bytes) else request.path)
@@ -188,6 +214,85 @@ class Gateway:
             self.per_user[user.id] = self.per_user.get(user.id, 0) + 1
         conn.user_id = user.id
         return str(user.id)
+
+
+_PICOWS_LOGGER = logging.getLogger("picows.server")
+
+
+class _Handshake:
+    """One connection before its upgrade: counted in `Gateway.handshaking` and timed from the TCP
+    connection until its upgrade request's headers are in (picows then calls the listener
+    factory), or until it closes first. Past `timeout_s` it is closed."""
+
+    __slots__ = ("counts", "ip", "timeout_s", "timer")
+
+    def __init__(self, counts: PerIpConnections, timeout_s: float) -> None:
+        self.counts = counts
+        self.timeout_s = timeout_s
+        self.ip: str | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def begin(self, transport: Any) -> bool:
+        """Count and time the connection; False if its address has too many handshakes."""
+        ip = peer_ip(transport)
+        if not self.counts.admit(ip):
+            return False
+        self.ip = ip
+        if self.timeout_s > 0:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, transport)
+        return True
+
+    def end(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.ip is not None:
+            self.counts.release(self.ip)
+            self.ip = None
+
+    def _expire(self, transport: Any) -> None:
+        self.timer = None
+        metrics.CONNECTIONS_CLOSED.labels("ws", "header_timeout").inc()
+        transport.close()
+
+    def listener_factory(self, route: Callable[[WSUpgradeRequest], Any]) -> Callable[[WSUpgradeRequest], Any]:
+        def factory(request: WSUpgradeRequest) -> Any:
+            self.end()
+            return route(request)
+
+        return factory
+
+
+class _GuardedWSProtocol(WSProtocol):  # type: ignore[misc]
+    """picows' server protocol with `_Handshake`'s limits: a connection from an address that
+    already has `handshakes_per_ip` connections waiting for their upgrade is closed at once."""
+
+    _handshake: _Handshake
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # picows sets up every connection, refused ones too: its callbacks must find it ready.
+        super().connection_made(transport)
+        if not self._handshake.begin(transport):
+            metrics.CONNECTIONS_CLOSED.labels("ws", "per_ip_limit").inc()
+            # Not from inside connection_made: aiofastnet (1.2) registers the socket's reader just
+            # after this call returns, and would leave it registered on the closed descriptor,
+            # whose number the next accepted socket reuses.
+            asyncio.get_running_loop().call_soon(transport.abort)  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._handshake.end()
+        super().connection_lost(exc)
+
+
+async def _create_server(protocol_factory: Callable[[], Any], **kwargs: Any) -> asyncio.Server:
+    """`loop.create_server`, or aiofastnet's when it is installed (as picows itself chooses)."""
+    loop = asyncio.get_running_loop()
+    try:
+        import aiofastnet
+    except ImportError:
+        return await loop.create_server(protocol_factory, **kwargs)
+    server: asyncio.Server = await aiofastnet.create_server(loop, protocol_factory, **kwargs)
+    return server
 
 
 def _refuse(status: int, body: bytes) -> WSUpgradeResponseWithListener:
