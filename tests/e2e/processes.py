@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,13 @@ def free_port() -> int:
 class Proc:
     """A `cashmarkets …` subprocess whose output goes to a file (read it when a test fails)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log: IO[Any] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -44,6 +50,7 @@ class Proc:
             },
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,  # e.g. resource limits, in the child before exec
         )
 
     def output(self) -> str:
