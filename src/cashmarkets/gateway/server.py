@@ -120,6 +120,9 @@ class Gateway:
         # picows logs every connection at INFO: thousands of lines a second at scale.
         logging.getLogger("picows").setLevel(logging.WARNING)
         kwargs.setdefault("backlog", LISTEN_BACKLOG)
+        # Build one now: a picows whose WSProtocol takes other arguments fails here, at start,
+        # rather than at each accept (where the server would drop the connection silently).
+        self._protocol()
         self.server = await _create_server(self._protocol, host=host, port=port, **kwargs)
         sock = self.server.sockets[0]
         bound: int = sock.getsockname()[1]
