@@ -296,6 +296,52 @@ def users_set_role(
     typer.echo(json.dumps(done))
 
 
+@users_app.command("set-status")
+def users_set_status(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    status: Annotated[str, typer.Argument(help="active or disabled.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Disable a user (their tokens are refused within a second; sign-in and refresh answer 403)
+    or enable them again (they sign in again: tokens from before stay refused)."""
+    from cashmarkets.runtime.bootstrap import store_url
+    from cashmarkets.store import migrate as migrations
+    from cashmarkets.store.db import create_engine
+    from cashmarkets.store.users import UserStore, normalize_email
+
+    if status not in ("active", "disabled"):
+        typer.echo("status must be active or disabled", err=True)
+        raise typer.Exit(2)
+    settings = Settings.from_env(data_dir=data_dir)
+
+    async def set_status() -> dict[str, str] | None:
+        url = store_url(settings)
+        await migrations.require_head(url)
+        db = create_engine(url)
+        try:
+            users = UserStore(db)
+            found = await users.by_email(normalize_email(email))
+            if found is None:
+                return None
+            await users.set_status(found[0].id, status)
+            await users.audit(
+                actor="cli",
+                action="set_status",
+                target=found[0].id,
+                detail={"status": status},
+                request_id=None,
+            )
+            return {"id": found[0].id, "email": email, "status": status}
+        finally:
+            await db.dispose()
+
+    done = _run(set_status())
+    if done is None:
+        typer.echo(f"no user with email {email}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(done))
+
+
 @bench_app.command("engine")
 def bench_engine(
     accounts: Annotated[int, typer.Option(help="User accounts in the workload.")] = 10_000,

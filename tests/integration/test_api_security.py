@@ -37,7 +37,8 @@ def b64url_json(value: dict[str, Any]) -> str:
 
 def claims_for(user_id: str, role: str = "player", **changes: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": user_id, "role": role, "typ": "access", "iat": now, "exp": now + 600, **changes}
+    claims = {"sub": user_id, "role": role, "typ": "access", "ver": 0, "sid": "a-sign-in", "iat": now}
+    return {**claims, "exp": now + 600, **changes}
 
 
 async def status_of_me(client: AsyncTestClient[Any], headers: dict[str, str]) -> int:
@@ -69,7 +70,9 @@ async def test_a_valid_token_works_and_every_forged_or_stale_token_is_401(tmp_pa
         tampered = f"{header}.{b64url_json({**claims, 'sub': bob_id})}.{signature}"
         promoted = f"{header}.{b64url_json({**claims, 'role': 'admin'})}.{signature}"
         other_key = jwt.encode(claims_for(alice_id), OTHER_SECRET, algorithm="HS256")
-        expired = services_of(client).tokens.issue(alice_id, "player", now_s=int(time.time()) - 3600)
+        expired = services_of(client).tokens.issue(
+            alice_id, "player", session="a-sign-in", now_s=int(time.time()) - 3600
+        )
         alg_none = f"{b64url_json({'alg': 'none', 'typ': 'JWT'})}.{b64url_json(claims_for(alice_id))}."
         alg_none_signed = (
             f"{b64url_json({'alg': 'none', 'typ': 'JWT'})}.{b64url_json(claims_for(bob_id))}.{signature}"
@@ -83,6 +86,14 @@ async def test_a_valid_token_works_and_every_forged_or_stale_token_is_401(tmp_pa
             {k: v for k, v in claims_for(alice_id).items() if k != "exp"}, SECRET, algorithm="HS256"
         )
         unknown_role = jwt.encode(claims_for(alice_id, role="root"), SECRET, algorithm="HS256")
+        no_version = jwt.encode(
+            {k: v for k, v in claims_for(alice_id).items() if k != "ver"}, SECRET, algorithm="HS256"
+        )
+        no_session = jwt.encode(
+            {k: v for k, v in claims_for(alice_id).items() if k != "sid"}, SECRET, algorithm="HS256"
+        )
+        old_version = jwt.encode(claims_for(alice_id, ver=-1), SECRET, algorithm="HS256")
+        text_version = jwt.encode(claims_for(alice_id, ver="0"), SECRET, algorithm="HS256")
         forged = {
             "payload altered, old signature": tampered,
             "role altered, old signature": promoted,
@@ -95,6 +106,10 @@ async def test_a_valid_token_works_and_every_forged_or_stale_token_is_401(tmp_pa
             "no typ": no_typ,
             "no exp": no_exp,
             "unknown role": unknown_role,
+            "no token version": no_version,
+            "no sign-in": no_session,
+            "another token version": old_version,
+            "token version as text": text_version,
             "garbage": "not.a.jwt",
             "one segment": "abc",
             "signature stripped": f"{header}.{payload}.",
@@ -290,18 +305,19 @@ async def test_every_admin_route_is_403_for_a_player_and_401_without_a_token(tmp
             ("POST", f"/api/v1/admin/withdrawals/{hold}/complete", {"reference": "x"}),
             ("POST", f"/api/v1/admin/withdrawals/{hold}/reject", {"reference": "x"}),
             ("POST", f"/api/v1/admin/users/{uid}/role", {"role": "admin"}),
+            ("POST", f"/api/v1/admin/users/{uid}/status", {"status": "disabled"}),
             ("POST", "/api/v1/admin/spot/markets/BTC_USDC/status", {"status": "HALTED"}),
         ]
         schema_paths = (await client.get("/openapi.json")).json()["paths"]
         admin_paths = {p for p in schema_paths if p.startswith("/api/v1/admin")}
-        assert len(admin_paths) == 6, admin_paths  # every admin route is in the list above
+        assert len(admin_paths) == 7, admin_paths  # every admin route is in the list above
         for method, path, payload in routes:
             forbidden = await client.request(method, path, json=payload, headers=h)
             assert forbidden.status_code == 403, (method, path)
             assert forbidden.json()["code"] == "forbidden"
             anonymous = await client.request(method, path, json=payload)
             assert anonymous.status_code == 401, (method, path)
-        # Nothing happened: still a player, no deposit, the withdrawal still pending.
+        # Nothing happened: still an active player, no deposit, the withdrawal still pending.
         assert (await client.get("/api/v1/me", headers=h)).json()["role"] == "player"
         balance = (await client.get("/api/v1/balance", headers=h)).json()["balances"][0]
         assert (balance["balance"], balance["held"]) == ("5000.000000", "10.000000")
@@ -418,7 +434,7 @@ def test_a_verified_token_is_remembered_only_until_it_expires() -> None:
     from cashmarkets.api.security import TokenService
 
     tokens = TokenService("s" * 40, access_ttl_s=2)
-    token = tokens.issue("u1", "player")
+    token = tokens.issue("u1", "player", session="s1")
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     user = tokens.verify(token)
     assert user is not None and user.id == "u1"

@@ -1,4 +1,5 @@
-"""Admin routes (role `admin`): deposits, withdrawal decisions, roles. Every action is audited."""
+"""Admin routes (role `admin`): deposits, withdrawal decisions, roles, account status. Every action
+is audited."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
 from cashmarkets.api.accounts import INT64_MAX, decode_cursor, encode_cursor, withdrawal_view
+from cashmarkets.api.auth import user_view
 from cashmarkets.api.context import request_id_of
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.schemas import (
@@ -16,6 +18,7 @@ from cashmarkets.api.schemas import (
     AdminResolve,
     CommandOutcome,
     RoleChange,
+    StatusChange,
     UserView,
     Withdrawal,
     WithdrawalPage,
@@ -168,6 +171,7 @@ class AdminController(Controller):
     async def set_role(
         self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[RoleChange]
     ) -> UserView:
+        """Change a user's role; it holds at once for the tokens they already have."""
         svc = services(request)
         if not await svc.users.set_role(user_id, data.role):
             raise ApiError(404, "not_found", "no such user")
@@ -180,4 +184,24 @@ class AdminController(Controller):
         )
         user = await svc.users.by_id(user_id)
         assert user is not None
-        return UserView(id=user.id, email=user.email, role=user.role, created_at_ns=user.created_at_ns)
+        return user_view(user)
+
+    @post("/users/{user_id:str}/status", status_code=200)
+    async def set_status(
+        self, request: Request[Any, Any, Any], user_id: FromPath[str], data: JSONBody[StatusChange]
+    ) -> UserView:
+        """Disable a user (every token they hold is refused at once, sign-in and refresh answer 403)
+        or enable them again (they sign in again: the old tokens stay refused)."""
+        svc = services(request)
+        if not await svc.users.set_status(user_id, data.status):
+            raise ApiError(404, "not_found", "no such user")
+        await svc.users.audit(
+            actor=_actor(request),
+            action="set_status",
+            target=user_id,
+            detail={"status": data.status},
+            request_id=request_id_of(request),
+        )
+        user = await svc.users.by_id(user_id)
+        assert user is not None
+        return user_view(user)

@@ -71,6 +71,7 @@ log = structlog.get_logger("cashmarkets.api")
 
 API_VERSION = "1"
 LAG_POLL_S = 1.0
+CLOCK_MARGIN_S = 60
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -208,7 +209,8 @@ def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras:
         settings=settings,
         db=db,
         tokens=TokenService(jwt_secret(settings), settings.access_token_ttl_s),
-        users=UserStore(db),
+        # A revoked sign-in matters while its access tokens may live (plus a margin for clocks).
+        users=UserStore(db, session_window_s=settings.access_token_ttl_s + CLOCK_MARGIN_S),
         api_keys=ApiKeyStore(db, apikey_master_key(settings)),
         idempotency=IdempotencyStore(db, lease_s=settings.idempotency_lease_s),
         bus=bus,

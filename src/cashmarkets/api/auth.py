@@ -8,6 +8,7 @@ gets the same 202 whether or not the email is known.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -39,7 +40,9 @@ from cashmarkets.store.users import EmailTaken, User, normalize_email
 
 
 def user_view(user: User) -> UserView:
-    return UserView(id=user.id, email=user.email, role=user.role, created_at_ns=user.created_at_ns)
+    return UserView(
+        id=user.id, email=user.email, role=user.role, status=user.status, created_at_ns=user.created_at_ns
+    )
 
 
 def auth_cookie(svc: Services, token: str) -> Cookie:
@@ -57,8 +60,10 @@ def auth_cookie(svc: Services, token: str) -> Cookie:
 async def token_pair(svc: Services, user: User) -> TokenPair:
     if user.status != "active":
         raise ApiError(403, "account_disabled", "this account is disabled")
-    access = svc.tokens.issue(user.id, user.role)
-    refresh = await svc.users.issue_refresh(user.id, svc.settings.refresh_token_ttl_s)
+    # The access token names its sign-in (the refresh family): signing out revokes both.
+    session = uuid.uuid4().hex
+    refresh = await svc.users.issue_refresh(user.id, svc.settings.refresh_token_ttl_s, family_id=session)
+    access = svc.tokens.issue(user.id, user.role, session=session, version=user.token_version)
     return TokenPair(token=access, refresh_token=refresh, user=user_view(user))
 
 
@@ -155,14 +160,14 @@ class AuthController(Controller):
     ) -> Response[TokenPair]:
         """Rotate the refresh token; a reused one revokes every token of its sign-in."""
         svc = services(request)
-        outcome, user, new_refresh = await svc.users.rotate_refresh(
+        outcome, user, new_refresh, session = await svc.users.rotate_refresh(
             data.refresh_token, svc.settings.refresh_token_ttl_s
         )
-        if outcome != "ok" or user is None or new_refresh is None:
+        if outcome != "ok" or user is None or new_refresh is None or session is None:
             raise ApiError(401, f"refresh_{outcome}", "sign in again")
         if user.status != "active":
             raise ApiError(403, "account_disabled", "this account is disabled")
-        access = svc.tokens.issue(user.id, user.role)
+        access = svc.tokens.issue(user.id, user.role, session=session, version=user.token_version)
         pair = TokenPair(token=access, refresh_token=new_refresh, user=user_view(user))
         return Response(pair, cookies=[auth_cookie(svc, access)])
 
@@ -170,7 +175,7 @@ class AuthController(Controller):
     async def signout(
         self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]
     ) -> Response[dict[str, bool]]:
-        """Revoke the refresh token's whole sign-in and clear the cookie."""
+        """Revoke the refresh token's whole sign-in (its access tokens too) and clear the cookie."""
         await services(request).users.revoke_refresh(data.refresh_token)
         return Response({"signedOut": True}, cookies=[Cookie(key=AUTH_COOKIE, value="", max_age=0, path="/")])
 

@@ -192,6 +192,9 @@ class BinanceController(Controller):
         if found is None:
             raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
         user_id, secret = found
+        state = await svc.users.state(user_id)  # the owner's live status (cached, at most 1 s old)
+        if state is None or state.status != "active":
+            raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
         timestamp = _int(params, "timestamp")
         if timestamp is None:
             raise BinanceError(

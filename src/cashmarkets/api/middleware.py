@@ -21,6 +21,7 @@ from litestar.types import ASGIApp
 
 from cashmarkets.api.context import SANE_REQUEST_ID
 from cashmarkets.api.errors import PROBLEM_JSON
+from cashmarkets.api.security import live_user
 from cashmarkets.ops import metrics
 from cashmarkets.ops.ids import new_id
 from cashmarkets.ops.logging import REQUEST_ID
@@ -141,7 +142,7 @@ async def _rate_limited(scope: Scope, send: Send) -> bool:
     limits: dict[str, TokenBuckets | RedisTokenBuckets] = scope["app"].state.rate_limits
     client = scope.get("client")
     kind, wait = "ip", await _take(limits["ip"], f"ip:{client[0] if client else '?'}")
-    user_id = _token_subject(scope)
+    user_id = await _token_subject(scope)
     if user_id is not None:
         user_wait = await _take(limits["user"], f"user:{user_id}")
         if user_wait > wait:
@@ -161,14 +162,15 @@ async def _rate_limited(scope: Scope, send: Send) -> bool:
     return True
 
 
-def _token_subject(scope: Scope) -> str | None:
-    """The user id of a valid access token in the request, if any (verified once per request:
-    the result is kept in the scope for the other middleware and the route)."""
+async def _token_subject(scope: Scope) -> str | None:
+    """The user id of a valid access token in the request, if any (verified and checked against
+    the user's live state once per request: the result is kept in the scope for the other
+    middleware and the route)."""
     state = scope.setdefault("state", {})
     if "auth_user" in state:
         cached = state["auth_user"]
         return None if cached is None else str(cached.id)
-    tokens = scope["app"].state.tokens
+    services = scope["app"].state.services
     header = _header(scope, b"authorization") or ""
     token = header[7:].strip() if header[:7].lower() == "bearer " else None
     if not token:
@@ -177,7 +179,7 @@ def _token_subject(scope: Scope) -> str | None:
             name, _, value = part.strip().partition("=")
             if name == "authToken":
                 token = value
-    user = tokens.verify(token) if token else None
+    user = await live_user(services.tokens, services.users, token) if token else None
     state["auth_user"] = user
     return None if user is None else str(user.id)
 
@@ -242,7 +244,7 @@ async def _idempotent(
         )
         return
     state = scope["app"].state
-    user_id = _token_subject(scope)
+    user_id = await _token_subject(scope)
     client = scope.get("client")
     owner = f"user:{user_id}" if user_id else f"ip:{client[0] if client else '?'}"
     digest = hashlib.sha256(

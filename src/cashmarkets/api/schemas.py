@@ -80,6 +80,10 @@ class RoleChange(Request):
     role: Literal["player", "operator", "admin", "auditor"]
 
 
+class StatusChange(Request):
+    status: Literal["active", "disabled"]
+
+
 class FieldError(msgspec.Struct):
     field: str
     message: str
@@ -104,6 +108,7 @@ class UserView(Response):
     email: str | None
     role: str
     created_at_ns: int
+    status: str | None = None  # active | disabled
 
 
 class TokenPair(Response):

@@ -1,8 +1,14 @@
 """Passwords (argon2id), access tokens (short-lived HS256 JWTs) and who is calling.
 
 A request is authenticated by `Authorization: Bearer <token>` or, for browsers, the `authToken`
-cookie. Only HS256 is accepted (no `alg: none`, no key confusion); `exp`, `iat`, `sub` and
-`typ=access` are required.
+cookie. Only HS256 is accepted (no `alg: none`, no key confusion); `exp`, `iat`, `sub`, `ver`, `sid`
+and `typ=access` are required.
+
+A valid signature is not enough: every use of a token is checked against the user's live state
+(`UserStore.state`, at most `USER_STATE_TTL_S` = 1 s old; changes made in this process at once):
+the account must be active, the token's `ver` must be the user's current token version (bumped
+when the status changes), its sign-in (`sid`, the refresh token family) must not be revoked (sign
+out, refresh token reuse), and the role that counts is the user's role now, not the token's.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from cashmarkets.api.errors import ApiError
+from cashmarkets.store.users import UserState, UserStore
 
 Role = Literal["player", "operator", "admin", "auditor"]
 ROLES: Final = ("player", "operator", "admin", "auditor")
@@ -53,6 +60,17 @@ class AuthUser(msgspec.Struct, frozen=True):
     role: str
 
 
+class TokenClaims(msgspec.Struct, frozen=True):
+    """A verified access token: whose (`id`), the role it was issued with (informational: the live
+    role counts), the user's token version then, its sign-in (refresh family) and its expiry."""
+
+    id: str
+    role: str
+    version: int
+    session: str
+    expires_at: int  # seconds since the epoch
+
+
 # Access tokens verified recently, kept so a client's next requests skip the HMAC and JSON work
 # (about 7 % of the API's CPU under load). A token's claims never change, so a hit needs only the
 # expiry check. Oldest entries go first beyond this many.
@@ -67,20 +85,34 @@ class TokenService:
             raise ValueError("the JWT secret must be at least 32 characters")
         self._secret = secret
         self.access_ttl_s = access_ttl_s
-        self._verified: dict[str, tuple[AuthUser, int]] = {}
+        self._verified: dict[str, TokenClaims] = {}
 
-    def issue(self, user_id: str, role: str, *, now_s: int | None = None) -> str:
+    def issue(
+        self, user_id: str, role: str, *, session: str, version: int = 0, now_s: int | None = None
+    ) -> str:
+        """An access token of one sign-in (`session`: its refresh token family) at the user's
+        token version `version`."""
         now = int(time.time()) if now_s is None else now_s
-        claims = {"sub": user_id, "role": role, "typ": "access", "iat": now, "exp": now + self.access_ttl_s}
+        claims = {
+            "sub": user_id,
+            "role": role,
+            "typ": "access",
+            "ver": version,
+            "sid": session,
+            "iat": now,
+            "exp": now + self.access_ttl_s,
+        }
         return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
 
-    def verify(self, token: str) -> AuthUser | None:
+    def verify(self, token: str) -> TokenClaims | None:
+        """The claims of a well-signed, unexpired access token (not yet checked against the user's
+        live state: see `live_user`)."""
         if len(token) > TOKEN_LENGTH_MAX:
             return None
         cached = self._verified.get(token)
         if cached is not None:
-            if time.time() < cached[1]:
-                return cached[0]
+            if time.time() < cached.expires_at:
+                return cached
             del self._verified[token]
             return None
         try:
@@ -88,17 +120,79 @@ class TokenService:
                 token,
                 self._secret,
                 algorithms=[JWT_ALGORITHM],
-                options={"require": ["exp", "iat", "sub", "typ"]},
+                options={"require": ["exp", "iat", "sub", "typ", "ver", "sid"]},
             )
         except (jwt.PyJWTError, RecursionError):  # a deeply nested header or payload: not ours
             return None
-        if claims.get("typ") != "access" or claims.get("role") not in ROLES:
+        version, session = claims.get("ver"), claims.get("sid")
+        if (
+            claims.get("typ") != "access"
+            or claims.get("role") not in ROLES
+            or not isinstance(version, int)
+            or not isinstance(session, str)
+            or not session
+        ):
             return None
-        user = AuthUser(id=str(claims["sub"]), role=str(claims["role"]))
+        verified = TokenClaims(
+            id=str(claims["sub"]),
+            role=str(claims["role"]),
+            version=version,
+            session=session,
+            expires_at=int(claims["exp"]),
+        )
         if len(self._verified) >= VERIFIED_TOKENS_MAX:
             del self._verified[next(iter(self._verified))]
-        self._verified[token] = (user, int(claims["exp"]))
-        return user
+        self._verified[token] = verified
+        return verified
+
+
+def admit(claims: TokenClaims, state: UserState | None) -> AuthUser | None:
+    """The caller with their live role, if the token still stands against the user's state."""
+    if (
+        state is None
+        or state.status != "active"
+        or state.token_version != claims.version
+        or claims.session in state.revoked_sessions
+    ):
+        return None
+    return AuthUser(id=claims.id, role=state.role)
+
+
+async def live_user(tokens: TokenService, users: UserStore, token: str) -> AuthUser | None:
+    """The caller of an access token, checked against the user's live state; None if refused."""
+    claims = tokens.verify(token)
+    if claims is None:
+        return None
+    known, state = users.cached_state(claims.id)  # the usual case: no coroutine, no store
+    if not known:
+        state = await users.state(claims.id)
+    return admit(claims, state)
+
+
+class Sessions:
+    """Access tokens and the users' live state together: what the WebSocket gateway checks
+    sockets with (at sign-in, before each command, and on its revalidation sweep)."""
+
+    def __init__(self, tokens: TokenService, users: UserStore) -> None:
+        self.tokens = tokens
+        self.users = users
+
+    def verify(self, token: str) -> TokenClaims | None:
+        return self.tokens.verify(token)
+
+    def cached(self, claims: TokenClaims) -> tuple[bool, AuthUser | None]:
+        """(known, user) from memory only; known is False when the store must be read."""
+        known, state = self.users.cached_state(claims.id)
+        return known, admit(claims, state) if known else None
+
+    async def check(self, claims: TokenClaims) -> AuthUser | None:
+        return admit(claims, await self.users.state(claims.id))
+
+    async def still_valid(self, claims: list[TokenClaims]) -> list[bool]:
+        """Whether each token still stands, against its user's state read now (one read for
+        many users: the gateway's sweep)."""
+        states = await self.users.load_states([c.id for c in claims])
+        return [admit(c, states[c.id]) is not None for c in claims]
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -108,19 +202,27 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return connection.cookies.get(AUTH_COOKIE) or None
 
 
+async def request_user(connection: ASGIConnection[Any, Any, Any, Any]) -> AuthUser | None:
+    """The caller, checked live once per request: the edge middleware usually did it already
+    (the result is kept in the scope's state, `auth_user`)."""
+    state = connection.scope.setdefault("state", {})
+    if "auth_user" not in state:
+        token = bearer_token(connection)
+        svc = connection.app.state.services
+        state["auth_user"] = await live_user(svc.tokens, svc.users, token) if token else None
+    user: AuthUser | None = state["auth_user"]
+    return user
+
+
 def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> AuthUser | None:
-    state = connection.scope.get("state", {})
-    if "auth_user" in state:  # already verified by the middleware for this request
-        cached: AuthUser | None = state["auth_user"]
-        return cached
-    tokens: TokenService = connection.app.state.tokens
-    token = bearer_token(connection)
-    return tokens.verify(token) if token else None
+    """The caller as `request_user` found them (guards and dependencies run it first)."""
+    user: AuthUser | None = connection.scope.get("state", {}).get("auth_user")
+    return user
 
 
 async def current_user(request: Request[Any, Any, Any]) -> AuthUser:
     """Dependency: the authenticated caller, or 401."""
-    user = authenticate(request)
+    user = await request_user(request)
     if user is None:
         raise ApiError(
             401, "unauthorized", "a valid access token is required", headers={"WWW-Authenticate": "Bearer"}
@@ -129,10 +231,11 @@ async def current_user(request: Request[Any, Any, Any]) -> AuthUser:
 
 
 def require_roles(*roles: str) -> Any:
-    """Guard: the caller must be authenticated with one of these roles (403 otherwise)."""
+    """Guard: the caller must be authenticated with one of these roles, as they are now (403
+    otherwise)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        user = authenticate(connection)
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        user = await request_user(connection)
         if user is None:
             raise ApiError(401, "unauthorized", "a valid access token is required")
         if user.role not in roles:
