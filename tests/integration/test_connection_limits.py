@@ -174,7 +174,7 @@ async def test_the_header_timeout_waits_while_an_earlier_request_is_answered() -
 
 @asynccontextmanager
 async def gateway(**limits: Any) -> AsyncIterator[tuple[Gateway, int]]:
-    gw = Gateway(TopicRegistry(), tokens=None, limits=GatewayLimits(**limits))
+    gw = Gateway(TopicRegistry(), sessions=None, limits=GatewayLimits(**limits))
     port = await gw.start(CLIENT, 0)
     try:
         yield gw, port

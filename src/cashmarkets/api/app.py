@@ -39,7 +39,7 @@ from cashmarkets.api.middleware import (
     edge_middleware,
 )
 from cashmarkets.api.schemas import Problem
-from cashmarkets.api.security import TokenService
+from cashmarkets.api.security import Sessions, TokenService
 from cashmarkets.api.services import Services
 from cashmarkets.api.spot import SpotController
 from cashmarkets.api.ws_commands import SocketCommands
@@ -316,7 +316,12 @@ def _embedded_lifespan(settings: Settings) -> Any:
         _install(app, settings, services, limits)
         registry = TopicRegistry()
         runtime.subscribe(EngineBridge(registry, runtime.engine))
-        gateway = Gateway(registry, services.tokens, gateway_limits(settings), SocketCommands(services))
+        gateway = Gateway(
+            registry,
+            Sessions(services.tokens, services.users),
+            gateway_limits(settings),
+            SocketCommands(services),
+        )
         extras["gateway"] = gateway
         extras["ws_port"] = await gateway.start(settings.host, settings.gateway_port)
         log.info("serving", mode="embedded", url=settings.base_url, seq=runtime.engine.seq)

@@ -5,13 +5,22 @@ Nothing a client sends can stop the gateway: a bad message gets an error reply (
 violations the docs name, a close with a code and reason), and a client that reads too slowly is
 disconnected once its unsent bytes pass `outbound_buffer_bytes_max`, never allowed to slow the
 others or to grow memory without bound.
+
+A signed-in connection stays signed in only while its token would still be accepted over HTTP: a
+timer closes it (4001) when the token expires unless a fresh token came with `AUTH` first, every
+command checks the user's live state (role, status, token version, revoked sign-ins), and a sweep
+every `REVALIDATE_INTERVAL_S` reads the state of every signed-in user and closes (4001) the
+connections whose sign-in was revoked or whose account was disabled. None of it is on the fan-out
+path: a topic message costs no check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -51,6 +60,13 @@ log = structlog.get_logger("cashmarkets.gateway")
 WS_PATH: Final = "/ws"
 CLOSE_FLUSH_TIMEOUT_S: Final = 5.0
 LISTEN_BACKLOG: Final = 4096  # connections waiting to be accepted (asyncio's default is 100)
+# Signed-in connections are checked against their users' live state this often (and closed with
+# CLOSE_SIGNED_OUT when their sign-in was revoked or their account disabled).
+REVALIDATE_INTERVAL_S: Final = 1.0
+# The token expired, or the sign-in was revoked, or the account disabled: sign in again.
+CLOSE_SIGNED_OUT: Final = WSCloseCode(4001)
+# Frames a client may send while its sign-in is being checked (they are handled after, in order).
+HELD_FRAMES_MAX: Final = 64
 
 
 def _abort(transport: WSTransport) -> None:
@@ -92,17 +108,26 @@ def gateway_limits(settings: Any) -> GatewayLimits:
 
 
 class Gateway:
-    """Owns the server socket, the per-IP/per-user connection counts and the topic registry."""
+    """Owns the server socket, the per-IP/per-user connection counts and the topic registry.
+
+    `sessions` checks tokens (`cashmarkets.api.security.Sessions`): `verify(token)` (signature
+    and expiry, from memory), `cached(claims)` (the live verdict if the user's state is in memory),
+    `check(claims)` (the live verdict, reading the store when needed) and `still_valid(claims
+    list)` (reading every one of those users' state now)."""
 
     def __init__(
         self,
         registry: TopicRegistry,
-        tokens: Any,
+        sessions: Any,
         limits: GatewayLimits | None = None,
         commands: Callable[[str, int, dict[str, Any]], Awaitable[tuple[MsgType, Any]]] | None = None,
+        *,
+        revalidate_s: float = REVALIDATE_INTERVAL_S,
     ) -> None:
         self.registry = registry
-        self.tokens = tokens
+        self.sessions = sessions
+        self.revalidate_s = revalidate_s
+        self._sweeper: asyncio.Task[None] | None = None
         # (user id, message type, payload) -> (reply type, data); raises ProtocolError
         self.commands = commands
         self.limits = limits or GatewayLimits()
@@ -126,10 +151,18 @@ class Gateway:
         self.server = await _create_server(self._protocol, host=host, port=port, **kwargs)
         sock = self.server.sockets[0]
         bound: int = sock.getsockname()[1]
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._revalidate_forever(), name="ws-revalidate"
+        )
         log.info("gateway listening", host=host, port=bound, path=WS_PATH)
         return bound
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self.server is not None:
             self.server.close()
             for conn in list(self.connections):
@@ -172,14 +205,18 @@ class Gateway:
         header = _header(request, "authorization")
         if not token and header[:7].lower() == "bearer ":
             token = header[7:].strip()
-        user_id = None
+        claims = None
         if token:
-            user = self.tokens.verify(token)
-            if user is None:
+            claims = self.sessions.verify(token)
+            if claims is None:
                 return _refuse(401, b"invalid or expired token")
-            user_id = user.id
+            known, user = self.sessions.cached(claims)
+            if known and user is None:
+                return _refuse(401, b"token revoked or account disabled")
+            # Else signed in once connected: at once when known, else after reading the user's
+            # state (the client's first frames wait for it; a refusal then closes with 4001).
         binary = None if codec == "" else codec in ("binary", "msgpack")
-        listener = Connection(self, user_id, binary)
+        listener = Connection(self, binary, claims)
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(), listener)
 
     def admit(self, conn: Connection) -> str | None:
@@ -205,18 +242,49 @@ class Gateway:
         if conn.user_id is not None:
             _decrement(self.per_user, conn.user_id)
 
-    def authenticate(self, conn: Connection, token: Any) -> str:
-        user = self.tokens.verify(token) if isinstance(token, str) and token else None
-        if user is None:
-            raise ProtocolError(ErrorCode.AUTH_FAILED, "invalid or expired token")
-        if conn.user_id is not None and conn.user_id != user.id:
+    def sign_in(self, conn: Connection, claims: Any) -> str:
+        """Sign `conn` in with a token already checked live (or sign it in again, as the same
+        user, with a fresh one); the user id."""
+        if conn.user_id is not None and conn.user_id != claims.id:
             raise ProtocolError(ErrorCode.AUTH_FAILED, "this connection is signed in as another user")
         if conn.user_id is None:
-            if self.per_user.get(user.id, 0) >= self.limits.connections_per_user:
-                raise ProtocolError(ErrorCode.AUTH_FAILED, "too many connections for this user")
-            self.per_user[user.id] = self.per_user.get(user.id, 0) + 1
-        conn.user_id = user.id
-        return str(user.id)
+            if self.per_user.get(claims.id, 0) >= self.limits.connections_per_user:
+                raise ProtocolError(
+                    ErrorCode.AUTH_FAILED, "too many connections for this user", reason="connection_limit"
+                )
+            self.per_user[claims.id] = self.per_user.get(claims.id, 0) + 1
+        conn.user_id = claims.id
+        conn.keep_claims(claims)
+        return str(claims.id)
+
+    async def _revalidate_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.revalidate_s)
+            try:
+                await self.revalidate()
+            except Exception as exc:  # the store is unreachable: keep serving, try again next time
+                log.warning("websocket sign-ins not revalidated", error=repr(exc))
+
+    async def revalidate(self) -> int:
+        """Read the live state of every signed-in connection's user now; close (4001) those whose
+        token expired or whose sign-in no longer stands. The number closed."""
+        signed = [(c, c.claims) for c in self.connections if c.claims is not None and not c.closed]
+        if not signed:
+            return 0
+        valid = await self.sessions.still_valid([claims for _, claims in signed])
+        now = time.time()
+        closed = 0
+        for (conn, claims), ok in zip(signed, valid, strict=True):
+            if conn.closed or conn.claims is not claims:  # gone, or signed in again meanwhile
+                continue
+            if now >= claims.expires_at:
+                conn.sign_out("token expired")
+            elif not ok:
+                conn.sign_out("token revoked or account disabled")
+            else:
+                continue
+            closed += 1
+        return closed
 
 
 _PICOWS_LOGGER = logging.getLogger("picows.server")
@@ -319,10 +387,16 @@ def _header(request: WSUpgradeRequest, name: str) -> str:
 class Connection(WSListener):
     """One client. `binary` is None until the first frame decides the codec (unless the URL did)."""
 
-    def __init__(self, gateway: Gateway, user_id: str | None, binary: bool | None) -> None:
+    def __init__(self, gateway: Gateway, binary: bool | None, claims: Any = None) -> None:
         super().__init__()
         self.gateway = gateway
-        self.user_id = user_id
+        self.user_id: str | None = None  # once signed in
+        self.claims: Any = None  # the signed-in token's (`TokenClaims`)
+        self._upgrade_claims = claims  # the token given on the upgrade request, signed in once connected
+        self._expiry: asyncio.TimerHandle | None = None
+        # Frames received while a sign-in is being checked, handled after it (None: not checking).
+        self._held: list[tuple[bool, bytes]] | None = None
+        self._auth_task: asyncio.Task[None] | None = None
         self.binary: bool = bool(binary)
         self._codec_fixed = binary is not None
         self.transport: WSTransport | None = None
@@ -351,11 +425,27 @@ class Connection(WSListener):
             transport.disconnect()
             return
         metrics.WS_CONNECTIONS.labels(self._codec_name()).inc()
+        if self._upgrade_claims is not None:
+            claims, self._upgrade_claims = self._upgrade_claims, None
+            self._auth_claims(claims, self._upgrade_signed_in)
+
+    def _upgrade_signed_in(self, _user_id: str | None, exc: ProtocolError | None) -> None:
+        if exc is None:
+            return
+        if exc.reason == "connection_limit":
+            metrics.WS_DISCONNECTS.labels("connection_limit").inc()
+            self.close(WSCloseCode.POLICY_VIOLATION, exc.msg)
+        elif exc.code == ErrorCode.UNAVAILABLE:
+            self.close(WSCloseCode.TRY_AGAIN_LATER, exc.msg)
+        else:
+            self.sign_out(exc.msg)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self in self.gateway.connections:
             metrics.WS_CONNECTIONS.labels(self._codec_name()).dec()
         self.closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         for key in self.subscriptions.values():
             self.gateway.registry.unsubscribe(key, self)
         self.subscriptions.clear()
@@ -375,10 +465,92 @@ class Connection(WSListener):
         if not self._codec_fixed:
             self._fix_codec(kind == WSMsgType.BINARY)
         payload = frame.get_payload_as_bytes()
-        if kind == WSMsgType.TEXT:
-            self._on_json(payload)
-        else:
+        if self._held is not None:  # a sign-in is being checked: this frame is handled after it
+            if len(self._held) >= HELD_FRAMES_MAX:
+                self.close(WSCloseCode.POLICY_VIOLATION, "too many messages while signing in")
+                return
+            self._held.append((kind == WSMsgType.BINARY, payload))
+            return
+        self._dispatch(kind == WSMsgType.BINARY, payload)
+
+    def _dispatch(self, binary: bool, payload: bytes) -> None:
+        if binary:
             self._on_binary(payload)
+        else:
+            self._on_json(payload)
+
+    # ---- signing in --------------------------------------------------------------------------
+
+    def _auth(self, token: Any, done: Callable[[str | None, ProtocolError | None], None]) -> None:
+        """Sign in with `token` (AUTH); `done(user id, None)` or `done(None, error)`."""
+        claims = self.gateway.sessions.verify(token) if isinstance(token, str) and token else None
+        if claims is None:
+            done(None, ProtocolError(ErrorCode.AUTH_FAILED, "invalid or expired token"))
+            return
+        self._auth_claims(claims, done)
+
+    def _auth_claims(self, claims: Any, done: Callable[[str | None, ProtocolError | None], None]) -> None:
+        """At once when the user's live state is in memory; else after reading it, holding the
+        client's next frames until then so that they are handled in order (a SUBSCRIBE to
+        `account` right after AUTH finds the connection signed in)."""
+        known, user = self.gateway.sessions.cached(claims)
+        if known:
+            self._finish_auth(claims, user, done)
+            return
+        self._held = []
+        self._auth_task = asyncio.get_running_loop().create_task(self._auth_live(claims, done))
+
+    async def _auth_live(self, claims: Any, done: Callable[[str | None, ProtocolError | None], None]) -> None:
+        try:
+            user = await self.gateway.sessions.check(claims)
+        except Exception as exc:
+            log.warning("websocket sign-in not checked", error=repr(exc))
+            done(None, ProtocolError(ErrorCode.UNAVAILABLE, "the sign-in cannot be checked now; try again"))
+        else:
+            self._finish_auth(claims, user, done)
+        finally:
+            self._auth_task = None
+            held, self._held = self._held, None
+            for i, (binary, payload) in enumerate(held or ()):
+                if self.closed:
+                    break
+                self._dispatch(binary, payload)
+                if self._held is not None:  # that frame began another sign-in: the rest waits for it
+                    self._held = held[i + 1 :] if held else []
+                    break
+
+    def _finish_auth(
+        self, claims: Any, user: Any, done: Callable[[str | None, ProtocolError | None], None]
+    ) -> None:
+        if self.closed:
+            return
+        if user is None:
+            error = ProtocolError(
+                ErrorCode.AUTH_FAILED, "token revoked or account disabled", reason="token_revoked"
+            )
+            done(None, error)
+            return
+        try:
+            user_id = self.gateway.sign_in(self, claims)
+        except ProtocolError as exc:
+            done(None, exc)
+            return
+        done(user_id, None)
+
+    def keep_claims(self, claims: Any) -> None:
+        """The token this connection is signed in with now: it is closed when that one expires."""
+        self.claims = claims
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(0.0, claims.expires_at - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self.sign_out, "token expired")
+
+    def sign_out(self, reason: str) -> None:
+        """Close with 4001: the client signs in again (a new connection with a fresh token)."""
+        if self.closed:
+            return
+        metrics.WS_DISCONNECTS.labels("signed_out").inc()
+        self.close(CLOSE_SIGNED_OUT, reason)
 
     # ---- requests ----------------------------------------------------------------------------
 
@@ -394,6 +566,12 @@ class Connection(WSListener):
             request = parse_json(payload)
             request_id = request.id
             method = request.method.upper()
+            if method == "AUTH":
+                self._auth(
+                    request.params[0] if request.params else None,
+                    functools.partial(self._json_auth_done, request_id),
+                )
+                return
             command = _JSON_COMMANDS.get(method)
             if command is not None:
                 body = request.params[0] if len(request.params) == 1 else None
@@ -406,6 +584,20 @@ class Connection(WSListener):
             self._send(json_error(request_id, exc.code, exc.msg, **_reason(exc)), binary=False)
             return
         self._send(json_result(request_id, result), binary=False)
+
+    def _json_auth_done(self, request_id: Any, user_id: str | None, exc: ProtocolError | None) -> None:
+        if exc is not None:
+            self._send(json_error(request_id, exc.code, exc.msg, **_reason(exc)), binary=False)
+        else:
+            self._send(json_result(request_id, user_id), binary=False)
+
+    def _binary_auth_done(self, sequence: int, user_id: str | None, exc: ProtocolError | None) -> None:
+        if exc is None:
+            self._send(binary_frame(MsgType.AUTH_SUCCESS, _now_ms(), sequence, {"userId": user_id}), True)
+        elif exc.code == ErrorCode.AUTH_FAILED:
+            self._send(binary_frame(MsgType.AUTH_FAILURE, _now_ms(), sequence, {"msg": exc.msg}), True)
+        else:
+            self._binary_error(exc, MsgType.AUTH, sequence)
 
     def _binary_error(self, exc: ProtocolError, msg_type: int, sequence: int) -> None:
         error = {"code": int(exc.code), "msg": exc.msg, "requestType": msg_type, **_reason(exc)}
@@ -432,6 +624,7 @@ class Connection(WSListener):
     async def _run_command(self, kind: int, body: dict[str, Any], request_id: Any, binary: bool) -> None:
         assert self.gateway.commands is not None and self.user_id is not None
         try:
+            await self._check_signed_in()
             reply_type, data = await self.gateway.commands(self.user_id, kind, dict(body))
         except ProtocolError as exc:
             self._reply_error(exc, kind, request_id, binary)
@@ -448,6 +641,27 @@ class Connection(WSListener):
         else:
             self._send(json_result(request_id, data), False)
 
+    async def _check_signed_in(self) -> None:
+        """A command runs only while the token stands (expiry, and the user's live state, at most
+        the store's state TTL old); else it is refused and the connection closed (4001)."""
+        claims = self.claims
+        if claims is None:
+            raise ProtocolError(ErrorCode.AUTH_REQUIRED, "sign in first (AUTH)")
+        code = "token_expired"
+        if time.time() >= claims.expires_at:
+            reason = "token expired"
+        else:
+            try:
+                user = await self.gateway.sessions.check(claims)
+            except Exception as exc:
+                log.warning("websocket sign-in not checked", error=repr(exc))
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the sign-in cannot be checked now") from None
+            if user is not None:
+                return
+            reason, code = "token revoked or account disabled", "token_revoked"
+        asyncio.get_running_loop().call_soon(self.sign_out, reason)  # after the error reply
+        raise ProtocolError(ErrorCode.AUTH_FAILED, reason, reason=code)
+
     def _reply_error(self, exc: ProtocolError, kind: int, request_id: Any, binary: bool) -> None:
         if binary:
             self._binary_error(exc, kind, request_id)
@@ -460,8 +674,7 @@ class Connection(WSListener):
         try:
             msg_type, sequence, body = parse_binary(payload)
             if msg_type == MsgType.AUTH:
-                user_id = self._handle("AUTH", [body.get("token")])
-                self._send(binary_frame(MsgType.AUTH_SUCCESS, _now_ms(), sequence, {"userId": user_id}), True)
+                self._auth(body.get("token"), functools.partial(self._binary_auth_done, sequence))
                 return
             if msg_type in _COMMANDS:
                 self._start_command(msg_type, body, sequence, binary=True)
@@ -505,8 +718,6 @@ class Connection(WSListener):
             return None
         if method == "LIST_SUBSCRIPTIONS":
             return sorted(self.subscriptions)
-        if method == "AUTH":
-            return self.gateway.authenticate(self, params[0] if params else None)
         raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown method {method!r}")
 
     # ---- sending -----------------------------------------------------------------------------

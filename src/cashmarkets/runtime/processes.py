@@ -231,6 +231,7 @@ async def run_gateway(settings: Settings) -> None:
     the Redis command log with its own engine replica (newest snapshot + replay, then tailing),
     turns the events into topics, and sends socket commands to the engine through Redis."""
     from cashmarkets.api.app import build_services
+    from cashmarkets.api.security import Sessions
     from cashmarkets.api.ws_commands import SocketCommands
     from cashmarkets.gateway.bridge import EngineBridge
     from cashmarkets.gateway.server import Gateway, gateway_limits
@@ -259,7 +260,9 @@ async def run_gateway(settings: Settings) -> None:
     bus = RedisBus(settings.redis_url, settings.redis_stream, runtime.engine.codec)
     await bus.start()
     services = build_services(settings, db, bus, EngineBalances(runtime), {})
-    gateway = Gateway(registry, services.tokens, gateway_limits(settings), SocketCommands(services))
+    # Sockets are checked against the users' live state in the store (docs/websocket.md, 4001).
+    sessions = Sessions(services.tokens, services.users)
+    gateway = Gateway(registry, sessions, gateway_limits(settings), SocketCommands(services))
     port = await gateway.start(settings.host, settings.gateway_port, reuse_port=True)
     serve_metrics(settings)
     log.info("gateway running", port=port, seq=runtime.engine.seq, stream=settings.redis_stream)
