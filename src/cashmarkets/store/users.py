@@ -8,6 +8,7 @@ cannot both succeed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import secrets
@@ -102,7 +103,7 @@ class UserStore:
         self.state_ttl_s = state_ttl_s
         # user id -> (monotonic time until which it is trusted, its state; None: no such user)
         self._states: dict[str, tuple[float, UserState | None]] = {}
-        self._loading: dict[str, asyncio.Future[UserState | None]] = {}
+        self._loading: dict[str, asyncio.Task[UserState | None]] = {}
         self._generation: dict[str, int] = {}  # bumped by forget(): a load begun before is not kept
 
     # ---- live state (checked on every authenticated request and socket command) -------------------
@@ -121,22 +122,23 @@ class UserStore:
         hit = self._states.get(user_id)
         if hit is not None and time.monotonic() < hit[0]:
             return hit[1]
-        pending = self._loading.get(user_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[UserState | None] = asyncio.get_running_loop().create_future()
-        self._loading[user_id] = future
-        try:
-            loaded = await self.load_states([user_id])
-            future.set_result(loaded[user_id])
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: nobody else may be waiting
-            raise
-        finally:
-            if self._loading.get(user_id) is future:
-                del self._loading[user_id]
-        return loaded[user_id]
+        loading = self._loading.get(user_id)
+        if loading is None:
+            # A task of its own: a waiter that goes away (a client hanging up) does not cancel
+            # the read the others wait for.
+            loading = asyncio.get_running_loop().create_task(self._load_one(user_id))
+            self._loading[user_id] = loading
+            loading.add_done_callback(functools.partial(self._loaded, user_id))
+        return await asyncio.shield(loading)
+
+    async def _load_one(self, user_id: str) -> UserState | None:
+        return (await self.load_states([user_id]))[user_id]
+
+    def _loaded(self, user_id: str, task: asyncio.Task[UserState | None]) -> None:
+        if self._loading.get(user_id) is task:
+            del self._loading[user_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here, whether or not a waiter is left to see it
 
     async def load_states(self, user_ids: Iterable[str]) -> dict[str, UserState | None]:
         """Read these users' states from the store now (whatever the cache holds) and keep them."""
