@@ -64,3 +64,47 @@ def test_the_chain_adapter_is_none_by_default_and_refuses_a_bad_aptos_setup() ->
     }
     with pytest.raises(SystemExit, match="must be an Ed25519 key"):
         chain_adapter(Settings.from_env(bad_key))
+
+
+def test_session_cookie_and_origin_defaults_follow_the_public_url() -> None:
+    s = Settings.from_env({})
+    assert (s.cookie_secure, s.secure_cookies, s.cookie_samesite) == (None, False, "lax")
+    assert s.origins == frozenset({"http://127.0.0.1:8000"})
+    https = Settings.from_env({"CASHMARKETS_PUBLIC_URL": "https://Cash.Example.com:443/app/"})
+    assert https.secure_cookies is True
+    assert https.origins == frozenset({"https://cash.example.com"})
+    assert (
+        Settings.from_env(
+            {"CASHMARKETS_PUBLIC_URL": "https://c.example", "CASHMARKETS_COOKIE_SECURE": "false"}
+        ).secure_cookies
+        is False
+    )
+    assert Settings.from_env({"CASHMARKETS_COOKIE_SECURE": "true"}).secure_cookies is True
+    assert Settings.from_env({"CASHMARKETS_COOKIE_SAMESITE": "Strict"}).cookie_samesite == "strict"
+
+
+def test_allowed_origins_are_normalized_and_replace_the_default() -> None:
+    s = Settings.from_env(
+        {
+            "CASHMARKETS_PUBLIC_URL": "https://cash.example.com",
+            "CASHMARKETS_ALLOWED_ORIGINS": "HTTPS://App.Example.com:443/, http://localhost:3000,,http://[::1]:80",
+        }
+    )
+    assert s.origins == frozenset({"https://app.example.com", "http://localhost:3000", "http://[::1]"})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CASHMARKETS_COOKIE_SAMESITE": "none"}, "CASHMARKETS_COOKIE_SAMESITE must be lax or strict"),
+        ({"CASHMARKETS_ALLOWED_ORIGINS": "https://a.example/app"}, "CASHMARKETS_ALLOWED_ORIGINS"),
+        ({"CASHMARKETS_ALLOWED_ORIGINS": "*"}, "CASHMARKETS_ALLOWED_ORIGINS"),
+        ({"CASHMARKETS_ALLOWED_ORIGINS": "ftp://a.example"}, "CASHMARKETS_ALLOWED_ORIGINS"),
+        ({"CASHMARKETS_ALLOWED_ORIGINS": "https://a.example?x=1"}, "CASHMARKETS_ALLOWED_ORIGINS"),
+        ({"CASHMARKETS_ALLOWED_ORIGINS": " , "}, "no origin given"),
+        ({"CASHMARKETS_PUBLIC_URL": "cash.example.com"}, "CASHMARKETS_PUBLIC_URL"),
+    ],
+)
+def test_bad_cookie_and_origin_settings_stop_at_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        Settings.from_env(env)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get, post
@@ -46,13 +46,15 @@ def user_view(user: User) -> UserView:
 
 
 def auth_cookie(svc: Services, token: str) -> Cookie:
+    """SameSite as configured; Secure when configured or, by default, when the public URL is https."""
+    samesite: Literal["lax", "strict"] = "strict" if svc.settings.cookie_samesite == "strict" else "lax"
     return Cookie(
         key=AUTH_COOKIE,
         value=token,
         max_age=svc.tokens.access_ttl_s,
         httponly=True,
-        samesite="lax",
-        secure=svc.settings.cookie_secure,
+        samesite=samesite,
+        secure=svc.settings.secure_cookies,
         path="/",
     )
 

@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
 ENV_PREFIX = "CASHMARKETS_"
+COOKIE_SAMESITE_VALUES = ("lax", "strict")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> str:
+    """The RFC 6454 origin of an http(s) URL as browsers send it in `Origin`: lower-case scheme and
+    host, the port only when not the scheme's default. ValueError for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        raise ValueError(f"{url!r} is not an http(s)://host[:port] URL")
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -100,7 +120,12 @@ class Settings(msgspec.Struct, kw_only=True):
     rate_limit_ip_burst: int = 200
     rate_limit_user_per_s: float = 50.0
     rate_limit_user_burst: int = 100
-    cookie_secure: bool = False
+    # The session cookies (authToken, csrfToken). Secure: None = on when the public URL is https.
+    cookie_secure: bool | None = None
+    cookie_samesite: str = "lax"  # or "strict"
+    # Origins (comma-separated, e.g. https://app.example.com) allowed to make cookie-authenticated
+    # state changes (api/csrf.py); unset: the origin of the public URL only.
+    allowed_origins: str | None = None
     # Proxies whose X-Forwarded-For is believed (comma-separated IPs, or "*"): per-IP rate limits
     # must see the client, not the load balancer. They are not held to http_connections_per_ip.
     forwarded_allow_ips: str = "127.0.0.1"
@@ -115,6 +140,18 @@ class Settings(msgspec.Struct, kw_only=True):
     # The soft RLIMIT_NOFILE every long-running process sets at start; unset: the hard limit.
     # 0: leave it as inherited.
     open_files_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        # Refused at start (from_env turns these into "bad configuration: ..."), not at first use.
+        self.cookie_samesite = self.cookie_samesite.strip().lower()
+        if self.cookie_samesite not in COOKIE_SAMESITE_VALUES:
+            wrong = self.cookie_samesite
+            raise ValueError(f"CASHMARKETS_COOKIE_SAMESITE must be lax or strict, not {wrong!r}")
+        try:
+            self.origins  # noqa: B018 (parsed for the check)
+        except ValueError as exc:
+            name = "ALLOWED_ORIGINS" if self.allowed_origins is not None else "PUBLIC_URL"
+            raise ValueError(f"CASHMARKETS_{name}: {exc}") from None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -153,6 +190,35 @@ class Settings(msgspec.Struct, kw_only=True):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return urlsplit(self.base_url).scheme.lower() == "https"
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """The allowed origins, normalized (`origin_of`); default: the public URL's. ValueError for
+        a malformed entry or public URL."""
+        if self.allowed_origins is None:
+            try:
+                return frozenset([origin_of(self.base_url)])
+            except ValueError:
+                if self.public_url is not None:
+                    raise
+                return frozenset()  # e.g. HOST "::" and no public URL: only CSRF tokens will do
+        found: set[str] = set()
+        for entry in (e.strip() for e in self.allowed_origins.split(",")):
+            if not entry:
+                continue
+            parts = urlsplit(entry)
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(f"{entry!r}: an origin is scheme://host[:port], without a path")
+            found.add(origin_of(entry))
+        if not found:
+            raise ValueError("no origin given")
+        return frozenset(found)
 
     @property
     def gateway_port(self) -> int:
