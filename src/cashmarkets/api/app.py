@@ -29,6 +29,7 @@ from cashmarkets.api.apikeys import ApiKeysController
 from cashmarkets.api.auth import AuthController
 from cashmarkets.api.binance import BinanceController
 from cashmarkets.api.chartgame import ChartgameController
+from cashmarkets.api.csrf import CsrfGuard
 from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.info import info
@@ -202,6 +203,7 @@ def _install(app: Litestar, settings: Settings, services: Services, limits: dict
     app.state.tokens = services.tokens
     app.state.request_body_max_bytes = settings.request_body_max_bytes
     app.state.rate_limits = limits
+    app.state.csrf = CsrfGuard(settings.origins, jwt_secret(settings))
 
 
 def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras: dict[str, Any]) -> Services:
@@ -400,10 +402,11 @@ def _distributed_lifespan(settings: Settings) -> Any:
 _ERROR_RESPONSES = {
     400: "Malformed request: bad JSON, unknown field, wrong type, bad amount",
     401: "Missing, expired or invalid credentials",
-    403: "Authenticated, but not allowed",
+    403: "Not allowed: the caller's role, or a cookie session without an allowed Origin or X-CSRF-Token",
     404: "Unknown path, or not found / not yours",
     409: "Conflict: taken, already resolved, or idempotency key clash",
     413: "Request body larger than CASHMARKETS_REQUEST_BODY_MAX_BYTES",
+    415: "A body that is not application/json",
     422: "Refused by the engine (e.g. insufficient_funds)",
     429: "Rate limited: see Retry-After",
     504: "The engine did not answer in time; the command may still apply (see commandId)",

@@ -1,6 +1,7 @@
 """Sign-up and sign-in: email + password, magic links, and wallets (Ethereum, Solana, Aptos).
 
-Every successful sign-in answers `{token, refreshToken, user}` and sets the `authToken` cookie.
+Every successful sign-in answers `{token, refreshToken, user}` and sets the `authToken` cookie
+(HttpOnly) and its `csrfToken` cookie (readable by scripts, sent back as `X-CSRF-Token`; api/csrf.py).
 Wrong password and unknown email get the same 401 (and take the same time); a magic link request
 gets the same 202 whether or not the email is known.
 """
@@ -19,6 +20,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from litestar.response import Redirect
 
+from cashmarkets.api.csrf import CSRF_COOKIE, CsrfGuard
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.schemas import (
     MagicLinkSent,
@@ -45,18 +47,30 @@ def user_view(user: User) -> UserView:
     )
 
 
-def auth_cookie(svc: Services, token: str) -> Cookie:
-    """SameSite as configured; Secure when configured or, by default, when the public URL is https."""
+def auth_cookie(svc: Services, token: str, csrf: CsrfGuard) -> list[Cookie]:
+    """The session cookies: `authToken` (HttpOnly) and `csrfToken`, its double-submit token.
+    SameSite as configured; Secure when configured or, by default, when the public URL is https."""
     samesite: Literal["lax", "strict"] = "strict" if svc.settings.cookie_samesite == "strict" else "lax"
-    return Cookie(
-        key=AUTH_COOKIE,
-        value=token,
-        max_age=svc.tokens.access_ttl_s,
-        httponly=True,
-        samesite=samesite,
-        secure=svc.settings.secure_cookies,
-        path="/",
-    )
+    return [
+        Cookie(
+            key=name,
+            value=value,
+            max_age=svc.tokens.access_ttl_s,
+            httponly=name == AUTH_COOKIE,
+            samesite=samesite,
+            secure=svc.settings.secure_cookies,
+            path="/",
+        )
+        for name, value in ((AUTH_COOKIE, token), (CSRF_COOKIE, csrf.token_for(token)))
+    ]
+
+
+def session_cookies(request: Request[Any, Any, Any], token: str) -> list[Cookie]:
+    return auth_cookie(services(request), token, request.app.state.csrf)
+
+
+def cleared_cookies() -> list[Cookie]:
+    return [Cookie(key=name, value="", max_age=0, path="/") for name in (AUTH_COOKIE, CSRF_COOKIE)]
 
 
 async def token_pair(svc: Services, user: User) -> TokenPair:
@@ -102,7 +116,7 @@ class AuthController(Controller):
         await welcome(svc, user)
         pair = await token_pair(svc, user)
         body = SignupDone(user=pair.user, token=pair.token, refresh_token=pair.refresh_token)
-        return Response(body, status_code=201, cookies=[auth_cookie(svc, pair.token)])
+        return Response(body, status_code=201, cookies=session_cookies(request, pair.token))
 
     @post(
         "/signin",
@@ -131,7 +145,7 @@ class AuthController(Controller):
         if found is None or not ok:
             raise ApiError(401, "invalid_credentials", "email or password is wrong")
         pair = await token_pair(svc, found[0])
-        return Response(pair, cookies=[auth_cookie(svc, pair.token)])
+        return Response(pair, cookies=session_cookies(request, pair.token))
 
     @get("/signin/post", status_code=302)
     async def signin_link(
@@ -154,7 +168,9 @@ class AuthController(Controller):
                 assert again is not None
                 user = again[0]
         pair = await token_pair(svc, user)
-        return Redirect(f"{svc.settings.base_url}/", cookies=[auth_cookie(svc, pair.token)], status_code=302)
+        return Redirect(
+            f"{svc.settings.base_url}/", cookies=session_cookies(request, pair.token), status_code=302
+        )
 
     @post("/token/refresh", status_code=200)
     async def refresh(
@@ -171,15 +187,15 @@ class AuthController(Controller):
             raise ApiError(403, "account_disabled", "this account is disabled")
         access = svc.tokens.issue(user.id, user.role, session=session, version=user.token_version)
         pair = TokenPair(token=access, refresh_token=new_refresh, user=user_view(user))
-        return Response(pair, cookies=[auth_cookie(svc, access)])
+        return Response(pair, cookies=session_cookies(request, access))
 
     @post("/signout", status_code=200)
     async def signout(
         self, request: Request[Any, Any, Any], data: JSONBody[RefreshRequest]
     ) -> Response[dict[str, bool]]:
-        """Revoke the refresh token's whole sign-in (its access tokens too) and clear the cookie."""
+        """Revoke the refresh token's whole sign-in (its access tokens too) and clear the cookies."""
         await services(request).users.revoke_refresh(data.refresh_token)
-        return Response({"signedOut": True}, cookies=[Cookie(key=AUTH_COOKIE, value="", max_age=0, path="/")])
+        return Response({"signedOut": True}, cookies=cleared_cookies())
 
     @get("/me", dependencies={"user": current_user})
     async def me(self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser]) -> UserView:
@@ -236,4 +252,4 @@ class AuthController(Controller):
         if created:
             await welcome(svc, user)
         pair = await token_pair(svc, user)
-        return Response(pair, cookies=[auth_cookie(svc, pair.token)])
+        return Response(pair, cookies=session_cookies(request, pair.token))

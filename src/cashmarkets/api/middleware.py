@@ -20,6 +20,7 @@ import msgspec
 from litestar.types import ASGIApp
 
 from cashmarkets.api.context import SANE_REQUEST_ID
+from cashmarkets.api.csrf import csrf_refusal
 from cashmarkets.api.errors import PROBLEM_JSON
 from cashmarkets.api.security import live_user
 from cashmarkets.ops import metrics
@@ -332,6 +333,9 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
         token = REQUEST_ID.set(request_id)
         try:
             if scope["path"].startswith("/api/") and await _rate_limited(scope, edge_send):
+                return
+            if (refused := csrf_refusal(scope)) is not None:  # body types, Origin, CSRF token
+                await _send_problem(edge_send, scope, *refused)
                 return
             if scope["method"] in _BODY_METHODS:
                 body = await _read_body(scope, receive, edge_send)
