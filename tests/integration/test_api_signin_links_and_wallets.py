@@ -5,9 +5,11 @@ Aptos keys (EIP-4361-style messages signed here, verified by the server)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.message
 import email.policy
 import hashlib
+import html
 import re
 import socket
 import time
@@ -89,9 +91,26 @@ async def request_link(client: AsyncTestClient[Any], address: str) -> bytes:
     return response.content
 
 
+PAGE_TOKEN_RE = re.compile(r'data-token="([^"]*)"')
+
+
+def page_token(page: str) -> str:
+    found = PAGE_TOKEN_RE.findall(page)
+    assert len(found) == 1, page
+    return html.unescape(found[0])
+
+
 async def follow(client: AsyncTestClient[Any], link: str) -> Any:
-    """GET the link as a browser would, without following the redirect; the cookie jar is left empty."""
-    response = await client.get(link, follow_redirects=False)
+    """Open the link and press the page's button, as a browser would: the GET (which must sign
+    nobody in), then the page's same-origin JSON POST of its token. The POST's answer (or the GET's,
+    when it refuses the link); the cookie jar is left empty."""
+    page = await client.get(link, follow_redirects=False)
+    assert "set-cookie" not in page.headers
+    if page.status_code != 200:
+        return page
+    response = await client.post(
+        "/api/v1/signin/link", json={"token": page_token(page.text)}, headers={"Origin": PUBLIC_URL}
+    )
     client.cookies.clear()
     return response
 
@@ -123,12 +142,13 @@ async def test_magic_link_by_real_smtp_signs_in_once(tmp_path: Path, inbox: tupl
         assert link != link_in(mail_stranger)
 
         opened = await follow(client, link)
-        assert opened.status_code == 302, opened.text
-        assert opened.headers["location"].rstrip("/") == PUBLIC_URL
+        assert opened.status_code == 200, opened.text
         token = opened.cookies.get("authToken")
-        assert token
+        assert token and token == opened.json()["token"] and opened.json()["refreshToken"]
+        assert opened.json()["user"]["id"] == known["user"]["id"]
         set_cookie = opened.headers["set-cookie"].lower()
         assert "httponly" in set_cookie and "samesite=lax" in set_cookie
+        assert opened.cookies.get("csrfToken")
         me = await client.get("/api/v1/me", headers={"Cookie": f"authToken={token}"})
         assert me.status_code == 200 and me.json()["id"] == known["user"]["id"]
         assert (await client.get("/api/v1/me", headers=bearer(token))).status_code == 200
@@ -141,7 +161,7 @@ async def test_magic_link_by_real_smtp_signs_in_once(tmp_path: Path, inbox: tupl
 
         # The stranger's link makes an account, with the demo balance.
         created = await follow(client, link_in(mail_stranger))
-        assert created.status_code == 302
+        assert created.status_code == 200
         stranger = bearer(created.cookies["authToken"])
         me = (await client.get("/api/v1/me", headers=stranger)).json()
         assert me["email"] == "stranger@example.com" and me["role"] == "player"
@@ -150,7 +170,7 @@ async def test_magic_link_by_real_smtp_signs_in_once(tmp_path: Path, inbox: tupl
         # A second link for them signs in the same account, and no second welcome credit.
         await request_link(client, "stranger@example.com")
         again = await follow(client, link_in(handler.received[-1][1]))
-        assert again.status_code == 302
+        assert again.status_code == 200
         assert (await client.get("/api/v1/me", headers=bearer(again.cookies["authToken"]))).json()[
             "id"
         ] == me["id"]
@@ -171,7 +191,7 @@ async def test_an_expired_magic_link_is_refused(tmp_path: Path, inbox: tuple[Inb
         # A fresh link, used at once, works.
         await request_link(client, "late@example.com")
         fresh = await follow(client, link_in(handler.received[-1][1]))
-        assert fresh.status_code == 302
+        assert fresh.status_code == 200
 
 
 async def test_without_smtp_the_log_mailer_keeps_the_link(tmp_path: Path) -> None:
@@ -183,7 +203,7 @@ async def test_without_smtp_the_log_mailer_keeps_the_link(tmp_path: Path) -> Non
         sent = mailer.sent[-1]
         assert sent["To"] == "logged@example.com"
         opened = await follow(client, link_in(sent))
-        assert opened.status_code == 302
+        assert opened.status_code == 200
         me = await client.get("/api/v1/me", headers=bearer(opened.cookies["authToken"]))
         assert me.json()["id"] == known["user"]["id"]
         # A malformed email is refused before anything is sent.
@@ -191,6 +211,72 @@ async def test_without_smtp_the_log_mailer_keeps_the_link(tmp_path: Path) -> Non
         bad = await client.post("/api/v1/signin", json={"email": "not-an-email"})
         assert bad.status_code == 400
         assert len(mailer.sent) == before
+
+
+def csp_hash(page: str, tag: str) -> str:
+    found = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)
+    assert len(found) == 1, page
+    return "'sha256-" + base64.b64encode(hashlib.sha256(found[0].encode()).digest()).decode() + "'"
+
+
+async def test_opening_a_link_signs_nobody_in_until_its_page_confirms(tmp_path: Path) -> None:
+    async with embedded(tmp_path, public_url=PUBLIC_URL) as client:
+        address = "o'neil&co@example.com"  # quote and ampersand: both must come out escaped
+        known = await signup(client, address)
+        await request_link(client, address)
+        mailer = services_of(client).mailer
+        assert isinstance(mailer, LogMailer)
+        link = link_in(mailer.sent[-1])
+        # Opened (by the user, a mail scanner, a page of another site): a page, no session.
+        for _ in range(2):
+            page = await client.get(link, follow_redirects=False)
+            assert page.status_code == 200, page.text
+            assert "set-cookie" not in page.headers and not client.cookies
+            assert page.headers["content-type"].startswith("text/html")
+            assert page.headers["cache-control"] == "no-store"
+            assert page.headers["referrer-policy"] == "no-referrer"
+            csp = page.headers["content-security-policy"]
+            for directive in ("default-src 'none'", "frame-ancestors 'none'", "connect-src 'self'"):
+                assert directive in csp, csp
+            assert f"script-src {csp_hash(page.text, 'script')};" in csp
+            assert f"style-src {csp_hash(page.text, 'style')};" in csp
+            assert "o&#x27;neil&amp;co@example.com" in page.text and address not in page.text
+            assert "src=" not in page.text and "href=" not in page.text and "url(" not in page.text
+            assert 'data-next="http://testserver.local/"' in page.text
+            assert ">Sign in</button>" in page.text
+        token = page_token(page.text)
+        assert link.endswith(f"token={token}")
+        # The page's POST from another origin (a sibling, another port): refused, link kept.
+        for origin in ("http://evil.example", "http://testserver.local:8080", "null"):
+            foreign = await client.post(
+                "/api/v1/signin/link", json={"token": token}, headers={"Origin": origin}
+            )
+            assert foreign.status_code == 403 and foreign.json()["code"] == "csrf_failed", origin
+            assert "set-cookie" not in foreign.headers
+        as_form = await client.post(
+            "/api/v1/signin/link",
+            content=f"token={token}",
+            headers={"Origin": PUBLIC_URL, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert as_form.status_code == 415 and "set-cookie" not in as_form.headers
+        assert (await client.get(link)).status_code == 200
+        # From the site itself: signed in, once.
+        confirmed = await client.post(
+            "/api/v1/signin/link", json={"token": token}, headers={"Origin": PUBLIC_URL}
+        )
+        client.cookies.clear()
+        assert confirmed.status_code == 200, confirmed.text
+        assert confirmed.json()["user"]["id"] == known["user"]["id"]
+        assert confirmed.cookies["authToken"] == confirmed.json()["token"]
+        me = await client.get("/api/v1/me", headers=bearer(confirmed.json()["token"]))
+        assert me.json()["id"] == known["user"]["id"]
+        used = await client.post("/api/v1/signin/link", json={"token": token}, headers={"Origin": PUBLIC_URL})
+        assert used.status_code == 401 and used.json()["code"] == "link_invalid"
+        assert "set-cookie" not in used.headers
+        reopened = await client.get(link)
+        assert reopened.status_code == 401 and reopened.json()["code"] == "link_invalid"
+        unknown = await client.post("/api/v1/signin/link", json={"token": "not-a-real-token"})
+        assert unknown.status_code == 401 and unknown.json()["code"] == "link_invalid"
 
 
 async def test_the_link_request_answers_sent_true(tmp_path: Path) -> None:

@@ -13,16 +13,16 @@ import uuid
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
-from litestar.response import Redirect
 
 from cashmarkets.api.csrf import CSRF_COOKIE, CsrfGuard
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.schemas import (
+    MagicLinkConfirm,
     MagicLinkSent,
     RefreshRequest,
     SigninRequest,
@@ -35,6 +35,8 @@ from cashmarkets.api.schemas import (
 )
 from cashmarkets.api.security import AUTH_COOKIE, AuthUser, current_user, hash_password, verify_password
 from cashmarkets.api.services import Services, services
+from cashmarkets.api.signin_page import HEADERS as SIGNIN_PAGE_HEADERS
+from cashmarkets.api.signin_page import confirmation_page
 from cashmarkets.auth.wallets import WalletAuthError, normalize_address, verify
 from cashmarkets.core.commands import Deposit
 from cashmarkets.integrations.email import magic_link_message
@@ -147,13 +149,26 @@ class AuthController(Controller):
         pair = await token_pair(svc, found[0])
         return Response(pair, cookies=session_cookies(request, pair.token))
 
-    @get("/signin/post", status_code=302)
-    async def signin_link(
+    @get("/signin/post", media_type=MediaType.HTML)
+    async def signin_link_page(
         self, request: Request[Any, Any, Any], token: Annotated[str, QueryParameter(max_length=256)]
-    ) -> Redirect:
-        """The link from the email: sets the authToken cookie and redirects to the site."""
+    ) -> Response[str]:
+        """The link from the email: a page that asks to confirm (its button posts the token to
+        /signin/link). Opening the link signs nobody in and leaves it usable."""
         svc = services(request)
-        email = await svc.users.consume_magic_link(token)
+        email = await svc.users.magic_link_email(token)
+        if email is None:
+            raise ApiError(401, "link_invalid", "this sign-in link is unknown, used or expired")
+        page = confirmation_page(email=email, token=token, next_url=f"{svc.settings.base_url}/")
+        return Response(page, media_type=MediaType.HTML, headers=SIGNIN_PAGE_HEADERS)
+
+    @post("/signin/link", status_code=200)
+    async def signin_link(
+        self, request: Request[Any, Any, Any], data: JSONBody[MagicLinkConfirm]
+    ) -> Response[TokenPair]:
+        """Use an emailed sign-in link (posted by its page): tokens and the session cookies."""
+        svc = services(request)
+        email = await svc.users.consume_magic_link(data.token)
         if email is None:
             raise ApiError(401, "link_invalid", "this sign-in link is unknown, used or expired")
         found = await svc.users.by_email(email)
@@ -168,9 +183,7 @@ class AuthController(Controller):
                 assert again is not None
                 user = again[0]
         pair = await token_pair(svc, user)
-        return Redirect(
-            f"{svc.settings.base_url}/", cookies=session_cookies(request, pair.token), status_code=302
-        )
+        return Response(pair, cookies=session_cookies(request, pair.token))
 
     @post("/token/refresh", status_code=200)
     async def refresh(

@@ -45,6 +45,12 @@ class SigninRequest(Request):
     password: Password | None = None
 
 
+class MagicLinkConfirm(Request):
+    """The token of an emailed sign-in link, posted by its confirmation page."""
+
+    token: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
 class RefreshRequest(Request):
     refresh_token: Annotated[str, Meta(min_length=1, max_length=256)]
 

@@ -454,6 +454,22 @@ class UserStore:
             ).first()
         return None if row is None else str(row.email)
 
+    async def magic_link_email(self, token: str) -> str | None:
+        """The email of a link that is still usable, without using it (the confirmation page)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(magic_links.c.email).where(
+                        and_(
+                            magic_links.c.token_hash == token_hash(token),
+                            magic_links.c.used_at_ns.is_(None),
+                            magic_links.c.expires_at_ns > time.time_ns(),
+                        )
+                    )
+                )
+            ).first()
+        return None if row is None else str(row.email)
+
     # ---- audit ------------------------------------------------------------------------------------------
 
     async def audit(
