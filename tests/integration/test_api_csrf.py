@@ -12,7 +12,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from tests.integration.api_helpers import PASSWORD, admin, bearer, embedded, wait_committed
+from tests.integration.api_helpers import PASSWORD, bearer, embedded, services_of, wait_committed
 from tests.integration.test_api_binance import signed
 
 ALLOWED = "http://127.0.0.1:8000"  # the origin of the default public URL (HOST:PORT) in embedded()
@@ -39,21 +39,28 @@ class Session:
         return {"Cookie": f"authToken={self.token}; csrfToken={self.csrf if csrf is None else csrf}"}
 
 
-async def browser_signup(client: AsyncTestClient[Any], email: str) -> Session:
-    response = await client.post("/api/v1/signup", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 201, response.text
-    token, csrf = response.cookies["authToken"], response.cookies["csrfToken"]
-    client.cookies.clear()
-    assert token == response.json()["token"] and csrf and csrf != token
+def session_of(response: Any) -> Session:
+    """The cookies a sign-in response set, as the browser now holds them."""
+    token, csrf = response.cookies.get("authToken", ""), response.cookies.get("csrfToken", "")
+    assert token == response.json()["token"] and csrf != token
     return Session(response.json()["user"]["id"], token, csrf)
 
 
-async def browser_admin(client: AsyncTestClient[Any]) -> Session:
-    """An admin's cookie session (admin() signs in again for a token with the role)."""
-    token = (await admin(client))["Authorization"].removeprefix("Bearer ")
-    me = (await client.get("/api/v1/me", headers=bearer(token))).json()
-    assert me["role"] == "admin"
-    return Session(me["id"], token, client.app.state.csrf.token_for(token))
+async def browser_signup(client: AsyncTestClient[Any], email: str) -> Session:
+    response = await client.post("/api/v1/signup", json={"email": email, "password": PASSWORD})
+    client.cookies.clear()
+    assert response.status_code == 201, response.text
+    return session_of(response)
+
+
+async def browser_admin(client: AsyncTestClient[Any], email: str = "admin@example.com") -> Session:
+    """Sign up, become admin in the store, sign in again (for a token with the role)."""
+    user_id = (await browser_signup(client, email)).user_id
+    assert await services_of(client).users.set_role(user_id, "admin")
+    response = await client.post("/api/v1/signin", json={"email": email, "password": PASSWORD})
+    client.cookies.clear()
+    assert response.status_code == 200 and response.json()["user"]["role"] == "admin", response.text
+    return session_of(response)
 
 
 async def held(client: AsyncTestClient[Any], token: str) -> str:
@@ -140,6 +147,7 @@ async def test_the_double_submit_token_stands_in_for_the_origin(tmp_path: Path) 
     async with embedded(tmp_path) as client:
         alice = await browser_signup(client, "alice@example.com")
         mallory = await browser_signup(client, "mallory@example.com")
+        assert alice.csrf and mallory.csrf and alice.csrf != mallory.csrf  # set at sign-in, per session
 
         async def withdraw(headers: dict[str, str]) -> Any:
             return await client.post("/api/v1/withdrawals", json=WITHDRAWAL, headers=headers)
