@@ -450,6 +450,31 @@ def bench_ws_fanout(
     print(json.dumps(result))
 
 
+@bench_app.command("ws-flood")
+def bench_ws_flood(
+    duration_s: Annotated[float, typer.Option(help="Seconds measured per phase (idle, flooded).")] = 15.0,
+    warmup_s: Annotated[float, typer.Option(help="Seconds before each phase, not measured.")] = 2.0,
+    sockets: Annotated[int, typer.Option(help="The flooding user's WebSocket connections.")] = 16,
+    in_flight: Annotated[int, typer.Option(help="OPEN_POSITION commands kept in flight per socket.")] = 16,
+    victim_rate: Annotated[
+        float, typer.Option(help="The other user's iterations/s (balance, trade/create, trade/close).")
+    ] = 10.0,
+) -> None:
+    """One user floods OPEN_POSITION over WebSockets; another user's HTTP latency idle vs flooded."""
+    from cashmarkets.benchmarks.ws_flood import run
+
+    result = _run(
+        run(
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            sockets=sockets,
+            in_flight=in_flight,
+            victim_rate=victim_rate,
+        )
+    )
+    print(json.dumps(result))
+
+
 @bench_app.command("journal")
 def bench_journal(
     backend: Annotated[str, typer.Option(help="sqlite or redis.")] = "sqlite",
