@@ -10,7 +10,7 @@ from cashmarkets.ops.logging import configure_logging
 
 if __name__ == "__main__":
     configure_logging()  # logs on stderr: stdout carries only the JSON
-    duration_s = float(sys.argv[1]) if len(sys.argv) > 1 else 15.0
+    duration_s = float(sys.argv[1]) if len(sys.argv) > 1 else 12.0
     sockets = int(sys.argv[2]) if len(sys.argv) > 2 else 16
     in_flight = int(sys.argv[3]) if len(sys.argv) > 3 else 16
     try:

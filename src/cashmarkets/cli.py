@@ -452,7 +452,7 @@ def bench_ws_fanout(
 
 @bench_app.command("ws-flood")
 def bench_ws_flood(
-    duration_s: Annotated[float, typer.Option(help="Seconds measured per phase (idle, flooded).")] = 15.0,
+    duration_s: Annotated[float, typer.Option(help="Seconds measured per phase (idle, flooded).")] = 12.0,
     warmup_s: Annotated[float, typer.Option(help="Seconds before each phase, not measured.")] = 2.0,
     sockets: Annotated[int, typer.Option(help="The flooding user's WebSocket connections.")] = 16,
     in_flight: Annotated[int, typer.Option(help="OPEN_POSITION commands kept in flight per socket.")] = 16,

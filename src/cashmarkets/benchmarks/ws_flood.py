@@ -22,7 +22,6 @@ under the flood within 2x of its idle p99. Client and server share the host's co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import re
@@ -118,12 +117,10 @@ async def _flood(url: str, sockets: int, in_flight: int, pipe: Pipe) -> None:
         if order == "stop":
             break
     stop.set()
-    for ws in conns:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(), 5)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*(asyncio.wait_for(ws.close(), 2) for ws in conns), return_exceptions=True)
     (t0, before), (t1, after) = marks[0], marks[-1]
     window = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     pipe.send({"elapsed_s": t1 - t0, "counts": window, "closed": closed})
@@ -293,7 +290,7 @@ def _per_s(count: float, elapsed_s: float) -> float:
 
 
 async def run(
-    duration_s: float = 15.0,
+    duration_s: float = 12.0,
     warmup_s: float = 2.0,
     sockets: int = 16,
     in_flight: int = 16,
