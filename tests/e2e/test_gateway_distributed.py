@@ -132,3 +132,44 @@ def test_two_gateways_one_port_replicas_commands_and_failover(tmp_path: Path, pg
 
         asyncio.run(story())
         assert gateways[1].alive(), gateways[1].output()
+
+
+def test_one_rate_limit_per_user_over_api_and_gateway_processes(tmp_path: Path, pg_url: str) -> None:
+    """Two API processes and two gateways: a user's HTTP requests and socket commands take from
+    one bucket in Redis, whichever processes serve them."""
+    env = {"CASHMARKETS_RATE_LIMIT_USER_BURST": "3", "CASHMARKETS_RATE_LIMIT_USER_PER_S": "0.01"}
+    with distributed_cluster(tmp_path, pg_url, env) as cluster:
+        apis = [httpx.Client(base_url=url, timeout=15) for url in cluster.urls]
+
+        def signup(email: str) -> str:
+            r = apis[0].post("/api/v1/signup", json={"email": email, "password": "correct horse battery"})
+            assert r.status_code == 201, r.text
+            apis[0].cookies.clear()  # else the next request is this user's too (the auth cookie)
+            return str(r.json()["token"])
+
+        alice, bob = signup("alice@example.com"), signup("bob@example.com")
+        port = free_port()
+        cluster.retired.extend(start_gateways(cluster, port))
+        url = f"ws://127.0.0.1:{port}/ws"
+
+        def balance(api: httpx.Client, token: str) -> int:
+            return api.get("/api/v1/balance", headers={"Authorization": f"Bearer {token}"}).status_code
+
+        async def story() -> None:
+            # Alice: three requests over both API processes, then her socket command is refused.
+            assert [balance(apis[i % 2], alice) for i in range(3)] == [200, 200, 200]
+            async with await connect_when_up(f"{url}?token={alice}") as ws:
+                await ws.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": 1}))
+                _, reply = await until_reply(ws, 1)
+                assert (reply["error"]["code"], reply["error"]["reason"]) == (11, "rate_limited")
+                assert reply["error"]["retryAfterMs"] > 1_000
+            # Bob: three socket commands over several connections (the kernel spreads them over
+            # both gateways), then his HTTP request is refused, on either API process.
+            for i in range(3):
+                async with await connect_when_up(f"{url}?token={bob}") as ws:
+                    await ws.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": i}))
+                    _, reply = await until_reply(ws, i)
+                    assert reply["result"]["balances"][0]["asset"] == "USDC", reply
+            assert [balance(api, bob) for api in apis] == [429, 429]
+
+        asyncio.run(story())

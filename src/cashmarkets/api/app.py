@@ -34,11 +34,8 @@ from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.info import info
 from cashmarkets.api.leverage import LeverageController
-from cashmarkets.api.middleware import (
-    RedisTokenBuckets,
-    TokenBuckets,
-    edge_middleware,
-)
+from cashmarkets.api.middleware import edge_middleware
+from cashmarkets.api.ratelimit import build_limiters
 from cashmarkets.api.schemas import Problem
 from cashmarkets.api.security import Sessions, TokenService
 from cashmarkets.api.services import Services
@@ -311,18 +308,16 @@ def _embedded_lifespan(settings: Settings) -> Any:
             "readiness": {"engine": engine_ready, "projector": projector_ready},
         }
         services = build_services(settings, db, EmbeddedBus(runtime), EngineBalances(runtime), extras)
-        limits = {
-            "ip": TokenBuckets(settings.rate_limit_ip_per_s, settings.rate_limit_ip_burst),
-            "user": TokenBuckets(settings.rate_limit_user_per_s, settings.rate_limit_user_burst),
-        }
+        limits = build_limiters(settings)
         _install(app, settings, services, limits)
         registry = TopicRegistry()
         runtime.subscribe(EngineBridge(registry, runtime.engine))
+        # Socket commands are charged to the same per-user buckets as HTTP requests.
         gateway = Gateway(
             registry,
             Sessions(services.tokens, services.users),
             gateway_limits(settings),
-            SocketCommands(services),
+            SocketCommands(services, limits["user"]),
         )
         extras["gateway"] = gateway
         extras["ws_port"] = await gateway.start(settings.host, settings.gateway_port)
@@ -379,14 +374,7 @@ def _distributed_lifespan(settings: Settings) -> Any:
         services = build_services(
             settings, db, bus, SqlBalances(db, bus.client, settings.redis_stream), extras
         )
-        limits = {
-            "ip": RedisTokenBuckets(
-                bus.client, settings.rate_limit_ip_per_s, settings.rate_limit_ip_burst, "cm:rl:"
-            ),
-            "user": RedisTokenBuckets(
-                bus.client, settings.rate_limit_user_per_s, settings.rate_limit_user_burst, "cm:rl:"
-            ),
-        }
+        limits = build_limiters(settings, bus.client)  # in Redis: shared with every api and gateway
         _install(app, settings, services, limits)
         log.info("serving", mode="distributed", url=settings.base_url)
         try:

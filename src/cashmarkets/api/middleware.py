@@ -13,7 +13,6 @@ import functools
 import hashlib
 import math
 import time
-from collections import OrderedDict
 from typing import Any, Final
 
 import msgspec
@@ -22,6 +21,15 @@ from litestar.types import ASGIApp
 from cashmarkets.api.context import SANE_REQUEST_ID
 from cashmarkets.api.csrf import csrf_refusal
 from cashmarkets.api.errors import PROBLEM_JSON
+from cashmarkets.api.ratelimit import (
+    CHARGED_USER,
+    RateLimiter,
+    RedisTokenBuckets,
+    TokenBuckets,
+    ip_key,
+    take,
+    user_key,
+)
 from cashmarkets.api.security import live_user
 from cashmarkets.ops import metrics
 from cashmarkets.ops.ids import new_id
@@ -37,9 +45,6 @@ Send = Any
 
 # Requests whose body the edge reads first (size, nesting depth, Idempotency-Key digest).
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-# Buckets kept in memory (per IP and per user); the least recently used are forgotten beyond this.
-RATE_BUCKETS_MAX: Final = 100_000
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -74,78 +79,15 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
-class TokenBuckets:
-    """In-memory token buckets (embedded mode): `rate_per_s` refill, `burst` capacity."""
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    async def take(self, key: str) -> float:
-        return self.take_now(key)
-
-    def take_now(self, key: str) -> float:
-        """0 if allowed, else the seconds to wait before one more request would be."""
-        now = time.monotonic()
-        tokens, last = self._buckets.pop(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_s)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.rate_per_s
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > RATE_BUCKETS_MAX:
-            self._buckets.popitem(last=False)
-        return wait
-
-
-# One atomic step of a token bucket kept in a Redis hash, timed by the Redis server's clock so
-# that API processes on different machines agree.
-_BUCKET_LUA = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1]) or burst
-local ts = tonumber(b[2]) or now
-tokens = math.min(burst, tokens + (now - ts) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-return tostring(wait)
-"""
-
-
-class RedisTokenBuckets:
-    """Token buckets shared by every API process (distributed mode)."""
-
-    def __init__(self, client: Any, rate_per_s: float, burst: int, prefix: str) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self.prefix = prefix
-        self._script = client.register_script(_BUCKET_LUA)
-
-    async def take(self, key: str) -> float:
-        wait = await self._script(keys=[f"{self.prefix}{key}"], args=[self.rate_per_s, self.burst])
-        return float(wait)
-
-
-async def _take(limiter: TokenBuckets | RedisTokenBuckets, key: str) -> float:
-    return limiter.take_now(key) if isinstance(limiter, TokenBuckets) else await limiter.take(key)
-
-
 async def _rate_limited(scope: Scope, send: Send) -> bool:
     """Answer 429 and return True when the caller's IP or user is over its limit."""
-    limits: dict[str, TokenBuckets | RedisTokenBuckets] = scope["app"].state.rate_limits
+    limits: dict[str, RateLimiter] = scope["app"].state.rate_limits
     client = scope.get("client")
-    kind, wait = "ip", await _take(limits["ip"], f"ip:{client[0] if client else '?'}")
+    kind, wait = "ip", await take(limits["ip"], ip_key(client[0] if client else "?"))
     user_id = await _token_subject(scope)
     if user_id is not None:
-        user_wait = await _take(limits["user"], f"user:{user_id}")
+        user_wait = await take(limits["user"], user_key(user_id))
+        scope["state"][CHARGED_USER] = user_id  # /api/v3 does not charge this user again
         if user_wait > wait:
             kind, wait = "user", user_wait
     if wait <= 0:

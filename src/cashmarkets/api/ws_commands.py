@@ -3,6 +3,10 @@ and the same command path as the HTTP routes, answered on the socket.
 
 An `idempotencyKey` in the payload plays the part of the HTTP `Idempotency-Key` header: the
 engine command id is derived from it, so a repeat after a lost answer is applied once.
+
+Every command is charged to the user's rate-limit bucket, the one their HTTP requests and API-key
+requests take from (`api/ratelimit.py`); over it, the command is refused with RATE_LIMITED
+(reason `rate_limited`, `retryAfterMs`) before any work, and the connection stays open.
 """
 
 from __future__ import annotations
@@ -14,17 +18,31 @@ import msgspec
 from cashmarkets.api.chartgame import PositionOpen, close_chart_position, open_chart_position
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.leverage import TradeClose, TradeCreate, close_trade, open_trade
+from cashmarkets.api.ratelimit import RateLimiter, retry_after_ms, take, user_key
 from cashmarkets.api.services import Services, derive_command_id
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError
+from cashmarkets.ops import metrics
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, valid_key
 
 
 class SocketCommands:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, user_limiter: RateLimiter | None) -> None:
         self.services = services
+        self.user_limiter = user_limiter  # the HTTP API's per-user buckets; None: not limited
 
     async def __call__(self, user_id: str, kind: int, payload: dict[str, Any]) -> tuple[MsgType, Any]:
+        if self.user_limiter is not None:
+            wait = await take(self.user_limiter, user_key(user_id))
+            if wait > 0:
+                metrics.RATE_LIMITED.labels("ws_user").inc()
+                after_ms = retry_after_ms(wait)
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"too many requests for this user (HTTP and socket together); retry in {after_ms} ms",
+                    reason="rate_limited",
+                    retry_after_ms=after_ms,
+                )
         key = payload.pop("idempotencyKey", None)
         if key is not None and not valid_key(key):
             raise ProtocolError(

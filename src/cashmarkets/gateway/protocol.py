@@ -56,23 +56,32 @@ class ErrorCode(enum.IntEnum):
     BAD_MESSAGE = 1  # not JSON / not MessagePack / wrong shape / bad header / truncated
     UNKNOWN_METHOD = 2
     UNKNOWN_TOPIC = 3
-    TOO_MANY_SUBSCRIPTIONS = 4  # also: too many commands in flight on this connection
+    TOO_MANY_SUBSCRIPTIONS = 4  # also: too many commands in flight (reason too_many_in_flight)
     AUTH_REQUIRED = 5  # a private topic or a command without a valid token
     AUTH_FAILED = 6
     MESSAGE_TOO_LARGE = 7
     UNSUPPORTED_VERSION = 8
     REJECTED = 9  # the engine refused a command; `reason` carries its rejection code
     UNAVAILABLE = 10  # the engine did not answer in time
+    RATE_LIMITED = 11  # the user's rate limit (shared with HTTP): reason rate_limited, retryAfterMs
 
 
 class ProtocolError(Exception):
     def __init__(
-        self, code: ErrorCode, msg: str, *, sequence: int = 0, msg_type: int = 0, reason: str = ""
+        self,
+        code: ErrorCode,
+        msg: str,
+        *,
+        sequence: int = 0,
+        msg_type: int = 0,
+        reason: str = "",
+        retry_after_ms: int = 0,
     ) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.reason = reason  # REJECTED: the engine's or the API's stable code (insufficient_funds, ...)
+        self.retry_after_ms = retry_after_ms  # RATE_LIMITED: when one more command would be allowed
         self.sequence = sequence  # of the offending binary request, when its header could be read
         self.msg_type = msg_type
 

@@ -793,8 +793,12 @@ _JSON_COMMANDS: Final[dict[str, int]] = {
 }
 
 
-def _reason(exc: ProtocolError) -> dict[str, str]:
-    return {"reason": exc.reason} if exc.reason else {}
+def _reason(exc: ProtocolError) -> dict[str, Any]:
+    """The optional fields of an error reply: `reason`, and `retryAfterMs` when rate limited."""
+    extra: dict[str, Any] = {"reason": exc.reason} if exc.reason else {}
+    if exc.retry_after_ms:
+        extra["retryAfterMs"] = exc.retry_after_ms
+    return extra
 
 
 def _names(params: list[Any]) -> list[str]:

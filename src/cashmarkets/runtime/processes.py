@@ -231,6 +231,7 @@ async def run_gateway(settings: Settings) -> None:
     the Redis command log with its own engine replica (newest snapshot + replay, then tailing),
     turns the events into topics, and sends socket commands to the engine through Redis."""
     from cashmarkets.api.app import build_services
+    from cashmarkets.api.ratelimit import build_limiters
     from cashmarkets.api.security import Sessions
     from cashmarkets.api.ws_commands import SocketCommands
     from cashmarkets.gateway.bridge import EngineBridge
@@ -262,7 +263,10 @@ async def run_gateway(settings: Settings) -> None:
     services = build_services(settings, db, bus, EngineBalances(runtime), {})
     # Sockets are checked against the users' live state in the store (docs/websocket.md, 4001).
     sessions = Sessions(services.tokens, services.users)
-    gateway = Gateway(registry, sessions, gateway_limits(settings), SocketCommands(services))
+    # The API processes' per-user buckets in Redis (same prefix): a socket command and an HTTP
+    # request of one user take from one bucket, whichever processes serve them.
+    user_limiter = build_limiters(settings, bus.client)["user"]
+    gateway = Gateway(registry, sessions, gateway_limits(settings), SocketCommands(services, user_limiter))
     port = await gateway.start(settings.host, settings.gateway_port, reuse_port=True)
     serve_metrics(settings)
     log.info("gateway running", port=port, seq=runtime.engine.seq, stream=settings.redis_stream)
