@@ -25,6 +25,7 @@ from litestar import Controller, Request, Response, delete, get, post
 
 from cashmarkets.api import spot as v1
 from cashmarkets.api.errors import ApiError
+from cashmarkets.api.ratelimit import CHARGED_USER, retry_after_s, take, user_key
 from cashmarkets.api.services import Services, derive_command_id, services
 from cashmarkets.core.money import format_amount
 from cashmarkets.core.products.spot import (
@@ -37,6 +38,7 @@ from cashmarkets.core.products.spot import (
     SpotTrade,
 )
 from cashmarkets.core.products.spot.marketdata import INTERVALS_MS
+from cashmarkets.ops import metrics
 from cashmarkets.store import spot_queries
 
 RECV_WINDOW_DEFAULT_MS: Final = 5_000
@@ -67,13 +69,29 @@ _CODES: Final = {
 
 
 class BinanceError(Exception):
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+    def __init__(self, code: int, msg: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
+        self.code, self.msg, self.status, self.headers = code, msg, status, headers
 
 
 def _error(exc: BinanceError) -> Response[dict[str, Any]]:
-    return Response({"code": exc.code, "msg": exc.msg}, status_code=exc.status)
+    return Response({"code": exc.code, "msg": exc.msg}, status_code=exc.status, headers=exc.headers)
+
+
+async def _charge_user(request: Request[Any, Any, Any], user_id: str) -> None:
+    """Charge a signed request to its key's user: the bucket of their HTTP requests and socket
+    commands (api/ratelimit.py). Binance's answer when over it: 429, -1003, Retry-After."""
+    if request.scope.get("state", {}).get(CHARGED_USER) == user_id:
+        return  # the request also carried this user's bearer token: the edge already charged it
+    wait = await take(request.app.state.rate_limits["user"], user_key(user_id))
+    if wait > 0:
+        metrics.RATE_LIMITED.labels("apikey_user").inc()
+        raise BinanceError(
+            -1003,
+            "Too many requests; the user's limit is shared by every API key, token and socket.",
+            429,
+            {"Retry-After": str(retry_after_s(wait))},
+        )
 
 
 async def _guard(body: Callable[[], Awaitable[Any]], not_found: tuple[int, str] | None = None) -> Any:
@@ -210,6 +228,8 @@ class BinanceController(Controller):
         expected = hmac.new(secret.encode(), payload.encode("latin-1"), hashlib.sha256).hexdigest()
         if not given or not hmac.compare_digest(given.lower(), expected):
             raise BinanceError(-1022, "Signature for this request is not valid.")
+        # Only once signed: a leaked key without its secret cannot spend its user's bucket.
+        await _charge_user(request, user_id)
         return svc, user_id, params
 
     # ---- public ----

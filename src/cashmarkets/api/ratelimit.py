@@ -12,7 +12,8 @@ and the gateway of the one process. Distributed mode: the buckets are Redis hash
 Lua script (atomic, timed by the Redis server's clock), under the same key prefix in every `api`
 and `gateway` process, so a user has one bucket whichever process or channel they come through.
 
-Refusals count in `cashmarkets_rate_limited_total{kind}`: ip, user (HTTP), ws_user (sockets).
+Refusals count in `cashmarkets_rate_limited_total{kind}`: ip, user (HTTP), apikey_user (`/api/v3`),
+ws_user (sockets).
 """
 
 from __future__ import annotations
