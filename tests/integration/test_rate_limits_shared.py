@@ -1,8 +1,12 @@
 """One rate limit per user over every channel (embedded server, real sockets): HTTP requests,
-socket commands and API-key (`/api/v3`) requests take from the same bucket."""
+socket commands and API-key (`/api/v3`) requests take from the same bucket; and the cap on a
+user's commands in flight over all their sockets."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,7 @@ from websockets.asyncio.client import connect
 from cashmarkets.gateway.protocol import ErrorCode, MsgType
 from tests.integration.api_helpers import bearer, embedded, services_of, signup, ws_url
 from tests.integration.test_api_binance import signed
-from tests.integration.test_gateway import call, frame, recv_binary
+from tests.integration.test_gateway import call, frame, recv_binary, recv_json
 
 # Three requests, then (practically) none: one token per 100 s, far longer than a test.
 TIGHT = {
@@ -110,3 +114,65 @@ async def test_api_key_requests_are_charged_to_the_keys_user(tmp_path: Path) -> 
             r = await client.get("/api/v3/account?" + signed(secret3), headers=both)
             assert r.status_code == 200, r.text
         assert (await client.get("/api/v3/account?" + signed(secret3), headers=both)).status_code == 429
+
+
+async def test_commands_in_flight_are_capped_per_user_over_all_their_sockets(tmp_path: Path) -> None:
+    async with embedded(tmp_path, ws_commands_in_flight_per_user=2) as client:
+        signed_up = await signup(client, "busy@example.com")
+        token, user_id = signed_up["token"], signed_up["user"]["id"]
+        other_up = await signup(client, "idle@example.com")
+        other, other_id = other_up["token"], other_up["user"]["id"]
+        gateway = services_of(client).extras["gateway"]
+        # Hold the commands at the door of the real command path until released.
+        release = threading.Event()
+        real = gateway.commands
+
+        async def held(uid: str, kind: int, payload: dict[str, Any]) -> Any:
+            while not release.is_set():
+                await asyncio.sleep(0.005)
+            return await real(uid, kind, payload)
+
+        gateway.commands = held
+
+        async def until_in_flight(uid: str, n: int) -> None:
+            for _ in range(500):
+                if gateway.commands_per_user.get(uid, 0) == n:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"{uid}: {gateway.commands_per_user.get(uid)} in flight, not {n}")
+
+        async with (
+            connect(ws_url(client, f"token={token}")) as a,
+            connect(ws_url(client, f"token={token}")) as b,
+            connect(ws_url(client, f"token={other}")) as c,
+        ):
+            for request_id in (1, 2):
+                await a.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": request_id}))
+            await until_in_flight(user_id, 2)
+            # A's two fill the user's cap: B (another socket, well under its own cap of 16) is refused.
+            refused = await call(b, "GET_BALANCE", {}, request_id=3)
+            assert refused["id"] == 3
+            assert (refused["error"]["code"], refused["error"]["reason"]) == (
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                "too_many_in_flight",
+            )
+            assert "for this user" in refused["error"]["msg"]
+            # Another user is not: their command goes in flight.
+            await c.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": 4}))
+            await until_in_flight(other_id, 1)
+            release.set()
+            answers = [await recv_json(a), await recv_json(a)]
+            assert sorted(m["id"] for m in answers) == [1, 2]
+            assert all(m["result"]["balances"][0]["asset"] == "USDC" for m in answers)
+            assert (await recv_json(c))["id"] == 4
+            # Slots are free again once answered (freed before the answer is sent): keeping
+            # exactly the cap in flight over both sockets, the next pair sent as soon as the last
+            # is answered, is never refused.
+            for request_id in range(10, 30):
+                await a.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": request_id}))
+                await b.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": request_id}))
+                for ws in (a, b):
+                    reply = await recv_json(ws)
+                    assert reply["id"] == request_id and "result" in reply, reply
+        await until_in_flight(user_id, 0)
+        assert user_id not in gateway.commands_per_user

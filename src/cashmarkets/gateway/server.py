@@ -77,6 +77,7 @@ def _abort(transport: WSTransport) -> None:
 class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     subscriptions_per_connection: int = 64
     commands_in_flight_per_connection: int = 16
+    commands_in_flight_per_user: int = 32  # over all of a user's connections to this process
     message_bytes_max: int = 64 * 1024  # a bigger client frame: close 1009
     connections_per_ip: int = 1_000
     connections_per_user: int = 32
@@ -95,6 +96,7 @@ def gateway_limits(settings: Any) -> GatewayLimits:
     return GatewayLimits(
         subscriptions_per_connection=settings.ws_subscriptions_per_connection,
         commands_in_flight_per_connection=settings.ws_commands_in_flight_per_connection,
+        commands_in_flight_per_user=settings.ws_commands_in_flight_per_user,
         message_bytes_max=settings.ws_message_bytes_max,
         connections_per_ip=settings.ws_connections_per_ip,
         connections_per_user=settings.ws_connections_per_user,
@@ -135,6 +137,7 @@ class Gateway:
         self.per_user: dict[str, int] = {}
         # TCP connections per address that have not yet sent their upgrade request's headers.
         self.handshaking = PerIpConnections(self.limits.handshakes_per_ip, self.limits.trusted_proxies)
+        self.commands_per_user: dict[str, int] = {}  # commands in flight, over the user's connections
         self.connections: set[Connection] = set()
         self.server: asyncio.Server | None = None
 
@@ -606,26 +609,52 @@ class Connection(WSListener):
     def _start_command(self, kind: int, body: dict[str, Any], request_id: Any, *, binary: bool) -> None:
         """Commands wait for the engine: run them as tasks, answered when done (in any order;
         the reply carries the request's id or sequence)."""
+        per_user = self.gateway.commands_per_user
         try:
             if self.gateway.commands is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_METHOD, "commands are not served here")
             if self.user_id is None:
                 raise ProtocolError(ErrorCode.AUTH_REQUIRED, "sign in first (AUTH)")
-            if len(self.inflight) >= self.gateway.limits.commands_in_flight_per_connection:
-                limit = self.gateway.limits.commands_in_flight_per_connection
-                raise ProtocolError(ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} commands in flight")
+            limits = self.gateway.limits
+            if len(self.inflight) >= limits.commands_in_flight_per_connection:
+                limit = limits.commands_in_flight_per_connection
+                raise ProtocolError(
+                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                    f"at most {limit} commands in flight on this connection",
+                    reason="too_many_in_flight",
+                )
+            if per_user.get(self.user_id, 0) >= limits.commands_in_flight_per_user:
+                limit = limits.commands_in_flight_per_user
+                raise ProtocolError(
+                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                    f"at most {limit} commands in flight for this user, over all their connections",
+                    reason="too_many_in_flight",
+                )
         except ProtocolError as exc:
             self._reply_error(exc, kind, request_id, binary)
             return
+        per_user[self.user_id] = per_user.get(self.user_id, 0) + 1
         task = asyncio.get_running_loop().create_task(self._run_command(kind, body, request_id, binary))
         self.inflight.add(task)
-        task.add_done_callback(self.inflight.discard)
+        task.add_done_callback(self._command_done)
+
+    def _command_done(self, task: asyncio.Task[Any] | None) -> None:
+        """Free the command's slots (once: at its answer, or when its task ends without one)."""
+        if task in self.inflight:
+            self.inflight.discard(task)
+            assert self.user_id is not None
+            _decrement(self.gateway.commands_per_user, self.user_id)
 
     async def _run_command(self, kind: int, body: dict[str, Any], request_id: Any, binary: bool) -> None:
         assert self.gateway.commands is not None and self.user_id is not None
         try:
-            await self._check_signed_in()
-            reply_type, data = await self.gateway.commands(self.user_id, kind, dict(body))
+            try:
+                await self._check_signed_in()
+                reply_type, data = await self.gateway.commands(self.user_id, kind, dict(body))
+            finally:
+                # Before the answer goes out: a client that sends its next command on receiving
+                # it must find the slot free (else keeping exactly the limit in flight is refused).
+                self._command_done(asyncio.current_task())
         except ProtocolError as exc:
             self._reply_error(exc, kind, request_id, binary)
             return
