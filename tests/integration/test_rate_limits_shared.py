@@ -117,7 +117,9 @@ async def test_api_key_requests_are_charged_to_the_keys_user(tmp_path: Path) -> 
 
 
 async def test_commands_in_flight_are_capped_per_user_over_all_their_sockets(tmp_path: Path) -> None:
-    async with embedded(tmp_path, ws_commands_in_flight_per_user=2) as client:
+    async with embedded(
+        tmp_path, ws_commands_in_flight_per_user=2, ws_commands_in_flight_per_connection=3
+    ) as client:
         signed_up = await signup(client, "busy@example.com")
         token, user_id = signed_up["token"], signed_up["user"]["id"]
         other_up = await signup(client, "idle@example.com")
@@ -126,20 +128,25 @@ async def test_commands_in_flight_are_capped_per_user_over_all_their_sockets(tmp
         # Hold the commands at the door of the real command path until released.
         release = threading.Event()
         real = gateway.commands
+        started: list[int] = []
 
         async def held(uid: str, kind: int, payload: dict[str, Any]) -> Any:
+            started.append(kind)
             while not release.is_set():
                 await asyncio.sleep(0.005)
             return await real(uid, kind, payload)
 
         gateway.commands = held
 
-        async def until_in_flight(uid: str, n: int) -> None:
+        async def until(condition: Any, what: str) -> None:
             for _ in range(500):
-                if gateway.commands_per_user.get(uid, 0) == n:
+                if condition():
                     return
                 await asyncio.sleep(0.01)
-            raise AssertionError(f"{uid}: {gateway.commands_per_user.get(uid)} in flight, not {n}")
+            raise AssertionError(f"{what}: {gateway.commands_per_user}, waiting {gateway.waiting}")
+
+        def balance(request_id: int) -> str:
+            return json.dumps({"method": "GET_BALANCE", "params": [{}], "id": request_id})
 
         async with (
             connect(ws_url(client, f"token={token}")) as a,
@@ -147,32 +154,40 @@ async def test_commands_in_flight_are_capped_per_user_over_all_their_sockets(tmp
             connect(ws_url(client, f"token={other}")) as c,
         ):
             for request_id in (1, 2):
-                await a.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": request_id}))
-            await until_in_flight(user_id, 2)
-            # A's two fill the user's cap: B (another socket, well under its own cap of 16) is refused.
-            refused = await call(b, "GET_BALANCE", {}, request_id=3)
-            assert refused["id"] == 3
+                await a.send(balance(request_id))
+            await until(lambda: gateway.commands_per_user.get(user_id) == 2, "A's two running")
+            # A's two fill the user's slots: B's command (another socket, under its own cap)
+            # waits for one, unanswered, instead of running.
+            await b.send(balance(3))
+            await until(lambda: len(gateway.waiting.get(user_id, {})) == 1, "B's command waiting")
+            assert gateway.commands_per_user[user_id] == 2 and len(started) == 2
+            # Another user is not held up by them: their command runs.
+            await c.send(balance(4))
+            await until(lambda: gateway.commands_per_user.get(other_id) == 1, "C's command running")
+            # A connection's own cap counts running and waiting commands: B's 4th is refused.
+            for request_id in (5, 6, 7):
+                await b.send(balance(request_id))
+            refused = await recv_json(b)
+            assert refused["id"] == 7
             assert (refused["error"]["code"], refused["error"]["reason"]) == (
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                 "too_many_in_flight",
             )
-            assert "for this user" in refused["error"]["msg"]
-            # Another user is not: their command goes in flight.
-            await c.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": 4}))
-            await until_in_flight(other_id, 1)
+            assert len(started) == 3  # A's two and C's: B's three still wait
             release.set()
             answers = [await recv_json(a), await recv_json(a)]
             assert sorted(m["id"] for m in answers) == [1, 2]
             assert all(m["result"]["balances"][0]["asset"] == "USDC" for m in answers)
+            assert sorted([(await recv_json(b))["id"] for _ in range(3)]) == [3, 5, 6]  # none lost
             assert (await recv_json(c))["id"] == 4
             # Slots are free again once answered (freed before the answer is sent): keeping
             # exactly the cap in flight over both sockets, the next pair sent as soon as the last
-            # is answered, is never refused.
+            # is answered, never waits and is never refused.
             for request_id in range(10, 30):
-                await a.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": request_id}))
-                await b.send(json.dumps({"method": "GET_BALANCE", "params": [{}], "id": request_id}))
+                await a.send(balance(request_id))
+                await b.send(balance(request_id))
                 for ws in (a, b):
                     reply = await recv_json(ws)
                     assert reply["id"] == request_id and "result" in reply, reply
-        await until_in_flight(user_id, 0)
-        assert user_id not in gateway.commands_per_user
+            assert gateway.waiting == {}
+        await until(lambda: user_id not in gateway.commands_per_user, "all slots free")

@@ -6,12 +6,17 @@ engine command id is derived from it, so a repeat after a lost answer is applied
 
 Every command is charged to the user's rate-limit bucket, the one their HTTP requests and API-key
 requests take from (`api/ratelimit.py`); over it, the command is refused with RATE_LIMITED
-(reason `rate_limited`, `retryAfterMs`) before any work, and the connection stays open.
+(reason `rate_limited`, `retryAfterMs`) before any work, and the connection stays open. The
+refusal is held back until a retry could succeed, but at least `RATE_LIMITED_HOLD_MIN_S` and at
+most `RATE_LIMITED_HOLD_MAX_S`, in the command's slot: a client that answers each refusal with a
+new command cannot make the gateway spin (its user has at most 32 commands in flight, so at most
+~320 refusals/s per gateway process).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Final
 
 import msgspec
 
@@ -25,6 +30,9 @@ from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError
 from cashmarkets.ops import metrics
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, valid_key
 
+RATE_LIMITED_HOLD_MIN_S: Final = 0.1
+RATE_LIMITED_HOLD_MAX_S: Final = 1.0
+
 
 class SocketCommands:
     def __init__(self, services: Services, user_limiter: RateLimiter | None) -> None:
@@ -36,7 +44,9 @@ class SocketCommands:
             wait = await take(self.user_limiter, user_key(user_id))
             if wait > 0:
                 metrics.RATE_LIMITED.labels("ws_user").inc()
-                after_ms = retry_after_ms(wait)
+                hold = min(max(wait, RATE_LIMITED_HOLD_MIN_S), RATE_LIMITED_HOLD_MAX_S)
+                await asyncio.sleep(hold)
+                after_ms = retry_after_ms(wait - hold) if wait > hold else 0
                 raise ProtocolError(
                     ErrorCode.RATE_LIMITED,
                     f"too many requests for this user (HTTP and socket together); retry in {after_ms} ms",

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -77,7 +78,8 @@ def _abort(transport: WSTransport) -> None:
 class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     subscriptions_per_connection: int = 64
     commands_in_flight_per_connection: int = 16
-    commands_in_flight_per_user: int = 32  # over all of a user's connections to this process
+    # Running at once over all of a user's connections to this process; more wait their turn.
+    commands_in_flight_per_user: int = 32
     message_bytes_max: int = 64 * 1024  # a bigger client frame: close 1009
     connections_per_ip: int = 1_000
     connections_per_user: int = 32
@@ -137,7 +139,10 @@ class Gateway:
         self.per_user: dict[str, int] = {}
         # TCP connections per address that have not yet sent their upgrade request's headers.
         self.handshaking = PerIpConnections(self.limits.handshakes_per_ip, self.limits.trusted_proxies)
-        self.commands_per_user: dict[str, int] = {}  # commands in flight, over the user's connections
+        self.commands_per_user: dict[str, int] = {}  # commands running, over the user's connections
+        # Per user, their connections with commands waiting for a slot, in turn (a dict as an
+        # ordered set).
+        self.waiting: dict[str, dict[Connection, None]] = {}
         self.connections: set[Connection] = set()
         self.server: asyncio.Server | None = None
 
@@ -244,6 +249,20 @@ class Gateway:
         _decrement(self.per_ip, conn.ip)
         if conn.user_id is not None:
             _decrement(self.per_user, conn.user_id)
+
+    def run_waiting(self, user_id: str) -> None:
+        """Start the user's waiting commands while they have free slots, one connection at a
+        time in turn (so one busy socket cannot starve the user's others)."""
+        waiting = self.waiting.get(user_id)
+        while waiting and self.commands_per_user.get(user_id, 0) < self.limits.commands_in_flight_per_user:
+            conn = next(iter(waiting))
+            del waiting[conn]
+            if conn.backlog:
+                conn.launch(*conn.backlog.popleft())
+            if conn.backlog:
+                waiting[conn] = None  # to the back of the line
+        if not waiting:
+            self.waiting.pop(user_id, None)
 
     def sign_in(self, conn: Connection, claims: Any) -> str:
         """Sign `conn` in with a token already checked live (or sign it in again, as the same
@@ -408,6 +427,8 @@ class Connection(WSListener):
         self.ip = "?"
         self.subscriptions: dict[str, str] = {}  # client name -> topic key
         self.inflight: set[asyncio.Task[None]] = set()
+        # Commands read but waiting for one of the user's slots: (type, body, request id, binary).
+        self.backlog: deque[tuple[int, dict[str, Any], Any, bool]] = deque()
         self.closed = False
 
     # ---- picows callbacks ------------------------------------------------------------------
@@ -453,6 +474,9 @@ class Connection(WSListener):
             self.gateway.registry.unsubscribe(key, self)
         self.subscriptions.clear()
         self.gateway.release(self)
+        if self.backlog:  # never started: nobody is left to answer
+            self.backlog.clear()
+            self.gateway.waiting.get(self.user_id or "", {}).pop(self, None)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -608,42 +632,50 @@ class Connection(WSListener):
 
     def _start_command(self, kind: int, body: dict[str, Any], request_id: Any, *, binary: bool) -> None:
         """Commands wait for the engine: run them as tasks, answered when done (in any order;
-        the reply carries the request's id or sequence)."""
-        per_user = self.gateway.commands_per_user
+        the reply carries the request's id or sequence). A connection has at most
+        `commands_in_flight_per_connection` commands running or waiting; over it, the command is
+        refused. A user has at most `commands_in_flight_per_user` running over all their
+        connections; more wait (in order, per connection) until one of theirs is done: the client
+        gets no answer to spin on."""
         try:
             if self.gateway.commands is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_METHOD, "commands are not served here")
             if self.user_id is None:
                 raise ProtocolError(ErrorCode.AUTH_REQUIRED, "sign in first (AUTH)")
-            limits = self.gateway.limits
-            if len(self.inflight) >= limits.commands_in_flight_per_connection:
-                limit = limits.commands_in_flight_per_connection
+            limit = self.gateway.limits.commands_in_flight_per_connection
+            if len(self.inflight) + len(self.backlog) >= limit:
                 raise ProtocolError(
                     ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                     f"at most {limit} commands in flight on this connection",
                     reason="too_many_in_flight",
                 )
-            if per_user.get(self.user_id, 0) >= limits.commands_in_flight_per_user:
-                limit = limits.commands_in_flight_per_user
-                raise ProtocolError(
-                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                    f"at most {limit} commands in flight for this user, over all their connections",
-                    reason="too_many_in_flight",
-                )
         except ProtocolError as exc:
             self._reply_error(exc, kind, request_id, binary)
             return
+        per_user = self.gateway.commands_per_user.get(self.user_id, 0)
+        if self.backlog or per_user >= self.gateway.limits.commands_in_flight_per_user:
+            self.backlog.append((kind, body, request_id, binary))
+            self.gateway.waiting.setdefault(self.user_id, {})[self] = None
+            return
+        self.launch(kind, body, request_id, binary)
+
+    def launch(self, kind: int, body: dict[str, Any], request_id: Any, binary: bool) -> None:
+        """Run one command now, in one of the connection's and one of the user's slots."""
+        assert self.user_id is not None
+        per_user = self.gateway.commands_per_user
         per_user[self.user_id] = per_user.get(self.user_id, 0) + 1
         task = asyncio.get_running_loop().create_task(self._run_command(kind, body, request_id, binary))
         self.inflight.add(task)
         task.add_done_callback(self._command_done)
 
     def _command_done(self, task: asyncio.Task[Any] | None) -> None:
-        """Free the command's slots (once: at its answer, or when its task ends without one)."""
+        """Free the command's slots (once: at its answer, or when its task ends without one),
+        and start the user's next waiting command."""
         if task in self.inflight:
             self.inflight.discard(task)
             assert self.user_id is not None
             _decrement(self.gateway.commands_per_user, self.user_id)
+            self.gateway.run_waiting(self.user_id)
 
     async def _run_command(self, kind: int, body: dict[str, Any], request_id: Any, binary: bool) -> None:
         assert self.gateway.commands is not None and self.user_id is not None
@@ -825,7 +857,7 @@ _JSON_COMMANDS: Final[dict[str, int]] = {
 def _reason(exc: ProtocolError) -> dict[str, Any]:
     """The optional fields of an error reply: `reason`, and `retryAfterMs` when rate limited."""
     extra: dict[str, Any] = {"reason": exc.reason} if exc.reason else {}
-    if exc.retry_after_ms:
+    if exc.code == ErrorCode.RATE_LIMITED:
         extra["retryAfterMs"] = exc.retry_after_ms
     return extra
 

@@ -70,7 +70,8 @@ class Settings(msgspec.Struct, kw_only=True):
     ws_port: int | None = None
     ws_subscriptions_per_connection: int = 64
     ws_commands_in_flight_per_connection: int = 16
-    # Over all of one user's connections to one gateway process (each process counts its own).
+    # Running at once over all of one user's connections to one gateway process (each process
+    # counts its own); more wait their turn.
     ws_commands_in_flight_per_user: int = 32
     ws_message_bytes_max: int = 64 * 1024
     ws_connections_per_ip: int = 1_000
