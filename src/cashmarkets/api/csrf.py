@@ -20,7 +20,9 @@ Three rules, for POST, PUT, PATCH and DELETE:
    victim's. Bearer tokens and API keys (`/api/v3`, which reads no cookie) are exempt: a browser
    never attaches them by itself.
 3. Sign-in routes that set the cookie (403 `csrf_failed`): an `Origin` header, when present, is on
-   the allowlist (login CSRF). Clients that are not browsers send none.
+   the allowlist (login CSRF). Clients that are not browsers send none. They take credentials
+   from the body and never read the cookie, so rule 2 does not apply to them: a client that
+   still holds an old session cookie can sign in again.
 
 Safe methods (GET, HEAD, OPTIONS) change nothing and are not checked. The WebSocket gateway takes
 tokens only, never cookies; the planned Socket.IO endpoint will use the websocket transport only
@@ -92,12 +94,15 @@ class CsrfGuard:
         if binance:
             return None
         origin = _latin1(headers.get(b"origin", [b""])[-1]).strip()
+        if path in SIGNIN_PATHS:
+            # Credentials come in the body; a session cookie the client still holds is not read.
+            if origin and origin.lower() not in self.origins:
+                return _refused(403, CSRF_FAILED, f"cannot sign in from origin {origin[:100]!r}")
+            return None
         cookies = _cookies(headers)
         sessions = {v for v in cookies.get(AUTH_COOKIE, ()) if v}
         if sessions and not _bearer(headers):
             return self._session_refusal(headers, cookies, sessions, origin)
-        if origin and path in SIGNIN_PATHS and origin.lower() not in self.origins:
-            return _refused(403, CSRF_FAILED, f"cannot sign in from origin {origin[:100]!r}")
         return None
 
     def _session_refusal(
