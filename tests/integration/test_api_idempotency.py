@@ -166,3 +166,62 @@ async def test_the_longest_accepted_key_works(tmp_path: Path) -> None:
         again = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers=keyed)
         assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
         assert await usdc(client, h) == "5001.000000"
+
+
+# ---- sign-in routes: answers carry tokens, so they are never stored --------------------------------
+
+
+async def stored_rows(client: AsyncTestClient[Any]) -> list[Any]:
+    from sqlalchemy import select
+
+    from cashmarkets.store.tables import idempotency_keys
+    from tests.integration.api_helpers import services_of
+
+    async with services_of(client).db.connect() as conn:
+        return list((await conn.execute(select(idempotency_keys))).all())
+
+
+async def test_signin_answers_are_never_kept_in_the_idempotency_store(tmp_path: Path) -> None:
+    # Before: a sign-in with an Idempotency-Key kept its access and refresh tokens, in plain text,
+    # in idempotency_keys.response_body for 24 h; a replay handed them out again.
+    async with embedded(tmp_path) as client:
+        email, password = "tok@example.com", "correct horse battery"
+        up = await client.post(
+            "/api/v1/signup", json={"email": email, "password": password}, headers={"Idempotency-Key": "up-1"}
+        )
+        assert up.status_code == 201
+        client.cookies.clear()
+        answers = []
+        # The key is ignored: every call signs in again, with a new sign-in and its own cookie; a
+        # trailing slash (same route) changes nothing.
+        for path in ("/api/v1/signin", "/api/v1/signin", "/api/v1/signin/"):
+            r = await client.post(
+                path, json={"email": email, "password": password}, headers={"Idempotency-Key": "in-1"}
+            )
+            client.cookies.clear()
+            assert r.status_code == 200, r.text
+            assert "idempotent-replayed" not in r.headers
+            assert r.cookies.get("authToken") == r.json()["token"]
+            answers.append(r.json())
+        # (Access tokens issued in the same second are alike; refresh tokens never are.)
+        assert len({a["refreshToken"] for a in answers}) == 3
+        refreshed = await client.post(
+            "/api/v1/token/refresh",
+            json={"refreshToken": answers[0]["refreshToken"]},
+            headers={"Idempotency-Key": "rf-1"},
+        )
+        client.cookies.clear()
+        assert refreshed.status_code == 200 and "idempotent-replayed" not in refreshed.headers
+        tokens = [up.json()["token"], up.json()["refreshToken"], refreshed.json()["refreshToken"]]
+        tokens += [t for a in answers for t in (a["token"], a["refreshToken"])]
+        rows = await stored_rows(client)
+        assert rows == []
+        # Other POSTs are still kept (and nothing stored holds a token).
+        h = bearer(answers[1]["token"])
+        paid = await client.post(
+            "/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers={**h, "Idempotency-Key": "in-1"}
+        )
+        assert paid.status_code == 200
+        rows = await stored_rows(client)
+        assert [row.key for row in rows] == ["in-1"]
+        assert not any(t.encode() in bytes(row.response_body or b"") for row in rows for t in tokens)
