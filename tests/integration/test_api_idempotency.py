@@ -10,7 +10,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from tests.integration.api_helpers import bearer, embedded, signup, wait_committed
+from tests.integration.api_helpers import bearer, embedded, services_of, signup, wait_committed
 
 
 async def usdc(client: AsyncTestClient[Any], headers: dict[str, str]) -> str:
@@ -175,7 +175,6 @@ async def stored_rows(client: AsyncTestClient[Any]) -> list[Any]:
     from sqlalchemy import select
 
     from cashmarkets.store.tables import idempotency_keys
-    from tests.integration.api_helpers import services_of
 
     async with services_of(client).db.connect() as conn:
         return list((await conn.execute(select(idempotency_keys))).all())
@@ -225,3 +224,32 @@ async def test_signin_answers_are_never_kept_in_the_idempotency_store(tmp_path: 
         rows = await stored_rows(client)
         assert [row.key for row in rows] == ["in-1"]
         assert not any(t.encode() in bytes(row.response_body or b"") for row in rows for t in tokens)
+
+
+async def test_a_signup_retried_with_its_cookie_runs_again_and_nothing_is_replayed(tmp_path: Path) -> None:
+    # Before: the retry carried the cookie the first answer set, so its key was scoped to the user
+    # instead of the IP: it ran again and its 409 was stored; a retry without the cookie replayed
+    # the first answer's tokens; and a replayed sign-in had no Set-Cookie.
+    async with embedded(tmp_path) as client:
+        body = {"email": "retry@example.com", "password": "correct horse battery"}
+        # A browser's page: its Origin is the site's (a cookie session needs it, api/csrf.py).
+        keyed = {"Idempotency-Key": "signup-1", "Origin": services_of(client).settings.base_url}
+        first = await client.post("/api/v1/signup", json=body, headers=keyed)
+        assert first.status_code == 201 and first.cookies.get("authToken")
+        # The client's jar now holds the cookie: the retry sends it.
+        again = await client.post("/api/v1/signup", json=body, headers=keyed)
+        assert again.status_code == 409 and again.json()["code"] == "email_taken"
+        assert "idempotent-replayed" not in again.headers
+        client.cookies.clear()
+        bare = await client.post("/api/v1/signup", json=body, headers=keyed)
+        assert bare.status_code == 409 and "idempotent-replayed" not in bare.headers
+        assert await stored_rows(client) == []
+        # The way out of a lost sign-up answer is a sign-in, and a retried sign-in sets its cookie.
+        for _ in range(2):
+            signin = await client.post("/api/v1/signin", json=body, headers={"Idempotency-Key": "in-2"})
+            assert signin.status_code == 200 and "idempotent-replayed" not in signin.headers
+            assert signin.cookies.get("authToken") == signin.json()["token"]
+            client.cookies.clear()
+        # One account, one demo balance.
+        h = bearer(signin.json()["token"])
+        assert await usdc(client, h) == "5000.000000"
