@@ -223,7 +223,7 @@ async def test_command_outcome_by_idempotency_key(tmp_path: Path) -> None:
             headers={**alice, "Idempotency-Key": "k-1"},
         )
         assert sent.status_code == 200
-        outcome = await client.get("/api/v1/commands/k-1", headers=alice)
+        outcome = await client.get("/api/v1/commands/k-1", params={"route": "/api/v1/faucet"}, headers=alice)
         assert outcome.status_code == 200
         assert outcome.json() == {"commandId": "k-1", "status": "accepted", "seq": sent.json()["seq"]}
 
@@ -285,7 +285,9 @@ async def test_a_slow_engine_answers_504_and_the_outcome_is_found_later(tmp_path
         assert response.json()["commandId"].endswith(":slow-1")
         services_of(client).settings.command_timeout_s = 5.0
         for _ in range(100):
-            outcome = await client.get("/api/v1/commands/slow-1", headers=h)
+            outcome = await client.get(
+                "/api/v1/commands/slow-1", params={"route": "/api/v1/faucet"}, headers=h
+            )
             if outcome.status_code == 200:
                 break
             await asyncio.sleep(0.01)

@@ -24,15 +24,16 @@ from cashmarkets.api.schemas import (
     WithdrawalPage,
 )
 from cashmarkets.api.security import AuthUser, current_user
-from cashmarkets.api.services import command_id, parse_money, services
+from cashmarkets.api.services import command_id, derive_command_id, parse_money, result_data, services
 from cashmarkets.core.commands import Deposit, RequestWithdrawal
 from cashmarkets.core.ledger import PENDING, POST, POST_PART, VOID, VOID_PART, Account
 from cashmarkets.core.money import ASSETS, format_amount
-from cashmarkets.core.results import Accepted, Rejected, WithdrawalState
+from cashmarkets.core.results import Accepted, Rejected, TransfersDone, WithdrawalState
 from cashmarkets.store import queries
 
 # Every id and time in the store is a signed 64-bit integer.
 INT64_MAX = 2**63 - 1
+ROUTE_LENGTH_MAX = 512
 
 _KINDS = {
     0: "transfer",
@@ -176,6 +177,7 @@ class AccountsController(Controller):
             code="faucet",
         )
         result = await svc.execute(cmd)
+        result_data(result, TransfersDone)
         return FaucetDone(
             command_id=result.command_id,
             seq=result.seq,
@@ -201,13 +203,13 @@ class AccountsController(Controller):
             destination=data.destination,
         )
         result = await svc.execute(cmd)
-        assert isinstance(result.data, WithdrawalState)
+        state = result_data(result, WithdrawalState)
         return Withdrawal(
-            id=result.data.hold_id,
+            id=state.hold_id,
             asset=asset.code,
             amount=format_amount(amount, asset.decimals),
             destination=data.destination,
-            status=result.data.status,
+            status=state.status,
             reference="",
             requested_ts_ns=cmd.ts_ns,
         )
@@ -227,12 +229,26 @@ class AccountsController(Controller):
 
     @get("/commands/{key:str}")
     async def command(
-        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], key: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        user: NamedDependency[AuthUser],
+        key: FromPath[str],
+        route: Annotated[str | None, QueryParameter(max_length=ROUTE_LENGTH_MAX)] = None,
     ) -> CommandOutcome:
-        """The outcome of a command sent with `Idempotency-Key: key` (e.g. after a 504)."""
+        """The outcome of a command sent with `Idempotency-Key: key` (e.g. after a 504) to `route`:
+        the path it was sent to (`/api/v1/faucet`, `/api/v1/spot/orders/7`), or the WebSocket
+        command's name (`OPEN_POSITION`, `CLOSE_POSITION`)."""
         if not 0 < len(key) <= 128:
             raise ApiError(400, "bad_request", "key is 1..128 characters")
-        result = await services(request).bus.result_of(f"{user.id}:{key}")
+        if not route:
+            raise ApiError(
+                400,
+                "route_required",
+                "name the route the key was sent to: ?route=/api/v1/faucet (the path), "
+                "or a WebSocket command's name (?route=OPEN_POSITION)",
+                errors=[{"field": "route", "message": "required"}],
+            )
+        result = await services(request).bus.result_of(derive_command_id(user.id, key, route))
         if result is None:
             raise ApiError(
                 404, "not_found", "no command with this key (or it is older than the dedup window)"
