@@ -1,6 +1,7 @@
-"""`Idempotency-Key` on the embedded API: replays are byte-identical and move the ledger once,
-a key reused for another request is a 409, keys are per user, concurrent repeats apply once,
-answered 4xx are replayed too, and malformed keys are refused."""
+"""`Idempotency-Key` on the embedded API (POST and DELETE): replays are byte-identical and move
+the ledger once, a key reused for another request is a 409, keys are per user, concurrent repeats
+apply once, answered 4xx are replayed too, malformed keys are refused, and sign-in answers (tokens)
+are never stored."""
 
 from __future__ import annotations
 
@@ -253,3 +254,37 @@ async def test_a_signup_retried_with_its_cookie_runs_again_and_nothing_is_replay
         # One account, one demo balance.
         h = bearer(signin.json()["token"])
         assert await usdc(client, h) == "5000.000000"
+
+
+async def test_delete_routes_take_idempotency_keys_like_post(tmp_path: Path) -> None:
+    # Before: only POST went through the store; a repeated DELETE ran again (and its answer was
+    # not marked as a replay), and a key reused on another DELETE was not refused.
+    async with embedded(tmp_path) as client:
+        h = bearer((await signup(client, "del@example.com"))["token"])
+        order = {"market": "BTC_USDC", "side": "BUY", "price": "10000", "quantity": "0.001"}
+        placed = [(await client.post("/api/v1/spot/orders", json=order, headers=h)).json() for _ in range(2)]
+        ids = [p["order"]["orderId"] for p in placed]
+        keyed = {**h, "Idempotency-Key": "cancel-1"}
+        path = f"/api/v1/spot/orders/{ids[0]}"
+        first = await client.delete(path, params={"market": "BTC_USDC"}, headers=keyed)
+        assert first.status_code == 200 and first.json()["status"] == "CANCELED"
+        assert "idempotent-replayed" not in first.headers
+        again = await client.delete(path, params={"market": "BTC_USDC"}, headers=keyed)
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.content == first.content
+        # The same key on another DELETE (another order) is a reused key, and cancels nothing.
+        other = await client.delete(
+            f"/api/v1/spot/orders/{ids[1]}", params={"market": "BTC_USDC"}, headers=keyed
+        )
+        assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused"
+        still = (await client.get("/api/v1/spot/openOrders", params={"market": "BTC_USDC"}, headers=h)).json()
+        assert [o["orderId"] for o in still["orders"]] == [ids[1]]
+        # A 4xx answer is kept too: cancelling an unknown order with a key replays its 404.
+        missing = {**h, "Idempotency-Key": "cancel-404"}
+        lost = await client.delete("/api/v1/spot/orders/999", params={"market": "BTC_USDC"}, headers=missing)
+        assert lost.status_code == 404
+        lost_again = await client.delete(
+            "/api/v1/spot/orders/999", params={"market": "BTC_USDC"}, headers=missing
+        )
+        assert lost_again.headers["idempotent-replayed"] == "true" and lost_again.content == lost.content
+        assert [row.key for row in await stored_rows(client)] == ["cancel-1", "cancel-404"]
