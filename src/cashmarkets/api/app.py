@@ -37,7 +37,7 @@ from cashmarkets.api.leverage import LeverageController
 from cashmarkets.api.middleware import edge_middleware
 from cashmarkets.api.ratelimit import build_limiters
 from cashmarkets.api.schemas import Problem
-from cashmarkets.api.security import Sessions, TokenService
+from cashmarkets.api.security import PasswordHashing, Sessions, TokenService
 from cashmarkets.api.services import Services
 from cashmarkets.api.spot import SpotController
 from cashmarkets.api.ws_commands import SocketCommands
@@ -62,6 +62,7 @@ from cashmarkets.store.db import create_engine
 from cashmarkets.store.idempotency import IdempotencyStore
 from cashmarkets.store.projector import NAME as PROJECTION
 from cashmarkets.store.projector import Projector
+from cashmarkets.store.signin_throttle import SigninThrottle
 from cashmarkets.store.tables import projector_checkpoints
 from cashmarkets.store.users import UserStore
 
@@ -216,6 +217,12 @@ def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras:
         balances=balances,
         mailer=mailer_from_url(settings.smtp_url, settings.mail_from),
         engine_assets=frozenset(build_engine().config.assets),
+        passwords=PasswordHashing(settings.password_hashes_concurrent, settings.password_hashes_waiting_max),
+        signin_throttle=SigninThrottle(
+            db,
+            failures_free=settings.signin_failures_free,
+            lockout_max_s=settings.signin_lockout_max_s,
+        ),
         extras=extras,
     )
 

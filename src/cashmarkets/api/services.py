@@ -11,7 +11,7 @@ from litestar.utils import normalize_path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cashmarkets.api.errors import ApiError
-from cashmarkets.api.security import TokenService
+from cashmarkets.api.security import PasswordHashing, TokenService
 from cashmarkets.core import codes
 from cashmarkets.core.commands import Command
 from cashmarkets.core.money import ASSETS, AmountError, Asset, parse_amount
@@ -22,6 +22,7 @@ from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bus import BadCommand, BalanceView, CommandBus, CommandTimeout
 from cashmarkets.store.api_keys import ApiKeyStore
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore
+from cashmarkets.store.signin_throttle import SigninThrottle
 from cashmarkets.store.users import UserStore
 
 T = TypeVar("T")
@@ -55,6 +56,8 @@ class Services:
     balances: BalanceView
     mailer: Mailer
     engine_assets: frozenset[str]
+    passwords: PasswordHashing
+    signin_throttle: SigninThrottle
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def execute(self, cmd: Command) -> Accepted:

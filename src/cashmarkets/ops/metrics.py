@@ -12,6 +12,9 @@ cashmarkets_ws_fanout_seconds                                     histogram, per
 cashmarkets_http_connections                                      gauge, open HTTP connections
 cashmarkets_connections_closed_total{server,reason}               counter (per_ip_limit, header_timeout)
 process_open_fds, process_max_fds, ...                            the process (Linux /proc)
+cashmarkets_rate_limited_total{kind}                              counter (429 per IP / user)
+cashmarkets_password_hashing_busy_total                           counter (503: hashing queue full)
+cashmarkets_signin_locked_total                                   counter (429: account locked)
 """
 
 from __future__ import annotations
@@ -87,6 +90,16 @@ CONNECTIONS_CLOSED = Counter(
 # Open descriptors against the limit (process_open_fds / process_max_fds), CPU, memory.
 ProcessCollector(registry=REGISTRY)
 RATE_LIMITED = Counter("cashmarkets_rate_limited_total", "Requests answered 429", ["kind"], registry=REGISTRY)
+PASSWORD_HASHING_BUSY = Counter(
+    "cashmarkets_password_hashing_busy_total",
+    "Sign-ins and sign-ups answered 503: every password-hashing turn taken and the queue full",
+    registry=REGISTRY,
+)
+SIGNIN_LOCKED = Counter(
+    "cashmarkets_signin_locked_total",
+    "Password sign-ins refused (429) while the account is locked after failures",
+    registry=REGISTRY,
+)
 
 
 def render() -> tuple[bytes, str]:

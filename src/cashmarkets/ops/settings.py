@@ -129,6 +129,15 @@ class Settings(msgspec.Struct, kw_only=True):
     # Origins (comma-separated, e.g. https://app.example.com) allowed to make cookie-authenticated
     # state changes (api/csrf.py); unset: the origin of the public URL only.
     allowed_origins: str | None = None
+    # Password sign-ins per account: this many failures in a row are free, then each further one
+    # locks the account's password sign-in for 1 s, doubling per failure up to the maximum (429
+    # too_many_failed_signins with Retry-After, no hashing); a success resets.
+    signin_failures_free: int = 5
+    signin_lockout_max_s: float = 60.0
+    # argon2 hashes at once per API process (each takes ~64 MiB and a core for a few hundred ms),
+    # and callers that may wait for a turn; beyond that, 503 password_hashing_busy.
+    password_hashes_concurrent: int = 1
+    password_hashes_waiting_max: int = 16
     # Proxies whose X-Forwarded-For is believed (comma-separated IPs, or "*"): per-IP rate limits
     # must see the client, not the load balancer. They are not held to http_connections_per_ip.
     forwarded_allow_ips: str = "127.0.0.1"
