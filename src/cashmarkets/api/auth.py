@@ -275,6 +275,7 @@ class AuthController(Controller):
                 data.message,
                 data.signature,
                 expected_domain=wallet_domain(svc),
+                expected_origin=svc.settings.base_url,
                 now_ns=time.time_ns(),
                 public_key=data.public_key,
             )
