@@ -237,9 +237,9 @@ def _engine_seq(runtime: Any) -> Any:
 def _projector_env(settings: Settings) -> dict[str, str]:
     """The projector child's settings: this process's environment, with what the child must agree
     on written out (settings may have come from arguments, not the environment)."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("CASHMARKETS_DATABASE_URL", "CASHMARKETS_REDIS_URL")
-    }
+    # Not the metrics port either: this process serves it (the child's lag is reported here).
+    dropped = ("CASHMARKETS_DATABASE_URL", "CASHMARKETS_REDIS_URL", "CASHMARKETS_METRICS_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(
         CASHMARKETS_DATA_DIR=str(settings.data_dir.resolve()),
         CASHMARKETS_LOG_LEVEL=settings.log_level,
@@ -263,6 +263,15 @@ async def _watch_lag(db: Any, runtime: Any) -> None:
         except Exception as exc:  # a busy store: try again next time
             log.debug("projector lag not read", error=repr(exc))
         await asyncio.sleep(LAG_POLL_S)
+
+
+def _serve_metrics(settings: Settings) -> Any:
+    """`/metrics` of this process on CASHMARKETS_METRICS_PORT (not on the public HTTP port)."""
+    if not settings.metrics_port:
+        return None
+    server = metrics.serve_port(settings.host, settings.metrics_port)
+    log.info("metrics", url=f"http://{settings.host}:{settings.metrics_port}/metrics")
+    return server
 
 
 def _embedded_lifespan(settings: Settings) -> Any:
@@ -328,10 +337,13 @@ def _embedded_lifespan(settings: Settings) -> Any:
         )
         extras["gateway"] = gateway
         extras["ws_port"] = await gateway.start(settings.host, settings.gateway_port)
+        metrics_server = _serve_metrics(settings)
         log.info("serving", mode="embedded", url=settings.base_url, seq=runtime.engine.seq)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics.stop_port(metrics_server)
             await gateway.stop()
             await stop_schedulers(charts, chart_tasks)
             if bot is not None and bot_task is not None:
@@ -383,10 +395,13 @@ def _distributed_lifespan(settings: Settings) -> Any:
         )
         limits = build_limiters(settings, bus.client)  # in Redis: shared with every api and gateway
         _install(app, settings, services, limits)
+        metrics_server = _serve_metrics(settings)
         log.info("serving", mode="distributed", url=settings.base_url)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics.stop_port(metrics_server)
             await bus.close()
             await db.dispose()
 

@@ -19,6 +19,8 @@ cashmarkets_signin_locked_total                                   counter (429: 
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -104,3 +106,17 @@ SIGNIN_LOCKED = Counter(
 
 def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def serve_port(host: str, port: int) -> Any:
+    """Serve this process's registry at http://host:port/metrics from a daemon thread; returns the
+    server (`stop_port` it)."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return server
+
+
+def stop_port(server: Any) -> None:
+    server.shutdown()
+    server.server_close()

@@ -57,8 +57,12 @@ class Settings(msgspec.Struct, kw_only=True):
     price_replay_speed: float = 1.0  # 0 = as fast as possible
     # No update for this long: the symbol is stale (metric; the engine refuses trading on it).
     price_stale_after_s: float = 10.0
-    # `cashmarkets engine` / `projector` serve Prometheus metrics on this port when set.
+    # Every process (`serve`, `api`, `engine`, `projector`, `poller`, `gateway`) serves Prometheus
+    # metrics on this port when set (one port per process on a host).
     metrics_port: int | None = None
+    # `/metrics` on the HTTP API's own port answers only `Authorization: Bearer <this>` (else, and
+    # when unset, 404 as an unknown path): scrape CASHMARKETS_METRICS_PORT instead.
+    metrics_token: str | None = None
     # Log records the projector writes per SQL transaction.
     projector_batch_records: int = 2_000
     # Embedded mode: run the projector as a supervised child process (its SQL work then leaves this
