@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from cashmarkets.ops.settings import Settings
 from tests.integration.api_helpers import (
     PASSWORD,
     admin,
@@ -63,7 +64,8 @@ async def test_duplicate_email_is_409_and_bad_input_is_400_with_fields(tmp_path:
 
 
 async def test_faucet_credits_and_validates(tmp_path: Path) -> None:
-    async with embedded(tmp_path) as client:
+    # The default daily maximum (10,000 USDC) is also the most per request.
+    async with embedded(tmp_path, faucet_daily_max=Settings().faucet_daily_max) as client:
         h = bearer((await signup(client, "f@example.com"))["token"])
         ok = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "12.5"}, headers=h)
         assert ok.status_code == 200

@@ -31,12 +31,14 @@ async def signin(client: AsyncTestClient[Any], email: str, password: str) -> Any
     return response
 
 
-async def concurrently(client: AsyncTestClient[Any], posts: list[tuple[str, Any]]) -> list[httpx.Response]:
+async def concurrently(
+    client: AsyncTestClient[Any], posts: list[tuple[str, Any]], headers: dict[str, str] | None = None
+) -> list[httpx.Response]:
     """POSTs that really overlap: the test client's transport runs one request at a time per
     calling thread, so each is sent from a thread of its own."""
 
     def one(path: str, body: Any) -> httpx.Response:
-        request = httpx.Request("POST", f"http://testserver.local{path}", json=body)
+        request = httpx.Request("POST", f"http://testserver.local{path}", json=body, headers=headers)
         response: httpx.Response = client._transport.handle_request(request)
         response.read()
         return response

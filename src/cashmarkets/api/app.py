@@ -59,6 +59,7 @@ from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
 from cashmarkets.store.api_keys import ApiKeyStore
 from cashmarkets.store.db import create_engine
+from cashmarkets.store.faucet_totals import FaucetTotals, parse_daily_max
 from cashmarkets.store.idempotency import IdempotencyStore
 from cashmarkets.store.projector import NAME as PROJECTION
 from cashmarkets.store.projector import Projector
@@ -223,8 +224,16 @@ def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras:
             failures_free=settings.signin_failures_free,
             lockout_max_s=settings.signin_lockout_max_s,
         ),
+        faucet=FaucetTotals(db, faucet_daily_max(settings)),
         extras=extras,
     )
+
+
+def faucet_daily_max(settings: Settings) -> dict[str, int]:
+    try:
+        return parse_daily_max(settings.faucet_daily_max)
+    except ValueError as exc:
+        raise SystemExit(f"CASHMARKETS_FAUCET_DAILY_MAX: {exc}") from None
 
 
 def _engine_seq(runtime: Any) -> Any:

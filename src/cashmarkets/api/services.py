@@ -21,6 +21,7 @@ from cashmarkets.ops.ids import new_id
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bus import BadCommand, BalanceView, CommandBus, CommandTimeout
 from cashmarkets.store.api_keys import ApiKeyStore
+from cashmarkets.store.faucet_totals import FaucetTotals
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore
 from cashmarkets.store.signin_throttle import SigninThrottle
 from cashmarkets.store.users import UserStore
@@ -58,6 +59,7 @@ class Services:
     engine_assets: frozenset[str]
     passwords: PasswordHashing
     signin_throttle: SigninThrottle
+    faucet: FaucetTotals
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def execute(self, cmd: Command) -> Accepted:

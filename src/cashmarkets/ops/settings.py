@@ -117,8 +117,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # The spot market maker (runtime/marketmaker.py); None: on in embedded mode, off in distributed.
     spot_bot: bool | None = None
     spot_bot_interval_s: float = 0.5
-    demo_balance: str = "5000"  # USDC credited at signup when the faucet is on
-    faucet_amount_max: str = "10000"  # per faucet request, in the asset's units
+    demo_balance: str = "5000"  # USDC credited at signup when the faucet is on (not counted below)
+    # The most the faucet gives one user per asset and UTC day, in the asset's units; also the most
+    # per request. An asset not listed is not given.
+    faucet_daily_max: str = "USDC=10000,BTC=1,ETH=10,SOL=100"
     request_body_max_bytes: int = 64 * 1024
     command_timeout_s: float = 5.0
     # An Idempotency-Key whose request never answered (the server died) is free again after this.
