@@ -43,7 +43,7 @@ def account_flow(a: httpx.Client, b: httpx.Client) -> None:
         lambda body: body.get("balances") and body["balances"][0]["balance"] == "5012.500000",
     )
     assert balance["balances"][0]["balance"] == "5012.500000", balance
-    outcome = a.get("/api/v1/commands/k1", headers=h)
+    outcome = a.get("/api/v1/commands/k1", params={"route": "/api/v1/faucet"}, headers=h)
     assert outcome.status_code == 200 and outcome.json()["status"] == "accepted"
     withdrawal = a.post(
         "/api/v1/withdrawals", json={"asset": "USDC", "amount": "10", "destination": "0xabc"}, headers=h

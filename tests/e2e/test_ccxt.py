@@ -22,7 +22,11 @@ def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     proc = Proc(
         ["serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-        {"CASHMARKETS_PRICE_SOURCE": "none", "CASHMARKETS_SPOT_BOT": "0"},
+        {
+            "CASHMARKETS_PRICE_SOURCE": "none",
+            "CASHMARKETS_SPOT_BOT": "0",
+            "CASHMARKETS_FAUCET_DAILY_MAX": "USDC=1000000,BTC=1000",  # traders fund 3 BTC each
+        },
         tmp_path / "serve.log",
     )
     base = f"http://127.0.0.1:{port}"

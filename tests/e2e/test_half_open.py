@@ -97,6 +97,10 @@ def chart_candles(store: Path) -> int:
     return store_count(store, "SELECT count(*) FROM chart_candles")
 
 
+METRICS_TOKEN = "half-open-metrics"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 def progress(store: Path) -> Callable[[], bool]:
     """True once a newer snapshot and more chart candles than now are in the store."""
     snapshot_seq, candles = newest_snapshot_seq(store), chart_candles(store)
@@ -123,6 +127,7 @@ def test_half_open_connections_are_limited_per_address_and_timed_out(tmp_path: P
             "CASHMARKETS_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
             "CASHMARKETS_HTTP_CONNECTIONS_PER_IP": str(PER_IP),
             "CASHMARKETS_FORWARDED_ALLOW_IPS": "127.0.0.254",  # 127.0.0.1 is a client, not a proxy
+            "CASHMARKETS_METRICS_TOKEN": METRICS_TOKEN,  # /metrics on the HTTP port needs it
         },
         tmp_path / "serve.log",
         preexec_fn=limit_open_files,
@@ -161,7 +166,7 @@ def test_half_open_connections_are_limited_per_address_and_timed_out(tmp_path: P
                 socks += wave
                 # Another address is served while the wave is open...
                 assert other.get("/health").json() == {"status": "ok"}
-                text = other.get("/metrics").text
+                text = other.get("/metrics", headers=METRICS_AUTH).text
                 # ... and the server holds at most PER_IP of them (plus this client's).
                 assert metric(text, "cashmarkets_http_connections ") <= PER_IP + 2
                 # Snapshots and rounds go on.
@@ -176,7 +181,7 @@ def test_half_open_connections_are_limited_per_address_and_timed_out(tmp_path: P
             # Each got one of two answers: 503 when it came (over the limit), or 408 when its
             # time was up (within the limit).
             assert refused + timed_out == HALF_OPEN and timed_out >= PER_IP and refused > 0
-            text = other.get("/metrics").text
+            text = other.get("/metrics", headers=METRICS_AUTH).text
             closed = 'cashmarkets_connections_closed_total{reason="%s",server="%s"}'
             assert metric(text, closed % ("per_ip_limit", "http")) == refused
             assert metric(text, closed % ("header_timeout", "http")) == timed_out

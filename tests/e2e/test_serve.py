@@ -1,5 +1,6 @@
-"""Black-box: `cashmarkets serve` on the embedded default answers /health and /ready, stops
-cleanly on SIGTERM, and leaves a data directory that verifies."""
+"""Black-box: `cashmarkets serve` on the embedded default answers /health and /ready, serves
+/metrics on CASHMARKETS_METRICS_PORT only, stops cleanly on SIGTERM, and leaves a data directory
+that verifies."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ def free_port() -> int:
 
 
 def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     data_dir = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cashmarkets.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
-        env={**os.environ, "CASHMARKETS_WS_PORT": "0"},  # port + 1 may be taken on this machine
+        # port + 1 may be taken on this machine
+        env={**os.environ, "CASHMARKETS_WS_PORT": "0", "CASHMARKETS_METRICS_PORT": str(metrics_port)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -44,6 +46,23 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).json()
         assert ready == {"ready": True, "checks": {"store": "ok", "engine": "ok", "projector": "ok"}}
         assert (data_dir / "journal.db").exists() and (data_dir / "store.db").exists()
+        # Metrics on their own port, not on the public one (no CASHMARKETS_METRICS_TOKEN: 404).
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert scraped.status_code == 200 and "cashmarkets_projector_lag_commands" in scraped.text
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 404
+        # The projector child does not try to take the same port too (it failed on it and then
+        # hung, alive but projecting nothing): the welcome deposit reaches the store's ledger.
+        signup = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/signup",
+            json={"email": "serve@example.com", "password": "correct horse battery"},
+            timeout=10,
+        )
+        assert signup.status_code == 201, signup.text
+        auth = {"Authorization": f"Bearer {signup.json()['token']}"}
+        deadline, ledger = time.monotonic() + 15, f"http://127.0.0.1:{port}/api/v1/ledger"
+        while not httpx.get(ledger, headers=auth, timeout=5).json()["items"]:
+            assert time.monotonic() < deadline, "the projector child projected nothing"
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal: -SIGTERM is a clean stop.

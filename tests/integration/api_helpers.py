@@ -26,6 +26,8 @@ async def embedded(tmp_path: Path, **overrides: Any) -> AsyncIterator[AsyncTestC
     # projector of `serve` is covered by the e2e tests.
     overrides.setdefault("projector_process", False)
     overrides.setdefault("ws_port", 0)  # the gateway on any free port (many apps run at once)
+    # Tests fund users freely; the faucet's daily maximum has its own tests.
+    overrides.setdefault("faucet_daily_max", "USDC=1000000000,BTC=1000000,ETH=1000000,SOL=1000000")
     settings = Settings.from_env({}, data_dir=tmp_path / "data", snapshot_interval_s=3600, **overrides)
     async with AsyncTestClient(create_app(settings)) as client:
         yield client

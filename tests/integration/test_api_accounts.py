@@ -4,8 +4,12 @@ withdrawals, admin, command outcomes, errors. Real SQLite journal and store unde
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
+import httpx
+
+from cashmarkets.ops.settings import Settings
 from tests.integration.api_helpers import (
     PASSWORD,
     admin,
@@ -60,7 +64,8 @@ async def test_duplicate_email_is_409_and_bad_input_is_400_with_fields(tmp_path:
 
 
 async def test_faucet_credits_and_validates(tmp_path: Path) -> None:
-    async with embedded(tmp_path) as client:
+    # The default daily maximum (10,000 USDC) is also the most per request.
+    async with embedded(tmp_path, faucet_daily_max=Settings().faucet_daily_max) as client:
         h = bearer((await signup(client, "f@example.com"))["token"])
         ok = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "12.5"}, headers=h)
         assert ok.status_code == 200
@@ -223,7 +228,7 @@ async def test_command_outcome_by_idempotency_key(tmp_path: Path) -> None:
             headers={**alice, "Idempotency-Key": "k-1"},
         )
         assert sent.status_code == 200
-        outcome = await client.get("/api/v1/commands/k-1", headers=alice)
+        outcome = await client.get("/api/v1/commands/k-1", params={"route": "/api/v1/faucet"}, headers=alice)
         assert outcome.status_code == 200
         assert outcome.json() == {"commandId": "k-1", "status": "accepted", "seq": sent.json()["seq"]}
 
@@ -243,18 +248,40 @@ async def test_errors_are_problem_json_everywhere(tmp_path: Path) -> None:
         assert traced.json()["requestId"] in ("trace-123", traced.headers["x-request-id"])
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def test_health_ready_metrics_and_openapi(tmp_path: Path) -> None:
-    async with embedded(tmp_path) as client:
+    port = free_port()
+    async with embedded(tmp_path, metrics_port=port, metrics_token="scrape-secret") as client:
         assert (await client.get("/health")).json() == {"status": "ok"}
         ready = await client.get("/ready")
         assert ready.status_code == 200
         assert ready.json() == {"ready": True, "checks": {"store": "ok", "engine": "ok", "projector": "ok"}}
         await signup(client, "m@example.com")
-        metrics = (await client.get("/metrics")).text
-        assert (
-            'cashmarkets_http_request_duration_seconds_count{method="POST",route="/api/v1/signup",status="201"}'
-            in metrics
+        signed_up = (
+            "cashmarkets_http_request_duration_seconds_count"
+            '{method="POST",route="/api/v1/signup",status="201"}'
         )
+        # The metrics port serves them to anyone who can reach it (bind it to a private address).
+        async with httpx.AsyncClient(trust_env=False) as scraper:
+            scraped = await scraper.get(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.status_code == 200 and signed_up in scraped.text
+        # The public port: only with the metrics token; otherwise 404, as an unknown path.
+        # (Before: /metrics on the public port was open to everyone.)
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            bearer((await signup(client, "n@x.com"))["token"]),
+        ):
+            hidden = await client.get("/metrics", headers=headers)
+            assert hidden.status_code == 404 and hidden.json()["code"] == "not_found"
+            assert "cashmarkets_" not in hidden.text
+        metrics = (await client.get("/metrics", headers=bearer("scrape-secret"))).text
+        assert signed_up in metrics
         schema = (await client.get("/openapi.json")).json()
         assert schema["openapi"].startswith("3.") and "/api/v1/balance" in schema["paths"]
         docs = await client.get("/docs", follow_redirects=True)
@@ -285,7 +312,9 @@ async def test_a_slow_engine_answers_504_and_the_outcome_is_found_later(tmp_path
         assert response.json()["commandId"].endswith(":slow-1")
         services_of(client).settings.command_timeout_s = 5.0
         for _ in range(100):
-            outcome = await client.get("/api/v1/commands/slow-1", headers=h)
+            outcome = await client.get(
+                "/api/v1/commands/slow-1", params={"route": "/api/v1/faucet"}, headers=h
+            )
             if outcome.status_code == 200:
                 break
             await asyncio.sleep(0.01)

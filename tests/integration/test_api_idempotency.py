@@ -1,6 +1,7 @@
-"""`Idempotency-Key` on the embedded API: replays are byte-identical and move the ledger once,
-a key reused for another request is a 409, keys are per user, concurrent repeats apply once,
-answered 4xx are replayed too, and malformed keys are refused."""
+"""`Idempotency-Key` on the embedded API (POST and DELETE): replays are byte-identical and move
+the ledger once, a key reused for another request is a 409, keys are per user, concurrent repeats
+apply once, answered 4xx are replayed too, malformed keys are refused, and sign-in answers (tokens)
+are never stored."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from tests.integration.api_helpers import bearer, embedded, signup, wait_committed
+from tests.integration.api_helpers import bearer, embedded, services_of, signup, wait_committed
 
 
 async def usdc(client: AsyncTestClient[Any], headers: dict[str, str]) -> str:
@@ -166,3 +167,124 @@ async def test_the_longest_accepted_key_works(tmp_path: Path) -> None:
         again = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers=keyed)
         assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
         assert await usdc(client, h) == "5001.000000"
+
+
+# ---- sign-in routes: answers carry tokens, so they are never stored --------------------------------
+
+
+async def stored_rows(client: AsyncTestClient[Any]) -> list[Any]:
+    from sqlalchemy import select
+
+    from cashmarkets.store.tables import idempotency_keys
+
+    async with services_of(client).db.connect() as conn:
+        return list((await conn.execute(select(idempotency_keys))).all())
+
+
+async def test_signin_answers_are_never_kept_in_the_idempotency_store(tmp_path: Path) -> None:
+    # Before: a sign-in with an Idempotency-Key kept its access and refresh tokens, in plain text,
+    # in idempotency_keys.response_body for 24 h; a replay handed them out again.
+    async with embedded(tmp_path) as client:
+        email, password = "tok@example.com", "correct horse battery"
+        up = await client.post(
+            "/api/v1/signup", json={"email": email, "password": password}, headers={"Idempotency-Key": "up-1"}
+        )
+        assert up.status_code == 201
+        client.cookies.clear()
+        answers = []
+        # The key is ignored: every call signs in again, with a new sign-in and its own cookie; a
+        # trailing slash (same route) changes nothing.
+        for path in ("/api/v1/signin", "/api/v1/signin", "/api/v1/signin/"):
+            r = await client.post(
+                path, json={"email": email, "password": password}, headers={"Idempotency-Key": "in-1"}
+            )
+            client.cookies.clear()
+            assert r.status_code == 200, r.text
+            assert "idempotent-replayed" not in r.headers
+            assert r.cookies.get("authToken") == r.json()["token"]
+            answers.append(r.json())
+        # (Access tokens issued in the same second are alike; refresh tokens never are.)
+        assert len({a["refreshToken"] for a in answers}) == 3
+        refreshed = await client.post(
+            "/api/v1/token/refresh",
+            json={"refreshToken": answers[0]["refreshToken"]},
+            headers={"Idempotency-Key": "rf-1"},
+        )
+        client.cookies.clear()
+        assert refreshed.status_code == 200 and "idempotent-replayed" not in refreshed.headers
+        tokens = [up.json()["token"], up.json()["refreshToken"], refreshed.json()["refreshToken"]]
+        tokens += [t for a in answers for t in (a["token"], a["refreshToken"])]
+        rows = await stored_rows(client)
+        assert rows == []
+        # Other POSTs are still kept (and nothing stored holds a token).
+        h = bearer(answers[1]["token"])
+        paid = await client.post(
+            "/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers={**h, "Idempotency-Key": "in-1"}
+        )
+        assert paid.status_code == 200
+        rows = await stored_rows(client)
+        assert [row.key for row in rows] == ["in-1"]
+        assert not any(t.encode() in bytes(row.response_body or b"") for row in rows for t in tokens)
+
+
+async def test_a_signup_retried_with_its_cookie_runs_again_and_nothing_is_replayed(tmp_path: Path) -> None:
+    # Before: the retry carried the cookie the first answer set, so its key was scoped to the user
+    # instead of the IP: it ran again and its 409 was stored; a retry without the cookie replayed
+    # the first answer's tokens; and a replayed sign-in had no Set-Cookie.
+    async with embedded(tmp_path) as client:
+        body = {"email": "retry@example.com", "password": "correct horse battery"}
+        # A browser's page: its Origin is the site's (a cookie session needs it, api/csrf.py).
+        keyed = {"Idempotency-Key": "signup-1", "Origin": services_of(client).settings.base_url}
+        first = await client.post("/api/v1/signup", json=body, headers=keyed)
+        assert first.status_code == 201 and first.cookies.get("authToken")
+        # The client's jar now holds the cookie: the retry sends it.
+        again = await client.post("/api/v1/signup", json=body, headers=keyed)
+        assert again.status_code == 409 and again.json()["code"] == "email_taken"
+        assert "idempotent-replayed" not in again.headers
+        client.cookies.clear()
+        bare = await client.post("/api/v1/signup", json=body, headers=keyed)
+        assert bare.status_code == 409 and "idempotent-replayed" not in bare.headers
+        assert await stored_rows(client) == []
+        # The way out of a lost sign-up answer is a sign-in, and a retried sign-in sets its cookie.
+        for _ in range(2):
+            signin = await client.post("/api/v1/signin", json=body, headers={"Idempotency-Key": "in-2"})
+            assert signin.status_code == 200 and "idempotent-replayed" not in signin.headers
+            assert signin.cookies.get("authToken") == signin.json()["token"]
+            client.cookies.clear()
+        # One account, one demo balance.
+        h = bearer(signin.json()["token"])
+        assert await usdc(client, h) == "5000.000000"
+
+
+async def test_delete_routes_take_idempotency_keys_like_post(tmp_path: Path) -> None:
+    # Before: only POST went through the store; a repeated DELETE ran again (and its answer was
+    # not marked as a replay), and a key reused on another DELETE was not refused.
+    async with embedded(tmp_path) as client:
+        h = bearer((await signup(client, "del@example.com"))["token"])
+        order = {"market": "BTC_USDC", "side": "BUY", "price": "10000", "quantity": "0.001"}
+        placed = [(await client.post("/api/v1/spot/orders", json=order, headers=h)).json() for _ in range(2)]
+        ids = [p["order"]["orderId"] for p in placed]
+        keyed = {**h, "Idempotency-Key": "cancel-1"}
+        path = f"/api/v1/spot/orders/{ids[0]}"
+        first = await client.delete(path, params={"market": "BTC_USDC"}, headers=keyed)
+        assert first.status_code == 200 and first.json()["status"] == "CANCELED"
+        assert "idempotent-replayed" not in first.headers
+        again = await client.delete(path, params={"market": "BTC_USDC"}, headers=keyed)
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.content == first.content
+        # The same key on another DELETE (another order) is a reused key, and cancels nothing.
+        other = await client.delete(
+            f"/api/v1/spot/orders/{ids[1]}", params={"market": "BTC_USDC"}, headers=keyed
+        )
+        assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused"
+        still = (await client.get("/api/v1/spot/openOrders", params={"market": "BTC_USDC"}, headers=h)).json()
+        assert [o["orderId"] for o in still["orders"]] == [ids[1]]
+        # A 4xx answer is kept too: cancelling an unknown order with a key replays its 404.
+        missing = {**h, "Idempotency-Key": "cancel-404"}
+        lost = await client.delete("/api/v1/spot/orders/999", params={"market": "BTC_USDC"}, headers=missing)
+        assert lost.status_code == 404
+        lost_again = await client.delete(
+            "/api/v1/spot/orders/999", params={"market": "BTC_USDC"}, headers=missing
+        )
+        assert lost_again.headers["idempotent-replayed"] == "true" and lost_again.content == lost.content
+        assert [row.key for row in await stored_rows(client)] == ["cancel-1", "cancel-404"]

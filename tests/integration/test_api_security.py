@@ -260,6 +260,9 @@ async def test_wrong_password_and_unknown_email_answer_alike_and_email_is_case_i
 # ---- other users' resources and roles -----------------------------------------------------------
 
 
+FAUCET_ROUTE = {"route": "/api/v1/faucet"}
+
+
 async def test_another_users_command_outcome_is_404(tmp_path: Path) -> None:
     async with embedded(tmp_path) as client:
         alice = bearer((await signup(client, "a@example.com"))["token"])
@@ -270,10 +273,12 @@ async def test_another_users_command_outcome_is_404(tmp_path: Path) -> None:
             headers={**alice, "Idempotency-Key": "secret-key"},
         )
         assert sent.status_code == 200
-        assert (await client.get("/api/v1/commands/secret-key", headers=alice)).status_code == 200
-        theirs = await client.get("/api/v1/commands/secret-key", headers=bob)
+        assert (
+            await client.get("/api/v1/commands/secret-key", params=FAUCET_ROUTE, headers=alice)
+        ).status_code == 200
+        theirs = await client.get("/api/v1/commands/secret-key", params=FAUCET_ROUTE, headers=bob)
         assert theirs.status_code == 404 and theirs.json()["code"] == "not_found"
-        assert (await client.get("/api/v1/commands/secret-key")).status_code == 401
+        assert (await client.get("/api/v1/commands/secret-key", params=FAUCET_ROUTE)).status_code == 401
         # Bob's own command with the same key is his, not Alice's.
         mine = await client.post(
             "/api/v1/faucet",
@@ -281,11 +286,11 @@ async def test_another_users_command_outcome_is_404(tmp_path: Path) -> None:
             headers={**bob, "Idempotency-Key": "secret-key"},
         )
         assert mine.status_code == 200
-        outcome = await client.get("/api/v1/commands/secret-key", headers=bob)
+        outcome = await client.get("/api/v1/commands/secret-key", params=FAUCET_ROUTE, headers=bob)
         assert outcome.status_code == 200 and outcome.json()["seq"] == mine.json()["seq"]
-        assert (await client.get("/api/v1/commands/secret-key", headers=alice)).json()["seq"] == sent.json()[
+        assert (await client.get("/api/v1/commands/secret-key", params=FAUCET_ROUTE, headers=alice)).json()[
             "seq"
-        ]
+        ] == sent.json()["seq"]
 
 
 async def test_every_admin_route_is_403_for_a_player_and_401_without_a_token(tmp_path: Path) -> None:

@@ -468,6 +468,14 @@ async def test_wallet_signin_refuses_forgeries(tmp_path: Path, chain: str) -> No
         phishing = message_for(wallet, {**challenge, "domain": "evil.example"})
         wrong_domain = await wallet_signin(client, signin_body(wallet, phishing))
         assert wrong_domain.status_code == 401 and wrong_domain.json()["code"] == "domain_mismatch"
+        # Our domain, but a URI on another site (what the wallet shows the user): before, only the
+        # domain was checked and this signed in.
+        for uri in ("https://evil.example/login", "http://127.0.0.1:8001/", "https://127.0.0.1:8000/"):
+            foreign = message_for(wallet, {**challenge, "uri": uri})
+            wrong_uri = await wallet_signin(client, signin_body(wallet, foreign))
+            assert wrong_uri.status_code == 401 and wrong_uri.json()["code"] == "uri_mismatch", uri
+        # Any page on the configured origin is ours.
+        assert challenge["uri"] == "http://127.0.0.1:8000"
         # An expired message, and one issued in the future.
         old = message_for(wallet, challenge, expiration_ns=time.time_ns() - 1_000_000_000)
         expired = await wallet_signin(client, signin_body(wallet, old))
@@ -477,8 +485,9 @@ async def test_wallet_signin_refuses_forgeries(tmp_path: Path, chain: str) -> No
         assert early.status_code == 401 and early.json()["code"] == "not_yet_valid"
         garbage = await wallet_signin(client, {"message": "hello", "signature": "00"})
         assert garbage.status_code == 401 and garbage.json()["code"] == "malformed_message"
-        # None of that spent the challenge's nonce.
-        ok = await wallet_signin(client, signin_body(wallet, message_for(wallet, challenge)))
+        # None of that spent the challenge's nonce (signed here for a page on our origin).
+        page = message_for(wallet, {**challenge, "uri": "http://127.0.0.1:8000/login?next=%2Fspot"})
+        ok = await wallet_signin(client, signin_body(wallet, page))
         assert ok.status_code == 200, ok.text
 
 

@@ -333,7 +333,8 @@ async def test_connection_limits_heartbeats_and_metrics(tmp_path: Path) -> None:
         return REGISTRY.get_sample_value("cashmarkets_ws_disconnects_total", labels) or 0.0
 
     before = limited()
-    async with app(tmp_path, ws_connections_per_ip=2, ws_ping_idle_s=0.3, ws_pong_timeout_s=0.3) as client:
+    limits = {"ws_connections_per_ip": 2, "ws_ping_idle_s": 0.3, "ws_pong_timeout_s": 0.3}
+    async with app(tmp_path, metrics_token="metrics-token", **limits) as client:
         first, second = await connect(ws_url(client)), await connect(ws_url(client))
         third = await connect(ws_url(client))
         with pytest.raises(ConnectionClosed) as refused:
@@ -356,7 +357,7 @@ async def test_connection_limits_heartbeats_and_metrics(tmp_path: Path) -> None:
         # The healthy client answered its pings (websockets does) and is still served.
         assert (await call(first, "LIST_SUBSCRIPTIONS"))["result"] == []
         await first.close()
-        text = (await client.get("/metrics")).text
+        text = (await client.get("/metrics", headers=bearer("metrics-token"))).text
         assert "cashmarkets_ws_messages_sent_total" in text and "cashmarkets_ws_connections" in text
         assert limited() == before + 1
 

@@ -24,12 +24,14 @@ from cashmarkets.auth.wallets import (
     format_message,
     normalize_address,
     parse_message,
+    uri_origin,
     verify,
 )
 
 S = 1_000_000_000
 NOW = 1_714_564_800 * S  # 2024-05-01T12:00:00Z
 DOMAIN = "example.com"
+ORIGIN = "https://example.com"
 
 # --- real keys and signers ---------------------------------------------------------------------
 
@@ -93,9 +95,15 @@ def signed(chain: str, **over: Any) -> tuple[str, str, str | None]:
 
 
 def check(
-    text: str, sig: str, pk: str | None = None, *, now: int = NOW, domain: str = DOMAIN
+    text: str,
+    sig: str,
+    pk: str | None = None,
+    *,
+    now: int = NOW,
+    domain: str = DOMAIN,
+    origin: str = ORIGIN,
 ) -> SignInMessage:
-    return verify(text, sig, expected_domain=domain, now_ns=now, public_key=pk)
+    return verify(text, sig, expected_domain=domain, expected_origin=origin, now_ns=now, public_key=pk)
 
 
 def code_of(fn: Any, *args: Any, **kwargs: Any) -> str:
@@ -217,11 +225,12 @@ def test_golden_eth_key_signs_fixed_message() -> None:
     assert sig == bytes(Account.sign_message(encode_defunct(text=text), private_key=key).signature)
     assert Account.recover_message(encode_defunct(text=text), signature=sig) == account.address
     assert account.address == to_checksum_address(account.address)
-    msg = verify(text, sig.hex(), expected_domain="cash.example", now_ns=NOW)
+    golden = {"expected_domain": "cash.example", "expected_origin": "https://cash.example"}
+    msg = verify(text, sig.hex(), **golden, now_ns=NOW)
     assert msg.address == account.address
     # The same signature does not verify for a different (random) account's address.
     other = text.replace(account.address, ETH_OTHER.address)
-    assert code_of(verify, other, sig.hex(), expected_domain="cash.example", now_ns=NOW) == "bad_signature"
+    assert code_of(verify, other, sig.hex(), **golden, now_ns=NOW) == "bad_signature"
 
 
 # --- rejections --------------------------------------------------------------------------------
@@ -254,6 +263,40 @@ def test_wrong_domain(chain: str) -> None:
     text, sig, pk = signed(chain)
     assert code_of(check, text, sig, pk, domain="evil.example") == "domain_mismatch"
     assert code_of(check, text, sig, pk, domain="Example.com") == "domain_mismatch"  # exact match
+
+
+@pytest.mark.parametrize("chain", CHAINS)
+def test_a_uri_on_another_site_is_refused(chain: str) -> None:
+    # Before: only the domain line was checked; a message whose URI (what the wallet shows the
+    # user) named another site, signed for our domain, signed in.
+    for uri in (
+        "https://evil.example/login",
+        "http://example.com/login",  # another scheme is another origin
+        "https://example.com:8443/",
+        "https://example.com.evil.example/",
+        "https://example.com@evil.example/",
+        "https://evil.example@example.com/",  # userinfo never matches
+        "urn:example.com",
+    ):
+        text, sig, pk = signed(chain, uri=uri)
+        assert code_of(check, text, sig, pk) == "uri_mismatch", uri
+    # The same origin with any path, case in scheme and host, or an explicit default port is ours.
+    for uri in ("https://example.com", "HTTPS://Example.COM/a/b?c=d#e", "https://example.com:443/login"):
+        text, sig, pk = signed(chain, uri=uri)
+        assert check(text, sig, pk).uri == uri
+    text, sig, pk = signed(chain, uri="http://127.0.0.1:8000/")
+    assert check(text, sig, pk, origin="http://127.0.0.1:8000").address
+    assert code_of(check, text, sig, pk, origin="http://127.0.0.1:8001") == "uri_mismatch"
+
+
+def test_uri_origin() -> None:
+    assert uri_origin("https://Example.com:443/x") == "https://example.com"
+    assert uri_origin("http://[::1]:8000/") == "http://[::1]:8000"
+    assert uri_origin("http://example.com:80") == "http://example.com"
+    assert uri_origin("http://example.com:99999/") is None
+    assert uri_origin("https://user@example.com/") is None
+    assert uri_origin("mailto:a@example.com") is None
+    assert uri_origin("example.com") is None
 
 
 @pytest.mark.parametrize("chain", CHAINS)
@@ -611,7 +654,7 @@ def test_fuzz_arbitrary_input_raises_only_wallet_auth_error(
     text: str, signature: str, public_key: str | None, domain: str, now: int
 ) -> None:
     try:
-        verify(text, signature, expected_domain=domain, now_ns=now, public_key=public_key)
+        check(text, signature, public_key, now=now, domain=domain)
     except WalletAuthError:
         pass
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import math
+import time
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
@@ -24,15 +26,17 @@ from cashmarkets.api.schemas import (
     WithdrawalPage,
 )
 from cashmarkets.api.security import AuthUser, current_user
-from cashmarkets.api.services import command_id, parse_money, services
+from cashmarkets.api.services import command_id, derive_command_id, parse_money, result_data, services
 from cashmarkets.core.commands import Deposit, RequestWithdrawal
 from cashmarkets.core.ledger import PENDING, POST, POST_PART, VOID, VOID_PART, Account
 from cashmarkets.core.money import ASSETS, format_amount
-from cashmarkets.core.results import Accepted, Rejected, WithdrawalState
+from cashmarkets.core.results import Accepted, Rejected, TransfersDone, WithdrawalState
 from cashmarkets.store import queries
+from cashmarkets.store.faucet_totals import NS_PER_DAY, utc_day
 
 # Every id and time in the store is a signed 64-bit integer.
 INT64_MAX = 2**63 - 1
+ROUTE_LENGTH_MAX = 512
 
 _KINDS = {
     0: "transfer",
@@ -161,12 +165,31 @@ class AccountsController(Controller):
             raise ApiError(403, "faucet_disabled", "the faucet is off in this deployment")
         asset = svc.asset(data.asset)
         amount = parse_money(asset, data.amount)
-        if amount > asset.parse(svc.settings.faucet_amount_max):
+        day_max = svc.faucet.daily_max.get(asset.code, 0)
+        if amount > day_max:
+            detail = f"at most {format_amount(day_max, asset.decimals)} {asset.code} per request and per day"
             raise ApiError(
                 400,
                 "invalid_amount",
-                f"at most {svc.settings.faucet_amount_max} {asset.code} per request",
+                detail if day_max else f"the faucet gives no {asset.code}",
                 errors=[{"field": "amount", "message": "too_large"}],
+            )
+        # Counted before the deposit (one conditional upsert: concurrent requests cannot together
+        # pass the day's maximum), taken back if the engine refuses it.
+        now_ns = time.time_ns()
+        day = utc_day(now_ns)
+        if not await svc.faucet.reserve(user.id, asset.code, day, amount, day_max):
+            left = max(0, day_max - await svc.faucet.total(user.id, asset.code, day))
+            raise ApiError(
+                429,
+                "faucet_limit",
+                f"the faucet gives at most {format_amount(day_max, asset.decimals)} {asset.code} per user "
+                f"per day (UTC); {format_amount(left, asset.decimals)} {asset.code} left today",
+                headers={"Retry-After": str(max(1, math.ceil(((day + 1) * NS_PER_DAY - now_ns) / 1e9)))},
+                extra={
+                    "dailyMax": format_amount(day_max, asset.decimals),
+                    "remaining": format_amount(left, asset.decimals),
+                },
             )
         cmd = Deposit(
             command_id=command_id(request, user.id),
@@ -175,7 +198,13 @@ class AccountsController(Controller):
             amount=amount,
             code="faucet",
         )
-        result = await svc.execute(cmd)
+        try:
+            result = await svc.execute(cmd)
+            result_data(result, TransfersDone)
+        except ApiError as exc:
+            if exc.status != 504:  # refused: give the amount back (after a 504 it may still apply)
+                await svc.faucet.refund(user.id, asset.code, day, amount)
+            raise
         return FaucetDone(
             command_id=result.command_id,
             seq=result.seq,
@@ -201,13 +230,13 @@ class AccountsController(Controller):
             destination=data.destination,
         )
         result = await svc.execute(cmd)
-        assert isinstance(result.data, WithdrawalState)
+        state = result_data(result, WithdrawalState)
         return Withdrawal(
-            id=result.data.hold_id,
+            id=state.hold_id,
             asset=asset.code,
             amount=format_amount(amount, asset.decimals),
             destination=data.destination,
-            status=result.data.status,
+            status=state.status,
             reference="",
             requested_ts_ns=cmd.ts_ns,
         )
@@ -227,12 +256,26 @@ class AccountsController(Controller):
 
     @get("/commands/{key:str}")
     async def command(
-        self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], key: FromPath[str]
+        self,
+        request: Request[Any, Any, Any],
+        user: NamedDependency[AuthUser],
+        key: FromPath[str],
+        route: Annotated[str | None, QueryParameter(max_length=ROUTE_LENGTH_MAX)] = None,
     ) -> CommandOutcome:
-        """The outcome of a command sent with `Idempotency-Key: key` (e.g. after a 504)."""
+        """The outcome of a command sent with `Idempotency-Key: key` (e.g. after a 504) to `route`:
+        the path it was sent to (`/api/v1/faucet`, `/api/v1/spot/orders/7`), or the WebSocket
+        command's name (`OPEN_POSITION`, `CLOSE_POSITION`)."""
         if not 0 < len(key) <= 128:
             raise ApiError(400, "bad_request", "key is 1..128 characters")
-        result = await services(request).bus.result_of(f"{user.id}:{key}")
+        if not route:
+            raise ApiError(
+                400,
+                "route_required",
+                "name the route the key was sent to: ?route=/api/v1/faucet (the path), "
+                "or a WebSocket command's name (?route=OPEN_POSITION)",
+                errors=[{"field": "route", "message": "required"}],
+            )
+        result = await services(request).bus.result_of(derive_command_id(user.id, key, route))
         if result is None:
             raise ApiError(
                 404, "not_found", "no command with this key (or it is older than the dedup window)"

@@ -37,7 +37,7 @@ from cashmarkets.api.leverage import LeverageController
 from cashmarkets.api.middleware import edge_middleware
 from cashmarkets.api.ratelimit import build_limiters
 from cashmarkets.api.schemas import Problem
-from cashmarkets.api.security import Sessions, TokenService
+from cashmarkets.api.security import PasswordHashing, Sessions, TokenService
 from cashmarkets.api.services import Services
 from cashmarkets.api.spot import SpotController
 from cashmarkets.api.ws_commands import SocketCommands
@@ -59,9 +59,11 @@ from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
 from cashmarkets.store.api_keys import ApiKeyStore
 from cashmarkets.store.db import create_engine
+from cashmarkets.store.faucet_totals import FaucetTotals, parse_daily_max
 from cashmarkets.store.idempotency import IdempotencyStore
 from cashmarkets.store.projector import NAME as PROJECTION
 from cashmarkets.store.projector import Projector
+from cashmarkets.store.signin_throttle import SigninThrottle
 from cashmarkets.store.tables import projector_checkpoints
 from cashmarkets.store.users import UserStore
 
@@ -216,8 +218,22 @@ def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras:
         balances=balances,
         mailer=mailer_from_url(settings.smtp_url, settings.mail_from),
         engine_assets=frozenset(build_engine().config.assets),
+        passwords=PasswordHashing(settings.password_hashes_concurrent, settings.password_hashes_waiting_max),
+        signin_throttle=SigninThrottle(
+            db,
+            failures_free=settings.signin_failures_free,
+            lockout_max_s=settings.signin_lockout_max_s,
+        ),
+        faucet=FaucetTotals(db, faucet_daily_max(settings)),
         extras=extras,
     )
+
+
+def faucet_daily_max(settings: Settings) -> dict[str, int]:
+    try:
+        return parse_daily_max(settings.faucet_daily_max)
+    except ValueError as exc:
+        raise SystemExit(f"CASHMARKETS_FAUCET_DAILY_MAX: {exc}") from None
 
 
 def _engine_seq(runtime: Any) -> Any:
@@ -230,9 +246,9 @@ def _engine_seq(runtime: Any) -> Any:
 def _projector_env(settings: Settings) -> dict[str, str]:
     """The projector child's settings: this process's environment, with what the child must agree
     on written out (settings may have come from arguments, not the environment)."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("CASHMARKETS_DATABASE_URL", "CASHMARKETS_REDIS_URL")
-    }
+    # Not the metrics port either: this process serves it (the child's lag is reported here).
+    dropped = ("CASHMARKETS_DATABASE_URL", "CASHMARKETS_REDIS_URL", "CASHMARKETS_METRICS_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(
         CASHMARKETS_DATA_DIR=str(settings.data_dir.resolve()),
         CASHMARKETS_LOG_LEVEL=settings.log_level,
@@ -256,6 +272,15 @@ async def _watch_lag(db: Any, runtime: Any) -> None:
         except Exception as exc:  # a busy store: try again next time
             log.debug("projector lag not read", error=repr(exc))
         await asyncio.sleep(LAG_POLL_S)
+
+
+def _serve_metrics(settings: Settings) -> Any:
+    """`/metrics` of this process on CASHMARKETS_METRICS_PORT (not on the public HTTP port)."""
+    if not settings.metrics_port:
+        return None
+    server = metrics.serve_port(settings.host, settings.metrics_port)
+    log.info("metrics", url=f"http://{settings.host}:{settings.metrics_port}/metrics")
+    return server
 
 
 def _embedded_lifespan(settings: Settings) -> Any:
@@ -321,10 +346,13 @@ def _embedded_lifespan(settings: Settings) -> Any:
         )
         extras["gateway"] = gateway
         extras["ws_port"] = await gateway.start(settings.host, settings.gateway_port)
+        metrics_server = _serve_metrics(settings)
         log.info("serving", mode="embedded", url=settings.base_url, seq=runtime.engine.seq)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics.stop_port(metrics_server)
             await gateway.stop()
             await stop_schedulers(charts, chart_tasks)
             if bot is not None and bot_task is not None:
@@ -376,10 +404,13 @@ def _distributed_lifespan(settings: Settings) -> Any:
         )
         limits = build_limiters(settings, bus.client)  # in Redis: shared with every api and gateway
         _install(app, settings, services, limits)
+        metrics_server = _serve_metrics(settings)
         log.info("serving", mode="distributed", url=settings.base_url)
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics.stop_port(metrics_server)
             await bus.close()
             await db.dispose()
 

@@ -8,6 +8,7 @@ gets the same 202 whether or not the email is known.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -33,13 +34,14 @@ from cashmarkets.api.schemas import (
     WalletNonce,
     WalletSigninRequest,
 )
-from cashmarkets.api.security import AUTH_COOKIE, AuthUser, current_user, hash_password, verify_password
+from cashmarkets.api.security import AUTH_COOKIE, AuthUser, current_user
 from cashmarkets.api.services import Services, services
 from cashmarkets.api.signin_page import HEADERS as SIGNIN_PAGE_HEADERS
 from cashmarkets.api.signin_page import confirmation_page
 from cashmarkets.auth.wallets import WalletAuthError, normalize_address, verify
 from cashmarkets.core.commands import Deposit
 from cashmarkets.integrations.email import magic_link_message
+from cashmarkets.ops import metrics
 from cashmarkets.store.users import EmailTaken, User, normalize_email
 
 
@@ -96,6 +98,19 @@ async def welcome(svc: Services, user: User) -> None:
     )
 
 
+async def refuse_if_locked(svc: Services, email: str) -> None:
+    """429 too_many_failed_signins (Retry-After) while the account is locked after failures."""
+    wait_s = await svc.signin_throttle.locked_for_s(email, time.time_ns())
+    if wait_s > 0:
+        metrics.SIGNIN_LOCKED.inc()
+        raise ApiError(
+            429,
+            "too_many_failed_signins",
+            f"too many failed sign-ins for this account; retry in {math.ceil(wait_s)} s",
+            headers={"Retry-After": str(math.ceil(wait_s))},
+        )
+
+
 def wallet_domain(svc: Services) -> str:
     return urlsplit(svc.settings.base_url).netloc
 
@@ -112,7 +127,7 @@ class AuthController(Controller):
         svc = services(request)
         email = normalize_email(data.email)
         try:
-            user = await svc.users.create(email=email, password_hash=await hash_password(data.password))
+            user = await svc.users.create(email=email, password_hash=await svc.passwords.hash(data.password))
         except EmailTaken:
             raise ApiError(409, "email_taken", "an account with this email exists") from None
         await welcome(svc, user)
@@ -142,10 +157,17 @@ class AuthController(Controller):
             )
             await svc.mailer.send(message)
             return Response(MagicLinkSent(sent=True), status_code=202)
+        svc.passwords.admit()  # a full hashing queue: 503 before any store read
+        await refuse_if_locked(svc, email)  # before any hashing: a locked account costs no CPU
         found = await svc.users.by_email(email)
-        ok = await verify_password(found[1] if found else None, data.password)
+        ok = await svc.passwords.verify(
+            found[1] if found else None, data.password, before=lambda: refuse_if_locked(svc, email)
+        )
         if found is None or not ok:
+            if found is not None and found[1] is not None:
+                await svc.signin_throttle.failed(found[0].id, time.time_ns())
             raise ApiError(401, "invalid_credentials", "email or password is wrong")
+        await svc.signin_throttle.succeeded(found[0].id)
         pair = await token_pair(svc, found[0])
         return Response(pair, cookies=session_cookies(request, pair.token))
 
@@ -253,6 +275,7 @@ class AuthController(Controller):
                 data.message,
                 data.signature,
                 expected_domain=wallet_domain(svc),
+                expected_origin=svc.settings.base_url,
                 now_ns=time.time_ns(),
                 public_key=data.public_key,
             )

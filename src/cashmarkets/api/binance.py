@@ -26,7 +26,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from cashmarkets.api import spot as v1
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.ratelimit import CHARGED_USER, retry_after_s, take, user_key
-from cashmarkets.api.services import Services, derive_command_id, services
+from cashmarkets.api.services import Services, new_command_id, services
 from cashmarkets.core.money import format_amount
 from cashmarkets.core.products.spot import (
     CancelAllOrders,
@@ -449,7 +449,7 @@ class BinanceController(Controller):
                 raise BinanceError(-1100, "Illegal characters found in parameter 'newClientOrderId'.")
             cmd = v1.place_command(
                 user_id,
-                derive_command_id(user_id, None),
+                new_command_id(user_id),
                 m,
                 side,
                 order_type,
@@ -493,7 +493,7 @@ class BinanceController(Controller):
                 )
             result = await svc.execute(
                 CancelOrder(
-                    command_id=derive_command_id(user_id, None),
+                    command_id=new_command_id(user_id),
                     owner=user_id,
                     market=m.symbol,
                     order_id=order_id,
@@ -537,7 +537,7 @@ class BinanceController(Controller):
             svc, user_id, p = await self._signed(request)
             m = _market(p.get("symbol"))
             result = await svc.execute(
-                CancelAllOrders(command_id=derive_command_id(user_id, None), owner=user_id, market=m.symbol)
+                CancelAllOrders(command_id=new_command_id(user_id), owner=user_id, market=m.symbol)
             )
             assert isinstance(result.data, OrdersCanceled)
             return [order_json(o) for o in result.data.orders]

@@ -21,7 +21,7 @@ from cashmarkets.api.schemas import AmountText
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody
 from cashmarkets.api.security import AuthUser, current_user
-from cashmarkets.api.services import Services, command_id, parse_money, services
+from cashmarkets.api.services import Services, command_id, parse_money, result_data, services
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.core.products.chartgame import (
     ChartClosePosition,
@@ -411,15 +411,13 @@ async def open_chart_position(svc: Services, user_id: str, data: PositionOpen, c
             command_id=cid, owner=user_id, game=g.game, side=data.side, stake=stake, leverage=data.leverage
         )
     )
-    assert isinstance(result.data, ChartPositionView)
-    return position_out(result.data)
+    return position_out(result_data(result, ChartPositionView))
 
 
 async def close_chart_position(svc: Services, user_id: str, position_id: int, cid: str) -> PositionOut:
     """Submit a close (HTTP and the WebSocket CLOSE_POSITION with a `positionId`)."""
     result = await svc.execute(ChartClosePosition(command_id=cid, owner=user_id, position_id=position_id))
-    assert isinstance(result.data, ChartPositionView)
-    return position_out(result.data)
+    return position_out(result_data(result, ChartPositionView))
 
 
 async def _round_row(request: Request[Any, Any, Any], game: str, round_no: int) -> Any:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.exceptions import NotFoundException
 from sqlalchemy import text
 
 from cashmarkets.api.services import services
@@ -37,6 +39,14 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 
 
 @get("/metrics", sync_to_thread=False, tags=["ops"], include_in_schema=False)
-def metrics_endpoint() -> Response[bytes]:
+def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Only with `Authorization: Bearer <CASHMARKETS_METRICS_TOKEN>`; otherwise (and when no token
+    is set) 404, like a path that does not exist. Scrapers use CASHMARKETS_METRICS_PORT."""
+    svc = getattr(request.app.state, "services", None)
+    expected = svc.settings.metrics_token if svc is not None else None
+    header = request.headers.get("authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise NotFoundException()
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

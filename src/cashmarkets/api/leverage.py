@@ -21,7 +21,7 @@ from cashmarkets.api.errors import ApiError
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody
 from cashmarkets.api.security import AuthUser, current_user
-from cashmarkets.api.services import Services, command_id, services
+from cashmarkets.api.services import Services, command_id, result_data, services
 from cashmarkets.core.money import AmountError, format_amount, parse_amount
 from cashmarkets.core.products.leverage import (
     DEFAULT_MARKETS,
@@ -161,15 +161,13 @@ async def open_trade(svc: Services, user_id: str, data: TradeCreate, cid: str) -
         stop_loss=_parse_price(market, data.stop_loss, "stopLoss"),
     )
     result = await svc.execute(cmd)
-    assert isinstance(result.data, PositionView)
-    return trade_view(result.data)
+    return trade_view(result_data(result, PositionView))
 
 
 async def close_trade(svc: Services, user_id: str, data: TradeClose, cid: str) -> TradeClosed:
     """Submit a close (HTTP `trade/close` and the WebSocket CLOSE_POSITION)."""
     result = await svc.execute(ClosePosition(command_id=cid, owner=user_id, position_id=data.order_id))
-    closed = result.data
-    assert isinstance(closed, PositionClosedView)
+    closed = result_data(result, PositionClosedView)
     return TradeClosed(
         order_id=closed.position_id,
         close_price=_price(MARKETS[closed.symbol], closed.exit_price),

@@ -46,6 +46,23 @@ Send = Any
 # Requests whose body the edge reads first (size, nesting depth, Idempotency-Key digest).
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+# Methods whose requests an Idempotency-Key makes replayable (GET needs none).
+IDEMPOTENT_METHODS: Final = frozenset({"POST", "DELETE"})
+
+# Routes whose answers carry credentials (access and refresh tokens): never kept in the
+# idempotency store, so an Idempotency-Key there is ignored and a retry runs again. They are safe
+# to retry as they are: a sign-in again signs in; a sign-up again answers 409 email_taken (then
+# sign in); a refresh again with the same refresh token revokes that sign-in (sign in again).
+SIGNIN_PATHS: Final = frozenset(
+    {
+        "/api/v1/signup",
+        "/api/v1/signin",
+        "/api/v1/signin/link",
+        "/api/v1/token/refresh",
+        "/api/v1/auth/wallet",
+    }
+)
+
 
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
@@ -247,7 +264,8 @@ async def _idempotent(
 
 def edge_middleware(app: ASGIApp) -> ASGIApp:
     """Request id (from `X-Request-Id` when sane, else made; in the response header and every log
-    line), latency histogram by route, rate limits on /api/, Idempotency-Key on POST."""
+    line), latency histogram by route, rate limits on /api/, Idempotency-Key on POST and DELETE
+    (not on the sign-in routes, `SIGNIN_PATHS`)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -284,7 +302,12 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
                 if body is None:
                     return
                 receive = _replaying(body, receive)
-                if idempotency_key is not None and scope["method"] == "POST":
+                if (
+                    idempotency_key is not None
+                    and scope["method"] in IDEMPOTENT_METHODS  # (all of them read their body)
+                    # Routed already (Litestar runs this after routing): the template, not the raw path.
+                    and scope.get("path_template") not in SIGNIN_PATHS
+                ):
                     await _idempotent(app, scope, receive, edge_send, idempotency_key, body)
                     return
             await app(scope, receive, edge_send)

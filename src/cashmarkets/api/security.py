@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import Any, Final, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal, TypeVar
 
 import jwt
 import msgspec
@@ -27,7 +28,10 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from cashmarkets.api.errors import ApiError
+from cashmarkets.ops import metrics
 from cashmarkets.store.users import UserState, UserStore
+
+T = TypeVar("T")
 
 Role = Literal["player", "operator", "admin", "auditor"]
 ROLES: Final = ("player", "operator", "admin", "auditor")
@@ -45,14 +49,78 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_hasher.hash, password)
 
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
-    def check() -> bool:
-        try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+def _check_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
 
-    return await asyncio.to_thread(check)
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    return await asyncio.to_thread(_check_password, password_hash, password)
+
+
+class PasswordHashing:
+    """argon2 (about 64 MiB and a few hundred ms of CPU per hash) in worker threads, at most
+    `concurrent` at once, so a flood of sign-ins cannot take every core from the other requests.
+    At most `waiting_max` callers wait for a turn; beyond that the answer is at once a 503
+    `password_hashing_busy` with Retry-After. A hash whose caller went away still holds its turn
+    until its thread is done: the bound is on threads, not on callers. One per app (its loop)."""
+
+    def __init__(self, concurrent: int = 1, waiting_max: int = 16) -> None:
+        self.concurrent = max(1, concurrent)
+        self.waiting_max = max(0, waiting_max)
+        self._slots = asyncio.Semaphore(self.concurrent)
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    async def hash(self, password: str) -> str:
+        return await self._run(_hasher.hash, password)
+
+    async def verify(
+        self,
+        password_hash: str | None,
+        password: str,
+        *,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> bool:
+        """`before` runs once this caller has its turn, just before hashing; it may raise (a
+        sign-in that got locked while it waited) and then no hash runs."""
+        return await self._run(_check_password, password_hash, password, before=before)
+
+    def admit(self) -> None:
+        """503 password_hashing_busy now if a hash could not even wait for a turn: lets a route
+        refuse before any other work (its store reads) when the queue is full."""
+        if self._slots.locked() and self._waiting >= self.waiting_max:
+            metrics.PASSWORD_HASHING_BUSY.inc()
+            raise ApiError(
+                503,
+                "password_hashing_busy",
+                "too many sign-ins at once; retry in a moment",
+                headers={"Retry-After": "1"},
+            )
+
+    async def _run(
+        self, fn: Callable[..., T], *args: Any, before: Callable[[], Awaitable[None]] | None = None
+    ) -> T:
+        self.admit()
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            if before is not None:
+                await before()
+            work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        except BaseException:
+            self._slots.release()
+            raise
+        work.add_done_callback(lambda _: self._slots.release())
+        return await asyncio.shield(work)
 
 
 class AuthUser(msgspec.Struct, frozen=True):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar import Request
+from litestar.utils import normalize_path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cashmarkets.api.errors import ApiError
-from cashmarkets.api.security import TokenService
+from cashmarkets.api.security import PasswordHashing, TokenService
 from cashmarkets.core import codes
 from cashmarkets.core.commands import Command
 from cashmarkets.core.money import ASSETS, AmountError, Asset, parse_amount
@@ -19,8 +21,12 @@ from cashmarkets.ops.ids import new_id
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bus import BadCommand, BalanceView, CommandBus, CommandTimeout
 from cashmarkets.store.api_keys import ApiKeyStore
+from cashmarkets.store.faucet_totals import FaucetTotals
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore
+from cashmarkets.store.signin_throttle import SigninThrottle
 from cashmarkets.store.users import UserStore
+
+T = TypeVar("T")
 
 _NOT_FOUND = {
     codes.PENDING_TRANSFER_NOT_FOUND,
@@ -51,6 +57,9 @@ class Services:
     balances: BalanceView
     mailer: Mailer
     engine_assets: frozenset[str]
+    passwords: PasswordHashing
+    signin_throttle: SigninThrottle
+    faucet: FaucetTotals
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def execute(self, cmd: Command) -> Accepted:
@@ -105,18 +114,50 @@ def services(request: Request[Any, Any, Any]) -> Services:
 
 
 def command_id(request: Request[Any, Any, Any], scope: str) -> str:
-    """The engine command id: the client's Idempotency-Key when given (so the engine itself
-    deduplicates retries, even across API processes), else a fresh one. The two never meet:
-    `<scope>:<key>` versus `<scope>/<server id>` (server ids are guessable, keys are the client's)."""
-    return derive_command_id(scope, request.headers.get("idempotency-key"))
+    """The engine command id: from the client's Idempotency-Key and the request's path when a
+    key is given (so the engine itself deduplicates retries, even across API processes), else a
+    fresh one. The two never meet: `<scope>:<route>:<key>` versus `<scope>/<server id>` (server
+    ids are guessable, keys are the client's)."""
+    return derive_command_id(scope, request.headers.get("idempotency-key"), request.scope["path"])
 
 
-def derive_command_id(scope: str, key: str | None) -> str:
-    """`<scope>:<key>` for a client's idempotency key (HTTP header or socket field), else
-    `<scope>/<server id>`."""
+def derive_command_id(scope: str, key: str | None, route: str) -> str:
+    """`<scope>:<route tag>:<key>` for a client's idempotency key (HTTP header or socket field),
+    else `<scope>/<server id>`. `route` is the HTTP path (as routed: `/api/v1/faucet`,
+    `/api/v1/spot/orders/7`) or the socket command's name (`OPEN_POSITION`): the same key on two
+    routes names two commands, and `GET /api/v1/commands/{key}?route=` finds each."""
     if key and 0 < len(key) <= KEY_LENGTH_MAX:
-        return f"{scope}:{key}"
+        return f"{scope}:{route_tag(route)}:{key}"
+    return new_command_id(scope)
+
+
+def new_command_id(scope: str) -> str:
+    """A fresh, server-made command id (no client key): `<scope>/<server id>`."""
     return f"{scope}/{new_id()}"
+
+
+def route_tag(route: str) -> str:
+    """12 hex digits naming a route inside command ids (a path can be long; a command id is at
+    most 200 characters). Paths are compared as Litestar routes them: `/api/v1/faucet/` and
+    `/api/v1//faucet` are `/api/v1/faucet`."""
+    if route.startswith("/"):
+        route = normalize_path(route)
+    return hashlib.sha256(route.encode()).hexdigest()[:12]
+
+
+def result_data(result: Accepted, kind: type[T]) -> T:
+    """The data of an accepted command, which must be of `kind`. Anything else means the engine
+    answered a repeat of another command with the same id (a key used before for another request
+    of the same route): 409, never a 500."""
+    data = result.data
+    if not isinstance(data, kind):
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this key was used for a different request",
+            extra={"commandId": result.command_id},
+        )
+    return data
 
 
 def parse_money(asset: Asset, text: str, field_name: str = "amount") -> int:

@@ -25,7 +25,7 @@ from cashmarkets.api.schemas import AmountText
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody
 from cashmarkets.api.security import AuthUser, current_user
-from cashmarkets.api.services import Services, command_id, services
+from cashmarkets.api.services import Services, command_id, result_data, services
 from cashmarkets.core.money import AmountError, Market, format_amount, parse_amount
 from cashmarkets.core.products.spot import (
     AmendOrder,
@@ -518,8 +518,7 @@ class SpotController(Controller):
             data.client_order_id,
         )
         result = await services(request).execute(cmd)
-        assert isinstance(result.data, OrderPlaced)
-        return placed_out(result.data)
+        return placed_out(result_data(result, OrderPlaced))
 
     @get("/orders/{order_id:int}", dependencies={"user": current_user})
     async def get_order(
@@ -542,8 +541,7 @@ class SpotController(Controller):
                 command_id=command_id(request, user.id), owner=user.id, market=m.symbol, order_id=order_id
             )
         )
-        assert isinstance(result.data, OrderView)
-        return order_out(result.data)
+        return order_out(result_data(result, OrderView))
 
     @post("/orders/{order_id:int}/amend", status_code=200, dependencies={"user": current_user})
     async def amend(
@@ -570,8 +568,7 @@ class SpotController(Controller):
                 qty_lots=parse_qty(units, data.quantity) if data.quantity is not None else 0,
             )
         )
-        assert isinstance(result.data, OrderPlaced)
-        return placed_out(result.data)
+        return placed_out(result_data(result, OrderPlaced))
 
     @get("/openOrders", dependencies={"user": current_user})
     async def open_orders(
@@ -596,8 +593,7 @@ class SpotController(Controller):
         result = await services(request).execute(
             CancelAllOrders(command_id=command_id(request, user.id), owner=user.id, market=m.symbol)
         )
-        assert isinstance(result.data, OrdersCanceled)
-        return OrdersOut(orders=[order_out(o) for o in result.data.orders])
+        return OrdersOut(orders=[order_out(o) for o in result_data(result, OrdersCanceled).orders])
 
     @get("/orders", dependencies={"user": current_user})
     async def history(

@@ -2,7 +2,8 @@
 and the same command path as the HTTP routes, answered on the socket.
 
 An `idempotencyKey` in the payload plays the part of the HTTP `Idempotency-Key` header: the
-engine command id is derived from it, so a repeat after a lost answer is applied once.
+engine command id is derived from it and the command's name (its route), so a repeat after a lost
+answer is applied once, and the same key on HTTP or on another command names another command.
 
 Every command is charged to the user's rate-limit bucket, the one their HTTP requests and API-key
 requests take from (`api/ratelimit.py`); over it, the command is refused with RATE_LIMITED
@@ -32,6 +33,7 @@ from cashmarkets.store.idempotency import KEY_LENGTH_MAX, valid_key
 
 RATE_LIMITED_HOLD_MIN_S: Final = 0.1
 RATE_LIMITED_HOLD_MAX_S: Final = 1.0
+_ROUTES = {t.value: t.name for t in (MsgType.OPEN_POSITION, MsgType.CLOSE_POSITION, MsgType.GET_BALANCE)}
 
 
 class SocketCommands:
@@ -58,7 +60,8 @@ class SocketCommands:
             raise ProtocolError(
                 ErrorCode.BAD_MESSAGE, f"idempotencyKey: 1..{KEY_LENGTH_MAX} printable characters"
             )
-        cid = derive_command_id(user_id, key)
+        # The route of a socket command is its name: GET /api/v1/commands/{key}?route=OPEN_POSITION.
+        cid = derive_command_id(user_id, key, _ROUTES.get(kind, f"0x{kind:02x}"))
         try:
             # A `game` (open) or a `positionId` (close) means the chart game; else leverage.
             if kind == MsgType.OPEN_POSITION and "game" in payload:

@@ -51,6 +51,9 @@ Error codes (`WalletAuthError.code`):
   `build_message` for fields it cannot write canonically).
 - `domain_mismatch`: the message's domain is not exactly `expected_domain` (case-sensitive;
   pass the host the front end runs on, e.g. `window.location.host`).
+- `uri_mismatch`: the message's `URI:` is not on `expected_origin` (scheme, host and port; case
+  and an explicit default port do not matter, the path does not either; a URI with userinfo
+  never matches). A wallet shows the URI to the user: one naming another site is refused.
 - `expired`: `Expiration Time` is at or before `now_ns`.
 - `not_yet_valid`: `Not Before` is after `now_ns`, or `Issued At` is more than
   `ISSUED_AT_MAX_SKEW_NS` (5 minutes) after `now_ns`.
@@ -84,6 +87,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from typing import Final, Literal, get_args
+from urllib.parse import urlsplit
 
 import base58
 import msgspec
@@ -111,6 +115,7 @@ __all__ = [
     "format_message",
     "normalize_address",
     "parse_message",
+    "uri_origin",
     "verify",
 ]
 
@@ -118,6 +123,7 @@ Chain = Literal["ethereum", "solana", "aptos"]
 ErrorCode = Literal[
     "malformed_message",
     "domain_mismatch",
+    "uri_mismatch",
     "expired",
     "not_yet_valid",
     "bad_address",
@@ -573,25 +579,52 @@ def _verify_aptos(message: SignInMessage, data: bytes, signature: str, public_ke
         _ed25519_verify(key, data, sig)
 
 
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def uri_origin(uri: str) -> str | None:
+    """`scheme://host[:port]` of a URI, lower case, without a default port; None when it has no
+    host, has userinfo (`https://site@evil.example`) or a bad port."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if not parts.scheme or not host or "@" in parts.netloc:
+        return None
+    scheme = parts.scheme.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
 def verify(
     text: str,
     signature: str,
     *,
     expected_domain: str,
+    expected_origin: str,
     now_ns: int,
     public_key: str | None = None,
 ) -> SignInMessage:
     """Check a signed sign-in message and return its fields.
 
-    Order: parse (`malformed_message`, `unsupported_chain`), domain (`domain_mismatch`), time
+    Order: parse (`malformed_message`, `unsupported_chain`), domain (`domain_mismatch`), URI
+    (`uri_mismatch`: `URI:` must be on `expected_origin`, e.g. `https://cash.example`), time
     window (`not_yet_valid`, `expired`), address (`bad_address`), signature (`bad_signature`).
     `public_key` is required for aptos and ignored for the other chains. The caller must still
-    check that `nonce` is one it issued, unused and unexpired, and may check `chain_id`, `uri`
-    and `request_id` against what it asked for. Raises only `WalletAuthError`.
+    check that `nonce` is one it issued, unused and unexpired, and may check `chain_id` and
+    `request_id` against what it asked for. Raises only `WalletAuthError`.
     """
     message = parse_message(text)
     if message.domain != expected_domain:
         raise WalletAuthError("domain_mismatch", "message is for another domain")
+    origin = uri_origin(message.uri)
+    if origin is None or origin != uri_origin(expected_origin):
+        raise WalletAuthError("uri_mismatch", "message URI is not on this site")
     if message.issued_at_ns > now_ns + ISSUED_AT_MAX_SKEW_NS:
         raise WalletAuthError("not_yet_valid", "Issued At is more than 5 minutes in the future")
     if message.not_before_ns is not None and message.not_before_ns > now_ns:

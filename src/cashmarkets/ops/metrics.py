@@ -12,9 +12,14 @@ cashmarkets_ws_fanout_seconds                                     histogram, per
 cashmarkets_http_connections                                      gauge, open HTTP connections
 cashmarkets_connections_closed_total{server,reason}               counter (per_ip_limit, header_timeout)
 process_open_fds, process_max_fds, ...                            the process (Linux /proc)
+cashmarkets_rate_limited_total{kind}                              counter (429 per IP / user)
+cashmarkets_password_hashing_busy_total                           counter (503: hashing queue full)
+cashmarkets_signin_locked_total                                   counter (429: account locked)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -87,7 +92,31 @@ CONNECTIONS_CLOSED = Counter(
 # Open descriptors against the limit (process_open_fds / process_max_fds), CPU, memory.
 ProcessCollector(registry=REGISTRY)
 RATE_LIMITED = Counter("cashmarkets_rate_limited_total", "Requests answered 429", ["kind"], registry=REGISTRY)
+PASSWORD_HASHING_BUSY = Counter(
+    "cashmarkets_password_hashing_busy_total",
+    "Sign-ins and sign-ups answered 503: every password-hashing turn taken and the queue full",
+    registry=REGISTRY,
+)
+SIGNIN_LOCKED = Counter(
+    "cashmarkets_signin_locked_total",
+    "Password sign-ins refused (429) while the account is locked after failures",
+    registry=REGISTRY,
+)
 
 
 def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def serve_port(host: str, port: int) -> Any:
+    """Serve this process's registry at http://host:port/metrics from a daemon thread; returns the
+    server (`stop_port` it)."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return server
+
+
+def stop_port(server: Any) -> None:
+    server.shutdown()
+    server.server_close()

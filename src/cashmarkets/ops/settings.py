@@ -57,8 +57,12 @@ class Settings(msgspec.Struct, kw_only=True):
     price_replay_speed: float = 1.0  # 0 = as fast as possible
     # No update for this long: the symbol is stale (metric; the engine refuses trading on it).
     price_stale_after_s: float = 10.0
-    # `cashmarkets engine` / `projector` serve Prometheus metrics on this port when set.
+    # Every process (`serve`, `api`, `engine`, `projector`, `poller`, `gateway`) serves Prometheus
+    # metrics on this port when set (one port per process on a host).
     metrics_port: int | None = None
+    # `/metrics` on the HTTP API's own port answers only `Authorization: Bearer <this>` (else, and
+    # when unset, 404 as an unknown path): scrape CASHMARKETS_METRICS_PORT instead.
+    metrics_token: str | None = None
     # Log records the projector writes per SQL transaction.
     projector_batch_records: int = 2_000
     # Embedded mode: run the projector as a supervised child process (its SQL work then leaves this
@@ -113,8 +117,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # The spot market maker (runtime/marketmaker.py); None: on in embedded mode, off in distributed.
     spot_bot: bool | None = None
     spot_bot_interval_s: float = 0.5
-    demo_balance: str = "5000"  # USDC credited at signup when the faucet is on
-    faucet_amount_max: str = "10000"  # per faucet request, in the asset's units
+    demo_balance: str = "5000"  # USDC credited at signup when the faucet is on (not counted below)
+    # The most the faucet gives one user per asset and UTC day, in the asset's units; also the most
+    # per request. An asset not listed is not given.
+    faucet_daily_max: str = "USDC=10000,BTC=1,ETH=10,SOL=100"
     request_body_max_bytes: int = 64 * 1024
     command_timeout_s: float = 5.0
     # An Idempotency-Key whose request never answered (the server died) is free again after this.
@@ -129,6 +135,15 @@ class Settings(msgspec.Struct, kw_only=True):
     # Origins (comma-separated, e.g. https://app.example.com) allowed to make cookie-authenticated
     # state changes (api/csrf.py); unset: the origin of the public URL only.
     allowed_origins: str | None = None
+    # Password sign-ins per account: this many failures in a row are free, then each further one
+    # locks the account's password sign-in for 1 s, doubling per failure up to the maximum (429
+    # too_many_failed_signins with Retry-After, no hashing); a success resets.
+    signin_failures_free: int = 5
+    signin_lockout_max_s: float = 60.0
+    # argon2 hashes at once per API process (each takes ~64 MiB and a core for a few hundred ms),
+    # and callers that may wait for a turn; beyond that, 503 password_hashing_busy.
+    password_hashes_concurrent: int = 1
+    password_hashes_waiting_max: int = 16
     # Proxies whose X-Forwarded-For is believed (comma-separated IPs, or "*"): per-IP rate limits
     # must see the client, not the load balancer. They are not held to http_connections_per_ip.
     forwarded_allow_ips: str = "127.0.0.1"

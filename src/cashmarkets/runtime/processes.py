@@ -36,11 +36,9 @@ log = structlog.get_logger("cashmarkets.processes")
 def serve_metrics(settings: Settings) -> None:
     """Engine and projector processes have no HTTP API: expose /metrics on its own port."""
     if settings.metrics_port:
-        from prometheus_client import start_http_server
+        from cashmarkets.ops.metrics import serve_port
 
-        from cashmarkets.ops.metrics import REGISTRY
-
-        start_http_server(settings.metrics_port, addr=settings.host, registry=REGISTRY)
+        serve_port(settings.host, settings.metrics_port)
 
 
 def _stop_event() -> asyncio.Event:
