@@ -48,7 +48,8 @@ _CSRF_HEADER_KEY: Final = CSRF_HEADER.lower().encode()
 JSON_MEDIA: Final = "application/json"
 FORM_MEDIA: Final = "application/x-www-form-urlencoded"
 BINANCE_PREFIX: Final = "/api/v3/"
-# The routes that hand out a session cookie: rule 3.
+# The routes that take their credentials from the body (and hand out or clear the session
+# cookie): rule 3. Sign-out is one: it names the sign-in by its refresh token, not the cookie.
 SIGNIN_PATHS: Final = frozenset(
     {
         "/api/v1/signup",
@@ -56,6 +57,7 @@ SIGNIN_PATHS: Final = frozenset(
         "/api/v1/signin/link",
         "/api/v1/token/refresh",
         "/api/v1/auth/wallet",
+        "/api/v1/signout",
     }
 )
 CSRF_FAILED: Final = "csrf_failed"
