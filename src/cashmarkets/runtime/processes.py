@@ -34,7 +34,8 @@ log = structlog.get_logger("cashmarkets.processes")
 
 
 def serve_metrics(settings: Settings) -> None:
-    """Engine and projector processes have no HTTP API: expose /metrics on its own port."""
+    """The processes without an HTTP API (engine, projector, poller, gateway, chartgame) expose
+    /metrics on their own port; deploy/docker-compose.yml checks their health there."""
     if settings.metrics_port:
         from cashmarkets.ops.metrics import serve_port
 
@@ -202,6 +203,7 @@ async def run_chartgame(settings: Settings) -> None:
         bus = RedisBus(settings.redis_url, settings.redis_stream, replica.engine.codec)
         await bus.start()
         remote = _RemoteRuntime(replica, bus, settings.command_timeout_s)
+        serve_metrics(settings)
         ended = asyncio.Event()
         role = asyncio.create_task(run_chart_role(settings, db, remote, ended), name="chart-role")
         try:
