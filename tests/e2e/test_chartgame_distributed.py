@@ -1,5 +1,5 @@
 """Black-box, distributed mode: `cashmarkets chartgame` schedules rounds through Redis; a player
-trades over an API process during the live round; a second scheduler waits on the store lock."""
+trades over an API process during the live round; a second scheduler stands by until the lease is free."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def test_the_scheduler_runs_rounds_through_redis(cluster: Cluster) -> None:
                     break
                 time.sleep(0.5)
             assert rounds and rounds[0]["status"] in ("open", "settled") and rounds[0]["candles"] >= 20
-    # One scheduler runs; the other waits on the store lock.
+    # One scheduler runs; the other stands by (the lease is held).
     running = [p for p in (first, second) if "chart scheduler running" in p.output()]
-    waiting = [p for p in (first, second) if "waiting for another holder of the lock" in p.output()]
+    waiting = [p for p in (first, second) if "waiting for another holder of the lease" in p.output()]
     assert len(running) == 1 and len(waiting) == 1 and running[0] is not waiting[0]
     assert running[0].stop() == 0, running[0].output()

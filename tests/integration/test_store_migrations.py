@@ -26,7 +26,7 @@ from cashmarkets.cli import app
 from cashmarkets.store import db, migrate, tables
 from cashmarkets.store.db import create_engine, database_url, is_postgres
 
-HEAD = "0007"
+HEAD = "0008"
 VERSION_TABLE = "alembic_version"
 
 
@@ -81,7 +81,7 @@ async def test_upgrade_to_head_builds_exactly_the_schema_of_tables_py(store_url:
     await migrate.upgrade(store_url)
     assert await schema_diff(store_url) == []
     assert await table_names(store_url) == set(tables.metadata.tables) | {VERSION_TABLE}
-    assert len(tables.metadata.tables) == 24
+    assert len(tables.metadata.tables) == 25
     assert await migrate.current(store_url) == HEAD
     assert migrate.head() == HEAD
 

@@ -51,10 +51,10 @@ from cashmarkets.ops.nesting import RECURSION_LIMIT, pin_recursion_limit
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
-from cashmarkets.runtime.chart_scheduler import stop_schedulers
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
 from cashmarkets.runtime.marketmaker import MarketMaker
 from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
+from cashmarkets.runtime.singletons import run_chart_role
 from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
 from cashmarkets.store.api_keys import ApiKeyStore
@@ -103,8 +103,9 @@ def apikey_master_key(settings: Settings) -> bytes:
     return key
 
 
-def chart_schedulers(settings: Settings, runtime: Any) -> list[Any]:
-    """One round scheduler per chart game, with the configured beacon source."""
+def chart_schedulers(settings: Settings, runtime: Any, fence: Any = None) -> list[Any]:
+    """One round scheduler per chart game, with the configured beacon source (and the lease term
+    they act under, `fence`)."""
     from cashmarkets.beacons.sources import DrandHttp, LocalSource
     from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
 
@@ -117,7 +118,7 @@ def chart_schedulers(settings: Settings, runtime: Any) -> list[Any]:
     chains = ChainStore(Path(settings.data_dir) / "chains")
     games = runtime.engine.products["chartgame"].config.games
     adapter = chain_adapter(settings)
-    return [ChartScheduler(runtime, g, source, chains, adapter=adapter) for g in games]
+    return [ChartScheduler(runtime, g, source, chains, adapter=adapter, fence=fence) for g in games]
 
 
 def chain_adapter(settings: Settings) -> ChainAdapter | None:
@@ -315,8 +316,13 @@ def _embedded_lifespan(settings: Settings) -> Any:
             else None
         )
         bot_task = asyncio.create_task(bot.run(), name="spot-bot") if bot is not None else None
-        charts = chart_schedulers(settings, runtime) if settings.chartgame_enabled else []
-        chart_tasks = [asyncio.create_task(c.run(), name=f"chart-{c.game.game}") for c in charts]
+        # The chart scheduler is a fenced singleton here too (its lease: a file lock on SQLite).
+        chart_stop = asyncio.Event()
+        chart_task = (
+            asyncio.create_task(run_chart_role(settings, db, runtime, chart_stop), name="chart-role")
+            if settings.chartgame_enabled
+            else None
+        )
         feed_metrics = watch_feed(feed) if feed is not None else None
 
         async def engine_ready() -> str:
@@ -354,7 +360,10 @@ def _embedded_lifespan(settings: Settings) -> Any:
             if metrics_server is not None:
                 metrics.stop_port(metrics_server)
             await gateway.stop()
-            await stop_schedulers(charts, chart_tasks)
+            chart_stop.set()
+            if chart_task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(chart_task, 10)
             if bot is not None and bot_task is not None:
                 await bot.stop()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -3,7 +3,7 @@
 Codes are stable snake_case strings: clients and stored results depend on them, so a code is
 never renamed or reused. Group by stage, as exchange-core does:
 
-    engine   unknown_command, duplicate_command_id, internal_error, bad_command
+    engine   unknown_command, duplicate_command_id, internal_error, bad_command, stale_fence
     ledger   amount_must_be_positive ... overflow
     leverage unknown_symbol ... position_not_found
 """
@@ -16,6 +16,7 @@ from typing import Final
 UNKNOWN_COMMAND: Final = "unknown_command"
 BAD_COMMAND: Final = "bad_command"
 INTERNAL_ERROR: Final = "internal_error"
+STALE_FENCE: Final = "stale_fence"
 
 # Ledger stage, in order of precedence: a transfer failing several checks gets the first.
 AMOUNT_MUST_BE_POSITIVE: Final = "amount_must_be_positive"
@@ -84,6 +85,8 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     UNKNOWN_COMMAND: "No handler is registered for this command type.",
     BAD_COMMAND: "The command is malformed (a field out of its allowed range).",
     INTERNAL_ERROR: "A bug: the handler raised. Nothing was changed; the error is counted and logged.",
+    STALE_FENCE: "A singleton's command carries a lease token older than one the engine has seen for "
+    "its role: a newer holder has taken over (docs/decisions/018).",
     AMOUNT_MUST_BE_POSITIVE: "Amounts are positive integers in minor units.",
     UNKNOWN_ASSET: "The asset code is not one the engine knows.",
     UNKNOWN_TRANSFER_CODE: "The transfer code is not one the ledger knows.",

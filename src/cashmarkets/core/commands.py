@@ -1,6 +1,7 @@
 """Commands: every state change enters the engine as one of these, in log order.
 
     Command (base: command_id, seq, ts_ns)
+      ├── engine: ClaimFence
       ├── ledger: OpenAccount, Deposit, Withdraw, TransferFunds, PlaceHold, PostHold, VoidHold,
       │           LinkedTransfers, RequestWithdrawal, CompleteWithdrawal, RejectWithdrawal
       └── products add their own (each module lists them in its COMMANDS tuple)
@@ -133,3 +134,14 @@ LEDGER_COMMANDS: tuple[type[Command], ...] = (
     CompleteWithdrawal,
     RejectWithdrawal,
 )
+
+
+class ClaimFence(Command, tag="claim_fence"):
+    """A singleton role's new lease holder announces its token (docs/decisions/018): from here on,
+    the engine refuses the role's commands that carry a lower token (`stale_fence`)."""
+
+    role: str
+    token: int
+
+
+ENGINE_COMMANDS: tuple[type[Command], ...] = (ClaimFence,)

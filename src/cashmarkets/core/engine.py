@@ -4,6 +4,7 @@
       ├── Ledger                 every product's money
       ├── products               each registers handlers for its command types and owns a state
       ├── dedup table            command_id -> first result, bounded by count and by age
+      ├── fences                 singleton role -> the highest lease token seen (ClaimFence, `fence`)
       └── snapshot/restore       canonical MessagePack; state_hash = sha256 of that encoding
 
 The engine reads no clock and draws no randomness: `seq` and `ts_ns` arrive stamped on each
@@ -21,7 +22,7 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from cashmarkets.core import codes, native
-from cashmarkets.core.commands import Command
+from cashmarkets.core.commands import ENGINE_COMMANDS, ClaimFence, Command
 from cashmarkets.core.dedup import DedupTable
 from cashmarkets.core.events import LEDGER_EVENTS
 from cashmarkets.core.ledger import Ledger, LedgerState
@@ -29,6 +30,7 @@ from cashmarkets.core.results import Accepted, Reject, Rejected, ResultData
 
 SNAPSHOT_FORMAT_VERSION: Final = 1
 DEFAULT_ASSETS: Final = ("USD", "USDC", "BTC", "ETH", "SOL")
+ROLE_LENGTH_MAX: Final = 64
 
 Result = Accepted | Rejected
 Handler = Callable[[Any], "ResultData | Reject | None"]
@@ -67,7 +69,7 @@ class DedupEntry(msgspec.Struct, array_like=True, gc=False):
     result: Accepted | Rejected
 
 
-class SnapshotBody(msgspec.Struct, array_like=True):
+class _SnapshotBodyV1(msgspec.Struct, array_like=True):
     version: int
     seq: int
     ts_ns: int
@@ -75,6 +77,12 @@ class SnapshotBody(msgspec.Struct, array_like=True):
     products: dict[str, bytes]
     dedup: list[DedupEntry]
     internal_errors: int
+
+
+class SnapshotBody(_SnapshotBodyV1, array_like=True):
+    # Singleton role -> highest lease token seen. An engine that never saw one encodes as
+    # `_SnapshotBodyV1`, byte for byte as before fencing, so older logs keep their state hashes.
+    fences: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Engine:
@@ -88,8 +96,9 @@ class Engine:
         self.seq = 0
         self.ts_ns = 0
         self.internal_errors = 0
+        self.fences: dict[str, int] = {}
         self.products: dict[str, Any] = {}
-        self._handlers: dict[type[Command], Handler] = {}
+        self._handlers: dict[type[Command], Handler] = {ClaimFence: self._claim_fence}
         # Cached: read on every command.
         self._dedup_window_ns = self.config.dedup_window_ns
         self._dedup_entries_max = self.config.dedup_entries_max
@@ -136,6 +145,26 @@ class Engine:
     def on_rollback(self, undo: Callable[[], object]) -> None:
         """Handlers that mutate product state register how to undo it, in case they later raise."""
         self._undo.append(undo)
+
+    def fence(self, role: str, token: int) -> Reject | None:
+        """Check a singleton's lease token (docs/decisions/018): lower than the highest seen for
+        `role` is refused as stale_fence; higher becomes the highest (undone if the command is
+        rejected later). Token 0 is an unfenced command: accepted until the role's first token."""
+        highest = self.fences.get(role, 0)
+        if token < highest:
+            return Reject(codes.STALE_FENCE, f"{role}: token {token} < {highest}")
+        if token > highest:
+            self.fences[role] = token
+            if highest:
+                self.on_rollback(lambda: self.fences.__setitem__(role, highest))
+            else:
+                self.on_rollback(lambda: self.fences.pop(role, None))
+        return None
+
+    def _claim_fence(self, cmd: ClaimFence) -> Reject | None:
+        if not 0 < len(cmd.role) <= ROLE_LENGTH_MAX or cmd.token < 1:
+            return Reject(codes.BAD_COMMAND, f"a role is 1..{ROLE_LENGTH_MAX} characters; a token is 1+")
+        return self.fence(cmd.role, cmd.token)
 
     def emit(self, event: Any) -> None:
         # The command's event list: the ledger appends its transfers to the same one.
@@ -216,7 +245,7 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """The whole state as canonical MessagePack: equal states give equal bytes."""
-        body = SnapshotBody(
+        fields: dict[str, Any] = dict(
             version=SNAPSHOT_FORMAT_VERSION,
             seq=self.seq,
             ts_ns=self.ts_ns,
@@ -225,6 +254,7 @@ class Engine:
             dedup=[DedupEntry(cid, ts, result) for cid, ts, result in self._dedup.entries()],
             internal_errors=self.internal_errors,
         )
+        body = SnapshotBody(**fields, fences=dict(self.fences)) if self.fences else _SnapshotBodyV1(**fields)
         return self.codec.snapshot_encoder.encode(body)
 
     def restore(self, data: bytes) -> None:
@@ -237,6 +267,7 @@ class Engine:
         self.seq = body.seq
         self.ts_ns = body.ts_ns
         self.internal_errors = body.internal_errors
+        self.fences = dict(body.fences)
         self.ledger.restore(body.ledger)
         for name, state in body.products.items():
             self.products[name].restore_state(state)
@@ -257,7 +288,7 @@ class EngineCodec:
 
     def __init__(self, products: Iterable[Any]) -> None:
         products = list(products)
-        command_types = tuple(t for p in products for t in p.commands)
+        command_types = ENGINE_COMMANDS + tuple(t for p in products for t in p.commands)
         event_types = tuple(LEDGER_EVENTS) + tuple(t for p in products for t in p.events)
         result_types = tuple(t for p in products for t in p.results)
         self.command_type: Any = _union(command_types)

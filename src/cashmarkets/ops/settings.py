@@ -65,6 +65,10 @@ class Settings(msgspec.Struct, kw_only=True):
     metrics_token: str | None = None
     # Log records the projector writes per SQL transaction.
     projector_batch_records: int = 2_000
+    # "One per deployment" roles (projector, chart scheduler) hold a lease this long, renewed every
+    # fifth of it; a holder cut off from the store stops acting before it expires, and only then
+    # may another process take over (docs/decisions/018). SQLite: a file lock, no expiry.
+    lease_ttl_s: float = 5.0
     # Embedded mode: run the projector as a supervised child process (its SQL work then leaves this
     # process's GIL alone; docs/decisions/009) rather than as a task in the server's event loop.
     projector_process: bool = True

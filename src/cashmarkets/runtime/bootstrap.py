@@ -52,6 +52,7 @@ def build_projector(settings: Settings, db: Any, head_seq: Callable[[], Awaitabl
         engine_factory=build_engine,
         batch_records=settings.projector_batch_records,
         head_seq=head_seq,
+        lease_ttl_s=settings.lease_ttl_s,
     )
 
 

@@ -7,6 +7,10 @@ published (rolling entropy) -> the last tick settles -> a gap -> the next round.
 through the runtime as commands, so a restart continues from the log: an open round goes on with
 the same candles (they derive from logged inputs only), an announced one begins.
 
+One scheduler per deployment: it runs under a lease term (`fence`, store/leases.py), checks it
+before each command or chain call, and stamps its token on each command; the engine refuses a
+stale token, so a scheduler that lost its lease cannot act after its successor (decision 018).
+
 Seed chains: the secret start of each chain is drawn here (`secrets`) and kept in
 `<data dir>/chains/<game>.json` (0600); losing it only means the next round commits a new chain.
 Beacons are checked (BLS) before they enter the log. With a chain adapter, each chain's commitment
@@ -29,6 +33,7 @@ from typing import Any, Final
 import structlog
 
 from cashmarkets.beacons.sources import BeaconSource, BeaconUnavailable
+from cashmarkets.core import codes
 from cashmarkets.core.products.chartgame import (
     PRODUCT,
     ChartAnnounceRound,
@@ -45,6 +50,7 @@ from cashmarkets.fairness import drand
 from cashmarkets.fairness.chain import SEED_BYTES, SeedChain
 from cashmarkets.onchain.adapter import ChainAdapter
 from cashmarkets.ops.ids import new_id
+from cashmarkets.store.leases import LeaseLost, StaleFence, Term
 
 log = structlog.get_logger("cashmarkets.chartgame")
 
@@ -107,6 +113,7 @@ class ChartScheduler:
         chain_length: int = CHAIN_LENGTH,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         adapter: ChainAdapter | None = None,
+        fence: Term | None = None,
     ) -> None:
         self.runtime = runtime
         self.game = game
@@ -118,6 +125,7 @@ class ChartScheduler:
         self.chain_length = chain_length
         self.clock_ms = clock_ms
         self.adapter = adapter
+        self.fence = fence  # None: unfenced (token 0)
         self._stop = asyncio.Event()
         self._run_id = new_id()
         self._n = 0
@@ -132,8 +140,8 @@ class ChartScheduler:
         while not self._stop.is_set():
             try:
                 await self.play_round()
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, LeaseLost):
+                raise  # a lost lease ends this scheduler's term at once
             except Exception as exc:  # a failed round must not stop the game
                 log.warning("chart round failed", game=self.game.game, error=repr(exc))
                 await self._sleep_until(self.clock_ms() + 1_000)
@@ -216,6 +224,7 @@ class ChartScheduler:
         """The round's on-chain seed, drawn after its commitment is on chain (adapter only)."""
         if self.adapter is None:
             return None
+        self._check_fence()
         return await self.adapter.draw_seed(self.game.game, round_no, commitment)
 
     async def _beacon(self, round_no: int) -> Any:
@@ -248,6 +257,7 @@ class ChartScheduler:
         chain = self.chains.load(g.game, chain_id) or self.chains.create(g.game, chain_id, self.chain_length)
         onchain_txn = ""
         if self.adapter is not None:
+            self._check_fence()
             onchain_txn = await self.adapter.commit_chain(g.game, chain_id, chain.commitment, chain.length)
         await self._submit(
             ChartCommitChain(
@@ -262,9 +272,18 @@ class ChartScheduler:
         log.info("seed chain committed", game=g.game, chain_id=chain_id, commitment=chain.commitment.hex())
         return chain
 
+    def _check_fence(self) -> None:
+        if self.fence is not None:
+            self.fence.check()
+
     async def _submit(self, cmd: Any) -> Any:
+        if self.fence is not None:
+            self.fence.check()
+            cmd.fence = self.fence.token
         result = await self.runtime.submit(cmd)
         if isinstance(result, Rejected):
+            if result.code == codes.STALE_FENCE:
+                raise StaleFence(f"{type(cmd).__name__} refused: {result.detail}")
             raise RuntimeError(f"{type(cmd).__name__} rejected: {result.code} {result.detail}")
         return result
 

@@ -34,7 +34,8 @@ log = structlog.get_logger("cashmarkets.processes")
 
 
 def serve_metrics(settings: Settings) -> None:
-    """Engine and projector processes have no HTTP API: expose /metrics on its own port."""
+    """The processes without an HTTP API (engine, projector, poller, gateway, chartgame) expose
+    /metrics on their own port; deploy/docker-compose.yml checks their health there."""
     if settings.metrics_port:
         from cashmarkets.ops.metrics import serve_port
 
@@ -176,13 +177,12 @@ class _RemoteRuntime:
 
 
 async def run_chartgame(settings: Settings) -> None:
-    """Distributed mode: the chart games' round scheduler (one per deployment: a store lock
-    keeps a second one waiting). It follows the log with a replica and submits through Redis."""
-    from cashmarkets.api.app import chart_schedulers
-    from cashmarkets.runtime.chart_scheduler import stop_schedulers
+    """Distributed mode: the chart games' round scheduler, a fenced singleton (decision 018): it
+    follows the log with a replica and, while it holds the "chartgame" lease, schedules rounds
+    through Redis; a second one stands by (following the log) until the lease is free."""
     from cashmarkets.runtime.distributed import RedisBus
     from cashmarkets.runtime.runner import Runtime, RuntimeConfig
-    from cashmarkets.store.locks import exclusive
+    from cashmarkets.runtime.singletons import run_chart_role
 
     if not settings.distributed:
         raise SystemExit("cashmarkets chartgame needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL")
@@ -192,30 +192,33 @@ async def run_chartgame(settings: Settings) -> None:
     stop = _stop_event()
     db = create_engine(url)
     try:
-        async with exclusive(db, "chartgame"):
-            replica = Runtime(
-                build_engine(),
-                build_log(settings),
-                build_snapshots(settings, migrate=False),
-                RuntimeConfig(snapshots=False),
-                scratch_dir=settings.data_dir,
-            )
-            await replica.start(follow=_ignore_results)
-            bus = RedisBus(settings.redis_url, settings.redis_stream, replica.engine.codec)
-            await bus.start()
-            schedulers = chart_schedulers(settings, _RemoteRuntime(replica, bus, settings.command_timeout_s))
-            tasks = [asyncio.create_task(s.run(), name=f"chart-{s.game.game}") for s in schedulers]
-            log.info(
-                "chart scheduler running", games=[s.game.game for s in schedulers], seq=replica.engine.seq
-            )
-            try:
-                while not stop.is_set() and replica.running and not any(t.done() for t in tasks):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
-            finally:
-                await stop_schedulers(schedulers, tasks)
-                await replica.stop(snapshot=False)
-                await bus.close()
+        replica = Runtime(
+            build_engine(),
+            build_log(settings),
+            build_snapshots(settings, migrate=False),
+            RuntimeConfig(snapshots=False),
+            scratch_dir=settings.data_dir,
+        )
+        await replica.start(follow=_ignore_results)
+        bus = RedisBus(settings.redis_url, settings.redis_stream, replica.engine.codec)
+        await bus.start()
+        remote = _RemoteRuntime(replica, bus, settings.command_timeout_s)
+        serve_metrics(settings)
+        ended = asyncio.Event()
+        role = asyncio.create_task(run_chart_role(settings, db, remote, ended), name="chart-role")
+        try:
+            while not stop.is_set() and replica.running and not role.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            ended.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(role), 10)
+            role.cancel()
+            await replica.stop(snapshot=False)
+            await bus.close()
+        if role.done() and not role.cancelled():
+            role.result()  # a crashed scheduler exits non-zero with its error
     finally:
         await db.dispose()
 

@@ -7,6 +7,11 @@ position), so a crash between batches neither drops nor duplicates a row: on res
 is rebuilt up to the checkpoint (from the newest engine snapshot at or below it, then the log) and
 projection resumes right after it.
 
+One projector per store: it holds the "projector" lease (store/leases.py) and writes its token on
+the checkpoint row, in each batch's transaction, only if no higher token is there: a projector
+that lost its lease (paused, cut off, the database restarted) has its late batch refused
+(docs/decisions/018).
+
     accounts          one row per ledger account, totals copied from the replica per batch
     ledger_transfers  one row per executed transfer (COPY on PostgreSQL)
     withdrawals       from WithdrawalRequested / WithdrawalResolved
@@ -25,7 +30,7 @@ from typing import Any, Final
 
 import msgspec
 import structlog
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -39,7 +44,7 @@ from cashmarkets.log.base import CommandLog, LogCorrupted, Position
 from cashmarkets.ops import metrics
 from cashmarkets.runtime.runner import replay
 from cashmarkets.store.chart_projection import ChartBatch
-from cashmarkets.store.locks import exclusive
+from cashmarkets.store.leases import DEFAULT_TTL_S, Lease, LeaseLost, StaleFence, Term, hold
 from cashmarkets.store.snapshots import SnapshotStore
 from cashmarkets.store.spot_projection import SpotBatch
 from cashmarkets.store.tables import accounts, ledger_transfers, positions, projector_checkpoints, withdrawals
@@ -84,6 +89,7 @@ class Projector:
         engine_factory: Callable[[], Engine],
         batch_records: int = BATCH_RECORDS_MAX,
         head_seq: Callable[[], Awaitable[int | None]] | None = None,
+        lease_ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
         self.db = db
         self.log = log_backend
@@ -99,6 +105,9 @@ class Projector:
         # Where the engine is, for the lag metric (embedded: the runtime; distributed: its heartbeat).
         self.head_seq = head_seq
         self._candle_partitions: frozenset[str] = frozenset()
+        self.lease_ttl_s = lease_ttl_s
+        # The lease term this projector writes under; None: unfenced (token 0, tests and tools).
+        self.term: Term | None = None
 
     @property
     def seq(self) -> int:
@@ -254,27 +263,36 @@ class Projector:
                         }
                     )
         position = page[-1].position
+        fence = 0 if self.term is None else self.term.token
+        if self.term is not None:
+            self.term.check()
         async with self.db.begin() as conn:
             # The checkpoint first: it also opens the transaction on the server, which the asyncpg
             # adapter does lazily; a COPY sent before any statement would run in autocommit and
             # survive a crash without its checkpoint (rows projected twice on restart).
+            # Fenced: refused (and the whole batch with it) when a newer holder has claimed the row.
             checkpoint = {
                 "name": NAME,
                 "seq": self.engine.seq,
                 "position": position,
                 "updated_at_ns": time.time_ns(),
+                "fence": fence,
             }
             upsert = self._insert(projector_checkpoints).values(checkpoint)
-            await conn.execute(
+            written = await conn.execute(
                 upsert.on_conflict_do_update(
                     index_elements=[projector_checkpoints.c.name],
                     set_={
                         "seq": upsert.excluded.seq,
                         "position": upsert.excluded.position,
                         "updated_at_ns": upsert.excluded.updated_at_ns,
+                        "fence": upsert.excluded.fence,
                     },
-                )
+                    where=projector_checkpoints.c.fence <= fence,
+                ).returning(projector_checkpoints.c.name)
             )
+            if written.first() is None:
+                raise StaleFence(f"projector token {fence} is stale: a newer projector holds the store")
             if created:
                 await conn.execute(self._insert(accounts).on_conflict_do_nothing(), created)
             if transfers:
@@ -337,16 +355,47 @@ class Projector:
             )
 
     async def run(self) -> None:
-        """Take the store's projector lock, restore, then project forever (until cancelled)."""
-        async with exclusive(self.db, NAME_LOCK):
+        """Hold the store's projector lease, restore, then project forever (until cancelled). A
+        lost lease stops projecting at once; then it waits to hold the lease again."""
+        await hold(Lease(self.db, NAME_LOCK, ttl_s=self.lease_ttl_s), self._term, floor=self._fence_floor)
+
+    async def _term(self, term: Term) -> None:
+        self.term = term
+        try:
+            await self.claim(term.token)
             await self._run()
+        finally:
+            self.term = None
+
+    async def claim(self, token: int) -> None:
+        """Write `token` on the checkpoint row (before restoring from it): from now on a batch
+        carrying a lower token is refused."""
+        row = {"name": NAME, "seq": 0, "position": None, "updated_at_ns": time.time_ns(), "fence": token}
+        upsert = self._insert(projector_checkpoints).values(row)
+        async with self.db.begin() as conn:
+            claimed = await conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[projector_checkpoints.c.name],
+                    set_={"fence": upsert.excluded.fence},
+                    where=projector_checkpoints.c.fence <= token,
+                ).returning(projector_checkpoints.c.name)
+            )
+            if claimed.first() is None:
+                raise StaleFence(f"projector token {token} is below the checkpoint's")
+
+    async def _fence_floor(self) -> int:
+        """The next token is above the checkpoint's, even if the lease row was lost."""
+        row = projector_checkpoints.c
+        async with self.db.connect() as conn:
+            seen = (await conn.execute(select(func.max(row.fence)).where(row.name == NAME))).scalar()
+        return int(seen or 0) + 1
 
     async def _run(self) -> None:
         await self.restore()
         while True:
             try:
                 projected = await self.step()
-            except (asyncio.CancelledError, LogCorrupted):
+            except (asyncio.CancelledError, LogCorrupted, LeaseLost):
                 raise
             except Exception as exc:
                 # The replica may be ahead of what committed: rebuild it from the checkpoint.

@@ -9,6 +9,7 @@
                                           spot_orders, spot_trades, spot_candles,
                                           chart_chains, chart_rounds, chart_candles, chart_positions
     engine:                               engine_snapshots
+    singleton roles:                      leases
 
 Times are integer nanoseconds since the epoch (`*_ns`), amounts integer minor units, like the
 engine. Alembic migrations in `store/migrations` must produce exactly this schema (a test
@@ -408,6 +409,9 @@ projector_checkpoints = Table(
     Column("seq", BigInteger, nullable=False),
     Column("position", String(64), nullable=True),
     Column("updated_at_ns", BigInteger, nullable=False),
+    # The lease token of the projector that wrote this checkpoint: a batch carrying a lower one is
+    # refused in its own transaction (docs/decisions/018).
+    Column("fence", BigInteger, nullable=False, server_default="0"),
 )
 
 # ---- engine -------------------------------------------------------------------------------------
@@ -423,4 +427,19 @@ engine_snapshots = Table(
     Column("size_bytes", BigInteger, nullable=False),
     Column("data", LargeBinary, nullable=False),
     Index(None, "seq"),
+)
+
+# ---- singleton roles ----------------------------------------------------------------------------
+
+# One row per "one per deployment" role (projector, chartgame, ...): who holds it, until when
+# (milliseconds on the database server's clock) and the fencing token, which only grows
+# (store/leases.py, docs/decisions/018).
+leases = Table(
+    "leases",
+    metadata,
+    Column("role", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("acquired_at_ms", BigInteger, nullable=False),
 )

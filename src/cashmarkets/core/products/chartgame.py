@@ -11,6 +11,10 @@ rounds, candles and settlements):
                         opens; round seed = HMAC(seed, game, round, beacon [, on-chain seed])
     ChartMixBeacon      rolling entropy: the next beacon round is mixed into the stream
     ChartTick           the next candle; the last one settles the round
+
+These five carry the scheduler's lease token (`fence`, role "chartgame"): one lower than the
+highest the engine has seen is refused as stale_fence, so a scheduler that lost its lease cannot
+act after its successor's ClaimFence (docs/decisions/018).
     ChartOpenPosition / ChartClosePosition   players, while the round is open
 
 A candle is K sub-ticks of a multiplicative walk in integer ticks: each sub-tick moves the price by
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from cashmarkets.core.engine import Engine, Handler
 
 PRODUCT: Final = "chartgame"
+FENCE_ROLE: Final = "chartgame"  # the round scheduler's singleton role
 ESCROW: Final = escrow(PRODUCT)
 BPS: Final = 10_000
 PPM: Final = 1_000_000
@@ -113,12 +118,14 @@ class ChartCommitChain(Command, tag="chart_commit_chain"):
     commitment: bytes  # c_N of the chain
     length: int
     onchain_txn: str = ""  # the transaction that published the commitment on chain, if any
+    fence: int = 0  # the scheduler's lease token (0: unfenced)
 
 
 class ChartAnnounceRound(Command, tag="chart_announce_round"):
     game: str
     round_no: int
     start_ms: int
+    fence: int = 0
 
 
 class ChartBeginRound(Command, tag="chart_begin_round"):
@@ -127,6 +134,7 @@ class ChartBeginRound(Command, tag="chart_begin_round"):
     seed: bytes  # the chain's next seed
     beacon_signature: bytes  # of the announced beacon round (checked with BLS by the scheduler)
     onchain: OnchainDraw | None = None  # with a chain adapter (checked against the chain by it)
+    fence: int = 0
 
 
 class ChartMixBeacon(Command, tag="chart_mix_beacon"):
@@ -134,11 +142,13 @@ class ChartMixBeacon(Command, tag="chart_mix_beacon"):
     round_no: int
     beacon_round: int
     beacon_signature: bytes
+    fence: int = 0
 
 
 class ChartTick(Command, tag="chart_tick"):
     game: str
     round_no: int
+    fence: int = 0
 
 
 class ChartOpenPosition(Command, tag="chart_open"):
@@ -366,6 +376,9 @@ class ChartgameProduct:
         self.engine.on_rollback(undo)
 
     def commit_chain(self, cmd: ChartCommitChain) -> Reject | None:
+        stale = self.engine.fence(FENCE_ROLE, cmd.fence)
+        if stale is not None:
+            return stale
         gs = self.state.get(cmd.game)
         if gs is None:
             return Reject(codes.UNKNOWN_GAME, cmd.game)
@@ -383,6 +396,9 @@ class ChartgameProduct:
         return None
 
     def announce(self, cmd: ChartAnnounceRound) -> RoundView | Reject:
+        stale = self.engine.fence(FENCE_ROLE, cmd.fence)
+        if stale is not None:
+            return stale
         gs = self.state.get(cmd.game)
         if gs is None:
             return Reject(codes.UNKNOWN_GAME, cmd.game)
@@ -402,6 +418,9 @@ class ChartgameProduct:
         return view
 
     def begin(self, cmd: ChartBeginRound) -> RoundView | Reject:
+        stale = self.engine.fence(FENCE_ROLE, cmd.fence)
+        if stale is not None:
+            return stale
         gs = self.state.get(cmd.game)
         if gs is None:
             return Reject(codes.UNKNOWN_GAME, cmd.game)
@@ -449,6 +468,9 @@ class ChartgameProduct:
         self._streams[r.game] = Stream(key)
 
     def mix(self, cmd: ChartMixBeacon) -> Reject | None:
+        stale = self.engine.fence(FENCE_ROLE, cmd.fence)
+        if stale is not None:
+            return stale
         r = self._open_round(cmd.game, cmd.round_no)
         if isinstance(r, Reject):
             return r
@@ -463,6 +485,9 @@ class ChartgameProduct:
         return None
 
     def tick(self, cmd: ChartTick) -> Reject | None:
+        stale = self.engine.fence(FENCE_ROLE, cmd.fence)
+        if stale is not None:
+            return stale
         r = self._open_round(cmd.game, cmd.round_no)
         if isinstance(r, Reject):
             return r
