@@ -352,7 +352,7 @@ class Runtime:
                 try:
                     await self.take_snapshot()
                 except Exception as exc:
-                    if dependencies.dependency_down(exc) is None:  # an outage was logged once
+                    if dependencies.dependency_down(exc, dependencies.POSTGRES) is None:  # logged once
                         log.error("snapshot failed", error=repr(exc))
 
     async def take_snapshot(self, *, wait: bool = False) -> SnapshotRecord | None:
@@ -394,7 +394,10 @@ class Runtime:
             # Not saved: the next interval tries again. Only the store's own errors count as the
             # store being down (a failed fork or scratch file is the engine's problem, not PostgreSQL's).
             self._snapshot_seq = previous_seq
-            if store is not None and dependencies.dependency_down(exc) == dependencies.POSTGRES:
+            if (
+                store is not None
+                and dependencies.dependency_down(exc, dependencies.POSTGRES) == dependencies.POSTGRES
+            ):
                 store.down(exc, "saving a snapshot")
             raise
         if store is not None:

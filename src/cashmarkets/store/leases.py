@@ -115,7 +115,8 @@ class Lease:
             try:
                 term = await self._try(floor)
             except Exception as exc:  # the store is down or restarting: keep trying
-                if (name := dependencies.dependency_down(exc)) is not None:
+                # asyncpg's connect raises bare OSErrors: from here, those are the store's.
+                if (name := dependencies.dependency_down(exc, dependencies.POSTGRES)) is not None:
                     dependencies.watch(name).down(exc, f"campaigning for the {self.role} lease")
                 else:
                     log.warning("lease store unavailable", role=self.role, error=repr(exc))
@@ -224,7 +225,12 @@ class Lease:
                 async with asyncio.timeout(max(0.01, term._deadline - sent)):
                     ours = await self._renew(term)
             except Exception as exc:
-                log.warning("lease not renewed; retrying", role=self.role, token=term.token, error=repr(exc))
+                if (name := dependencies.dependency_down(exc, dependencies.POSTGRES)) is not None:
+                    dependencies.watch(name).down(exc, f"renewing the {self.role} lease")
+                else:
+                    log.warning(
+                        "lease not renewed; retrying", role=self.role, token=term.token, error=repr(exc)
+                    )
                 next_renew = time.monotonic() + min(self.renew_s, 0.2)
                 continue
             if not ours:
@@ -311,7 +317,7 @@ async def hold(
         if isinstance(error, LeaseLost):
             log.warning("term ended", role=lease.role, token=term.token, why=str(error))
             continue
-        if (name := dependencies.dependency_down(error)) is not None:
+        if (name := dependencies.dependency_down(error, dependencies.POSTGRES)) is not None:
             # Redis or PostgreSQL down mid-term (the claim, a command): not a reason to exit.
             # Stop acting (done: the term is released), wait, then campaign again.
             log.warning("term ended: dependency down", role=lease.role, dependency=name, error=repr(error))

@@ -393,6 +393,8 @@ class Projector:
         return int(seen or 0) + 1
 
     async def _run(self) -> None:
+        # Redis errors are always redis-py's own; a bare OSError or TimeoutError comes from
+        # asyncpg (connecting to PostgreSQL), hence the POSTGRES default below.
         await self._restore_when_reachable()
         backoff = Backoff()
         while True:
@@ -401,7 +403,7 @@ class Projector:
             except (asyncio.CancelledError, LogCorrupted, LeaseLost):
                 raise
             except Exception as exc:
-                if (name := dependencies.dependency_down(exc)) is not None:
+                if (name := dependencies.dependency_down(exc, dependencies.POSTGRES)) is not None:
                     # Redis or PostgreSQL down: wait and go on from the checkpoint (a lost lease
                     # meanwhile cancels this term; hold() campaigns again once the store is back).
                     self._waiting(name, exc, "projecting a batch")
@@ -433,7 +435,7 @@ class Projector:
                 await self.restore()
                 return
             except Exception as exc:
-                name = dependencies.dependency_down(exc)
+                name = dependencies.dependency_down(exc, dependencies.POSTGRES)
                 if name is None:
                     raise  # a corrupted log, a checkpoint past the log's end: fatal
                 self._waiting(name, exc, "restoring from the checkpoint")
