@@ -30,6 +30,8 @@ from cashmarkets.core.products.leverage import PositionView, Price, PriceTick, P
 from cashmarkets.core.products.spot import OrderView
 from cashmarkets.log.base import LogRecord
 from cashmarkets.log.redis_streams import RedisStreamLog
+from cashmarkets.ops import dependencies
+from cashmarkets.ops.backoff import Backoff
 from cashmarkets.runtime.bus import BadCommand, CommandTimeout, Depth
 
 log = structlog.get_logger("cashmarkets.distributed")
@@ -180,11 +182,21 @@ class PricePublisher:
                 self._task = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
+        backoff = Backoff()
         while self._dirty:
             self._dirty = False
             mapping = {s: msgspec.msgpack.encode(p) for s, p in self.product.prices.items()}
-            if mapping:
+            if not mapping:
+                continue
+            try:
                 await self.client.hset(self.key, mapping=mapping)
+            except Exception as exc:
+                if dependencies.dependency_down(exc, dependencies.REDIS) is None:
+                    raise
+                # Redis down: write the latest prices once it is back (the follow loop logs it).
+                dependencies.watch(dependencies.REDIS).down(exc, "publishing prices")
+                self._dirty = True
+                await backoff.sleep()
 
 
 class SqlBalances:

@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio
 import structlog
 
+from cashmarkets.ops import dependencies
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import (
     build_engine,
@@ -64,14 +65,7 @@ async def run_engine(settings: Settings) -> None:
     runtime.subscribe(PricePublisher(client, settings.redis_stream, runtime.engine.products["leverage"]))
     await runtime.start(follow=publisher)
 
-    async def heartbeat() -> None:
-        while True:
-            await client.set(
-                engine_alive_key(settings.redis_stream), runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5)
-            )
-            await asyncio.sleep(ENGINE_HEARTBEAT_S)
-
-    beat = asyncio.create_task(heartbeat())
+    beat = asyncio.create_task(_heartbeat(client, settings.redis_stream, runtime))
     log.info("engine running", seq=runtime.engine.seq, stream=settings.redis_stream)
     try:
         while not stop.is_set() and runtime.running:
@@ -81,11 +75,27 @@ async def run_engine(settings: Settings) -> None:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
-        await client.delete(engine_alive_key(settings.redis_stream))
+        with contextlib.suppress(Exception):  # Redis may be down: the key expires by itself
+            await client.delete(engine_alive_key(settings.redis_stream))
         await runtime.stop()
         await client.aclose()
     if not stop.is_set():
         raise SystemExit("engine stopped: the log could not be read or applied (see the log)")
+
+
+async def _heartbeat(client: redis.asyncio.Redis, stream: str, runtime: Any) -> None:
+    """Refresh the engine's alive key (its seq) every ENGINE_HEARTBEAT_S, through Redis outages."""
+    redis_dep = dependencies.watch(dependencies.REDIS)
+    while True:
+        try:
+            await client.set(engine_alive_key(stream), runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5))
+        except Exception as exc:
+            if dependencies.dependency_down(exc, dependencies.REDIS) is None:
+                raise
+            redis_dep.down(exc, "refreshing the engine heartbeat")
+        else:
+            redis_dep.up()
+        await asyncio.sleep(ENGINE_HEARTBEAT_S)
 
 
 async def run_projector(settings: Settings) -> None:
@@ -227,6 +237,11 @@ async def _ignore_results(_applied: list[Any]) -> None:
     """A replica answers nobody: the engine process publishes the results."""
 
 
+def _log_stream_status(registry: Any, event: str) -> None:
+    sent = registry.stream_status(event)
+    log.info("subscribers told of the stream", stream_event=event, notices=sent)
+
+
 async def run_gateway(settings: Settings) -> None:
     """Distributed mode: a WebSocket gateway (run several on one port: SO_REUSEPORT). It follows
     the Redis command log with its own engine replica (newest snapshot + replay, then tailing),
@@ -236,6 +251,7 @@ async def run_gateway(settings: Settings) -> None:
     from cashmarkets.api.security import Sessions
     from cashmarkets.api.ws_commands import SocketCommands
     from cashmarkets.gateway.bridge import EngineBridge
+    from cashmarkets.gateway.protocol import STREAM_INTERRUPTED, STREAM_RESUMED
     from cashmarkets.gateway.server import Gateway, gateway_limits
     from cashmarkets.gateway.topics import TopicRegistry
     from cashmarkets.runtime.bus import EngineBalances
@@ -257,6 +273,11 @@ async def run_gateway(settings: Settings) -> None:
     )
     registry = TopicRegistry()
     runtime.subscribe(EngineBridge(registry, runtime.engine))
+    # Redis down: the replica stops hearing the log. The sockets stay open and every subscription
+    # is told (then told again when it resumes, and the missed messages follow with their seqs).
+    dependencies.watch(dependencies.REDIS).listeners.append(
+        lambda up: _log_stream_status(registry, STREAM_RESUMED if up else STREAM_INTERRUPTED)
+    )
     await runtime.start(follow=_ignore_results)
     db = create_engine(url)
     bus = RedisBus(settings.redis_url, settings.redis_stream, runtime.engine.codec)

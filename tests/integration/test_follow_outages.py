@@ -1,0 +1,174 @@
+"""Distributed mode rides out its dependencies (issue 16): the real `cashmarkets engine`,
+`projector`, `gateway` and `chartgame` processes against a private Redis (SIGKILLed for a few
+seconds, then started again on its AOF) or a private PostgreSQL (stopped -m immediate). Each
+process stays up, picks up where it was, and the numbers come out exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.e2e.flows import eventually
+from tests.e2e.processes import Cluster, Proc, distributed_cluster, free_port
+from tests.support.private_pg import private_postgres
+from tests.support.private_redis import PrivateRedis, private_redis
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+OUTAGE_S = 3.0
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def own_redis() -> Iterator[PrivateRedis]:
+    with private_redis() as server:
+        yield server
+
+
+def sign_up(http: httpx.Client, email: str) -> dict[str, str]:
+    token = http.post("/api/v1/signup", json={"email": email, "password": PASSWORD}).json()["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def faucet(http: httpx.Client, h: dict[str, str], key: str) -> httpx.Response:
+    """One USDC, retried (same idempotency key: at most once) until the cluster answers 200."""
+    return eventually(
+        lambda: http.post(
+            "/api/v1/faucet", json={"asset": "USDC", "amount": "1"}, headers={**h, "Idempotency-Key": key}
+        ),
+        lambda r: r.status_code == 200,
+        timeout_s=30,
+    )
+
+
+def projected_usdc(http: httpx.Client, h: dict[str, str]) -> str | None:
+    """The USDC balance as the projection has it (the API reads balances from SQL)."""
+    r = http.get("/api/v1/balance", headers=h)
+    if r.status_code != 200:
+        return None
+    found = [b["balance"] for b in r.json()["balances"] if b["asset"] == "USDC"]
+    return found[0] if found else None
+
+
+def assert_alive(cluster: Cluster, names: list[str]) -> None:
+    for name in names:
+        proc = cluster.procs[name]
+        assert proc.alive(), f"{name} exited:\n{proc.output()}"
+
+
+def start_gateway(cluster: Cluster, port: int) -> Proc:
+    env = {**cluster.env, "CASHMARKETS_WS_PORT": str(port)}
+    gateway = cluster.procs["gateway"] = Proc(["gateway"], env, cluster.tmp / "gateway.log")
+    deadline = time.monotonic() + 60
+    while "gateway running" not in gateway.output():
+        assert gateway.alive() and time.monotonic() < deadline, gateway.output()
+        time.sleep(0.1)
+    return gateway
+
+
+async def recv(ws: ClientConnection, timeout_s: float = 30) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
+    return decoded
+
+
+async def until(ws: ClientConnection, match: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages before the first one `match` accepts, and that one."""
+    before = []
+    while True:
+        message = await recv(ws)
+        if match(message):
+            return before, message
+        before.append(message)
+
+
+def test_a_redis_outage_pauses_engine_projector_and_gateway(
+    tmp_path: Path, pg_url: str, own_redis: PrivateRedis
+) -> None:
+    env = {"CASHMARKETS_REDIS_URL": own_redis.url(), "CASHMARKETS_PRICE_INTERVAL_MS": "100"}
+    with distributed_cluster(tmp_path, pg_url, env, poller=True) as cluster:
+        http = httpx.Client(base_url=cluster.urls[0], timeout=15)
+        h = sign_up(http, "outage@example.com")
+        port = free_port()
+        start_gateway(cluster, port)
+        token = h["Authorization"].removeprefix("Bearer ")
+
+        async def story() -> None:
+            async with connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["account"], "id": 1}))
+                snapshot, _ = await until(ws, lambda m: m.get("id") == 1)
+                assert snapshot[0]["data"]["balance"] == "5000.000000"
+                assert (await asyncio.to_thread(faucet, http, h, "before")).json()["balance"]["balance"] == (
+                    "5001.000000"
+                )
+                _, before = await until(ws, lambda m: m.get("data", {}).get("balance") == "5001.000000")
+                last_seq = before["seq"]
+
+                await asyncio.to_thread(own_redis.kill)
+                _, interrupted = await until(ws, lambda m: "event" in m)
+                assert interrupted == {"stream": "account", "event": "interrupted", "seq": last_seq}
+                await asyncio.sleep(OUTAGE_S)
+                await asyncio.to_thread(own_redis.start)
+                _, resumed = await until(ws, lambda m: "event" in m)
+                assert resumed == {"stream": "account", "event": "resumed", "replayed": True, "seq": last_seq}
+
+                # The socket it kept carries on with the next seq, no gap and no repeat.
+                after = await asyncio.to_thread(faucet, http, h, "after")
+                assert after.json()["balance"]["balance"] == "5002.000000"
+                _, update = await until(ws, lambda m: m.get("stream") == "account")
+                assert update["seq"] == last_seq + 1
+                assert update["data"]["balance"] == "5002.000000"
+
+        asyncio.run(story())
+        assert_alive(cluster, ["engine", "projector", "gateway", "poller", "api0", "api1"])
+        assert cluster.procs["poller"].stop() == 0  # no more ticks: the log's length stands still
+        # Applied once each, in order: the engine's seq is the number of records in the log.
+        client = redis.Redis.from_url(own_redis.url())
+        stream = cluster.env["CASHMARKETS_REDIS_STREAM"]
+        length = client.xlen(stream)
+        alive_key = f"{stream}:engine:alive"
+        seen = eventually(lambda: client.get(alive_key), lambda v: v is not None and int(v) == length)
+        assert seen is not None and int(seen) == length
+        # The projector caught up with the exact balance.
+        assert eventually(lambda: projected_usdc(http, h), lambda b: b == "5002.000000") == "5002.000000"
+        for name in ("engine", "projector", "gateway"):  # once per outage, not per retry
+            output = cluster.procs[name].output()
+            assert output.count("waiting for dependency") == 1, output
+            assert "dependency back" in output, output
+        client.close()
+
+
+def test_a_postgres_outage_does_not_stop_the_projector(tmp_path: Path) -> None:
+    with private_postgres() as pg, private_redis() as own_redis:
+        pg_url = pg.create_database("cm")
+        # A short lease: the projector loses it during the outage and must campaign again.
+        # Price ticks keep the projector writing batches while PostgreSQL is down.
+        env = {
+            "CASHMARKETS_REDIS_URL": own_redis.url(),
+            "CASHMARKETS_LEASE_TTL_S": "1.5",
+            "CASHMARKETS_PRICE_INTERVAL_MS": "100",
+        }
+        with distributed_cluster(tmp_path, pg_url, env, poller=True) as cluster:
+            http = httpx.Client(base_url=cluster.urls[0], timeout=15)
+            h = sign_up(http, "pg-outage@example.com")
+            assert faucet(http, h, "before").status_code == 200
+            assert eventually(lambda: projected_usdc(http, h), lambda b: b == "5001.000000") == "5001.000000"
+            pg.kill()
+            time.sleep(OUTAGE_S)
+            pg.start()
+            after = faucet(http, h, "after")
+            assert after.json()["balance"]["balance"] == "5002.000000", after.text
+            assert eventually(lambda: projected_usdc(http, h), lambda b: b == "5002.000000", 30) == (
+                "5002.000000"
+            )
+            assert_alive(cluster, ["engine", "projector", "poller", "api0", "api1"])
+            output = cluster.procs["projector"].output()
+            assert "waiting for dependency" in output and "dependency back" in output, output
