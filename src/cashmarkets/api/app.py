@@ -385,6 +385,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
             if projector is not None:
                 await projector.log.close()
             await runtime.stop()
+            await services.idempotency.close()
             await db.dispose()
 
     return lifespan
@@ -421,6 +422,7 @@ def _distributed_lifespan(settings: Settings) -> Any:
             if metrics_server is not None:
                 metrics.stop_port(metrics_server)
             await bus.close()
+            await services.idempotency.close()
             await db.dispose()
 
     return lifespan

@@ -252,7 +252,8 @@ async def _idempotent(
         raise
     # The answer is stored before the client sees it: a retry that follows the answer must
     # find it stored, never "still in progress". A 5xx frees the key for a retry instead (the
-    # engine's own command-id dedup still guarantees a single effect).
+    # engine's own command-id dedup still guarantees a single effect). Neither raises: with the
+    # store down, the claim is released in the background once it is back (store/idempotency).
     if status < 500:
         body_out = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
         await store.complete(owner, key, Stored(status, content_type, body_out))

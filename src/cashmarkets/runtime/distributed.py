@@ -32,6 +32,7 @@ from cashmarkets.log.base import LogRecord
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.ops import dependencies
 from cashmarkets.ops.backoff import Backoff
+from cashmarkets.ops.dependencies import DependencyUnavailable
 from cashmarkets.runtime.bus import BadCommand, CommandTimeout, Depth
 
 log = structlog.get_logger("cashmarkets.distributed")
@@ -88,17 +89,24 @@ class RedisBus:
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        # The engine's heartbeat as last seen (every ENGINE_HEARTBEAT_S): False refuses commands
+        # at once (503) instead of logging them for an engine that is not there to answer (504).
+        # None: unknown (Redis unreachable; the append then fails by itself).
+        self.engine_alive: bool | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.log.open()
         self._listener = asyncio.create_task(self._listen(), name="reply-listener")
+        self._watcher = asyncio.create_task(self._watch_engine(), name="engine-watch")
         await asyncio.wait_for(self._subscribed.wait(), 10)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        for task in (self._listener, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self.log.close()
         await self.client.aclose()
 
@@ -125,11 +133,22 @@ class RedisBus:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
 
+    async def _watch_engine(self) -> None:
+        key = engine_alive_key(self.stream)
+        while True:
+            try:
+                self.engine_alive = bool(await self.client.exists(key))
+            except Exception:  # Redis down: unknown, and commands fail on the append anyway
+                self.engine_alive = None
+            await asyncio.sleep(ENGINE_HEARTBEAT_S)
+
     async def submit(self, cmd: Command, timeout_s: float) -> Result:
         cmd.ts_ns = time.time_ns()
         command_id = cmd.command_id
         future = self._pending.get(command_id)
         owner = future is None
+        if owner and self.engine_alive is False:
+            raise DependencyUnavailable("engine", "no engine heartbeat: the command was not logged")
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._pending[command_id] = future
