@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,62 @@ def test_a_postgres_outage_does_not_stop_the_projector(tmp_path: Path) -> None:
             assert_alive(cluster, ["engine", "projector", "poller", "api0", "api1"])
             output = cluster.procs["projector"].output()
             assert "waiting for dependency" in output and "dependency back" in output, output
+
+
+CG = "/api/v1/chartgame"
+
+
+def open_round(http: httpx.Client) -> dict[str, Any] | None:
+    rounds = http.get(f"{CG}/games/btc-30s/rounds").json()["rounds"]
+    return rounds[0] if rounds and rounds[0]["status"] == "open" else None
+
+
+def test_a_redis_outage_pauses_the_chart_round_which_then_resumes(
+    tmp_path: Path, pg_url: str, own_redis: PrivateRedis
+) -> None:
+    """Decision 019: a round that cannot go on during an outage pauses and resumes (same round,
+    candles continuing from where they stopped); the scheduler process stays up."""
+    with distributed_cluster(tmp_path, pg_url, {"CASHMARKETS_REDIS_URL": own_redis.url()}) as cluster:
+        env = {**cluster.env, "CASHMARKETS_DATA_DIR": str(cluster.tmp / "scheduler")}
+        chart = cluster.procs["chartgame"] = Proc(["chartgame"], env, cluster.tmp / "chartgame.log")
+        http = httpx.Client(base_url=cluster.urls[0], timeout=15)
+        h = sign_up(http, "round@example.com")
+        position = {"game": "btc-30s", "side": "long", "stake": "10", "leverage": 2}
+        deadline = time.monotonic() + 90
+        opened = None
+        while opened is None and time.monotonic() < deadline:
+            assert chart.alive(), chart.output()
+            r = http.post(f"{CG}/positions", json=position, headers=h)
+            if r.status_code == 200 and (live := open_round(http)) is not None and live["candles"] < 200:
+                opened = r.json()
+            else:
+                time.sleep(0.3)
+        assert opened is not None and live is not None, chart.output()
+
+        own_redis.kill()
+        time.sleep(OUTAGE_S)
+        own_redis.start()
+
+        def same_round() -> dict[str, Any]:
+            rounds = http.get(f"{CG}/games/btc-30s/rounds").json()["rounds"]
+            found = [x for x in rounds if x["round"] == live["round"]]
+            assert found, rounds
+            return found[0]
+
+        resumed = eventually(same_round, lambda x: x["candles"] > live["candles"] + 20, timeout_s=30)
+        assert resumed["status"] in ("open", "settled") and resumed["candles"] > live["candles"] + 20
+        assert chart.alive(), chart.output()
+        http.post(f"{CG}/positions/{opened['positionId']}/close", headers=h)  # unless settled already
+
+        def mine() -> dict[str, Any]:
+            found = http.get(f"{CG}/positions", headers=h).json()["positions"]
+            return next(p for p in found if p["positionId"] == opened["positionId"])
+
+        # Closed by the player or settled with the round: paid out once, to the unit.
+        done = eventually(mine, lambda p: p["status"] != "open" and p["payout"] is not None, timeout_s=30)
+        assert done["status"] != "open" and done["payout"] is not None, done
+        expected = Decimal("5000") - Decimal(done["stake"]) - Decimal(done["fee"]) + Decimal(done["payout"])
+        want = f"{expected:.6f}"
+        assert eventually(lambda: projected_usdc(http, h), lambda b: b == want, timeout_s=20) == want
+        assert_alive(cluster, ["chartgame", "engine", "projector", "api0", "api1"])
+        assert "waiting for dependency" in chart.output() and "dependency back" in chart.output()
