@@ -281,14 +281,20 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
                 idempotency_key = value.decode("latin-1")
         request_id = incoming if incoming is not None and SANE_REQUEST_ID.match(incoming) else new_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (b"x-request-id", request_id.encode())
+        added = [(b"x-request-id", request_id.encode())]
+        if scope["method"] == "GET" and scope["path"].startswith("/api/"):
+            # Reads are served from the projection (distributed: all of them): say how stale.
+            projection = getattr(scope["app"].state, "projection", None)
+            lag = projection.header() if projection is not None else None
+            if lag is not None:
+                added.append(lag)
         status = 500
 
         async def edge_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         token = REQUEST_ID.set(request_id)

@@ -28,6 +28,7 @@ from cashmarkets.runtime.distributed import (
     engine_alive_key,
 )
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, watch_feed
+from cashmarkets.runtime.projection_health import start_heartbeat
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 
@@ -118,6 +119,7 @@ async def run_projector(settings: Settings) -> None:
     serve_metrics(settings)
     await projector.log.open()
     task = asyncio.create_task(projector.run(), name="projector")
+    beat = start_heartbeat(client, settings.redis_stream, projector, engine_seq)
     log.info("projector running")
     try:
         await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -127,6 +129,8 @@ async def run_projector(settings: Settings) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if beat is not None:
+            beat.cancel()
         await projector.log.close()
         await db.dispose()
         if client is not None:
