@@ -21,6 +21,7 @@ At the end every acknowledged trade is checked against the store, and `reconcile
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import threading
@@ -58,7 +59,6 @@ PROCESS_DOWN_S = 2.0
 NOT_READY_WAIT_S = 12.0  # a process whose loss /ready must show stays down until it did, or this
 SETTLE_S = 1.0  # trading between faults
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "chaos.json"
-GAME_ROUNDS = "/api/v1/chartgame/games/btc-30s/rounds"
 
 
 @dataclass(frozen=True)
@@ -201,21 +201,26 @@ def measure_recovery(story: Story, fault: Fault, t_back: float) -> tuple[float |
     None if not within RECOVERY_WAIT_S. Also when the rounds advanced (None if not seen by then)."""
     deadline = t_back + RECOVERY_WAIT_S
     with httpx.Client(timeout=3) as client:
-        chart_before = chart_state(client, story.stack.urls)
-        chart_s: float | None = None
         projected_at = probe_trade(story, client, fault.target, deadline)
         if projected_at is None:
-            return None, None
+            return None, chart_advanced(story.ws, t_back)
         while time.monotonic() < deadline:
             now = time.monotonic()
-            if chart_s is None and chart_state(client, story.stack.urls) not in (None, chart_before):
-                chart_s = now - t_back
+            chart_s = chart_advanced(story.ws, t_back)
             ready = all(_ready(client, url) for url in story.stack.urls)
             prices = any(t > t_back for t, _ in story.ws.ticks[-1:])
             if ready and prices and (fault.target != "chartgame" or chart_s is not None):
                 return max(now, projected_at) - t_back, chart_s
             time.sleep(0.1)
-    return None, chart_s
+    return None, chart_advanced(story.ws, t_back)
+
+
+def chart_advanced(ws: Subscriber, t_back: float) -> float | None:
+    """Seconds from t_back to the first chart game message (a candle, a round) through the
+    gateway, or None (rounds pause between them for a few seconds: gap, commit, beacon)."""
+    chart = list(ws.chart)
+    first = bisect.bisect_right(chart, t_back)
+    return chart[first] - t_back if first < len(chart) else None
 
 
 def probe_trade(story: Story, client: httpx.Client, tag: str, deadline: float) -> float | None:
@@ -266,19 +271,6 @@ def _ready(client: httpx.Client, url: str) -> bool:
         return False
 
 
-def chart_state(client: httpx.Client, urls: list[str]) -> tuple[Any, ...] | None:
-    """The newest round of the chart game, as projected: (round, status, candles)."""
-    for url in urls:
-        try:
-            r = client.get(url + GAME_ROUNDS, params={"limit": 1})
-        except httpx.TransportError:
-            continue
-        if r.status_code == 200 and r.json()["rounds"]:
-            newest = r.json()["rounds"][0]
-            return (newest["round"], newest["status"], newest["candles"])
-    return None
-
-
 def client_errors(traders: list[Trader], since: float, until: float) -> dict[str, int]:
     counts = Counter(f.kind for t in traders for f in list(t.failures) if since <= f.t <= until)
     acks = sum(1 for t in traders for a in list(t.acks) if since <= a <= until)
@@ -292,7 +284,7 @@ def ws_figures(ws: Subscriber, since: float, back: float) -> dict[str, Any]:
     gaps = sum(1 for (_, s0), (t1, s1) in itertools.pairwise(ticks) if since <= t1 and s1 != s0 + 1)
     return {
         "disconnects": sum(1 for t in list(ws.disconnects) if t >= since),
-        "notices": [n for t, n in list(ws.notices) if t >= since][:6],
+        "notices": [n.get("event", n) for t, n in list(ws.notices) if t >= since][:12],
         "seq_jumps": gaps,
         "prices_again_s": round(after[0] - back, 1) if after else None,
     }
@@ -315,6 +307,10 @@ def judge(fault: Fault, row: dict[str, Any]) -> list[str]:
     for i in kept:
         if set(during[i]) - {"ready"}:
             problems.append(f"/ready of api{i} not true throughout: {during[i]}")
+    events = row["ws"]["notices"]  # one per subscribed topic
+    told = "interrupted" in events and "resumed" in events[events.index("interrupted") :]
+    if fault.target == "redis" and not told:
+        problems.append(f"gateway notices {events}, not interrupted then resumed")
     if row["ws"]["prices_again_s"] is None:
         problems.append("no price through the gateway after the fault")
     return problems

@@ -394,14 +394,19 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+CHART_STREAMS = (f"candles.{GAME}", f"round.{GAME}")
+
+
 class Subscriber(threading.Thread):
-    """A WebSocket client of the gateway on the BTC price stream: every (time, seq) received, every
-    message that is neither a price nor a reply (notices), every lost connection (it reconnects)."""
+    """A WebSocket client of the gateway on the BTC price stream and the chart game's streams:
+    every (time, seq) of a price, the time of every chart message, every message that is none of
+    those nor a reply (notices), every lost connection (it reconnects and subscribes again)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(name="ws-subscriber", daemon=True)
         self.url = url
         self.ticks: list[tuple[float, int]] = []
+        self.chart: list[float] = []
         self.notices: list[tuple[float, dict[str, Any]]] = []
         self.disconnects: list[float] = []
         self.stopped = threading.Event()
@@ -413,7 +418,8 @@ class Subscriber(threading.Thread):
         while not self.stopped.is_set():
             try:
                 async with connect(self.url, open_timeout=2, close_timeout=1) as ws:
-                    await ws.send(json.dumps({"method": "SUBSCRIBE", "params": [BTC_STREAM], "id": 1}))
+                    streams = [BTC_STREAM, *CHART_STREAMS]
+                    await ws.send(json.dumps({"method": "SUBSCRIBE", "params": streams, "id": 1}))
                     while not self.stopped.is_set():
                         with contextlib.suppress(TimeoutError):
                             self._record(json.loads(await asyncio.wait_for(ws.recv(), 1.0)))
@@ -423,9 +429,11 @@ class Subscriber(threading.Thread):
 
     def _record(self, message: dict[str, Any]) -> None:
         now = time.monotonic()
-        if message.get("stream") == BTC_STREAM and "seq" in message:
+        if message.get("stream") == BTC_STREAM and "data" in message:
             self.ticks.append((now, int(message["seq"])))
-        elif "id" not in message:
+        elif message.get("stream") in CHART_STREAMS and "data" in message:
+            self.chart.append(now)
+        elif "id" not in message:  # e.g. {"stream", "event": "interrupted" | "resumed", "seq"}
             self.notices.append((now, message))
 
     def stop(self) -> None:
