@@ -112,11 +112,13 @@ class RedisBus:
 
     async def _listen(self) -> None:
         decode = self.codec.result_decoder.decode
+        backoff = Backoff()
         while True:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 self._subscribed.set()
+                backoff.reset()
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
@@ -127,8 +129,9 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a dropped connection: resubscribe; waiters fall back to GET
-                log.warning("reply channel lost; resubscribing", error=repr(exc))
-                await asyncio.sleep(0.2)
+                if backoff.attempts == 0:  # once per outage, not per retry
+                    log.warning("reply channel lost; resubscribing", error=repr(exc))
+                await backoff.sleep()
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
