@@ -246,3 +246,28 @@ def test_a_killed_api_process_frees_its_in_flight_key_in_seconds(stack: Stack) -
     assert float(retry.json()["balance"]["balance"]) == before + 1
     assert float(_faucet(b, headers).json()["balance"]["balance"]) == before + 2
     print(f"key free {freed_after_s:.1f} s after the kill ({in_use} x 409 in use)")
+
+
+def test_commands_without_an_engine_heartbeat_are_refused_before_they_are_logged(stack: Stack) -> None:
+    api = stack.client()
+    headers = _signup(api, "engine@example.com")
+    before = float(_faucet(api, headers).json()["balance"]["balance"])
+    engine = stack.procs["engine"].proc
+    engine.send_signal(signal.SIGSTOP)  # alive but silent: its heartbeat expires
+    try:
+        ready = _ready(api, 503, timeout_s=15)
+        assert ready.json()["checks"]["engine"] == "no engine heartbeat", ready.text
+        refused: httpx.Response = eventually(
+            lambda: _faucet(api, headers, key="no-engine"), lambda r: r.status_code == 503, 10
+        )
+        _assert_unavailable(refused)
+        assert refused.json()["dependency"] == "engine"
+    finally:
+        engine.send_signal(signal.SIGCONT)
+    assert _ready(api, 200).status_code == 200
+    after: httpx.Response = eventually(
+        lambda: _faucet(api, headers, key="no-engine"), lambda r: r.status_code == 200, 15
+    )
+    assert after.status_code == 200, after.text
+    # Refused means not logged: only the retry was applied.
+    assert float(after.json()["balance"]["balance"]) == before + 1
