@@ -463,6 +463,7 @@ _ERROR_RESPONSES = {
     415: "A body that is not application/json",
     422: "Refused by the engine (e.g. insufficient_funds)",
     429: "Rate limited: see Retry-After",
+    503: "dependency_unavailable: Redis, PostgreSQL or the engine is down; retry after Retry-After",
     504: "The engine did not answer in time; the command may still apply (see commandId)",
 }
 

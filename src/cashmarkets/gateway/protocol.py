@@ -63,7 +63,7 @@ class ErrorCode(enum.IntEnum):
     MESSAGE_TOO_LARGE = 7
     UNSUPPORTED_VERSION = 8
     REJECTED = 9  # the engine refused a command; `reason` carries its rejection code
-    UNAVAILABLE = 10  # the engine did not answer in time
+    UNAVAILABLE = 10  # the engine did not answer in time; or reason dependency_unavailable, retryAfterMs
     RATE_LIMITED = 11  # the user's rate limit (shared with HTTP): reason rate_limited, retryAfterMs
 
 
