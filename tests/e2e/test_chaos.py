@@ -34,9 +34,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.flows import USDC
 from tests.fakes.backpack import ThreadedBackpack
 from tests.support.chaos import (
     CLIENTS,
+    DEPOSIT_USDC,
     ChaosStack,
     PriceWalk,
     ReadyWatch,
@@ -333,24 +335,39 @@ def judge(fault: Fault, row: dict[str, Any]) -> list[str]:
 
 
 def check_books(story: Story) -> None:
-    """Every acknowledged trade exact; reconcile and replay --verify clean."""
-    stack = story.stack
-    with httpx.Client(base_url=stack.urls[0], timeout=15) as client:
+    """Every acknowledged trade exact; reconcile and replay --verify clean; the users' money in
+    the reconciliation is what the clients' trades say it is, and the deposits are ours."""
+    balances: list[int] = []
+    with httpx.Client(base_url=story.stack.urls[0], timeout=15) as client:
         for trader in [*story.traders, story.probe]:
             if any(t["orderId"] is None for t in trader.opened):
                 continue  # the probe lost an answer: its books are unknown (already a problem)
             try:
-                verify_trader(client, trader)
+                balances.append(verify_trader(client, trader))
             except AssertionError as exc:
                 story.problems.append(f"trader {trader.index} books: {str(exc)[:500]}")
-    for args in (["reconcile"], ["replay", "--verify"]):
-        done = cli({**stack.env, "CASHMARKETS_DATA_DIR": str(stack.tmp / "data" / "verify")}, *args)
-        ok = done.returncode == 0 and json.loads(done.stdout or "{}").get("ok") is True
-        story.rows.append({"fault": " ".join(args), "ok": ok, "output": (done.stdout + done.stderr)[-1500:]})
-        if not ok:
+    reconciled = run_check(story, "reconcile")
+    usdc: dict[str, Any] = next((a for a in reconciled.get("assets", []) if a["asset"] == "USDC"), {})
+    deposits = (CLIENTS + 1) * DEPOSIT_USDC * USDC
+    if len(balances) == CLIENTS + 1:
+        got = (usdc.get("deposits"), usdc.get("users"), usdc.get("escrows", {}).get("@escrow:leverage"))
+        if got != (deposits, sum(balances), 0):
             story.problems.append(
-                f"{' '.join(args)}: exit {done.returncode}\n{(done.stdout + done.stderr)[-1500:]}"
+                f"reconcile (deposits, users, leverage escrow) {got}, expected {(deposits, sum(balances), 0)}"
             )
+    run_check(story, "replay", "--verify")
+
+
+def run_check(story: Story, *args: str) -> dict[str, Any]:
+    """A `cashmarkets` check against the deployment: its report, a row, a problem unless ok."""
+    done = cli({**story.stack.env, "CASHMARKETS_DATA_DIR": str(story.stack.tmp / "data" / "verify")}, *args)
+    found: dict[str, Any] = json.loads(done.stdout) if done.stdout.startswith("{") else {}
+    ok = done.returncode == 0 and found.get("ok") is True
+    output = (done.stdout + done.stderr)[-1500:]
+    story.rows.append({"fault": " ".join(args), "ok": ok, "output": output})
+    if not ok:
+        story.problems.append(f"{' '.join(args)}: exit {done.returncode}\n{output}")
+    return found
 
 
 def report(story: Story) -> None:
@@ -386,7 +403,8 @@ def report(story: Story) -> None:
 LEGEND = (
     "down s: kill to the dependency's return or the restart; recov s: from then until both APIs",
     "are ready, a fresh trade is acknowledged and projected and prices flow through the gateway;",
-    "chart s: from then until the chart game's next message through the gateway; ready during:",
+    "chart s: from then until the chart game's next message through the gateway (-: none before",
+    "the next fault; rounds pause in outages and between rounds); ready during:",
     "/ready samples in the outage; ws: the subscriber's lost connections and when prices came",
     "again (s); client errors: answers other than success to the 8 clients from kill to recovery.",
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -272,7 +273,7 @@ class Trader:
         """Until closed: a definitive refusal (a stale price, say) is tried again with a new key."""
         body = {"orderId": trade["orderId"]}
         deadline = time.monotonic() + RETRY_FOR_S
-        for attempt in range(1_000_000):
+        for attempt in itertools.count():
             response = self.post(client, "/api/v1/trade/close", body, f"{key}-close-{attempt}")
             if response.status_code == 200:
                 self.closed[trade["orderId"]] = response.json()
