@@ -1,7 +1,8 @@
 """The chaos test of distributed mode (issue 16): one deployment on its own Redis and PostgreSQL,
-8 clients trading leverage over both API processes, a WebSocket subscriber on the gateway, chart
-rounds running. Faults, one at a time: Redis SIGKILLed, PostgreSQL stopped (`-m immediate`), then
-each process SIGKILLed once; only the killed thing is started again.
+8 clients trading leverage over both API processes, one placing and canceling spot orders, a
+WebSocket subscriber on the gateway, chart rounds running. Faults, one at a time: Redis
+SIGKILLed, PostgreSQL stopped (`-m immediate`), then each process SIGKILLed once; only the killed
+thing is started again.
 
 Per fault it measures the recovery time (from the dependency's return, or the process's restart,
 until both APIs are ready, a fresh trade is acknowledged and the projection shows it, and the
@@ -15,7 +16,7 @@ exited. Expected of /ready:
 - Poller, gateway, chart scheduler down: both APIs stay ready (none of them serves HTTP, and the
   outage is shorter than the price staleness limit); the gateway's subscribers reconnect.
 
-At the end every acknowledged trade is checked against the store, and `reconcile` and
+At the end every acknowledged trade and spot order is checked against the store, and `reconcile` and
 `replay --verify` must be clean. The table is printed and written to test-output/chaos.json.
 """
 
@@ -42,11 +43,13 @@ from tests.support.chaos import (
     ChaosStack,
     PriceWalk,
     ReadyWatch,
+    SpotTrader,
     Subscriber,
     Trader,
     cli,
     fund_users,
     sign_up,
+    verify_spot,
     verify_trader,
 )
 from tests.support.private_pg import private_postgres
@@ -84,7 +87,8 @@ FAULTS = (
 @dataclass
 class Story:
     stack: ChaosStack
-    traders: list[Trader]
+    traders: list[Trader]  # leverage
+    spot: Trader
     probe: Trader
     watch: ReadyWatch
     ws: Subscriber
@@ -110,17 +114,18 @@ def test_chaos_every_dependency_and_process_once(tmp_path: Path, capsys: pytest.
 
 
 def run_story(stack: ChaosStack) -> Story:
-    users = [sign_up(stack.urls[i % 2], f"chaos{i}@example.com") for i in range(CLIENTS + 1)]
+    users = [sign_up(stack.urls[i % 2], f"chaos{i}@example.com") for i in range(CLIENTS + 2)]
     fund_users(stack, [u["user"]["id"] for u in users])
     stop = threading.Event()
     traders = [Trader(i, _rotate(stack.urls, i), users[i]["token"], stop) for i in range(CLIENTS)]
-    probe = Trader(CLIENTS, list(stack.urls), users[CLIENTS]["token"], threading.Event())
-    story = Story(stack, traders, probe, ReadyWatch(stack.urls), Subscriber(stack.ws_url))
+    spot = SpotTrader(CLIENTS, list(stack.urls), users[CLIENTS]["token"], stop)
+    probe = Trader(CLIENTS + 1, list(stack.urls), users[CLIENTS + 1]["token"], threading.Event())
+    story = Story(stack, traders, spot, probe, ReadyWatch(stack.urls), Subscriber(stack.ws_url))
     with httpx.Client(timeout=5) as client:
         assert probe_trade(story, client, "warm-up", time.monotonic() + 60) is not None, stack.logs("poller")
     story.watch.start()
     story.ws.start()
-    threads = [threading.Thread(target=t.run, name=f"trader-{t.index}") for t in traders]
+    threads = [threading.Thread(target=t.run, name=f"client-{t.index}") for t in [*traders, spot]]
     for thread in threads:
         thread.start()
     time.sleep(SETTLE_S * 2)
@@ -135,7 +140,7 @@ def run_story(stack: ChaosStack) -> Story:
         story.watch.stop()
         story.ws.stop()
     chart_resumed(story)
-    story.problems += [f"trader {t.index}: {t.error!r}" for t in traders if t.error is not None]
+    story.problems += [f"client {t.index}: {t.error!r}" for t in [*traders, spot] if t.error is not None]
     check_books(story)
     return story
 
@@ -172,7 +177,7 @@ def run_fault(story: Story, fault: Fault) -> dict[str, Any]:
         "recovery_s": None if recovery_s is None else round(recovery_s, 1),
         "chart_advances_s": None if chart_s is None else round(chart_s, 1),
         "ready_during": [dict(story.watch.states(i, t_kill, t_back)) for i in range(2)],
-        "client_errors": client_errors(story.traders, t_kill, t_end),
+        "client_errors": client_errors([*story.traders, story.spot], t_kill, t_end),
         "ws": ws_figures(story.ws, t_kill, t_back),
         "others_exited": exited,
         "logs": {name: stack.logs(name)[-1500:] for name in exited},
@@ -346,10 +351,14 @@ def check_books(story: Story) -> None:
                 balances.append(verify_trader(client, trader))
             except AssertionError as exc:
                 story.problems.append(f"trader {trader.index} books: {str(exc)[:500]}")
+        try:
+            balances.append(verify_spot(client, story.spot))
+        except AssertionError as exc:
+            story.problems.append(f"spot client books: {str(exc)[:500]}")
     reconciled = run_check(story, "reconcile")
     usdc: dict[str, Any] = next((a for a in reconciled.get("assets", []) if a["asset"] == "USDC"), {})
-    deposits = (CLIENTS + 1) * DEPOSIT_USDC * USDC
-    if len(balances) == CLIENTS + 1:
+    deposits = (CLIENTS + 2) * DEPOSIT_USDC * USDC
+    if len(balances) == CLIENTS + 2:
         got = (usdc.get("deposits"), usdc.get("users"), usdc.get("escrows", {}).get("@escrow:leverage"))
         if got != (deposits, sum(balances), 0):
             story.problems.append(
@@ -377,13 +386,15 @@ def report(story: Story) -> None:
     summary = {
         "clients": CLIENTS,
         "trades_acknowledged": trades,
+        "spot_orders_acknowledged": len(story.spot.opened),
         "faults": story.rows,
         "problems": story.problems,
     }
     OUTPUT.write_text(json.dumps(summary, indent=2, default=str))
     header = ("fault", "down s", "recov s", "chart s", "ready during (api0 | api1)", "ws", "client errors")
     lines = [
-        f"chaos: {CLIENTS} clients, {trades} trades acknowledged; recovery bound {RECOVERY_BOUND_S:.0f} s",
+        f"chaos: {CLIENTS} leverage clients, {trades} trades acknowledged; a spot client, "
+        f"{len(story.spot.opened)} orders placed and canceled; recovery bound {RECOVERY_BOUND_S:.0f} s",
         _line(header),
     ]
     for row in story.rows:
@@ -406,7 +417,7 @@ LEGEND = (
     "chart s: from then until the chart game's next message through the gateway (-: none before",
     "the next fault; rounds pause in outages and between rounds); ready during:",
     "/ready samples in the outage; ws: the subscriber's lost connections and when prices came",
-    "again (s); client errors: answers other than success to the 8 clients from kill to recovery.",
+    "again (s); client errors: answers other than success to the 9 clients from kill to recovery.",
 )
 
 

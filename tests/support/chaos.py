@@ -288,13 +288,18 @@ class Trader:
     def post(
         self, client: httpx.Client, path: str, body: dict[str, Any], key: str, retry_s: float = RETRY_FOR_S
     ) -> httpx.Response:
+        return self.send(client, "POST", path, key, retry_s, json=body)
+
+    def send(
+        self, client: httpx.Client, method: str, path: str, key: str, retry_s: float, **request: Any
+    ) -> httpx.Response:
         """Until a definitive answer, with the same key; a lost connection moves to the other API."""
         headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": key}
         deadline = time.monotonic() + retry_s
         while True:
             pause = RETRY_PAUSE_S
             try:
-                response = client.post(self.urls[self._api] + path, json=body, headers=headers)
+                response = client.request(method, self.urls[self._api] + path, headers=headers, **request)
                 code = _code(response)
                 if response.status_code < 500 and code != "idempotency_key_in_use":
                     if response.status_code >= 400:
@@ -310,8 +315,74 @@ class Trader:
             except httpx.TransportError as exc:
                 self.failures.append(Failure(time.monotonic(), path, f"connection {type(exc).__name__}"))
                 self._api = (self._api + 1) % len(self.urls)
-            assert time.monotonic() < deadline, f"{path} {key}: no definitive answer in {retry_s} s"
+            assert time.monotonic() < deadline, f"{method} {path} {key}: no definitive answer in {retry_s} s"
             time.sleep(pause)
+
+
+SPOT_MARKET = "BTC_USDC"
+SPOT_ORDER = {"market": SPOT_MARKET, "side": "BUY", "price": "10000.00", "quantity": "0.001"}
+
+
+@dataclass
+class SpotTrader(Trader):
+    """Places a resting spot buy (nobody sells: it never fills) and cancels it, until stopped;
+    `opened` holds the acknowledged orders, `closed` the acknowledged cancels."""
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+                for i in itertools.count():
+                    if self.stop.is_set():
+                        return
+                    placed = self.post(client, "/api/v1/spot/orders", SPOT_ORDER, f"s{self.index}-{i}-place")
+                    assert placed.status_code == 200, placed.text
+                    order = placed.json()["order"]
+                    self.opened.append(order)
+                    self.acks.append(time.monotonic())
+                    path = f"/api/v1/spot/orders/{order['orderId']}"
+                    params = {"market": SPOT_MARKET}
+                    canceled = self.send(
+                        client, "DELETE", path, f"s{self.index}-{i}-cancel", RETRY_FOR_S, params=params
+                    )
+                    assert canceled.status_code == 200, canceled.text
+                    self.closed[order["orderId"]] = canceled.json()
+                    self.acks.append(time.monotonic())
+        except BaseException as exc:  # reported by the test, with the client's index
+            self.error = exc
+
+
+def spot_orders(client: httpx.Client, h: dict[str, str]) -> list[dict[str, Any]]:
+    history: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"market": SPOT_MARKET, "limit": "100", **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/spot/orders", params=params, headers=h).json()
+        history.extend(page["orders"])
+        if not (cursor := page.get("nextCursor")):
+            return history
+
+
+def verify_spot(client: httpx.Client, trader: Trader) -> int:
+    """Every acknowledged order exists once and is canceled as told; nothing else exists; the
+    balance is the deposit, nothing held. Returns the balance (USDC minor units)."""
+    h = {"Authorization": f"Bearer {trader.token}"}
+    deadline = time.monotonic() + 30
+    history = spot_orders(client, h)
+    while any(o["status"] != "CANCELED" for o in history) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the projection catching up
+        history = spot_orders(client, h)
+    by_id = {o["orderId"]: o for o in history}
+    acked = [o["orderId"] for o in trader.opened]
+    assert sorted(by_id) == sorted(acked) and len(history) == len(acked), ("spot", sorted(by_id), acked)
+    for order_id, stored in by_id.items():
+        told = trader.closed.get(order_id)
+        assert told is not None and stored["status"] == told["status"] == "CANCELED", (stored, told)
+        assert stored["executedQty"] == told["executedQty"] and Decimal(stored["executedQty"]) == 0, stored
+    balances = client.get("/api/v1/balance", headers=h).json()["balances"]
+    usdc = next(b for b in balances if b["asset"] == "USDC")
+    expected = DEPOSIT_USDC * USDC
+    assert int(Decimal(usdc["balance"]).scaleb(6)) == expected and Decimal(usdc["held"]) == 0, usdc
+    return expected
 
 
 def _code(response: httpx.Response) -> str:
