@@ -140,6 +140,8 @@ def run_story(stack: ChaosStack) -> Story:
         story.watch.stop()
         story.ws.stop()
     chart_resumed(story)
+    if exited := story.stack.exited():  # after the last fault, while the clients finished
+        story.problems.append(f"processes exited after the faults: {exited}")
     story.problems += [f"client {t.index}: {t.error!r}" for t in [*traders, spot] if t.error is not None]
     check_books(story)
     return story
@@ -177,6 +179,8 @@ def run_fault(story: Story, fault: Fault) -> dict[str, Any]:
         "recovery_s": None if recovery_s is None else round(recovery_s, 1),
         "chart_advances_s": None if chart_s is None else round(chart_s, 1),
         "ready_during": [dict(story.watch.states(i, t_kill, t_back)) for i in range(2)],
+        # How long /ready took to notice (None: it did not, as expected for some faults).
+        "not_ready_after_s": [story.watch.first(i, "not_ready", t_kill, t_end) for i in range(2)],
         "client_errors": client_errors([*story.traders, story.spot], t_kill, t_end),
         "ws": ws_figures(story.ws, t_kill, t_back),
         "others_exited": exited,
@@ -401,7 +405,10 @@ def report(story: Story) -> None:
         if "down_s" not in row:
             lines.append(f"{row['fault']:<12} {'clean' if row['ok'] else 'FAILED'}")
             continue
-        ready = " | ".join(",".join(f"{k}={v}" for k, v in s.items()) for s in row["ready_during"])
+        ready = " | ".join(
+            ",".join(f"{k}={v}" for k, v in states.items()) + ("" if first is None else f" @{first}s")
+            for states, first in zip(row["ready_during"], row["not_ready_after_s"], strict=True)
+        )
         ws = f"drop={row['ws']['disconnects']} px={row['ws']['prices_again_s']}"
         errors = ", ".join(f"{k}: {v}" for k, v in row["client_errors"].items())
         mark = "" if not row["problems"] else "  <- " + "; ".join(row["problems"])
@@ -415,13 +422,14 @@ LEGEND = (
     "down s: kill to the dependency's return or the restart; recov s: from then until both APIs",
     "are ready, a fresh trade is acknowledged and projected and prices flow through the gateway;",
     "chart s: from then until the chart game's next message through the gateway (-: none before",
-    "the next fault; rounds pause in outages and between rounds); ready during:",
-    "/ready samples in the outage; ws: the subscriber's lost connections and when prices came",
-    "again (s); client errors: answers other than success to the 9 clients from kill to recovery.",
+    "the next fault; rounds pause in outages and between rounds); ready during: /ready samples",
+    "in the outage, @ when the first not-ready answer came (s after the kill); ws: the",
+    "subscriber's lost connections and when prices came again (s); client errors: answers other",
+    "than success to the 9 clients from the kill to the recovery.",
 )
 
 
-COLUMNS = (12, 7, 8, 8, 44, 16)
+COLUMNS = (12, 7, 8, 8, 52, 16)
 
 
 def _line(cells: tuple[str, ...]) -> str:

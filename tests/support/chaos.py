@@ -441,6 +441,11 @@ class ReadyWatch(threading.Thread):
     def states(self, api: int, since: float, until: float) -> Counter[str]:
         return Counter(s for t, i, s in list(self.samples) if i == api and since <= t <= until)
 
+    def first(self, api: int, state: str, since: float, until: float) -> float | None:
+        """Seconds from `since` to the first `state` sample of `api` before `until`, or None."""
+        found = [t for t, i, s in list(self.samples) if i == api and s == state and since <= t <= until]
+        return round(found[0] - since, 1) if found else None
+
     def stop(self) -> None:
         self.stopped.set()
         self.join(5)
