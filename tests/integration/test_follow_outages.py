@@ -232,3 +232,28 @@ def test_a_redis_outage_pauses_the_chart_round_which_then_resumes(
         assert eventually(lambda: projected_usdc(http, h), lambda b: b == want, timeout_s=20) == want
         assert_alive(cluster, ["chartgame", "engine", "projector", "api0", "api1"])
         assert "waiting for dependency" in chart.output() and "dependency back" in chart.output()
+
+
+def test_a_process_started_during_an_outage_waits_for_its_dependency(
+    tmp_path: Path, own_redis: PrivateRedis
+) -> None:
+    """The poller started while Redis is down waits (it does not exit), then polls once it is up."""
+    stream = "cashmarkets:test:late"
+    own_redis.kill()
+    env = {
+        "CASHMARKETS_REDIS_URL": own_redis.url(),
+        "CASHMARKETS_REDIS_STREAM": stream,
+        "CASHMARKETS_PRICE_INTERVAL_MS": "100",
+        "CASHMARKETS_DATA_DIR": str(tmp_path / "data"),
+    }
+    poller = Proc(["poller"], env, tmp_path / "poller.log")
+    try:
+        waiting = eventually(poller.output, lambda out: "waiting for dependency" in out, timeout_s=30)
+        assert "waiting for dependency" in waiting and poller.alive(), waiting
+        own_redis.start()
+        client = redis.Redis.from_url(own_redis.url())
+        assert eventually(lambda: client.xlen(stream), lambda n: n > 0, timeout_s=30) > 0, poller.output()
+        client.close()
+        assert poller.alive() and "dependency back" in poller.output()
+    finally:
+        assert poller.stop() == 0, poller.output()
