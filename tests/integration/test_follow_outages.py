@@ -173,12 +173,17 @@ def test_a_postgres_outage_does_not_stop_the_projector(tmp_path: Path) -> None:
             assert_alive(cluster, ["engine", "projector", "poller", "api0", "api1"])
             output = cluster.procs["projector"].output()
             assert "waiting for dependency" in output and "dependency back" in output, output
+            # The engine's snapshots failed meanwhile (ticks keep coming); it kept applying.
+            engine = eventually(cluster.procs["engine"].output, lambda out: "dependency back" in out)
+            assert '"doing": "saving a snapshot"' in engine and "dependency back" in engine, engine
 
 
 CG = "/api/v1/chartgame"
+CANDLES_PER_ROUND = 461  # btc-30s
 
 
 def open_round(http: httpx.Client) -> dict[str, Any] | None:
+    """The newest round of btc-30s if it is open (its `candles` count is written at settlement)."""
     rounds = http.get(f"{CG}/games/btc-30s/rounds").json()["rounds"]
     return rounds[0] if rounds and rounds[0]["status"] == "open" else None
 
@@ -199,24 +204,26 @@ def test_a_redis_outage_pauses_the_chart_round_which_then_resumes(
         while opened is None and time.monotonic() < deadline:
             assert chart.alive(), chart.output()
             r = http.post(f"{CG}/positions", json=position, headers=h)
-            if r.status_code == 200 and (live := open_round(http)) is not None and live["candles"] < 200:
+            if r.status_code == 200 and (live := open_round(http)) is not None:
                 opened = r.json()
             else:
                 time.sleep(0.3)
         assert opened is not None and live is not None, chart.output()
 
+        path = f"{CG}/rounds/btc-30s/{opened['round']}"
+
+        def candles() -> list[int]:
+            return [c["i"] for c in http.get(f"{path}/candles", params={"limit": 500}).json()["candles"]]
+
+        before = len(candles())
         own_redis.kill()
         time.sleep(OUTAGE_S)
         own_redis.start()
-
-        def same_round() -> dict[str, Any]:
-            rounds = http.get(f"{CG}/games/btc-30s/rounds").json()["rounds"]
-            found = [x for x in rounds if x["round"] == live["round"]]
-            assert found, rounds
-            return found[0]
-
-        resumed = eventually(same_round, lambda x: x["candles"] > live["candles"] + 20, timeout_s=30)
-        assert resumed["status"] in ("open", "settled") and resumed["candles"] > live["candles"] + 20
+        # The same round goes on from the candle it stopped at: none skipped, none made twice.
+        target = min(before + 20, CANDLES_PER_ROUND)  # or all of them, if it was near its end
+        made = eventually(candles, lambda got: len(got) >= target, timeout_s=30)
+        assert len(made) >= target and made == list(range(len(made))), (before, made)
+        assert http.get(path).json()["status"] in ("open", "settled")  # never voided
         assert chart.alive(), chart.output()
         http.post(f"{CG}/positions/{opened['positionId']}/close", headers=h)  # unless settled already
 
@@ -232,3 +239,28 @@ def test_a_redis_outage_pauses_the_chart_round_which_then_resumes(
         assert eventually(lambda: projected_usdc(http, h), lambda b: b == want, timeout_s=20) == want
         assert_alive(cluster, ["chartgame", "engine", "projector", "api0", "api1"])
         assert "waiting for dependency" in chart.output() and "dependency back" in chart.output()
+
+
+def test_a_process_started_during_an_outage_waits_for_its_dependency(
+    tmp_path: Path, own_redis: PrivateRedis
+) -> None:
+    """The poller started while Redis is down waits (it does not exit), then polls once it is up."""
+    stream = "cashmarkets:test:late"
+    own_redis.kill()
+    env = {
+        "CASHMARKETS_REDIS_URL": own_redis.url(),
+        "CASHMARKETS_REDIS_STREAM": stream,
+        "CASHMARKETS_PRICE_INTERVAL_MS": "100",
+        "CASHMARKETS_DATA_DIR": str(tmp_path / "data"),
+    }
+    poller = Proc(["poller"], env, tmp_path / "poller.log")
+    try:
+        waiting = eventually(poller.output, lambda out: "waiting for dependency" in out, timeout_s=30)
+        assert "waiting for dependency" in waiting and poller.alive(), waiting
+        own_redis.start()
+        client = redis.Redis.from_url(own_redis.url())
+        assert eventually(lambda: client.xlen(stream), lambda n: n > 0, timeout_s=30) > 0, poller.output()
+        client.close()
+        assert poller.alive() and "dependency back" in poller.output()
+    finally:
+        assert poller.stop() == 0, poller.output()

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio
+import sqlalchemy
 import structlog
 
 from cashmarkets.ops import dependencies
+from cashmarkets.ops.backoff import Backoff
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import (
     build_engine,
@@ -52,10 +55,52 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+async def _reachable(name: str, check: Callable[[], Awaitable[Any]]) -> None:
+    """Until `check()` gets through: a process started during an outage waits for the dependency
+    instead of exiting (a bad URL or a refused password is no outage: that error ends it)."""
+    backoff = Backoff()
+    while True:
+        try:
+            await check()
+        except Exception as exc:
+            if dependencies.dependency_down(exc, name) is None:
+                raise
+            dependencies.watch(name).down(exc, "starting")
+            await backoff.sleep()
+        else:
+            dependencies.watch(name).up()
+            return
+
+
+async def wait_for_dependencies(settings: Settings, *, postgres: bool = True) -> None:
+    """Wait until the configured Redis answers PING and (unless `postgres=False`: the poller
+    needs no store) PostgreSQL SELECT 1."""
+    if settings.redis_url:
+        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=5
+        )
+        try:
+            await _reachable(dependencies.REDIS, client.ping)
+        finally:
+            await client.aclose()
+    if postgres and settings.database_url:
+        db = create_engine(store_url(settings))
+
+        async def select_one() -> None:
+            async with db.connect() as conn:
+                await conn.execute(sqlalchemy.text("SELECT 1"))
+
+        try:
+            await _reachable(dependencies.POSTGRES, select_one)
+        finally:
+            await db.dispose()
+
+
 async def run_engine(settings: Settings) -> None:
     """Recover, then apply the Redis command log in order, publishing every result."""
     if not settings.redis_url:
         raise SystemExit("cashmarkets engine needs CASHMARKETS_REDIS_URL (the command log)")
+    await wait_for_dependencies(settings)
     if settings.database_url:
         await migrate.require_head(store_url(settings))
     stop = _stop_event()
@@ -102,6 +147,7 @@ async def _heartbeat(client: redis.asyncio.Redis, stream: str, runtime: Any) -> 
 async def run_projector(settings: Settings) -> None:
     """Project engine events into SQL until stopped (resumes exactly after its checkpoint)."""
     url = store_url(settings)
+    await wait_for_dependencies(settings)
     if settings.database_url:
         await migrate.require_head(url)
     else:
@@ -149,6 +195,7 @@ async def run_poller(settings: Settings) -> None:
     feed = build_feed(settings, sink)
     if feed is None:
         raise SystemExit("cashmarkets poller: CASHMARKETS_PRICE_SOURCE is none, nothing to poll")
+    await wait_for_dependencies(settings, postgres=False)
     stop = _stop_event()
     await command_log.open()
     watch_feed(feed)
@@ -202,6 +249,7 @@ async def run_chartgame(settings: Settings) -> None:
         raise SystemExit("cashmarkets chartgame needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL")
     assert settings.redis_url is not None
     url = store_url(settings)
+    await wait_for_dependencies(settings)
     await migrate.require_head(url)
     stop = _stop_event()
     db = create_engine(url)
@@ -266,6 +314,7 @@ async def run_gateway(settings: Settings) -> None:
         raise SystemExit("cashmarkets gateway needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL")
     assert settings.redis_url is not None
     url = store_url(settings)
+    await wait_for_dependencies(settings)
     await migrate.require_head(url)
     stop = _stop_event()
     runtime = Runtime(
