@@ -149,7 +149,11 @@ class DependencyUnavailable(Exception):
         self.dependency = dependency
 
 
-_REDIS_DOWN: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)  # + BusyLoading
+_REDIS_DOWN: Final = (
+    redis.exceptions.ConnectionError,  # refused, reset; BusyLoadingError (replaying its AOF)
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a replica not yet promoted after a failover
+)
 _STORE_DOWN: Final = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
