@@ -429,13 +429,13 @@ LEGEND = (
 )
 
 
-COLUMNS = (12, 7, 8, 8, 52, 16)
+COLUMNS = (12, 7, 8, 8, 58, 16)
 
 
 def _line(cells: tuple[str, ...]) -> str:
     """Left-aligned text, numbers right-aligned, in the widths of COLUMNS; the last cell as is."""
     out = [
-        c.ljust(w) if i in (0, 4, 5) else c.rjust(w) + "  "
+        c.ljust(w - 1) + " " if i in (0, 4, 5) else c.rjust(w) + "  "
         for i, (c, w) in enumerate(zip(cells, COLUMNS, strict=False))
     ]
     return "".join(out) + cells[-1]
