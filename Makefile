@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # Reinstall whenever pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml 2>/dev/null | cut -c1-12)
 PYTEST_ARGS ?=
+# Workers for the pytest and fuzz stages: most tests wait on subprocesses, sockets and databases,
+# so three workers on two cores finish well before one (every test has its own database/stream).
+PYTEST_WORKERS ?= 3
 
 .PHONY: run test unit lint typecheck services pytest fuzz bench-smoke clean native native-required
 
@@ -42,13 +45,13 @@ services:
 
 # pytest exits 5 when it collected no test: for us that is a broken suite, never a pass.
 pytest: $(STAMP) native-required
-	@$(BIN)/pytest -m "not fuzz" $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/pytest -m "not fuzz" -n $(PYTEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # The fuzz stage, bounded in time: Schemathesis over every HTTP operation, the socket fuzzer,
 # and 40,000-deep payloads to every decoder of a real server (docs/security.md).
 fuzz: $(STAMP) native-required services
-	@$(BIN)/pytest -m fuzz $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/pytest -m fuzz -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "the fuzz stage collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # Every benchmark at a tiny size: proves they run and print their JSON, measures nothing.
