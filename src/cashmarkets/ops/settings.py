@@ -57,6 +57,9 @@ class Settings(msgspec.Struct, kw_only=True):
     price_replay_speed: float = 1.0  # 0 = as fast as possible
     # No update for this long: the symbol is stale (metric; the engine refuses trading on it).
     price_stale_after_s: float = 10.0
+    # The engine's C hot paths (core/_native.c) when built; false: the pure-Python paths, which
+    # give the same results (the reference the C is tested against), only slower.
+    native: bool = True
     # Every process (`serve`, `api`, `engine`, `projector`, `poller`, `gateway`) serves Prometheus
     # metrics on this port when set (one port per process on a host).
     metrics_port: int | None = None
