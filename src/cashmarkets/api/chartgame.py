@@ -15,8 +15,8 @@ from msgspec import Meta
 from sqlalchemy import select
 
 from cashmarkets.api.accounts import decode_cursor, encode_cursor
+from cashmarkets.api.common import strict_body
 from cashmarkets.api.errors import ApiError
-from cashmarkets.api.leverage import strict_body
 from cashmarkets.api.schemas import AmountText
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody
@@ -202,7 +202,7 @@ def beacon_public_key(request: Request[Any, Any, Any]) -> bytes:
         found: bytes = cached
         return found
     if svc.settings.beacon_source == "local":
-        from cashmarkets.api.app import local_beacon_secret
+        from cashmarkets.runtime.chart_setup import local_beacon_secret
 
         key = LocalSource(local_beacon_secret(svc.settings)).public_key
     else:
