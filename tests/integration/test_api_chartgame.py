@@ -188,7 +188,7 @@ async def test_positions_over_the_binary_websocket(tmp_path: Path) -> None:
 
     from cashmarkets.gateway.protocol import MsgType
     from tests.integration.api_helpers import ws_url
-    from tests.integration.test_gateway import frame, recv_binary
+    from tests.support.ws_client import frame, recv_binary
 
     async with embedded(tmp_path) as client:
         token = (await signup(client, "ws@example.com"))["token"]

@@ -14,7 +14,6 @@ from websockets.asyncio.client import connect
 
 from cashmarkets.gateway.protocol import MsgType
 from tests.integration.api_helpers import embedded, ws_url
-from tests.integration.test_gateway import frame, recv_binary
 from tests.support.spec_client import (
     SPEC_CANDLE_DATA,
     CandlePayload,
@@ -24,6 +23,7 @@ from tests.support.spec_client import (
     float64_fields,
     subscribe_frame,
 )
+from tests.support.ws_client import frame, recv_binary
 
 
 async def test_candles_and_round_events_stream_in_both_codecs(tmp_path: Path) -> None:

@@ -121,3 +121,32 @@ def test_the_scan_measures_python_and_c_functions(tmp_path: Path) -> None:
     assert c_lengths(c, "m.c") == {"m.c::fn": 4}
     real = c_lengths((SRC / "core" / "_native.c").read_text(), "c")
     assert real["c::fast_place"] > 10 and real["c::fill"] > FUNCTION_LINES_MAX  # it sees real code
+
+
+# ---- the tests' own house rules ----------------------------------------------------------------
+
+TESTS = SRC.parents[1] / "tests"
+
+
+def test_no_test_module_imports_another_and_helpers_live_once() -> None:
+    """Shared test helpers live in helper modules (tests/support/ and the *_helpers modules), never
+    in a test module another one imports; `free_port` is defined once (tests/support/ports.py)."""
+    importing: list[str] = []
+    free_ports: list[str] = []
+    for path in sorted(TESTS.rglob("*.py")):
+        rel = path.relative_to(TESTS).as_posix()
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module or ''}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                if isinstance(node, ast.FunctionDef) and node.name == "free_port":
+                    free_ports.append(rel)
+                continue
+            # `from .test_x import y` has module "test_x"; `from . import test_x` names it.
+            if any(part.startswith("test_") for name in names for part in name.split(".")):
+                importing.append(rel)
+    assert importing == [], "these import a test module: move what they share to tests/support/"
+    assert free_ports == ["support/ports.py"]
