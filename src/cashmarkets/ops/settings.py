@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -256,3 +257,11 @@ class Settings(msgspec.Struct, kw_only=True):
     @property
     def store_path(self) -> Path:
         return self.data_dir / "store.db"
+
+
+def native_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """CASHMARKETS_NATIVE alone, parsed as Settings parses it: for code that builds engines without
+    the whole Settings (tests, tools), which an unrelated bad variable must not stop."""
+    env = os.environ if environ is None else environ
+    name = ENV_PREFIX + "NATIVE"
+    return Settings.from_env({name: env[name]} if name in env else {}).native

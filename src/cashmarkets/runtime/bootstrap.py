@@ -13,7 +13,7 @@ from cashmarkets.core.products.spot import SpotProduct
 from cashmarkets.log.base import CommandLog
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
-from cashmarkets.ops.settings import Settings
+from cashmarkets.ops.settings import Settings, native_from_env
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig
 from cashmarkets.store.db import database_url
 from cashmarkets.store.snapshots import SnapshotStore
@@ -22,7 +22,7 @@ from cashmarkets.store.snapshots import SnapshotStore
 def build_engine(native: bool | None = None) -> Engine:
     """The engine every process runs (live, replay, projector replica): same products, same state.
     `native`: run the C hot paths when built; None: as CASHMARKETS_NATIVE says (default on)."""
-    config = EngineConfig(native=Settings.from_env().native if native is None else native)
+    config = EngineConfig(native=native_from_env() if native is None else native)
     products = [LeverageProduct.factory(), SpotProduct.factory(), ChartgameProduct.factory()]
     return Engine(config, products=products)
 
