@@ -36,10 +36,9 @@ ALLOWED_LONG = frozenset(
         "benchmarks/ws_fanout.py::run",
         "benchmarks/chartgame.py::run",
         "benchmarks/http.py::_load",
-        # The C hot paths: one trade, the undo journal's cases, the applier's dispatch, the
-        # minute record and the one-time setup (split next, with test_native's differential run
-        # as the safety net).
-        "core/_native.c::fill",
+        # The C hot paths: the undo journal's cases, the applier's dispatch, the minute record
+        # and the one-time setup (split next, with test_native's differential run as the safety
+        # net).
         "core/_native.c::undo_entry",
         "core/_native.c::applier_call",
         "core/_native.c::record",
@@ -120,7 +119,7 @@ def test_the_scan_measures_python_and_c_functions(tmp_path: Path) -> None:
     c = "static int proto(int a);\n\nstatic PyObject *fn(PyObject *a,\n    int b) {\n    x;\n}\n"
     assert c_lengths(c, "m.c") == {"m.c::fn": 4}
     real = c_lengths((SRC / "core" / "_native.c").read_text(), "c")
-    assert real["c::fast_place"] > 10 and real["c::fill"] > FUNCTION_LINES_MAX  # it sees real code
+    assert real["c::fast_place"] > 10 and real["c::setup"] > FUNCTION_LINES_MAX  # it sees real code
 
 
 # ---- the tests' own house rules ----------------------------------------------------------------

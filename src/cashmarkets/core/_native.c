@@ -1377,29 +1377,16 @@ static PyObject *account_key(PyObject *ledger, PyObject *key) {
     return acc;
 }
 
-/* product._fill(): one trade between the taker and a resting maker, at the maker's price. */
-static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market, PyObject *taker, PyObject *maker,
-                long long lots, PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades) {
-    PyObject *ledger = self->ledger, *buyer, *seller, *hold, *acc, *lots_obj = NULL,
-             *quote_obj = NULL, *key, *trade, *args[16];
-    int bad = 0, taker_buys = get_ll(taker, OO.side, &bad) == BUY;
-    long long price = get_ll(maker, OO.price, &bad), unit = get_ll(market, MO.unit, &bad);
-    long long lot = get_ll(market, MO.lot, &bad), buyer_bps, seller_bps, trade_id, base, buyer_fee, seller_fee;
-    __int128 q = (__int128)lots * price * unit, b = (__int128)lots * lot;
-    long long quote;
-    if (bad || q > TOTAL_MAX_LL || b > TOTAL_MAX_LL) {
-        PyErr_SetString(PyExc_AssertionError, "a fill beyond 64 bits");
-        return -1;
-    }
-    quote = (long long)q;
-    base = (long long)b;
-    buyer = taker_buys ? taker : maker;
-    seller = taker_buys ? maker : taker;
-    buyer_bps = get_ll(market, taker_buys ? MO.taker_bps : MO.maker_bps, &bad);
-    seller_bps = get_ll(market, taker_buys ? MO.maker_bps : MO.taker_bps, &bad);
-    buyer_fee = (long long)((__int128)base * buyer_bps / BPS);
-    seller_fee = (long long)((__int128)quote * seller_bps / BPS);
-    /* both holds post their part into the escrow */
+/* The money of one trade (product._settle()): both holds post their part into the escrow, which
+ * pays each side what it receives less its fee (taker or maker rate, floored). 0, or -1. */
+static int settle(SpotFast *self, PyObject *market, int taker_buys, PyObject *buyer, PyObject *seller, long long base,
+                  long long quote, long long *buyer_fee, long long *seller_fee) {
+    PyObject *ledger = self->ledger, *hold, *acc, *key, *escrow_base, *escrow_quote;
+    int bad = 0;
+    long long buyer_bps = get_ll(market, taker_buys ? MO.taker_bps : MO.maker_bps, &bad);
+    long long seller_bps = get_ll(market, taker_buys ? MO.maker_bps : MO.taker_bps, &bad);
+    *buyer_fee = (long long)((__int128)base * buyer_bps / BPS);
+    *seller_fee = (long long)((__int128)quote * seller_bps / BPS);
     hold = hold_of(self, seller);
     if (hold == NULL || get_ll(hold, HO.status, &bad) != HOLD_PENDING || get_ll(hold, HO.amount, &bad) < base || bad) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the seller's hold cannot pay the fill");
@@ -1412,32 +1399,70 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
         return -1;
     }
     if (resolve_part(self, hold, quote, 1) < 0) return -1;
-    {
-        PyObject *escrow_base = account_key(ledger, SLOT(market, MO.escrow_base));
-        PyObject *escrow_quote = account_key(ledger, SLOT(market, MO.escrow_quote));
-        if (escrow_base == NULL || escrow_quote == NULL) return -1;
-        if (base > buyer_fee) {
-            key = pair(SLOT(buyer, OO.owner), SLOT(market, MO.base));
-            acc = key ? account_key(ledger, key) : NULL;
-            Py_XDECREF(key);
-            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, base - buyer_fee, S_TRADE_CODE) < 0) return -1;
-        }
-        if (buyer_fee) {
-            acc = account_key(ledger, SLOT(market, MO.fees_base));
-            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, buyer_fee, S_FEE) < 0) return -1;
-        }
-        if (quote > seller_fee) {
-            key = pair(SLOT(seller, OO.owner), SLOT(market, MO.quote));
-            acc = key ? account_key(ledger, key) : NULL;
-            Py_XDECREF(key);
-            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, quote - seller_fee, S_TRADE_CODE) < 0)
-                return -1;
-        }
-        if (seller_fee) {
-            acc = account_key(ledger, SLOT(market, MO.fees_quote));
-            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, seller_fee, S_FEE) < 0) return -1;
-        }
+    escrow_base = account_key(ledger, SLOT(market, MO.escrow_base));
+    escrow_quote = account_key(ledger, SLOT(market, MO.escrow_quote));
+    if (escrow_base == NULL || escrow_quote == NULL) return -1;
+    if (base > *buyer_fee) {
+        key = pair(SLOT(buyer, OO.owner), SLOT(market, MO.base));
+        acc = key ? account_key(ledger, key) : NULL;
+        Py_XDECREF(key);
+        if (acc == NULL || move_posted(self, ledger, escrow_base, acc, base - *buyer_fee, S_TRADE_CODE) < 0) return -1;
     }
+    if (*buyer_fee) {
+        acc = account_key(ledger, SLOT(market, MO.fees_base));
+        if (acc == NULL || move_posted(self, ledger, escrow_base, acc, *buyer_fee, S_FEE) < 0) return -1;
+    }
+    if (quote > *seller_fee) {
+        key = pair(SLOT(seller, OO.owner), SLOT(market, MO.quote));
+        acc = key ? account_key(ledger, key) : NULL;
+        Py_XDECREF(key);
+        if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, quote - *seller_fee, S_TRADE_CODE) < 0)
+            return -1;
+    }
+    if (*seller_fee) {
+        acc = account_key(ledger, SLOT(market, MO.fees_quote));
+        if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, *seller_fee, S_FEE) < 0) return -1;
+    }
+    return 0;
+}
+
+/* The SpotTrade of a fill: into `trades` and, when events are on, the engine's events. */
+static int report_trade(SpotFast *self, PyObject *book, PyObject *taker, PyObject *maker, int taker_buys,
+                        long long trade_id, PyObject *lots_obj, PyObject *quote_obj, PyObject *seq_obj,
+                        PyObject *ts_obj, long long buyer_fee, long long seller_fee, PyObject *trades) {
+    PyObject *trade, *args[16];
+    int rc;
+    args[0] = seq_obj; args[1] = ts_obj; args[2] = SLOT(book, BO.symbol); args[3] = ll(trade_id);
+    args[4] = SLOT(maker, OO.price); args[5] = lots_obj; args[6] = quote_obj; args[7] = taker_buys ? S_BUY : S_SELL;
+    args[8] = SLOT(taker, OO.id); args[9] = SLOT(taker, OO.owner); args[10] = SLOT(maker, OO.id);
+    args[11] = SLOT(maker, OO.owner); args[12] = SLOT(maker, OO.remaining); args[13] = SLOT(maker, OO.status);
+    args[14] = ll(buyer_fee); args[15] = ll(seller_fee);
+    trade = (args[3] && args[14] && args[15]) ? PyObject_Vectorcall(TradeType, args, 16, NULL) : NULL;
+    Py_XDECREF(args[3]); Py_XDECREF(args[14]); Py_XDECREF(args[15]);
+    rc = (trade == NULL || PyList_Append(trades, trade) < 0 ||
+          (self->emit && PyList_Append(SLOT(self->ledger, GO.events), trade) < 0)) ? -1 : 0;
+    Py_XDECREF(trade);
+    return rc;
+}
+
+/* product._fill(): one trade between the taker and a resting maker, at the maker's price: paid
+ * (settle), booked, reported. */
+static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market, PyObject *taker, PyObject *maker,
+                long long lots, PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades) {
+    PyObject *lots_obj = NULL, *quote_obj = NULL;
+    int bad = 0, taker_buys = get_ll(taker, OO.side, &bad) == BUY;
+    long long price = get_ll(maker, OO.price, &bad), unit = get_ll(market, MO.unit, &bad);
+    long long lot = get_ll(market, MO.lot, &bad), trade_id, base, quote, buyer_fee, seller_fee;
+    __int128 q = (__int128)lots * price * unit, b = (__int128)lots * lot;
+    if (bad || q > TOTAL_MAX_LL || b > TOTAL_MAX_LL) {
+        PyErr_SetString(PyExc_AssertionError, "a fill beyond 64 bits");
+        return -1;
+    }
+    quote = (long long)q;
+    base = (long long)b;
+    if (settle(self, market, taker_buys, taker_buys ? taker : maker, taker_buys ? maker : taker, base, quote,
+               &buyer_fee, &seller_fee) < 0)
+        return -1;
     if ((lots_obj = ll(lots)) == NULL || (quote_obj = ll(quote)) == NULL) goto fail;
     if (journal_fill(self, taker, lots_obj, quote_obj) < 0 || journal_fill(self, maker, lots_obj, quote_obj) < 0)
         goto fail;
@@ -1461,19 +1486,9 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
         if (prev == NULL || add3(self, J_UNLINK, maker, prev) < 0) goto fail;
         if (forget(self, maker) < 0) goto fail;
     }
-    args[0] = seq_obj; args[1] = ts_obj; args[2] = SLOT(book, BO.symbol); args[3] = ll(trade_id);
-    args[4] = SLOT(maker, OO.price); args[5] = lots_obj; args[6] = quote_obj; args[7] = taker_buys ? S_BUY : S_SELL;
-    args[8] = SLOT(taker, OO.id); args[9] = SLOT(taker, OO.owner); args[10] = SLOT(maker, OO.id);
-    args[11] = SLOT(maker, OO.owner); args[12] = SLOT(maker, OO.remaining); args[13] = SLOT(maker, OO.status);
-    args[14] = ll(buyer_fee); args[15] = ll(seller_fee);
-    trade = (args[3] && args[14] && args[15]) ? PyObject_Vectorcall(TradeType, args, 16, NULL) : NULL;
-    Py_XDECREF(args[3]); Py_XDECREF(args[14]); Py_XDECREF(args[15]);
-    if (trade == NULL || PyList_Append(trades, trade) < 0 ||
-        (self->emit && PyList_Append(SLOT(ledger, GO.events), trade) < 0)) {
-        Py_XDECREF(trade);
+    if (report_trade(self, book, taker, maker, taker_buys, trade_id, lots_obj, quote_obj, seq_obj, ts_obj, buyer_fee,
+                     seller_fee, trades) < 0)
         goto fail;
-    }
-    Py_DECREF(trade);
     Py_DECREF(lots_obj);
     Py_DECREF(quote_obj);
     return bad ? (PyErr_SetString(PyExc_AssertionError, "an order field beyond 64 bits"), -1) : 0;
