@@ -1264,12 +1264,85 @@ static int rest(SpotFast *self, PyObject *book, PyObject *order, PyObject *seq_o
     return index_order(self, order) < 0 ? -1 : add2(self, J_OPEN, order);
 }
 
+/* A trade into the open minute `last` (journaled first): high, low, close, volumes, count and
+ * last trade id. 0, or -1. */
+static int merge_minute(SpotFast *self, PyObject *book, PyObject *last, long long price, long long lots,
+                        long long quote, long long trade_id) {
+    long long high = PyLong_AsLongLong(PyList_GET_ITEM(last, 2));
+    long long low = PyLong_AsLongLong(PyList_GET_ITEM(last, 3));
+    PyObject *vals[6], *item[3];
+    int i;
+    item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = PyList_GetSlice(last, 0, 10);
+    if (jadd(self, 3, item) < 0) return -1;
+    vals[0] = price > high ? ll(price) : NULL;
+    vals[1] = price < low ? ll(price) : NULL;
+    vals[2] = ll(price);
+    vals[3] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 5)) + lots);
+    vals[4] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 6)) + quote);
+    vals[5] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 7)) + 1);
+    if (vals[0]) PyList_SetItem(last, 2, vals[0]);
+    if (vals[1]) PyList_SetItem(last, 3, vals[1]);
+    for (i = 2; i < 6; i++) {
+        if (vals[i] == NULL) {
+            for (; i < 6; i++) Py_XDECREF(vals[i]);
+            return -1;
+        }
+        PyList_SetItem(last, i + 2, vals[i]); /* close, volume, quote volume, trades */
+    }
+    if ((vals[0] = ll(trade_id)) == NULL) return -1;
+    PyList_SetItem(last, 9, vals[0]);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* A new minute holding one trade, appended (and journaled). 0, or -1. */
+static int open_minute(SpotFast *self, PyObject *book, PyObject *minutes, long long minute, long long price,
+                       long long lots, long long quote, long long trade_id) {
+    PyObject *m = PyList_New(10), *r, *item[3];
+    long long vals[10];
+    int i;
+    vals[0] = minute; vals[1] = vals[2] = vals[3] = vals[4] = price; vals[5] = lots; vals[6] = quote;
+    vals[7] = 1; vals[8] = vals[9] = trade_id;
+    if (m == NULL) return -1;
+    for (i = 0; i < 10; i++) {
+        PyObject *v = ll(vals[i]);
+        if (v == NULL) {
+            Py_DECREF(m);
+            return -1;
+        }
+        PyList_SET_ITEM(m, i, v);
+    }
+    r = PyObject_CallMethodOneArg(minutes, NAME_append, m);
+    Py_DECREF(m);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = ref(Py_None);
+    return jadd(self, 3, item) < 0 ? -1 : 0;
+}
+
+/* Drop (journaled) the minutes at or before `cutoff`, oldest first. 0, or -1. */
+static int prune_minutes(SpotFast *self, PyObject *book, PyObject *minutes, long long cutoff) {
+    PyObject *item[3], *r;
+    for (;;) {
+        PyObject *first = PySequence_GetItem(minutes, 0);
+        long long t0;
+        if (first == NULL) return -1;
+        t0 = PyLong_AsLongLong(PyList_GET_ITEM(first, 0));
+        Py_DECREF(first);
+        if (t0 > cutoff) return 0;
+        r = PyObject_CallMethodNoArgs(minutes, NAME_popleft);
+        if (r == NULL) return -1;
+        item[0] = ll(J_MINUTE_PRUNE); item[1] = ref(book); item[2] = r;
+        if (jadd(self, 3, item) < 0) return -1;
+    }
+}
+
 /* product._record(): add a trade to its minute of engine time, keep 24 h of minutes. */
 static int record(SpotFast *self, PyObject *book, long long ts_ns, long long price, long long lots, long long quote,
                   long long trade_id) {
-    PyObject *minutes = SLOT(book, BO.minutes), *last = NULL, *item[3], *r;
-    long long ms = ts_ns / 1000000, minute = ms - ms % MINUTE_MS, cutoff;
+    PyObject *minutes = SLOT(book, BO.minutes), *last;
+    long long ms = ts_ns / 1000000, minute = ms - ms % MINUTE_MS;
     Py_ssize_t n = PyObject_Length(minutes);
+    int rc;
     if (n < 0) return -1;
     if (n) {
         last = PySequence_GetItem(minutes, n - 1);
@@ -1280,74 +1353,14 @@ static int record(SpotFast *self, PyObject *book, long long ts_ns, long long pri
             return -1;
         }
         if (PyLong_AsLongLong(PyList_GET_ITEM(last, 0)) == minute) {
-            long long high = PyLong_AsLongLong(PyList_GET_ITEM(last, 2));
-            long long low = PyLong_AsLongLong(PyList_GET_ITEM(last, 3));
-            PyObject *vals[6];
-            int i;
-            item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = PyList_GetSlice(last, 0, 10);
-            if (jadd(self, 3, item) < 0) goto fail;
-            vals[0] = price > high ? ll(price) : NULL;
-            vals[1] = price < low ? ll(price) : NULL;
-            vals[2] = ll(price);
-            vals[3] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 5)) + lots);
-            vals[4] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 6)) + quote);
-            vals[5] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 7)) + 1);
-            if (vals[0]) PyList_SetItem(last, 2, vals[0]);
-            if (vals[1]) PyList_SetItem(last, 3, vals[1]);
-            for (i = 2; i < 6; i++) {
-                if (vals[i] == NULL) {
-                    for (; i < 6; i++) Py_XDECREF(vals[i]);
-                    goto fail;
-                }
-                PyList_SetItem(last, i + 2, vals[i]); /* close, volume, quote volume, trades */
-            }
-            if ((vals[0] = ll(trade_id)) == NULL) goto fail;
-            PyList_SetItem(last, 9, vals[0]);
+            rc = merge_minute(self, book, last, price, lots, quote, trade_id);
             Py_DECREF(last);
-            return PyErr_Occurred() ? -1 : 0;
+            return rc;
         }
         Py_DECREF(last);
-        last = NULL;
     }
-    {
-        PyObject *m = PyList_New(10), *r2;
-        long long vals[10];
-        int i;
-        vals[0] = minute; vals[1] = vals[2] = vals[3] = vals[4] = price; vals[5] = lots; vals[6] = quote;
-        vals[7] = 1; vals[8] = vals[9] = trade_id;
-        if (m == NULL) return -1;
-        for (i = 0; i < 10; i++) {
-            PyObject *v = ll(vals[i]);
-            if (v == NULL) {
-                Py_DECREF(m);
-                return -1;
-            }
-            PyList_SET_ITEM(m, i, v);
-        }
-        r2 = PyObject_CallMethodOneArg(minutes, NAME_append, m);
-        Py_DECREF(m);
-        if (r2 == NULL) return -1;
-        Py_DECREF(r2);
-    }
-    item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = ref(Py_None);
-    if (jadd(self, 3, item) < 0) return -1;
-    cutoff = minute - DAY_MS;
-    for (;;) {
-        PyObject *first = PySequence_GetItem(minutes, 0);
-        long long t0;
-        if (first == NULL) return -1;
-        t0 = PyLong_AsLongLong(PyList_GET_ITEM(first, 0));
-        Py_DECREF(first);
-        if (t0 > cutoff) break;
-        r = PyObject_CallMethodNoArgs(minutes, NAME_popleft);
-        if (r == NULL) return -1;
-        item[0] = ll(J_MINUTE_PRUNE); item[1] = ref(book); item[2] = r;
-        if (jadd(self, 3, item) < 0) return -1;
-    }
-    return 0;
-fail:
-    Py_XDECREF(last);
-    return -1;
+    if (open_minute(self, book, minutes, minute, price, lots, quote, trade_id) < 0) return -1;
+    return prune_minutes(self, book, minutes, minute - DAY_MS);
 }
 
 static int journal_fill(SpotFast *self, PyObject *o, PyObject *lots, PyObject *quote) {
