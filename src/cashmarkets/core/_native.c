@@ -1815,6 +1815,72 @@ static PyObject *side_of(SpotFast *self, PyObject *o) {
     return SLOT(book, get_ll(o, OO.side, &bad) == BUY ? BO.bids : BO.asks);
 }
 
+/* A minute merged into (put its fields back) or opened (drop it). 0, or -1. */
+static int undo_minute(JEntry *e) {
+    PyObject *minutes = SLOT(e->o[0], BO.minutes), *r;
+    if (e->o[1] == Py_None) {
+        r = PyObject_CallMethod(minutes, "pop", NULL);
+    } else {
+        Py_ssize_t n = PyObject_Length(minutes);
+        PyObject *last = n > 0 ? PySequence_GetItem(minutes, n - 1) : NULL;
+        int rc = last ? PyList_SetSlice(last, 0, PyList_GET_SIZE(last), e->o[1]) : -1;
+        Py_XDECREF(last);
+        r = rc < 0 ? NULL : ref(Py_None);
+    }
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ledger._undo_to() for one of its entries kept in this journal. 0, or -1. */
+static int undo_ledger_entry(SpotFast *self, JEntry *e, int *bad) {
+    PyObject *o = e->o[0];
+    long long k = e->kind - LEDGER_KIND, amount = e->amount;
+    PyObject *ledger = self->ledger, *accounts = SLOT(ledger, GO.accounts), *dr = o, *cr = e->o[1];
+    if (k == U_PART || k == U_MORE) {
+        dr = PyDict_GetItemWithError(accounts, SLOT(o, HO.debit));
+        cr = PyDict_GetItemWithError(accounts, SLOT(o, HO.credit));
+        if (dr == NULL || cr == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a hold's account is missing");
+            return -1;
+        }
+    }
+    if (k == U_SINGLE) {
+        if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, bad) - amount) < 0 ||
+            set_ll(cr, AO.cp, get_ll(cr, AO.cp, bad) - amount) < 0)
+            return -1;
+    } else if (k == U_PENDING) {
+        PyObject *tid = ll(e->tid);
+        int rc = tid ? PyDict_DelItem(SLOT(ledger, GO.holds), tid) : -1;
+        Py_XDECREF(tid);
+        if (rc < 0 || set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, bad) - amount) < 0 ||
+            set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, bad) - amount) < 0)
+            return -1;
+    } else if (k == U_MORE) {
+        if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, bad) - amount) < 0 ||
+            set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, bad) - amount) < 0 ||
+            set_ll(o, HO.amount, get_ll(o, HO.amount, bad) - amount) < 0)
+            return -1;
+    } else if (k == U_PART) {
+        if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, bad) + amount) < 0 ||
+            set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, bad) + amount) < 0 ||
+            set_ll(o, HO.amount, get_ll(o, HO.amount, bad) + amount) < 0)
+            return -1;
+        if (e->flags & F_POST) {
+            if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, bad) - amount) < 0 ||
+                set_ll(cr, AO.cp, get_ll(cr, AO.cp, bad) - amount) < 0 ||
+                set_ll(o, HO.posted, get_ll(o, HO.posted, bad) - amount) < 0)
+                return -1;
+        }
+        set_slot_ref(o, HO.status, I_ZERO);
+        if ((e->flags & F_FORGOTTEN) && PyDict_SetItem(SLOT(ledger, GO.holds), SLOT(o, HO.id), o) < 0) return -1;
+    } else {
+        PyErr_Format(PyExc_AssertionError, "unknown ledger journal entry %lld", k);
+        return -1;
+    }
+    return set_ll(ledger, GO.next_transfer_id, e->tid) < 0 ? -1 : 0;
+}
+
 /* product._undo() for the journal kept here: replay it backwards. */
 static int undo_entry(SpotFast *self, JEntry *e) {
     PyObject *o = e->o[0], *side, *level, *r;
@@ -1851,18 +1917,7 @@ static int undo_entry(SpotFast *self, JEntry *e) {
             return -1;
         for (i = 0; i < 11; i++) set_slot_ref(o, *offs[i], e->o[i + 1]);
     } else if (e->kind == J_MINUTE) {
-        PyObject *minutes = SLOT(o, BO.minutes);
-        if (e->o[1] == Py_None) {
-            r = PyObject_CallMethod(minutes, "pop", NULL);
-        } else {
-            Py_ssize_t n = PyObject_Length(minutes);
-            PyObject *last = n > 0 ? PySequence_GetItem(minutes, n - 1) : NULL;
-            int rc = last ? PyList_SetSlice(last, 0, PyList_GET_SIZE(last), e->o[1]) : -1;
-            Py_XDECREF(last);
-            r = rc < 0 ? NULL : ref(Py_None);
-        }
-        if (r == NULL) return -1;
-        Py_DECREF(r);
+        if (undo_minute(e) < 0) return -1;
     } else if (e->kind == J_MINUTE_PRUNE) {
         r = PyObject_CallMethod(SLOT(o, BO.minutes), "appendleft", "O", e->o[1]);
         if (r == NULL) return -1;
@@ -1873,51 +1928,7 @@ static int undo_entry(SpotFast *self, JEntry *e) {
     } else if (e->kind == J_NEXT_ID) {
         if (PyObject_SetAttr(self->product, NAME_next_order_id, o) < 0) return -1;
     } else if (e->kind >= LEDGER_KIND) {
-        /* ledger._undo_to() for one entry */
-        long long k = e->kind - LEDGER_KIND, amount = e->amount;
-        PyObject *ledger = self->ledger, *accounts = SLOT(ledger, GO.accounts), *dr = o, *cr = e->o[1];
-        if (k == U_PART || k == U_MORE) {
-            dr = PyDict_GetItemWithError(accounts, SLOT(o, HO.debit));
-            cr = PyDict_GetItemWithError(accounts, SLOT(o, HO.credit));
-            if (dr == NULL || cr == NULL) {
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a hold's account is missing");
-                return -1;
-            }
-        }
-        if (k == U_SINGLE) {
-            if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) - amount) < 0 ||
-                set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) - amount) < 0)
-                return -1;
-        } else if (k == U_PENDING) {
-            PyObject *tid = ll(e->tid);
-            int rc = tid ? PyDict_DelItem(SLOT(ledger, GO.holds), tid) : -1;
-            Py_XDECREF(tid);
-            if (rc < 0 || set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) - amount) < 0 ||
-                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) - amount) < 0)
-                return -1;
-        } else if (k == U_MORE) {
-            if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) - amount) < 0 ||
-                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) - amount) < 0 ||
-                set_ll(o, HO.amount, get_ll(o, HO.amount, &bad) - amount) < 0)
-                return -1;
-        } else if (k == U_PART) {
-            if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) + amount) < 0 ||
-                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) + amount) < 0 ||
-                set_ll(o, HO.amount, get_ll(o, HO.amount, &bad) + amount) < 0)
-                return -1;
-            if (e->flags & F_POST) {
-                if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) - amount) < 0 ||
-                    set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) - amount) < 0 ||
-                    set_ll(o, HO.posted, get_ll(o, HO.posted, &bad) - amount) < 0)
-                    return -1;
-            }
-            set_slot_ref(o, HO.status, I_ZERO);
-            if ((e->flags & F_FORGOTTEN) && PyDict_SetItem(SLOT(ledger, GO.holds), SLOT(o, HO.id), o) < 0) return -1;
-        } else {
-            PyErr_Format(PyExc_AssertionError, "unknown ledger journal entry %lld", k);
-            return -1;
-        }
-        if (set_ll(ledger, GO.next_transfer_id, e->tid) < 0) return -1;
+        if (undo_ledger_entry(self, e, &bad) < 0) return -1;
     } else {
         PyErr_Format(PyExc_AssertionError, "unknown journal entry %d", e->kind);
         return -1;
