@@ -2383,12 +2383,76 @@ static PyObject *command_field(PyObject *cmd, Py_ssize_t off, PyObject *name) {
     return PyObject_GetAttr(cmd, name);
 }
 
+/* The command's seq must follow the engine's and its time must not go back: then they are the
+ * engine's (and the events' dict's). 0, or -1. */
+static int advance(Applier *self, PyObject *seq_obj, PyObject *ts_obj, long long *ts) {
+    long long seq = PyLong_AsLongLong(seq_obj), eng_seq = self->seq;
+    *ts = PyLong_AsLongLong(ts_obj);
+    if (PyErr_Occurred()) return -1;
+    if (seq != eng_seq + 1) {
+        PyErr_Format(PyExc_AssertionError, "seq gap: engine at %lld, command %lld", eng_seq, seq);
+        return -1;
+    }
+    if (*ts < self->ts_ns) {
+        PyErr_SetString(PyExc_AssertionError, "time went backwards");
+        return -1;
+    }
+    if (PyDict_SetItem(self->edict, NAME_seq, seq_obj) < 0 || PyDict_SetItem(self->edict, NAME_ts_ns, ts_obj) < 0)
+        return -1;
+    self->seq = seq;
+    self->ts_ns = *ts;
+    return 0;
+}
+
+/* Fresh per-command buffers: the ledger's undo journal and the event list (a repeat gets the
+ * empty list back). The new event list, or NULL. */
+static PyObject *fresh_buffers(Applier *self) {
+    PyObject *ledger = self->ledger, *journal = SLOT(ledger, GO.journal), *events = PyList_New(0);
+    Py_ssize_t n = PyList_GET_SIZE(journal);
+    if (events == NULL) return NULL;
+    if ((n && PyList_SetSlice(journal, 0, n, NULL) < 0)) goto fail;
+    set_slot_ref(ledger, GO.events, events);
+    n = PyList_GET_SIZE(self->undo);
+    if (n && PyList_SetSlice(self->undo, 0, n, NULL) < 0) goto fail;
+    return events;
+fail:
+    Py_DECREF(events);
+    return NULL;
+}
+
+/* The command's result: its handler's answer as Accepted or Rejected, an internal error (the
+ * engine rolls back and counts it), or unknown without a handler. A new reference, or NULL. */
+static PyObject *run_handler(Applier *self, PyObject *handler, PyObject *cmd, PyObject *seq_obj, PyObject *cid) {
+    PyObject *data, *result;
+    if (handler == NULL) return PyObject_CallMethodObjArgs(self->engine, NAME_unknown, seq_obj, cid, NULL);
+    data = PyObject_CallOneArg(handler, cmd);
+    if (data == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL; /* KeyboardInterrupt and kin */
+        PyObject *etype, *exc, *tb;
+        PyErr_Fetch(&etype, &exc, &tb);
+        PyErr_NormalizeException(&etype, &exc, &tb);
+        if (tb != NULL) PyException_SetTraceback(exc, tb);
+        result = PyObject_CallMethodObjArgs(self->engine, NAME_internal_error, seq_obj, cid, exc, NULL);
+        Py_XDECREF(etype);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+    } else if (Py_TYPE(data) == (PyTypeObject *)RejectType) {
+        result = PyObject_CallMethodObjArgs(self->engine, NAME_rejected, seq_obj, cid, data, NULL);
+        Py_DECREF(data);
+    } else {
+        PyObject *a[3] = {seq_obj, cid, data};
+        result = PyObject_Vectorcall(AcceptedType, a, 3, NULL);
+        Py_DECREF(data);
+    }
+    return result;
+}
+
+/* Engine.apply(command) -> (result, events): in order, deduplicated by command id. */
 static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Applier *self = (Applier *)callable;
     PyObject *cmd, *seq_obj = NULL, *ts_obj = NULL, *cid = NULL, *events = NULL, *result = NULL, *out = NULL;
-    PyObject *handler, *ledger = self->ledger, *journal;
-    long long seq, ts, eng_seq, eng_ts;
-    Py_ssize_t n;
+    PyObject *handler;
+    long long ts;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames) {
         PyErr_SetString(PyExc_TypeError, "apply(command)");
@@ -2409,32 +2473,7 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
         if (h == -1) goto done;
         __builtin_prefetch(&self->dedup->slots[(size_t)h & self->dedup->mask]);
     }
-    seq = PyLong_AsLongLong(seq_obj);
-    ts = PyLong_AsLongLong(ts_obj);
-    if (PyErr_Occurred()) goto done;
-    eng_seq = self->seq;
-    eng_ts = self->ts_ns;
-    if (seq != eng_seq + 1) {
-        PyErr_Format(PyExc_AssertionError, "seq gap: engine at %lld, command %lld", eng_seq, seq);
-        goto done;
-    }
-    if (ts < eng_ts) {
-        PyErr_SetString(PyExc_AssertionError, "time went backwards");
-        goto done;
-    }
-    if (PyDict_SetItem(self->edict, NAME_seq, seq_obj) < 0 || PyDict_SetItem(self->edict, NAME_ts_ns, ts_obj) < 0)
-        goto done;
-    self->seq = seq;
-    self->ts_ns = ts;
-    /* fresh per-command buffers: the ledger's undo journal and the event list (a repeat gets
-     * the empty list back) */
-    if ((events = PyList_New(0)) == NULL) goto done;
-    journal = SLOT(ledger, GO.journal);
-    n = PyList_GET_SIZE(journal);
-    if (n && PyList_SetSlice(journal, 0, n, NULL) < 0) goto done;
-    set_slot_ref(ledger, GO.events, events);
-    n = PyList_GET_SIZE(self->undo);
-    if (n && PyList_SetSlice(self->undo, 0, n, NULL) < 0) goto done;
+    if (advance(self, seq_obj, ts_obj, &ts) < 0 || (events = fresh_buffers(self)) == NULL) goto done;
     handler = PyDict_GetItemWithError(self->handlers, (PyObject *)Py_TYPE(cmd));
     if (handler == NULL && PyErr_Occurred()) goto done;
     /* Expire by age first: whether a repeat is answered depends only on its own timestamp. */
@@ -2448,30 +2487,7 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
         goto done;
     }
     if (PyErr_Occurred()) goto done;
-    if (handler == NULL) {
-        result = PyObject_CallMethodObjArgs(self->engine, NAME_unknown, seq_obj, cid, NULL);
-    } else {
-        PyObject *data = PyObject_CallOneArg(handler, cmd);
-        if (data == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) goto done; /* KeyboardInterrupt and kin */
-            PyObject *etype, *exc, *tb;
-            PyErr_Fetch(&etype, &exc, &tb);
-            PyErr_NormalizeException(&etype, &exc, &tb);
-            if (tb != NULL) PyException_SetTraceback(exc, tb);
-            result = PyObject_CallMethodObjArgs(self->engine, NAME_internal_error, seq_obj, cid, exc, NULL);
-            Py_XDECREF(etype);
-            Py_XDECREF(exc);
-            Py_XDECREF(tb);
-        } else if (Py_TYPE(data) == (PyTypeObject *)RejectType) {
-            result = PyObject_CallMethodObjArgs(self->engine, NAME_rejected, seq_obj, cid, data, NULL);
-            Py_DECREF(data);
-        } else {
-            PyObject *a[3] = {seq_obj, cid, data};
-            result = PyObject_Vectorcall(AcceptedType, a, 3, NULL);
-            Py_DECREF(data);
-        }
-    }
-    if (result == NULL) goto done;
+    if ((result = run_handler(self, handler, cmd, seq_obj, cid)) == NULL) goto done;
     if (dedup_add_c(self->dedup, cid, ts, result) < 0) goto done;
     if (self->dedup->count > self->entries_max &&
         dedup_evict_c(self->dedup, ts - self->window_ns, self->entries_max) < 0)
