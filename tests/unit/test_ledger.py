@@ -44,11 +44,9 @@ from cashmarkets.core.ledger import (
     escrow,
 )
 from cashmarkets.core.results import Accepted, AccountOpened, Rejected, TransfersDone
-from tests.support.ledger_book import ASSETS, Book
+from tests.support.ledger_book import Book
 
 from .engine_helpers import ledger_bytes, stamp_apply, totals
-
-
 
 # ---- fixtures and small helpers ------------------------------------------------------------------
 
