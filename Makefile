@@ -57,7 +57,7 @@ PURE_TESTS := tests/unit/test_native_setting.py tests/unit/test_engine.py tests/
 	tests/unit/test_chartgame.py tests/integration/test_api_spot.py tests/integration/test_spot_projection.py \
 	tests/integration/test_gateway_spot.py
 pytest-pure: $(STAMP) services
-	@CASHMARKETS_NATIVE=0 $(BIN)/pytest -q -m "not fuzz" $(PURE_TESTS) $(PYTEST_ARGS); rc=$$?; \
+	@CASHMARKETS_NATIVE=0 $(BIN)/pytest -q -m "not fuzz" -n $(PYTEST_WORKERS) --dist worksteal $(PURE_TESTS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest-pure collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # The fuzz stage, bounded in time: Schemathesis over every HTTP operation, the socket fuzzer,
