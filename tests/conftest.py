@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from cashmarkets.core import native
+from cashmarkets.ops.settings import native_from_env
 from cashmarkets.store import scratchdb
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CASHMARKETS_NATIVE=0 (`make pytest-pure`): the engines the tests build directly run the
+    # Python paths too, not only the ones the processes build from their settings.
+    if not native_from_env():
+        native.switch_off()
 
 
 @pytest.fixture

@@ -548,11 +548,11 @@ def verify_round(
     output: Annotated[Path | None, typer.Option(help="Also save the round's document here (JSON).")] = None,
 ) -> None:
     """Check a settled round from the store: chain, beacons, every candle. Exit 0 only if fair."""
-    from cashmarkets.api.app import local_beacon_secret
     from cashmarkets.beacons.bls import LocalBeacon
     from cashmarkets.core.products.chartgame import ChartgameConfig
     from cashmarkets.fairness import drand
     from cashmarkets.runtime.bootstrap import store_url
+    from cashmarkets.runtime.chart_setup import local_beacon_secret
     from cashmarkets.runtime.chart_verify import verify_document
     from cashmarkets.store import chart_queries
     from cashmarkets.store.db import create_engine

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from schemathesis.specs.openapi.checks import (
 
 from cashmarkets.api.app import create_app
 from cashmarkets.ops.settings import Settings
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.fuzz]
 
@@ -88,12 +88,6 @@ def params() -> list[Any]:
 
 
 # -- the server -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -18,11 +18,11 @@ from cashmarkets.core.products.chartgame import (
     ChartgameProduct,
     GameConfig,
     RoundChanged,
-    verification_document,
 )
 from cashmarkets.log.sqlite import SqliteJournal
 from cashmarkets.runtime.chart_scheduler import ChartScheduler
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig
+from cashmarkets.store.chart_queries import verification_document
 from cashmarkets.store.snapshots import SnapshotStore
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "verify_round.py"

@@ -4,7 +4,6 @@ withdrawals, admin, command outcomes, errors. Real SQLite journal and store unde
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from tests.integration.api_helpers import (
     signup,
     wait_projected,
 )
+from tests.support.ports import free_port
 
 
 async def test_signup_credits_the_demo_balance_and_balance_reads_it(tmp_path: Path) -> None:
@@ -246,12 +246,6 @@ async def test_errors_are_problem_json_everywhere(tmp_path: Path) -> None:
         assert big.status_code == 413 and big.json()["code"] == "payload_too_large"
         traced = await client.get("/nope", headers={"X-Request-Id": "trace-123"})
         assert traced.json()["requestId"] in ("trace-123", traced.headers["x-request-id"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_health_ready_metrics_and_openapi(tmp_path: Path) -> None:

@@ -3,28 +3,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from litestar.testing import AsyncTestClient
 
 from tests.integration.api_helpers import bearer, embedded, signup
+from tests.support.binance import signed
 
 
 async def keyed(client: AsyncTestClient[Any]) -> tuple[dict[str, str], str, str]:
     h = bearer((await signup(client, "bin@example.com"))["token"])
     created = (await client.post("/api/v1/apikeys", json={"label": "bot"}, headers=h)).json()
     return h, created["apiKey"], created["secret"]
-
-
-def signed(secret: str, **params: Any) -> str:
-    params.setdefault("timestamp", time.time_ns() // 1_000_000)
-    query = urlencode(params)
-    return query + "&signature=" + hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
 
 
 async def test_public_routes_refuse_bad_parameters_with_binance_codes(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from cashmarkets.api.app import local_beacon_secret
 from cashmarkets.beacons.sources import LocalSource
 from cashmarkets.core.commands import Command
 from cashmarkets.core.money import parse_amount
@@ -25,6 +24,7 @@ from cashmarkets.core.products.chartgame import (
 )
 from cashmarkets.core.results import Accepted
 from cashmarkets.fairness.chain import SeedChain
+from cashmarkets.runtime.chart_setup import local_beacon_secret
 from tests.integration.api_helpers import bearer, embedded, on_app_loop, services_of, signup, wait_committed
 from tests.integration.chart_helpers import run_tool
 
@@ -188,7 +188,7 @@ async def test_positions_over_the_binary_websocket(tmp_path: Path) -> None:
 
     from cashmarkets.gateway.protocol import MsgType
     from tests.integration.api_helpers import ws_url
-    from tests.integration.test_gateway import frame, recv_binary
+    from tests.support.ws_client import frame, recv_binary
 
     async with embedded(tmp_path) as client:
         token = (await signup(client, "ws@example.com"))["token"]

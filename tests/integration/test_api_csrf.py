@@ -13,7 +13,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from tests.integration.api_helpers import PASSWORD, bearer, embedded, services_of, wait_committed
-from tests.integration.test_api_binance import signed
+from tests.support.binance import signed
 
 ALLOWED = "http://127.0.0.1:8000"  # the origin of the default public URL (HOST:PORT) in embedded()
 EVIL = "http://evil.example"

@@ -17,7 +17,7 @@ from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.faucet_totals import FaucetTotals, parse_daily_max, utc_day
 from tests.integration.api_helpers import admin, bearer, embedded, services_of, signup
-from tests.integration.test_api_signin_throttle import concurrently
+from tests.support.http_client import concurrently
 
 LIMITS = "USDC=100,BTC=1,ETH=10"
 

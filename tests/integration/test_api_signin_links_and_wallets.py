@@ -11,7 +11,6 @@ import email.policy
 import hashlib
 import html
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from litestar.testing import AsyncTestClient
 from cashmarkets.auth.wallets import build_message
 from cashmarkets.integrations.email import MAGIC_LINK_SUBJECT, LogMailer, plain_text_body
 from tests.integration.api_helpers import bearer, embedded, services_of, signup
+from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
 PUBLIC_URL = "http://testserver.local"  # the test client's own base URL: links point at it
@@ -53,13 +53,6 @@ class Inbox:
         assert isinstance(parsed, email.message.EmailMessage)
         self.received.append((list(envelope.rcpt_tos), parsed))
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

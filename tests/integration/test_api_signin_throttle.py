@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
@@ -21,6 +20,7 @@ from cashmarkets.api.security import PasswordHashing
 from cashmarkets.store.signin_throttle import lockout_s
 from cashmarkets.store.tables import credentials
 from tests.integration.api_helpers import PASSWORD, embedded, services_of, signup
+from tests.support.http_client import concurrently
 
 WRONG = "not the password"
 
@@ -29,21 +29,6 @@ async def signin(client: AsyncTestClient[Any], email: str, password: str) -> Any
     response = await client.post("/api/v1/signin", json={"email": email, "password": password})
     client.cookies.clear()
     return response
-
-
-async def concurrently(
-    client: AsyncTestClient[Any], posts: list[tuple[str, Any]], headers: dict[str, str] | None = None
-) -> list[httpx.Response]:
-    """POSTs that really overlap: the test client's transport runs one request at a time per
-    calling thread, so each is sent from a thread of its own."""
-
-    def one(path: str, body: Any) -> httpx.Response:
-        request = httpx.Request("POST", f"http://testserver.local{path}", json=body, headers=headers)
-        response: httpx.Response = client._transport.handle_request(request)
-        response.read()
-        return response
-
-    return list(await asyncio.gather(*(asyncio.to_thread(one, path, body) for path, body in posts)))
 
 
 async def row(client: AsyncTestClient[Any], user_id: str) -> Any:

@@ -23,7 +23,6 @@ from cashmarkets.onchain.adapter import ChainConflict, ChainError
 from cashmarkets.onchain.aptos import DRAW_MAX_GAS, AptosAdapter
 from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
 from cashmarkets.runtime.chart_verify import verify_document
-from tests.e2e.processes import free_port
 from tests.fakes.aptos import FakeAptosNode
 from tests.integration.chart_helpers import (
     GAME,
@@ -33,6 +32,7 @@ from tests.integration.chart_helpers import (
     runtime,
     settled_of,
 )
+from tests.support.ports import free_port
 
 COMMITMENT = hashlib.sha256(b"a chain link").digest()
 

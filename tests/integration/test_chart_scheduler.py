@@ -16,11 +16,11 @@ from cashmarkets.core.products.chartgame import (
     ChainCommitted,
     GameConfig,
     RoundChanged,
-    verification_document,
 )
 from cashmarkets.fairness.chain import verify_link
 from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
 from cashmarkets.runtime.chart_verify import verify_document
+from cashmarkets.store.chart_queries import verification_document
 from tests.integration.chart_helpers import (
     GAME,
     play_until_settled,

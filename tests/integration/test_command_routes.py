@@ -13,7 +13,8 @@ from litestar.testing import AsyncTestClient
 from websockets.asyncio.client import connect
 
 from tests.integration.api_helpers import bearer, embedded, services_of, signup, ws_url
-from tests.integration.test_gateway import call, tick
+from tests.support.prices import tick
+from tests.support.ws_client import call
 
 SPOT = "/api/v1/spot"
 

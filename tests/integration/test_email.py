@@ -6,7 +6,6 @@ import email.message
 import email.policy
 import html
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from cashmarkets.integrations.email import (
     mailer_from_url,
     plain_text_body,
 )
+from tests.support.ports import free_port
 
 # aiosmtpd warns when AUTH is allowed without TLS; these tests do that on purpose, on 127.0.0.1.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
@@ -75,13 +75,6 @@ class Collector:
         assert envelope.mail_from is not None
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -11,49 +11,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from cashmarkets.core.products.leverage import PriceTick
-from cashmarkets.core.results import Accepted
-from cashmarkets.gateway.protocol import HEADER, PROTOCOL_VERSION, MsgType
+from cashmarkets.gateway.protocol import HEADER, MsgType
 from tests.integration.api_helpers import bearer, embedded, on_app_loop, services_of, signup, ws_url
-
-RECV_TIMEOUT_S = 5.0
-
-
-async def tick(client: AsyncTestClient[Any], symbol: str, bid: int, ask: int) -> None:
-    runtime = services_of(client).extras["runtime"]
-    cmd = PriceTick(command_id=f"tick-{symbol}-{runtime.engine.seq}", symbol=symbol, bid=bid, ask=ask)
-    result = await on_app_loop(client, runtime.submit(cmd))
-    assert isinstance(result, Accepted), result
-
-
-async def recv_json(ws: ClientConnection) -> dict[str, Any]:
-    message = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT_S)
-    assert isinstance(message, str), message
-    decoded: dict[str, Any] = json.loads(message)
-    return decoded
-
-
-async def call(ws: ClientConnection, method: str, *params: Any, request_id: int = 1) -> dict[str, Any]:
-    await ws.send(json.dumps({"method": method, "params": list(params), "id": request_id}))
-    return await recv_json(ws)
-
-
-def frame(msg_type: int, sequence: int, payload: Any, version: int = PROTOCOL_VERSION) -> bytes:
-    return HEADER.pack(version, msg_type, 0, sequence) + msgspec.msgpack.encode(payload)
-
-
-async def recv_binary(ws: ClientConnection) -> tuple[int, int, Any]:
-    message = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT_S)
-    assert isinstance(message, bytes), message
-    version, msg_type, ts_ms, sequence = HEADER.unpack_from(message)
-    assert version == PROTOCOL_VERSION and ts_ms > 1_700_000_000_000
-    return msg_type, sequence, msgspec.msgpack.decode(message[HEADER.size :])
+from tests.support.prices import tick
+from tests.support.ws_client import RECV_TIMEOUT_S, call, frame, recv_binary, recv_json
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from cashmarkets.core.money import format_amount
 from cashmarkets.core.products.spot import SpotProduct
 from cashmarkets.gateway.depth import LocalBook
 from tests.integration.api_helpers import bearer, embedded, services_of, signup, ws_url
-from tests.integration.test_gateway import recv_json
+from tests.support.ws_client import recv_json
 
 SPOT = "/api/v1/spot"
 

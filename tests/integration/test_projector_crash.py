@@ -29,15 +29,13 @@ from cashmarkets.core.commands import (
     TransferFunds,
     VoidHold,
 )
-from cashmarkets.core.events import WithdrawalRequested, WithdrawalResolved
-from cashmarkets.core.ledger import Transfer
 from cashmarkets.core.results import Accepted, TransfersDone, WithdrawalState
-from cashmarkets.log.sqlite import SqliteJournal
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_engine, build_runtime, store_url
+from cashmarkets.runtime.bootstrap import build_runtime, store_url
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
-from cashmarkets.store.tables import accounts, ledger_transfers, projector_checkpoints, withdrawals
+from cashmarkets.store.tables import projector_checkpoints
+from tests.support.projection_state import actual_state, expected_state
 
 COMMANDS = 12_000
 KILLS = 6
@@ -122,71 +120,6 @@ def projector(settings_env: dict[str, str], log_path: Path) -> subprocess.Popen[
         env={**os.environ, **settings_env},
         stdout=out,
         stderr=subprocess.STDOUT,
-    )
-
-
-async def expected_state(
-    journal: Path,
-) -> tuple[list[tuple[object, ...]], dict[int, tuple[int, ...]], dict[int, tuple[str, str]]]:
-    log = SqliteJournal(journal)
-    await log.open()
-    engine = build_engine()
-    transfers: list[tuple[object, ...]] = []
-    wds: dict[int, tuple[str, str]] = {}
-    after = None
-    while page := await log.read_from(after, 5000):
-        for record in page:
-            cmd = engine.codec.command_decoder.decode(record.data)
-            _, events = engine.apply(cmd)
-            for e in events:
-                if isinstance(e, Transfer):
-                    transfers.append(
-                        (
-                            e.id,
-                            e.seq,
-                            cmd.ts_ns,
-                            int(e.kind),
-                            e.debit_account_id,
-                            e.credit_account_id,
-                            e.asset,
-                            e.amount,
-                            e.code,
-                            e.pending_id,
-                        )
-                    )
-                elif isinstance(e, WithdrawalRequested):
-                    wds[e.hold_id] = ("pending", "")
-                elif isinstance(e, WithdrawalResolved):
-                    wds[e.hold_id] = (e.status, e.reference)
-        after = page[-1].position
-    await log.close()
-    totals = {
-        a.id: (a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending)
-        for a in engine.ledger.accounts.values()
-    }
-    return transfers, totals, wds
-
-
-async def actual_state(
-    url: str,
-) -> tuple[list[tuple[object, ...]], dict[int, tuple[int, ...]], dict[int, tuple[str, str]]]:
-    db = create_engine(url)
-    try:
-        async with db.connect() as conn:
-            rows = (
-                await conn.execute(select(ledger_transfers).order_by(ledger_transfers.c.transfer_id))
-            ).all()
-            accs = (await conn.execute(select(accounts))).all()
-            wds = (await conn.execute(select(withdrawals))).all()
-    finally:
-        await db.dispose()
-    return (
-        [tuple(r) for r in rows],
-        {
-            a.account_id: (a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending)
-            for a in accs
-        },
-        {w.hold_id: (w.status, w.reference) for w in wds},
     )
 
 

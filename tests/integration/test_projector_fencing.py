@@ -24,8 +24,8 @@ from cashmarkets.store.db import create_engine
 from cashmarkets.store.leases import Lease, StaleFence, Term
 from cashmarkets.store.projector import NAME_LOCK, Projector
 from cashmarkets.store.tables import leases, ledger_transfers, projector_checkpoints
-from tests.integration.test_projector_crash import actual_state, expected_state
 from tests.support.private_pg import PrivatePostgres, TcpProxy, private_postgres
+from tests.support.projection_state import actual_state, expected_state
 
 BATCH = 50
 

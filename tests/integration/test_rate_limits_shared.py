@@ -15,8 +15,8 @@ from websockets.asyncio.client import connect
 
 from cashmarkets.gateway.protocol import ErrorCode, MsgType
 from tests.integration.api_helpers import bearer, embedded, services_of, signup, ws_url
-from tests.integration.test_api_binance import signed
-from tests.integration.test_gateway import call, frame, recv_binary, recv_json
+from tests.support.binance import signed
+from tests.support.ws_client import call, frame, recv_binary, recv_json
 
 # Three requests, then (practically) none: one token per 100 s, far longer than a test.
 TIGHT = {

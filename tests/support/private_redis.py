@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.private_pg import free_port
+from tests.support.ports import free_port
 
 START_TIMEOUT_S = 10.0
 

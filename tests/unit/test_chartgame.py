@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from cashmarkets.benchmarks.chartgame import simulate_rtp
 from cashmarkets.core import codes
 from cashmarkets.core.commands import Command, Deposit
 from cashmarkets.core.engine import Engine
@@ -34,7 +35,6 @@ from cashmarkets.core.products.chartgame import (
     mixed_key,
     next_candle,
     payout_of,
-    simulate_rtp,
 )
 from cashmarkets.core.reconcile import reconcile
 from cashmarkets.core.results import Accepted, Rejected

@@ -20,9 +20,10 @@ import typer
 import yaml
 
 from cashmarkets import cli
-from cashmarkets.api.app import apikey_master_key, chain_adapter, chart_schedulers, jwt_secret
+from cashmarkets.api.app import apikey_master_key, jwt_secret
 from cashmarkets.ops.settings import ENV_PREFIX, Settings
 from cashmarkets.runtime.bootstrap import build_engine
+from cashmarkets.runtime.chart_setup import chain_adapter, chart_schedulers, local_beacon_secret
 from cashmarkets.runtime.pricefeed import build_feed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,8 +126,6 @@ def refuses_without(name: str, settings: Settings) -> None:
         assert chart_schedulers(settings, SimpleNamespace(engine=build_engine()))
         chain_adapter(settings)
     if command == "api" and settings.beacon_source == "local":  # the round verification documents
-        from cashmarkets.api.app import local_beacon_secret
-
         local_beacon_secret(settings)
     if command == "poller":
         assert build_feed(settings, lambda _tick: None) is not None, "nothing to poll"
@@ -195,10 +194,14 @@ def test_the_checks_catch_a_missing_secret(tmp_path: Path, service: str, missing
 def test_every_secret_the_code_demands_is_required_and_documented() -> None:
     """A secret read through `local_secret` (generated in embedded mode, required in distributed
     mode) must be given to every process, be required by compose, and be in the README."""
-    source = (ROOT / "src" / "cashmarkets" / "api" / "app.py").read_text()
+    package = ROOT / "src" / "cashmarkets"
+    callers = [package / "api" / "app.py", package / "runtime" / "chart_setup.py"]
+    source = "\n".join(path.read_text() for path in callers)
     secrets = set(re.findall(r'"(CASHMARKETS_[A-Z_]+)",\s*(?:lambda|\n)', source))
     assert secrets == {"CASHMARKETS_JWT_SECRET", "CASHMARKETS_APIKEY_MASTER_KEY", "CASHMARKETS_BEACON_KEY"}
-    assert len(re.findall(r"\blocal_secret\(", source)) == len(secrets) + 1  # the definition
+    assert len(re.findall(r"\blocal_secret\(", source)) == len(secrets)  # no other caller
+    everywhere = "\n".join(p.read_text() for p in package.rglob("*.py") if p not in callers)
+    assert len(re.findall(r"\blocal_secret\(", everywhere)) == 1  # the definition
     readme = (ROOT / "README.md").read_text()
     distributed = readme[readme.index("**Distributed**") : readme.index("## Configuration")]
     for secret in secrets:

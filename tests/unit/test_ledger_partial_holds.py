@@ -15,9 +15,9 @@ from cashmarkets.core.ledger import (
     VOID_PART,
     Transfer,
 )
+from tests.support.ledger_book import Book
 
 from .engine_helpers import ledger_bytes
-from .test_ledger import Book
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cashmarkets.api.app import chain_adapter
 from cashmarkets.ops.settings import Settings
+from cashmarkets.runtime.chart_setup import chain_adapter
 
 
 def test_defaults() -> None:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -45,8 +44,8 @@ from cashmarkets.gateway.bridge import EngineBridge
 from cashmarkets.gateway.server import Gateway, gateway_limits
 from cashmarkets.gateway.topics import TopicRegistry
 from cashmarkets.integrations.email import mailer_from_url
-from cashmarkets.onchain.adapter import ChainAdapter
 from cashmarkets.ops import metrics
+from cashmarkets.ops.local_secrets import local_secret
 from cashmarkets.ops.nesting import RECURSION_LIMIT, pin_recursion_limit
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
@@ -102,72 +101,6 @@ def apikey_master_key(settings: Settings) -> bytes:
     if len(key) != 32:
         raise SystemExit("CASHMARKETS_APIKEY_MASTER_KEY must be 64 hex digits (32 bytes)")
     return key
-
-
-def chart_schedulers(settings: Settings, runtime: Any, fence: Any = None) -> list[Any]:
-    """One round scheduler per chart game, with the configured beacon source (and the lease term
-    they act under, `fence`)."""
-    from cashmarkets.beacons.sources import DrandHttp, LocalSource
-    from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
-
-    if settings.beacon_source == "drand":
-        source: Any = DrandHttp([u.strip() for u in settings.drand_relays.split(",") if u.strip()])
-    elif settings.beacon_source == "local":
-        source = LocalSource(local_beacon_secret(settings))
-    else:
-        raise SystemExit("CASHMARKETS_BEACON_SOURCE is local or drand")
-    chains = ChainStore(Path(settings.data_dir) / "chains")
-    games = runtime.engine.products["chartgame"].config.games
-    adapter = chain_adapter(settings)
-    return [ChartScheduler(runtime, g, source, chains, adapter=adapter, fence=fence) for g in games]
-
-
-def chain_adapter(settings: Settings) -> ChainAdapter | None:
-    """The configured chain adapter of the chart game: None for "none"."""
-    if settings.chain_adapter == "none":
-        return None
-    if settings.chain_adapter != "aptos":
-        raise SystemExit("CASHMARKETS_CHAIN_ADAPTER is none or aptos")
-    if not settings.aptos_node_url or not settings.aptos_private_key:
-        raise SystemExit(
-            "the aptos adapter needs CASHMARKETS_APTOS_NODE_URL and CASHMARKETS_APTOS_PRIVATE_KEY"
-        )
-    from cashmarkets.onchain.aptos import AptosAdapter
-
-    try:
-        return AptosAdapter(
-            settings.aptos_node_url, settings.aptos_private_key, settings.aptos_module_address
-        )
-    except ValueError as exc:
-        raise SystemExit(
-            "CASHMARKETS_APTOS_PRIVATE_KEY must be an Ed25519 key (64 hex digits or AIP-80) and "
-            f"CASHMARKETS_APTOS_MODULE_ADDRESS an account address: {exc}"
-        ) from None
-
-
-def local_beacon_secret(settings: Settings) -> bytes:
-    """The local beacon's key, generated once into the data directory."""
-    text = local_secret(
-        settings, settings.beacon_key, "beacon.key", "CASHMARKETS_BEACON_KEY", lambda: secrets.token_hex(32)
-    )
-    return bytes.fromhex(text)
-
-
-def local_secret(
-    settings: Settings, configured: str | None, filename: str, env: str, make: Callable[[], str]
-) -> str:
-    if configured:
-        return configured
-    if settings.distributed:
-        # Every API process must use the same key: it has to be given.
-        raise SystemExit(f"distributed mode needs {env} (the same in every API process)")
-    path = Path(settings.data_dir) / filename
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(make())
-    return path.read_text().strip()
 
 
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)

@@ -15,13 +15,14 @@ from msgspec import Meta
 from sqlalchemy import select
 
 from cashmarkets.api.accounts import decode_cursor, encode_cursor
+from cashmarkets.api.common import strict_body
 from cashmarkets.api.errors import ApiError
-from cashmarkets.api.leverage import strict_body
 from cashmarkets.api.schemas import AmountText
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody
 from cashmarkets.api.security import AuthUser, current_user
 from cashmarkets.api.services import Services, command_id, parse_money, result_data, services
+from cashmarkets.benchmarks.chartgame import RtpEstimate, simulate_rtp
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.core.products.chartgame import (
     ChartClosePosition,
@@ -30,9 +31,6 @@ from cashmarkets.core.products.chartgame import (
     ChartPositionView,
     GameConfig,
     OnchainDraw,
-    RtpEstimate,
-    model_json,
-    simulate_rtp,
 )
 from cashmarkets.store import chart_queries, queries
 from cashmarkets.store.tables import chart_candles, chart_positions, chart_rounds
@@ -202,7 +200,7 @@ def beacon_public_key(request: Request[Any, Any, Any]) -> bytes:
         found: bytes = cached
         return found
     if svc.settings.beacon_source == "local":
-        from cashmarkets.api.app import local_beacon_secret
+        from cashmarkets.runtime.chart_setup import local_beacon_secret
 
         key = LocalSource(local_beacon_secret(svc.settings)).public_key
     else:
@@ -235,7 +233,7 @@ class ChartgameController(Controller):
                     stake_min=format_amount(g.stake_min, money),
                     stake_max=format_amount(g.stake_max, money),
                     fee_bps=g.fee_bps,
-                    model=model_json(g.model),
+                    model=chart_queries.model_json(g.model),
                     beacon_genesis_s=g.beacon_genesis_s,
                     beacon_period_s=g.beacon_period_s,
                     rtp_percent_by_leverage=rtp.percent(),

@@ -17,6 +17,7 @@ from litestar.params import JSONBody, QueryParameter
 from msgspec import Meta
 
 from cashmarkets.api.accounts import decode_cursor, encode_cursor
+from cashmarkets.api.common import strict_body
 from cashmarkets.api.errors import ApiError
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody
@@ -129,17 +130,6 @@ def _parse_price(market: MarketConfig, text: str | None, field: str) -> int:
     except AmountError as exc:
         raise ApiError(
             400, "invalid_price", f"{field}: {exc.detail}", errors=[{"field": field, "message": exc.code}]
-        ) from None
-
-
-async def strict_body(request: Request[Any, Any, Any], kind: type[Any]) -> None:
-    """Litestar decodes bodies leniently ("1000" becomes 1000); money fields must be real
-    integers, so trading bodies are checked again, strictly."""
-    try:
-        msgspec.json.decode(await request.body(), type=kind, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ApiError(
-            400, "validation_failed", str(exc), errors=[{"field": "data", "message": str(exc)}]
         ) from None
 
 

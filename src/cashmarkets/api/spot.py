@@ -19,8 +19,8 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import Meta
 
 from cashmarkets.api.accounts import decode_cursor, encode_cursor
+from cashmarkets.api.common import strict_body
 from cashmarkets.api.errors import ApiError
-from cashmarkets.api.leverage import strict_body
 from cashmarkets.api.schemas import AmountText
 from cashmarkets.api.schemas import Request as RequestBody
 from cashmarkets.api.schemas import Response as ResponseBody

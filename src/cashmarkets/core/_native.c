@@ -961,126 +961,137 @@ static int match(SpotFast *self, PyObject *book, PyObject *market, PyObject *tak
 static int finish(SpotFast *self, PyObject *book, PyObject *market, PyObject *order, int stp_stop, PyObject *seq_obj,
                   PyObject *ts_obj, long long seq);
 
-/* place(): LIMIT GTC or IOC, and LIMIT_MAKER that does not cross (FOK and MARKET orders, which
- * walk the book first, go to Python). */
-static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
-    PyObject *market_str, *market, *book, *owner, *side_str, *type_str, *stp_str, *coid, *cfg, *ledger = self->ledger;
-    PyObject *pay, *escrow_acc, *key, *owned, *order, *seq_obj, *ts_obj, *id_obj, *tif, *side_obj, *stp_obj, *item[2];
-    PyObject *receive_asset, *pay_asset, *by_key = SLOT(ledger, GO.by_key), *out, *trades;
-    long long side, price, qty, unit, seq, hold_amount, next_id, tid;
-    int bad = 0, gtc = 0, maker_only = 0, cross;
-    __int128 notional;
-    Py_ssize_t olen;
+/* A PlaceOrder the C path takes, between its stages (borrowed references). */
+typedef struct {
+    PyObject *market_str, *market, *book, *owner, *type_str, *tif, *stp_obj, *coid, *pay, *escrow_acc;
+    long long side, price, qty, hold_amount;
+    int gtc, maker_only, cross;
+} Placing;
 
-    if (Py_TYPE(cmd) != (PyTypeObject *)PlaceType) FALLBACK(place_slow);
-    market_str = SLOT(cmd, PO.market);
-    switch (trading_market(self, market_str, &market, &book)) {
-    case -1: return NULL;
-    case 0: FALLBACK(place_slow);
+/* The stages below answer 1: the C path goes on; 0: the Python handler takes the command (it
+ * rejects or handles what is unusual); -1: an error is set. */
+
+/* A client order id the C path accepts: empty, or valid and not in use by the owner. */
+static int coid_free(SpotFast *self, PyObject *owner, PyObject *coid) {
+    Py_ssize_t i, n;
+    PyObject *key;
+    int dup;
+    if (!PyUnicode_CheckExact(coid)) return 0;
+    n = PyUnicode_GET_LENGTH(coid);
+    if (n == 0) return 1;
+    if (n > self->coid_max) return 0;
+    for (i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ_CHAR(coid, i);
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == ':' ||
+              c == '/' || c == '_' || c == '-'))
+            return 0;
     }
-    owner = SLOT(cmd, PO.owner);
-    if (!PyUnicode_CheckExact(owner)) FALLBACK(place_slow);
-    olen = PyUnicode_GET_LENGTH(owner);
-    if (olen == 0 || olen > OWNER_MAX || PyUnicode_READ_CHAR(owner, 0) == '@') FALLBACK(place_slow);
+    key = pair(owner, coid);
+    if (key == NULL) return -1;
+    dup = PyDict_Contains(self->by_client_id, key);
+    Py_DECREF(key);
+    return dup < 0 ? -1 : !dup;
+}
+
+/* Validate, 1: market, owner, side, type and time in force, self-trade mode, client order id. */
+static int place_fields(SpotFast *self, PyObject *cmd, Placing *p) {
+    PyObject *side_str, *stp_str;
+    Py_ssize_t olen;
+    if (Py_TYPE(cmd) != (PyTypeObject *)PlaceType) return 0;
+    p->market_str = SLOT(cmd, PO.market);
+    switch (trading_market(self, p->market_str, &p->market, &p->book)) {
+    case -1: return -1;
+    case 0: return 0;
+    }
+    p->owner = SLOT(cmd, PO.owner);
+    if (!PyUnicode_CheckExact(p->owner)) return 0;
+    olen = PyUnicode_GET_LENGTH(p->owner);
+    if (olen == 0 || olen > OWNER_MAX || PyUnicode_READ_CHAR(p->owner, 0) == '@') return 0;
     side_str = SLOT(cmd, PO.side);
-    if (str_eq(side_str, S_BUY)) side = 0;
-    else if (str_eq(side_str, S_SELL)) side = 1;
-    else FALLBACK(place_slow);
-    type_str = SLOT(cmd, PO.order_type);
-    if (str_eq(type_str, S_LIMIT)) {
-        tif = SLOT(cmd, PO.tif);
-        if (str_eq(tif, S_GTC)) gtc = 1;
-        else if (!str_eq(tif, S_IOC)) FALLBACK(place_slow);
-    } else if (str_eq(type_str, S_LIMIT_MAKER)) {
-        tif = S_GTC;
-        gtc = 1;
-        maker_only = 1;
+    if (str_eq(side_str, S_BUY)) p->side = 0;
+    else if (str_eq(side_str, S_SELL)) p->side = 1;
+    else return 0;
+    p->type_str = SLOT(cmd, PO.order_type);
+    p->gtc = p->maker_only = 0;
+    if (str_eq(p->type_str, S_LIMIT)) {
+        p->tif = SLOT(cmd, PO.tif);
+        if (str_eq(p->tif, S_GTC)) p->gtc = 1;
+        else if (!str_eq(p->tif, S_IOC)) return 0;
+    } else if (str_eq(p->type_str, S_LIMIT_MAKER)) {
+        p->tif = S_GTC;
+        p->gtc = 1;
+        p->maker_only = 1;
     } else {
-        FALLBACK(place_slow);
+        return 0;
     }
     stp_str = SLOT(cmd, PO.stp);
-    if (str_eq(stp_str, S_STP_MAKER)) stp_obj = I_TWO;
-    else if (str_eq(stp_str, S_STP_TAKER)) stp_obj = I_ONE;
-    else if (str_eq(stp_str, S_STP_BOTH)) stp_obj = I_THREE;
-    else FALLBACK(place_slow);
-    coid = SLOT(cmd, PO.coid);
-    if (!PyUnicode_CheckExact(coid)) FALLBACK(place_slow);
-    if (PyUnicode_GET_LENGTH(coid)) {
-        Py_ssize_t i, n = PyUnicode_GET_LENGTH(coid);
-        int dup;
-        if (n > self->coid_max) FALLBACK(place_slow);
-        for (i = 0; i < n; i++) {
-            Py_UCS4 c = PyUnicode_READ_CHAR(coid, i);
-            if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-                  c == ':' || c == '/' || c == '_' || c == '-'))
-                FALLBACK(place_slow);
-        }
-        key = pair(owner, coid);
-        if (key == NULL) return NULL;
-        dup = PyDict_Contains(self->by_client_id, key);
-        Py_DECREF(key);
-        if (dup < 0) return NULL;
-        if (dup) FALLBACK(place_slow);
-    }
-    cfg = SLOT(market, MO.config);
-    price = get_ll(cmd, PO.price, &bad);
-    qty = get_ll(cmd, PO.qty, &bad);
-    unit = get_ll(market, MO.unit, &bad);
-    if (bad || get_ll(cmd, PO.quote_qty, &bad) != 0 || price <= 0 || price > get_ll(cfg, CO.max_price, &bad) ||
-        qty < get_ll(cfg, CO.min_qty, &bad) || qty > get_ll(cfg, CO.max_qty, &bad) || bad)
-        FALLBACK(place_slow);
-    notional = (__int128)qty * price * unit;
-    if (notional < get_ll(cfg, CO.min_notional, &bad) || bad || notional > TOTAL_MAX_LL) FALLBACK(place_slow);
-    cross = crosses(book, side, price);
-    if (cross && maker_only) FALLBACK(place_slow); /* would_take */
-    /* a GTC order may rest: the per-owner and engine-wide limits */
-    key = pair(owner, market_str);
-    if (key == NULL) return NULL;
-    owned = gtc ? PyDict_GetItemWithError(self->by_owner, key) : NULL;
-    if ((owned == NULL && PyErr_Occurred()) ||
-        (owned != NULL && PyDict_GET_SIZE(owned) >= self->per_owner_max) ||
-        (gtc && PyDict_GET_SIZE(self->orders) >= self->orders_max)) {
-        Py_DECREF(key);
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(place_slow);
-    }
-    hold_amount = side == BUY ? (long long)notional : qty * get_ll(market, MO.lot, &bad);
-    pay_asset = SLOT(market, side == BUY ? MO.quote : MO.base);
-    receive_asset = SLOT(market, side == BUY ? MO.base : MO.quote);
-    pay = account_of(ledger, owner, pay_asset);
-    if (pay == NULL || hold_amount <= 0 || bad || available(pay, &bad) < hold_amount || bad) {
-        Py_DECREF(key);
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(place_slow); /* insufficient funds (or no account) is the Python handler's reject */
-    }
-    /* every account a fill could need must exist already; else the Python handler opens them */
-    if (account_of(ledger, owner, receive_asset) == NULL || market_accounts_open(self, market_str, market) != 1) {
-        Py_DECREF(key);
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(place_slow);
-    }
-    escrow_acc = PyDict_GetItemWithError(by_key, SLOT(market, side == BUY ? MO.escrow_quote : MO.escrow_base));
-    if (escrow_acc == NULL || limits_refuse(pay, escrow_acc, hold_amount)) {
-        Py_DECREF(key);
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(place_slow);
-    }
+    if (str_eq(stp_str, S_STP_MAKER)) p->stp_obj = I_TWO;
+    else if (str_eq(stp_str, S_STP_TAKER)) p->stp_obj = I_ONE;
+    else if (str_eq(stp_str, S_STP_BOTH)) p->stp_obj = I_THREE;
+    else return 0;
+    p->coid = SLOT(cmd, PO.coid);
+    return coid_free(self, p->owner, p->coid);
+}
 
-    /* ---- validated: from here on, state changes (and is journaled) ---- */
-    seq_obj = SLOT(cmd, PO.seq);
-    ts_obj = SLOT(cmd, PO.ts_ns);
-    seq = get_ll(cmd, PO.seq, &bad);
-    id_obj = PyObject_GetAttr(self->product, NAME_next_order_id);
-    if (id_obj == NULL || begin(self, seq_obj) < 0) goto fail_key;
-    next_id = PyLong_AsLongLong(id_obj);
-    item[0] = ll(J_NEXT_ID); item[1] = ref(id_obj);
-    if (jadd(self, 2, item) < 0) goto fail_key;
-    order = OrderType->tp_alloc(OrderType, 0);
-    if (order == NULL) goto fail_key;
-    side_obj = side == BUY ? I_ZERO : I_ONE;
-    SLOT(order, OO.id) = ref(id_obj); SLOT(order, OO.market) = ref(market_str); SLOT(order, OO.owner) = ref(owner);
-    SLOT(order, OO.coid) = ref(coid); SLOT(order, OO.side) = ref(side_obj); SLOT(order, OO.order_type) = ref(type_str);
-    SLOT(order, OO.tif) = ref(tif); SLOT(order, OO.stp) = ref(stp_obj); SLOT(order, OO.price) = ref(SLOT(cmd, PO.price));
+/* Validate, 2: price and quantity within the market's limits, post-only, room to rest. */
+static int place_size(SpotFast *self, PyObject *cmd, Placing *p) {
+    PyObject *cfg = SLOT(p->market, MO.config), *key, *owned;
+    long long unit;
+    int bad = 0;
+    __int128 notional;
+    p->price = get_ll(cmd, PO.price, &bad);
+    p->qty = get_ll(cmd, PO.qty, &bad);
+    unit = get_ll(p->market, MO.unit, &bad);
+    if (bad || get_ll(cmd, PO.quote_qty, &bad) != 0 || p->price <= 0 || p->price > get_ll(cfg, CO.max_price, &bad) ||
+        p->qty < get_ll(cfg, CO.min_qty, &bad) || p->qty > get_ll(cfg, CO.max_qty, &bad) || bad)
+        return 0;
+    notional = (__int128)p->qty * p->price * unit;
+    if (notional < get_ll(cfg, CO.min_notional, &bad) || bad || notional > TOTAL_MAX_LL) return 0;
+    p->cross = crosses(p->book, p->side, p->price);
+    if (p->cross && p->maker_only) return 0; /* would_take */
+    if (p->gtc) { /* it may rest: the per-owner and engine-wide limits */
+        key = pair(p->owner, p->market_str);
+        if (key == NULL) return -1;
+        owned = PyDict_GetItemWithError(self->by_owner, key);
+        Py_DECREF(key);
+        if (owned == NULL && PyErr_Occurred()) return -1;
+        if ((owned != NULL && PyDict_GET_SIZE(owned) >= self->per_owner_max) ||
+            PyDict_GET_SIZE(self->orders) >= self->orders_max)
+            return 0;
+    }
+    p->hold_amount = p->side == BUY ? (long long)notional : p->qty * get_ll(p->market, MO.lot, &bad);
+    return !bad;
+}
+
+/* Validate, 3: the funds to hold, and every account a fill could need already open. */
+static int place_funds(SpotFast *self, Placing *p) {
+    PyObject *ledger = self->ledger, *by_key = SLOT(ledger, GO.by_key);
+    PyObject *pay_asset = SLOT(p->market, p->side == BUY ? MO.quote : MO.base);
+    PyObject *receive_asset = SLOT(p->market, p->side == BUY ? MO.base : MO.quote), *escrow_key;
+    int bad = 0;
+    p->pay = account_of(ledger, p->owner, pay_asset);
+    if (p->pay == NULL || p->hold_amount <= 0 || available(p->pay, &bad) < p->hold_amount || bad)
+        return PyErr_Occurred() ? -1 : 0; /* insufficient funds (or no account) is the Python handler's reject */
+    /* else the Python handler opens them */
+    if (account_of(ledger, p->owner, receive_asset) == NULL ||
+        market_accounts_open(self, p->market_str, p->market) != 1)
+        return PyErr_Occurred() ? -1 : 0;
+    escrow_key = SLOT(p->market, p->side == BUY ? MO.escrow_quote : MO.escrow_base);
+    p->escrow_acc = PyDict_GetItemWithError(by_key, escrow_key);
+    if (p->escrow_acc == NULL || limits_refuse(p->pay, p->escrow_acc, p->hold_amount))
+        return PyErr_Occurred() ? -1 : 0;
+    return 1;
+}
+
+/* The new Order (a new reference), as the Python handler makes it. */
+static PyObject *new_order(PyObject *cmd, Placing *p, PyObject *id_obj, PyObject *seq_obj, PyObject *ts_obj) {
+    PyObject *order = OrderType->tp_alloc(OrderType, 0);
+    if (order == NULL) return NULL;
+    SLOT(order, OO.id) = ref(id_obj); SLOT(order, OO.market) = ref(p->market_str);
+    SLOT(order, OO.owner) = ref(p->owner);
+    SLOT(order, OO.coid) = ref(p->coid); SLOT(order, OO.side) = ref(p->side == BUY ? I_ZERO : I_ONE);
+    SLOT(order, OO.order_type) = ref(p->type_str); SLOT(order, OO.tif) = ref(p->tif);
+    SLOT(order, OO.stp) = ref(p->stp_obj); SLOT(order, OO.price) = ref(SLOT(cmd, PO.price));
     SLOT(order, OO.qty) = ref(SLOT(cmd, PO.qty)); SLOT(order, OO.quote_qty) = ref(SLOT(cmd, PO.quote_qty));
     SLOT(order, OO.remaining) = ref(SLOT(cmd, PO.qty)); SLOT(order, OO.executed) = ref(I_ZERO);
     SLOT(order, OO.executed_quote) = ref(I_ZERO); SLOT(order, OO.hold_id) = ref(I_ZERO);
@@ -1088,24 +1099,47 @@ static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
     SLOT(order, OO.created_ts) = ref(ts_obj); SLOT(order, OO.updated_seq) = ref(seq_obj);
     SLOT(order, OO.updated_ts) = ref(ts_obj); SLOT(order, OO.prev) = ref(Py_None);
     SLOT(order, OO.next) = ref(Py_None); SLOT(order, OO.level) = ref(Py_None);
-    {
-        PyObject *next_obj = ll(next_id + 1);
-        int rc = next_obj ? PyObject_SetAttr(self->product, NAME_next_order_id, next_obj) : -1;
-        Py_XDECREF(next_obj);
-        if (rc < 0) goto fail_order;
-    }
-    tid = hold_new(self, ledger, pay, escrow_acc, hold_amount);
+    return order;
+}
+
+/* place(): LIMIT GTC or IOC, and LIMIT_MAKER that does not cross (FOK and MARKET orders, which
+ * walk the book first, go to Python). In stages: validate -> hold -> match -> report. */
+static PyObject *fast_place(SpotFast *self, PyObject *cmd) {
+    Placing p;
+    PyObject *order, *seq_obj, *ts_obj, *id_obj, *item[2], *out, *trades, *next_obj;
+    long long seq, tid;
+    int bad = 0, rc;
+
+    rc = place_fields(self, cmd, &p);
+    if (rc > 0) rc = place_size(self, cmd, &p);
+    if (rc > 0) rc = place_funds(self, &p);
+    if (rc < 0) return NULL;
+    if (rc == 0) FALLBACK(place_slow);
+
+    /* ---- validated: from here on, state changes (and is journaled) ---- */
+    seq_obj = SLOT(cmd, PO.seq);
+    ts_obj = SLOT(cmd, PO.ts_ns);
+    seq = get_ll(cmd, PO.seq, &bad);
+    id_obj = PyObject_GetAttr(self->product, NAME_next_order_id);
+    if (id_obj == NULL || begin(self, seq_obj) < 0) goto fail_id;
+    item[0] = ll(J_NEXT_ID); item[1] = ref(id_obj);
+    if (jadd(self, 2, item) < 0) goto fail_id;
+    if ((order = new_order(cmd, &p, id_obj, seq_obj, ts_obj)) == NULL) goto fail_id;
+    next_obj = ll(PyLong_AsLongLong(id_obj) + 1);
+    rc = next_obj ? PyObject_SetAttr(self->product, NAME_next_order_id, next_obj) : -1;
+    Py_XDECREF(next_obj);
+    if (rc < 0) goto fail_order;
+    tid = hold_new(self, self->ledger, p.pay, p.escrow_acc, p.hold_amount);
     if (tid < 0 || set_ll(order, OO.hold_id, tid) < 0) goto fail_order;
     if ((trades = PyList_New(0)) == NULL) goto fail_order;
-    if (gtc && !cross) {
+    if (p.gtc && !p.cross) {
         /* nothing to match (the common new order): straight onto the book, its hold exact */
-        if (rest(self, book, order, seq_obj, seq) < 0) goto fail_trades;
+        if (rest(self, p.book, order, seq_obj, seq) < 0) goto fail_trades;
     } else {
-        int stop = match(self, book, market, order, side == BUY ? -price : price, seq_obj, ts_obj, seq,
+        int stop = match(self, p.book, p.market, order, p.side == BUY ? -p.price : p.price, seq_obj, ts_obj, seq,
                          get_ll(cmd, PO.ts_ns, &bad), trades);
-        if (stop < 0 || finish(self, book, market, order, stop, seq_obj, ts_obj, seq) < 0) goto fail_trades;
+        if (stop < 0 || finish(self, p.book, p.market, order, stop, seq_obj, ts_obj, seq) < 0) goto fail_trades;
     }
-    Py_DECREF(key);
     Py_DECREF(id_obj);
     out = report(self, order, seq_obj, PyList_GET_SIZE(trades) ? S_TRADE : S_NEW, 1, trades);
     Py_DECREF(trades);
@@ -1115,8 +1149,7 @@ fail_trades:
     Py_DECREF(trades);
 fail_order:
     Py_DECREF(order);
-fail_key:
-    Py_DECREF(key);
+fail_id:
     Py_XDECREF(id_obj);
     return NULL;
 }
@@ -1231,12 +1264,85 @@ static int rest(SpotFast *self, PyObject *book, PyObject *order, PyObject *seq_o
     return index_order(self, order) < 0 ? -1 : add2(self, J_OPEN, order);
 }
 
+/* A trade into the open minute `last` (journaled first): high, low, close, volumes, count and
+ * last trade id. 0, or -1. */
+static int merge_minute(SpotFast *self, PyObject *book, PyObject *last, long long price, long long lots,
+                        long long quote, long long trade_id) {
+    long long high = PyLong_AsLongLong(PyList_GET_ITEM(last, 2));
+    long long low = PyLong_AsLongLong(PyList_GET_ITEM(last, 3));
+    PyObject *vals[6], *item[3];
+    int i;
+    item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = PyList_GetSlice(last, 0, 10);
+    if (jadd(self, 3, item) < 0) return -1;
+    vals[0] = price > high ? ll(price) : NULL;
+    vals[1] = price < low ? ll(price) : NULL;
+    vals[2] = ll(price);
+    vals[3] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 5)) + lots);
+    vals[4] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 6)) + quote);
+    vals[5] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 7)) + 1);
+    if (vals[0]) PyList_SetItem(last, 2, vals[0]);
+    if (vals[1]) PyList_SetItem(last, 3, vals[1]);
+    for (i = 2; i < 6; i++) {
+        if (vals[i] == NULL) {
+            for (; i < 6; i++) Py_XDECREF(vals[i]);
+            return -1;
+        }
+        PyList_SetItem(last, i + 2, vals[i]); /* close, volume, quote volume, trades */
+    }
+    if ((vals[0] = ll(trade_id)) == NULL) return -1;
+    PyList_SetItem(last, 9, vals[0]);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* A new minute holding one trade, appended (and journaled). 0, or -1. */
+static int open_minute(SpotFast *self, PyObject *book, PyObject *minutes, long long minute, long long price,
+                       long long lots, long long quote, long long trade_id) {
+    PyObject *m = PyList_New(10), *r, *item[3];
+    long long vals[10];
+    int i;
+    vals[0] = minute; vals[1] = vals[2] = vals[3] = vals[4] = price; vals[5] = lots; vals[6] = quote;
+    vals[7] = 1; vals[8] = vals[9] = trade_id;
+    if (m == NULL) return -1;
+    for (i = 0; i < 10; i++) {
+        PyObject *v = ll(vals[i]);
+        if (v == NULL) {
+            Py_DECREF(m);
+            return -1;
+        }
+        PyList_SET_ITEM(m, i, v);
+    }
+    r = PyObject_CallMethodOneArg(minutes, NAME_append, m);
+    Py_DECREF(m);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = ref(Py_None);
+    return jadd(self, 3, item) < 0 ? -1 : 0;
+}
+
+/* Drop (journaled) the minutes at or before `cutoff`, oldest first. 0, or -1. */
+static int prune_minutes(SpotFast *self, PyObject *book, PyObject *minutes, long long cutoff) {
+    PyObject *item[3], *r;
+    for (;;) {
+        PyObject *first = PySequence_GetItem(minutes, 0);
+        long long t0;
+        if (first == NULL) return -1;
+        t0 = PyLong_AsLongLong(PyList_GET_ITEM(first, 0));
+        Py_DECREF(first);
+        if (t0 > cutoff) return 0;
+        r = PyObject_CallMethodNoArgs(minutes, NAME_popleft);
+        if (r == NULL) return -1;
+        item[0] = ll(J_MINUTE_PRUNE); item[1] = ref(book); item[2] = r;
+        if (jadd(self, 3, item) < 0) return -1;
+    }
+}
+
 /* product._record(): add a trade to its minute of engine time, keep 24 h of minutes. */
 static int record(SpotFast *self, PyObject *book, long long ts_ns, long long price, long long lots, long long quote,
                   long long trade_id) {
-    PyObject *minutes = SLOT(book, BO.minutes), *last = NULL, *item[3], *r;
-    long long ms = ts_ns / 1000000, minute = ms - ms % MINUTE_MS, cutoff;
+    PyObject *minutes = SLOT(book, BO.minutes), *last;
+    long long ms = ts_ns / 1000000, minute = ms - ms % MINUTE_MS;
     Py_ssize_t n = PyObject_Length(minutes);
+    int rc;
     if (n < 0) return -1;
     if (n) {
         last = PySequence_GetItem(minutes, n - 1);
@@ -1247,74 +1353,14 @@ static int record(SpotFast *self, PyObject *book, long long ts_ns, long long pri
             return -1;
         }
         if (PyLong_AsLongLong(PyList_GET_ITEM(last, 0)) == minute) {
-            long long high = PyLong_AsLongLong(PyList_GET_ITEM(last, 2));
-            long long low = PyLong_AsLongLong(PyList_GET_ITEM(last, 3));
-            PyObject *vals[6];
-            int i;
-            item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = PyList_GetSlice(last, 0, 10);
-            if (jadd(self, 3, item) < 0) goto fail;
-            vals[0] = price > high ? ll(price) : NULL;
-            vals[1] = price < low ? ll(price) : NULL;
-            vals[2] = ll(price);
-            vals[3] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 5)) + lots);
-            vals[4] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 6)) + quote);
-            vals[5] = ll(PyLong_AsLongLong(PyList_GET_ITEM(last, 7)) + 1);
-            if (vals[0]) PyList_SetItem(last, 2, vals[0]);
-            if (vals[1]) PyList_SetItem(last, 3, vals[1]);
-            for (i = 2; i < 6; i++) {
-                if (vals[i] == NULL) {
-                    for (; i < 6; i++) Py_XDECREF(vals[i]);
-                    goto fail;
-                }
-                PyList_SetItem(last, i + 2, vals[i]); /* close, volume, quote volume, trades */
-            }
-            if ((vals[0] = ll(trade_id)) == NULL) goto fail;
-            PyList_SetItem(last, 9, vals[0]);
+            rc = merge_minute(self, book, last, price, lots, quote, trade_id);
             Py_DECREF(last);
-            return PyErr_Occurred() ? -1 : 0;
+            return rc;
         }
         Py_DECREF(last);
-        last = NULL;
     }
-    {
-        PyObject *m = PyList_New(10), *r2;
-        long long vals[10];
-        int i;
-        vals[0] = minute; vals[1] = vals[2] = vals[3] = vals[4] = price; vals[5] = lots; vals[6] = quote;
-        vals[7] = 1; vals[8] = vals[9] = trade_id;
-        if (m == NULL) return -1;
-        for (i = 0; i < 10; i++) {
-            PyObject *v = ll(vals[i]);
-            if (v == NULL) {
-                Py_DECREF(m);
-                return -1;
-            }
-            PyList_SET_ITEM(m, i, v);
-        }
-        r2 = PyObject_CallMethodOneArg(minutes, NAME_append, m);
-        Py_DECREF(m);
-        if (r2 == NULL) return -1;
-        Py_DECREF(r2);
-    }
-    item[0] = ll(J_MINUTE); item[1] = ref(book); item[2] = ref(Py_None);
-    if (jadd(self, 3, item) < 0) return -1;
-    cutoff = minute - DAY_MS;
-    for (;;) {
-        PyObject *first = PySequence_GetItem(minutes, 0);
-        long long t0;
-        if (first == NULL) return -1;
-        t0 = PyLong_AsLongLong(PyList_GET_ITEM(first, 0));
-        Py_DECREF(first);
-        if (t0 > cutoff) break;
-        r = PyObject_CallMethodNoArgs(minutes, NAME_popleft);
-        if (r == NULL) return -1;
-        item[0] = ll(J_MINUTE_PRUNE); item[1] = ref(book); item[2] = r;
-        if (jadd(self, 3, item) < 0) return -1;
-    }
-    return 0;
-fail:
-    Py_XDECREF(last);
-    return -1;
+    if (open_minute(self, book, minutes, minute, price, lots, quote, trade_id) < 0) return -1;
+    return prune_minutes(self, book, minutes, minute - DAY_MS);
 }
 
 static int journal_fill(SpotFast *self, PyObject *o, PyObject *lots, PyObject *quote) {
@@ -1344,29 +1390,16 @@ static PyObject *account_key(PyObject *ledger, PyObject *key) {
     return acc;
 }
 
-/* product._fill(): one trade between the taker and a resting maker, at the maker's price. */
-static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market, PyObject *taker, PyObject *maker,
-                long long lots, PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades) {
-    PyObject *ledger = self->ledger, *buyer, *seller, *hold, *acc, *lots_obj = NULL,
-             *quote_obj = NULL, *key, *trade, *args[16];
-    int bad = 0, taker_buys = get_ll(taker, OO.side, &bad) == BUY;
-    long long price = get_ll(maker, OO.price, &bad), unit = get_ll(market, MO.unit, &bad);
-    long long lot = get_ll(market, MO.lot, &bad), buyer_bps, seller_bps, trade_id, base, buyer_fee, seller_fee;
-    __int128 q = (__int128)lots * price * unit, b = (__int128)lots * lot;
-    long long quote;
-    if (bad || q > TOTAL_MAX_LL || b > TOTAL_MAX_LL) {
-        PyErr_SetString(PyExc_AssertionError, "a fill beyond 64 bits");
-        return -1;
-    }
-    quote = (long long)q;
-    base = (long long)b;
-    buyer = taker_buys ? taker : maker;
-    seller = taker_buys ? maker : taker;
-    buyer_bps = get_ll(market, taker_buys ? MO.taker_bps : MO.maker_bps, &bad);
-    seller_bps = get_ll(market, taker_buys ? MO.maker_bps : MO.taker_bps, &bad);
-    buyer_fee = (long long)((__int128)base * buyer_bps / BPS);
-    seller_fee = (long long)((__int128)quote * seller_bps / BPS);
-    /* both holds post their part into the escrow */
+/* The money of one trade (product._settle()): both holds post their part into the escrow, which
+ * pays each side what it receives less its fee (taker or maker rate, floored). 0, or -1. */
+static int settle(SpotFast *self, PyObject *market, int taker_buys, PyObject *buyer, PyObject *seller, long long base,
+                  long long quote, long long *buyer_fee, long long *seller_fee) {
+    PyObject *ledger = self->ledger, *hold, *acc, *key, *escrow_base, *escrow_quote;
+    int bad = 0;
+    long long buyer_bps = get_ll(market, taker_buys ? MO.taker_bps : MO.maker_bps, &bad);
+    long long seller_bps = get_ll(market, taker_buys ? MO.maker_bps : MO.taker_bps, &bad);
+    *buyer_fee = (long long)((__int128)base * buyer_bps / BPS);
+    *seller_fee = (long long)((__int128)quote * seller_bps / BPS);
     hold = hold_of(self, seller);
     if (hold == NULL || get_ll(hold, HO.status, &bad) != HOLD_PENDING || get_ll(hold, HO.amount, &bad) < base || bad) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "the seller's hold cannot pay the fill");
@@ -1379,32 +1412,70 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
         return -1;
     }
     if (resolve_part(self, hold, quote, 1) < 0) return -1;
-    {
-        PyObject *escrow_base = account_key(ledger, SLOT(market, MO.escrow_base));
-        PyObject *escrow_quote = account_key(ledger, SLOT(market, MO.escrow_quote));
-        if (escrow_base == NULL || escrow_quote == NULL) return -1;
-        if (base > buyer_fee) {
-            key = pair(SLOT(buyer, OO.owner), SLOT(market, MO.base));
-            acc = key ? account_key(ledger, key) : NULL;
-            Py_XDECREF(key);
-            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, base - buyer_fee, S_TRADE_CODE) < 0) return -1;
-        }
-        if (buyer_fee) {
-            acc = account_key(ledger, SLOT(market, MO.fees_base));
-            if (acc == NULL || move_posted(self, ledger, escrow_base, acc, buyer_fee, S_FEE) < 0) return -1;
-        }
-        if (quote > seller_fee) {
-            key = pair(SLOT(seller, OO.owner), SLOT(market, MO.quote));
-            acc = key ? account_key(ledger, key) : NULL;
-            Py_XDECREF(key);
-            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, quote - seller_fee, S_TRADE_CODE) < 0)
-                return -1;
-        }
-        if (seller_fee) {
-            acc = account_key(ledger, SLOT(market, MO.fees_quote));
-            if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, seller_fee, S_FEE) < 0) return -1;
-        }
+    escrow_base = account_key(ledger, SLOT(market, MO.escrow_base));
+    escrow_quote = account_key(ledger, SLOT(market, MO.escrow_quote));
+    if (escrow_base == NULL || escrow_quote == NULL) return -1;
+    if (base > *buyer_fee) {
+        key = pair(SLOT(buyer, OO.owner), SLOT(market, MO.base));
+        acc = key ? account_key(ledger, key) : NULL;
+        Py_XDECREF(key);
+        if (acc == NULL || move_posted(self, ledger, escrow_base, acc, base - *buyer_fee, S_TRADE_CODE) < 0) return -1;
     }
+    if (*buyer_fee) {
+        acc = account_key(ledger, SLOT(market, MO.fees_base));
+        if (acc == NULL || move_posted(self, ledger, escrow_base, acc, *buyer_fee, S_FEE) < 0) return -1;
+    }
+    if (quote > *seller_fee) {
+        key = pair(SLOT(seller, OO.owner), SLOT(market, MO.quote));
+        acc = key ? account_key(ledger, key) : NULL;
+        Py_XDECREF(key);
+        if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, quote - *seller_fee, S_TRADE_CODE) < 0)
+            return -1;
+    }
+    if (*seller_fee) {
+        acc = account_key(ledger, SLOT(market, MO.fees_quote));
+        if (acc == NULL || move_posted(self, ledger, escrow_quote, acc, *seller_fee, S_FEE) < 0) return -1;
+    }
+    return 0;
+}
+
+/* The SpotTrade of a fill: into `trades` and, when events are on, the engine's events. */
+static int report_trade(SpotFast *self, PyObject *book, PyObject *taker, PyObject *maker, int taker_buys,
+                        long long trade_id, PyObject *lots_obj, PyObject *quote_obj, PyObject *seq_obj,
+                        PyObject *ts_obj, long long buyer_fee, long long seller_fee, PyObject *trades) {
+    PyObject *trade, *args[16];
+    int rc;
+    args[0] = seq_obj; args[1] = ts_obj; args[2] = SLOT(book, BO.symbol); args[3] = ll(trade_id);
+    args[4] = SLOT(maker, OO.price); args[5] = lots_obj; args[6] = quote_obj; args[7] = taker_buys ? S_BUY : S_SELL;
+    args[8] = SLOT(taker, OO.id); args[9] = SLOT(taker, OO.owner); args[10] = SLOT(maker, OO.id);
+    args[11] = SLOT(maker, OO.owner); args[12] = SLOT(maker, OO.remaining); args[13] = SLOT(maker, OO.status);
+    args[14] = ll(buyer_fee); args[15] = ll(seller_fee);
+    trade = (args[3] && args[14] && args[15]) ? PyObject_Vectorcall(TradeType, args, 16, NULL) : NULL;
+    Py_XDECREF(args[3]); Py_XDECREF(args[14]); Py_XDECREF(args[15]);
+    rc = (trade == NULL || PyList_Append(trades, trade) < 0 ||
+          (self->emit && PyList_Append(SLOT(self->ledger, GO.events), trade) < 0)) ? -1 : 0;
+    Py_XDECREF(trade);
+    return rc;
+}
+
+/* product._fill(): one trade between the taker and a resting maker, at the maker's price: paid
+ * (settle), booked, reported. */
+static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market, PyObject *taker, PyObject *maker,
+                long long lots, PyObject *seq_obj, PyObject *ts_obj, long long seq, long long ts, PyObject *trades) {
+    PyObject *lots_obj = NULL, *quote_obj = NULL;
+    int bad = 0, taker_buys = get_ll(taker, OO.side, &bad) == BUY;
+    long long price = get_ll(maker, OO.price, &bad), unit = get_ll(market, MO.unit, &bad);
+    long long lot = get_ll(market, MO.lot, &bad), trade_id, base, quote, buyer_fee, seller_fee;
+    __int128 q = (__int128)lots * price * unit, b = (__int128)lots * lot;
+    if (bad || q > TOTAL_MAX_LL || b > TOTAL_MAX_LL) {
+        PyErr_SetString(PyExc_AssertionError, "a fill beyond 64 bits");
+        return -1;
+    }
+    quote = (long long)q;
+    base = (long long)b;
+    if (settle(self, market, taker_buys, taker_buys ? taker : maker, taker_buys ? maker : taker, base, quote,
+               &buyer_fee, &seller_fee) < 0)
+        return -1;
     if ((lots_obj = ll(lots)) == NULL || (quote_obj = ll(quote)) == NULL) goto fail;
     if (journal_fill(self, taker, lots_obj, quote_obj) < 0 || journal_fill(self, maker, lots_obj, quote_obj) < 0)
         goto fail;
@@ -1428,19 +1499,9 @@ static int fill(SpotFast *self, PyObject *book, PyObject *opp, PyObject *market,
         if (prev == NULL || add3(self, J_UNLINK, maker, prev) < 0) goto fail;
         if (forget(self, maker) < 0) goto fail;
     }
-    args[0] = seq_obj; args[1] = ts_obj; args[2] = SLOT(book, BO.symbol); args[3] = ll(trade_id);
-    args[4] = SLOT(maker, OO.price); args[5] = lots_obj; args[6] = quote_obj; args[7] = taker_buys ? S_BUY : S_SELL;
-    args[8] = SLOT(taker, OO.id); args[9] = SLOT(taker, OO.owner); args[10] = SLOT(maker, OO.id);
-    args[11] = SLOT(maker, OO.owner); args[12] = SLOT(maker, OO.remaining); args[13] = SLOT(maker, OO.status);
-    args[14] = ll(buyer_fee); args[15] = ll(seller_fee);
-    trade = (args[3] && args[14] && args[15]) ? PyObject_Vectorcall(TradeType, args, 16, NULL) : NULL;
-    Py_XDECREF(args[3]); Py_XDECREF(args[14]); Py_XDECREF(args[15]);
-    if (trade == NULL || PyList_Append(trades, trade) < 0 ||
-        (self->emit && PyList_Append(SLOT(ledger, GO.events), trade) < 0)) {
-        Py_XDECREF(trade);
+    if (report_trade(self, book, taker, maker, taker_buys, trade_id, lots_obj, quote_obj, seq_obj, ts_obj, buyer_fee,
+                     seller_fee, trades) < 0)
         goto fail;
-    }
-    Py_DECREF(trade);
     Py_DECREF(lots_obj);
     Py_DECREF(quote_obj);
     return bad ? (PyErr_SetString(PyExc_AssertionError, "an order field beyond 64 bits"), -1) : 0;
@@ -1585,143 +1646,162 @@ static PyObject *fast_cancel(SpotFast *self, PyObject *cmd) {
     return close_resting(self, book, side, order, S_CANCELED, S_CANCELED, SLOT(cmd, XO.seq), SLOT(cmd, XO.ts_ns), seq);
 }
 
-/* amend(): a new price or quantity (a crossing one matches; post-only orders that would cross, and
- * amends by client order id, go to Python). */
-static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
-    PyObject *market_str, *market, *book, *order, *cfg, *hold, *pay, *cr, *ledger = self->ledger, *seq_obj, *ts_obj;
-    PyObject *book_side, *prev;
-    long long price, qty, unit, executed, side, remaining, need, held, seq, oqty;
-    int bad = 0, cross;
-    PyObject *trades = NULL, *exec_type = S_AMENDED;
-    __int128 notional;
+/* An AmendOrder the C path takes, between its stages (borrowed references). */
+typedef struct {
+    PyObject *market_str, *market, *book, *order, *hold, *pay, *cr, *seq_obj, *ts_obj;
+    long long price, qty, oqty, side, remaining, need, held, seq;
+    int cross;
+} Amending;
 
-    if (Py_TYPE(cmd) != (PyTypeObject *)AmendType) FALLBACK(amend_slow);
-    market_str = SLOT(cmd, MDO.market);
-    switch (trading_market(self, market_str, &market, &book)) {
-    case -1: return NULL;
-    case 0: FALLBACK(amend_slow);
+/* Validate, 1 (answers as the place stages do): the order by id, the new price and quantity,
+ * post-only, and what its hold must become. */
+static int amend_check(SpotFast *self, PyObject *cmd, Amending *a) {
+    PyObject *cfg;
+    long long unit, executed;
+    int bad = 0;
+    __int128 notional;
+    if (Py_TYPE(cmd) != (PyTypeObject *)AmendType) return 0;
+    a->market_str = SLOT(cmd, MDO.market);
+    switch (trading_market(self, a->market_str, &a->market, &a->book)) {
+    case -1: return -1;
+    case 0: return 0;
     }
-    if (get_ll(cmd, MDO.order_id, &bad) == 0 || bad) FALLBACK(amend_slow); /* by client id: Python */
-    order = PyDict_GetItemWithError(self->orders, SLOT(cmd, MDO.order_id));
-    if (order == NULL || !str_eq(SLOT(order, OO.owner), SLOT(cmd, MDO.owner)) ||
-        !str_eq(SLOT(order, OO.market), market_str)) {
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(amend_slow);
-    }
-    cfg = SLOT(market, MO.config);
-    price = get_ll(cmd, MDO.price, &bad);
-    if (price == 0) price = get_ll(order, OO.price, &bad);
-    qty = get_ll(cmd, MDO.qty, &bad);
-    oqty = get_ll(order, OO.qty, &bad);
-    if (qty == 0) qty = oqty;
-    executed = get_ll(order, OO.executed, &bad);
-    unit = get_ll(market, MO.unit, &bad);
-    if (bad || price <= 0 || price > get_ll(cfg, CO.max_price, &bad) || qty < get_ll(cfg, CO.min_qty, &bad) ||
-        qty > get_ll(cfg, CO.max_qty, &bad) || qty <= executed || bad)
-        FALLBACK(amend_slow);
-    notional = (__int128)qty * price * unit;
-    if (notional < get_ll(cfg, CO.min_notional, &bad) || bad) FALLBACK(amend_slow);
-    side = get_ll(order, OO.side, &bad);
-    cross = crosses(book, side, price);
-    if (cross && str_eq(SLOT(order, OO.order_type), S_LIMIT_MAKER)) FALLBACK(amend_slow); /* would_take */
-    remaining = qty - executed;
-    if (side == BUY) {
-        __int128 n = (__int128)remaining * price * unit;
-        if (n > TOTAL_MAX_LL) FALLBACK(amend_slow);
-        need = (long long)n;
+    if (get_ll(cmd, MDO.order_id, &bad) == 0 || bad) return 0; /* by client id: Python */
+    a->order = PyDict_GetItemWithError(self->orders, SLOT(cmd, MDO.order_id));
+    if (a->order == NULL || !str_eq(SLOT(a->order, OO.owner), SLOT(cmd, MDO.owner)) ||
+        !str_eq(SLOT(a->order, OO.market), a->market_str))
+        return PyErr_Occurred() ? -1 : 0;
+    cfg = SLOT(a->market, MO.config);
+    a->price = get_ll(cmd, MDO.price, &bad);
+    if (a->price == 0) a->price = get_ll(a->order, OO.price, &bad);
+    a->qty = get_ll(cmd, MDO.qty, &bad);
+    a->oqty = get_ll(a->order, OO.qty, &bad);
+    if (a->qty == 0) a->qty = a->oqty;
+    executed = get_ll(a->order, OO.executed, &bad);
+    unit = get_ll(a->market, MO.unit, &bad);
+    if (bad || a->price <= 0 || a->price > get_ll(cfg, CO.max_price, &bad) || a->qty < get_ll(cfg, CO.min_qty, &bad) ||
+        a->qty > get_ll(cfg, CO.max_qty, &bad) || a->qty <= executed || bad)
+        return 0;
+    notional = (__int128)a->qty * a->price * unit;
+    if (notional < get_ll(cfg, CO.min_notional, &bad) || bad) return 0;
+    a->side = get_ll(a->order, OO.side, &bad);
+    a->cross = crosses(a->book, a->side, a->price);
+    if (a->cross && str_eq(SLOT(a->order, OO.order_type), S_LIMIT_MAKER)) return 0; /* would_take */
+    a->remaining = a->qty - executed;
+    if (a->side == BUY) {
+        __int128 n = (__int128)a->remaining * a->price * unit;
+        if (n > TOTAL_MAX_LL) return 0;
+        a->need = (long long)n;
     } else {
-        need = remaining * get_ll(market, MO.lot, &bad);
+        a->need = a->remaining * get_ll(a->market, MO.lot, &bad);
     }
-    hold = hold_of(self, order);
-    if (hold == NULL || bad || get_ll(hold, HO.status, &bad) != HOLD_PENDING) {
-        if (PyErr_Occurred()) return NULL;
-        FALLBACK(amend_slow);
+    return !bad;
+}
+
+/* Validate, 2: the order's pending hold, and the funds for a larger one. */
+static int amend_funds(SpotFast *self, PyObject *cmd, Amending *a) {
+    PyObject *accounts = SLOT(self->ledger, GO.accounts);
+    int bad = 0;
+    a->hold = hold_of(self, a->order);
+    if (a->hold == NULL || get_ll(a->hold, HO.status, &bad) != HOLD_PENDING || bad) return PyErr_Occurred() ? -1 : 0;
+    a->held = get_ll(a->hold, HO.amount, &bad);
+    a->pay = a->cr = NULL;
+    if (a->need != a->held) { /* the hold changes: its accounts are needed */
+        a->pay = PyDict_GetItemWithError(accounts, SLOT(a->hold, HO.debit));
+        a->cr = PyDict_GetItemWithError(accounts, SLOT(a->hold, HO.credit));
+        if (a->pay == NULL || a->cr == NULL) return PyErr_Occurred() ? -1 : 0;
     }
-    held = get_ll(hold, HO.amount, &bad);
-    pay = cr = NULL;
-    if (need != held) { /* the hold changes: its accounts are needed */
-        pay = PyDict_GetItemWithError(SLOT(ledger, GO.accounts), SLOT(hold, HO.debit));
-        cr = PyDict_GetItemWithError(SLOT(ledger, GO.accounts), SLOT(hold, HO.credit));
-        if (pay == NULL || cr == NULL) {
-            if (PyErr_Occurred()) return NULL;
-            FALLBACK(amend_slow);
-        }
+    if (bad) return 0;
+    if (a->need > a->held && (available(a->pay, &bad) < a->need - a->held ||
+                              limits_refuse(a->pay, a->cr, a->need - a->held) || bad))
+        return 0;
+    a->seq_obj = SLOT(cmd, MDO.seq);
+    a->ts_obj = SLOT(cmd, MDO.ts_ns);
+    a->seq = get_ll(cmd, MDO.seq, &bad);
+    return !bad;
+}
+
+/* Smaller (or equal) at the same price: keeps its place in the queue. 0, or -1 on error. */
+static int amend_in_place(SpotFast *self, Amending *a, int *bad) {
+    PyObject *order = a->order, *level = SLOT(order, OO.level);
+    long long delta = a->oqty - a->qty;
+    if (delta == 0) return 0;
+    if (jfields(self, order) < 0 || touch_book(self, a->book, a->seq_obj, a->seq) < 0) return -1;
+    if (set_ll(order, OO.qty, a->qty) < 0) return -1;
+    if (set_ll(order, OO.remaining, get_ll(order, OO.remaining, bad) - delta) < 0) return -1;
+    if (set_ll(level, LO.qty, get_ll(level, LO.qty, bad) - delta) < 0) return -1;
+    set_slot_ref(order, OO.updated_seq, a->seq_obj);
+    set_slot_ref(order, OO.updated_ts, a->ts_obj);
+    return resolve_part_in(self, self->ledger, a->hold, a->held - a->need, 0, a->pay, a->cr) < 0 ? -1 : 0;
+}
+
+/* A new price or a larger quantity: off its queue, hold resized, then to the back of its (new)
+ * level, or matched first when it crosses (`*trades` made, `*exec_type` TRADE if it traded). */
+static int amend_requeue(SpotFast *self, PyObject *cmd, Amending *a, PyObject **trades, PyObject **exec_type,
+                         int *bad) {
+    PyObject *order = a->order, *book_side, *prev;
+    int stop;
+    if (touch_book(self, a->book, a->seq_obj, a->seq) < 0) return -1;
+    book_side = SLOT(a->book, a->side == BUY ? BO.bids : BO.asks);
+    prev = side_unlink(book_side, order);
+    if (prev == NULL || add3(self, J_UNLINK, order, prev) < 0) return -1;
+    if (jfields(self, order) < 0) return -1;
+    if (a->need < a->held) {
+        if (resolve_part_in(self, self->ledger, a->hold, a->held - a->need, 0, a->pay, a->cr) < 0) return -1;
+    } else if (a->need > a->held) {
+        if (hold_more(self, self->ledger, a->hold, a->pay, a->cr, a->need - a->held) < 0) return -1;
     }
-    if (bad) FALLBACK(amend_slow);
-    if (need > held && (available(pay, &bad) < need - held || limits_refuse(pay, cr, need - held) || bad))
-        FALLBACK(amend_slow);
-    seq_obj = SLOT(cmd, MDO.seq);
-    ts_obj = SLOT(cmd, MDO.ts_ns);
-    seq = get_ll(cmd, MDO.seq, &bad);
-    if (bad) FALLBACK(amend_slow);
+    if (set_ll(order, OO.price, a->price) < 0 || set_ll(order, OO.qty, a->qty) < 0 ||
+        set_ll(order, OO.remaining, a->remaining) < 0)
+        return -1;
+    set_slot_ref(order, OO.created_seq, a->seq_obj);
+    set_slot_ref(order, OO.created_ts, a->ts_obj);
+    if (!a->cross) {
+        /* the common move: to the back of its new level (status, open quantity, hold right) */
+        set_slot_ref(order, OO.updated_seq, a->seq_obj);
+        set_slot_ref(order, OO.updated_ts, a->ts_obj);
+        return (side_append(book_side, order) < 0 || add2(self, J_LINK, order) < 0) ? -1 : 0;
+    }
+    if ((*trades = PyList_New(0)) == NULL) return -1;
+    stop = match(self, a->book, a->market, order, a->side == BUY ? -a->price : a->price, a->seq_obj, a->ts_obj,
+                 a->seq, get_ll(cmd, MDO.ts_ns, bad), *trades);
+    if (stop < 0 || finish(self, a->book, a->market, order, stop, a->seq_obj, a->ts_obj, a->seq) < 0) return -1;
+    if (get_ll(order, OO.remaining, bad) == 0 && forget(self, order) < 0) return -1;
+    if (PyList_GET_SIZE(*trades)) *exec_type = S_TRADE;
+    return 0;
+}
+
+/* amend(): a new price or quantity (a crossing one matches; post-only orders that would cross, and
+ * amends by client order id, go to Python). In stages: validate -> re-hold -> (keep its place |
+ * requeue, match) -> report. */
+static PyObject *fast_amend(SpotFast *self, PyObject *cmd) {
+    Amending a;
+    PyObject *trades = NULL, *exec_type = S_AMENDED, *out = NULL;
+    int bad = 0, rc;
+
+    rc = amend_check(self, cmd, &a);
+    if (rc > 0) rc = amend_funds(self, cmd, &a);
+    if (rc < 0) return NULL;
+    if (rc == 0) FALLBACK(amend_slow);
 
     /* ---- validated: from here on, state changes (and is journaled) ---- */
-    Py_INCREF(order);
-    Py_INCREF(hold);
-    if (begin(self, seq_obj) < 0) goto fail;
-    if (price == get_ll(order, OO.price, &bad) && qty <= oqty) {
-        /* smaller (or equal) at the same price: keeps its place in the queue */
-        if (qty < oqty) {
-            long long delta = oqty - qty;
-            PyObject *level = SLOT(order, OO.level);
-            if (jfields(self, order) < 0) goto fail;
-            if (touch_book(self, book, seq_obj, seq) < 0) goto fail;
-            if (set_ll(order, OO.qty, qty) < 0) goto fail;
-            if (set_ll(order, OO.remaining, get_ll(order, OO.remaining, &bad) - delta) < 0) goto fail;
-            if (set_ll(level, LO.qty, get_ll(level, LO.qty, &bad) - delta) < 0) goto fail;
-            set_slot_ref(order, OO.updated_seq, seq_obj);
-            set_slot_ref(order, OO.updated_ts, ts_obj);
-            if (resolve_part_in(self, ledger, hold, held - need, 0, pay, cr) < 0) goto fail;
-        }
-    } else {
-        /* a new price or a larger quantity: to the back of its (new) level */
-        if (touch_book(self, book, seq_obj, seq) < 0) goto fail;
-        book_side = SLOT(book, side == BUY ? BO.bids : BO.asks);
-        prev = side_unlink(book_side, order);
-        if (prev == NULL || add3(self, J_UNLINK, order, prev) < 0) goto fail;
-        if (jfields(self, order) < 0) goto fail;
-        if (need < held) {
-            if (resolve_part_in(self, ledger, hold, held - need, 0, pay, cr) < 0) goto fail;
-        } else if (need > held) {
-            if (hold_more(self, ledger, hold, pay, cr, need - held) < 0) goto fail;
-        }
-        if (set_ll(order, OO.price, price) < 0 || set_ll(order, OO.qty, qty) < 0 ||
-            set_ll(order, OO.remaining, remaining) < 0)
-            goto fail;
-        set_slot_ref(order, OO.created_seq, seq_obj);
-        set_slot_ref(order, OO.created_ts, ts_obj);
-        if (!cross) {
-            /* the common move: to the back of its new level (status, open quantity, hold right) */
-            set_slot_ref(order, OO.updated_seq, seq_obj);
-            set_slot_ref(order, OO.updated_ts, ts_obj);
-            if (side_append(book_side, order) < 0 || add2(self, J_LINK, order) < 0) goto fail;
-        } else {
-            int stop;
-            if ((trades = PyList_New(0)) == NULL) goto fail;
-            stop = match(self, book, market, order, side == BUY ? -price : price, seq_obj, ts_obj, seq,
-                         get_ll(cmd, MDO.ts_ns, &bad), trades);
-            if (stop < 0 || finish(self, book, market, order, stop, seq_obj, ts_obj, seq) < 0) goto fail;
-            if (get_ll(order, OO.remaining, &bad) == 0 && forget(self, order) < 0) goto fail;
-            if (PyList_GET_SIZE(trades)) exec_type = S_TRADE;
-        }
-    }
+    Py_INCREF(a.order);
+    Py_INCREF(a.hold);
+    if (begin(self, a.seq_obj) < 0) goto done;
+    if (a.price == get_ll(a.order, OO.price, &bad) && a.qty <= a.oqty) rc = amend_in_place(self, &a, &bad);
+    else rc = amend_requeue(self, cmd, &a, &trades, &exec_type, &bad);
+    if (rc < 0) goto done;
     if (bad) {
         PyErr_SetString(PyExc_AssertionError, "order fields beyond 64 bits");
-        goto fail;
+        goto done;
     }
-    if (trades == NULL && (trades = PyList_New(0)) == NULL) goto fail;
-    {
-        PyObject *out = report(self, order, seq_obj, exec_type, 1, trades);
-        Py_DECREF(trades);
-        Py_DECREF(order);
-        Py_DECREF(hold);
-        return out;
-    }
-fail:
+    if (trades == NULL && (trades = PyList_New(0)) == NULL) goto done;
+    out = report(self, a.order, a.seq_obj, exec_type, 1, trades);
+done:
     Py_XDECREF(trades);
-    Py_DECREF(order);
-    Py_DECREF(hold);
-    return NULL;
+    Py_DECREF(a.order);
+    Py_DECREF(a.hold);
+    return out;
 }
 
 /* The side an order belongs to: books[order.market].side(order.side) (borrowed). */
@@ -1733,6 +1813,72 @@ static PyObject *side_of(SpotFast *self, PyObject *o) {
         return NULL;
     }
     return SLOT(book, get_ll(o, OO.side, &bad) == BUY ? BO.bids : BO.asks);
+}
+
+/* A minute merged into (put its fields back) or opened (drop it). 0, or -1. */
+static int undo_minute(JEntry *e) {
+    PyObject *minutes = SLOT(e->o[0], BO.minutes), *r;
+    if (e->o[1] == Py_None) {
+        r = PyObject_CallMethod(minutes, "pop", NULL);
+    } else {
+        Py_ssize_t n = PyObject_Length(minutes);
+        PyObject *last = n > 0 ? PySequence_GetItem(minutes, n - 1) : NULL;
+        int rc = last ? PyList_SetSlice(last, 0, PyList_GET_SIZE(last), e->o[1]) : -1;
+        Py_XDECREF(last);
+        r = rc < 0 ? NULL : ref(Py_None);
+    }
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ledger._undo_to() for one of its entries kept in this journal. 0, or -1. */
+static int undo_ledger_entry(SpotFast *self, JEntry *e, int *bad) {
+    PyObject *o = e->o[0];
+    long long k = e->kind - LEDGER_KIND, amount = e->amount;
+    PyObject *ledger = self->ledger, *accounts = SLOT(ledger, GO.accounts), *dr = o, *cr = e->o[1];
+    if (k == U_PART || k == U_MORE) {
+        dr = PyDict_GetItemWithError(accounts, SLOT(o, HO.debit));
+        cr = PyDict_GetItemWithError(accounts, SLOT(o, HO.credit));
+        if (dr == NULL || cr == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a hold's account is missing");
+            return -1;
+        }
+    }
+    if (k == U_SINGLE) {
+        if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, bad) - amount) < 0 ||
+            set_ll(cr, AO.cp, get_ll(cr, AO.cp, bad) - amount) < 0)
+            return -1;
+    } else if (k == U_PENDING) {
+        PyObject *tid = ll(e->tid);
+        int rc = tid ? PyDict_DelItem(SLOT(ledger, GO.holds), tid) : -1;
+        Py_XDECREF(tid);
+        if (rc < 0 || set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, bad) - amount) < 0 ||
+            set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, bad) - amount) < 0)
+            return -1;
+    } else if (k == U_MORE) {
+        if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, bad) - amount) < 0 ||
+            set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, bad) - amount) < 0 ||
+            set_ll(o, HO.amount, get_ll(o, HO.amount, bad) - amount) < 0)
+            return -1;
+    } else if (k == U_PART) {
+        if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, bad) + amount) < 0 ||
+            set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, bad) + amount) < 0 ||
+            set_ll(o, HO.amount, get_ll(o, HO.amount, bad) + amount) < 0)
+            return -1;
+        if (e->flags & F_POST) {
+            if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, bad) - amount) < 0 ||
+                set_ll(cr, AO.cp, get_ll(cr, AO.cp, bad) - amount) < 0 ||
+                set_ll(o, HO.posted, get_ll(o, HO.posted, bad) - amount) < 0)
+                return -1;
+        }
+        set_slot_ref(o, HO.status, I_ZERO);
+        if ((e->flags & F_FORGOTTEN) && PyDict_SetItem(SLOT(ledger, GO.holds), SLOT(o, HO.id), o) < 0) return -1;
+    } else {
+        PyErr_Format(PyExc_AssertionError, "unknown ledger journal entry %lld", k);
+        return -1;
+    }
+    return set_ll(ledger, GO.next_transfer_id, e->tid) < 0 ? -1 : 0;
 }
 
 /* product._undo() for the journal kept here: replay it backwards. */
@@ -1771,18 +1917,7 @@ static int undo_entry(SpotFast *self, JEntry *e) {
             return -1;
         for (i = 0; i < 11; i++) set_slot_ref(o, *offs[i], e->o[i + 1]);
     } else if (e->kind == J_MINUTE) {
-        PyObject *minutes = SLOT(o, BO.minutes);
-        if (e->o[1] == Py_None) {
-            r = PyObject_CallMethod(minutes, "pop", NULL);
-        } else {
-            Py_ssize_t n = PyObject_Length(minutes);
-            PyObject *last = n > 0 ? PySequence_GetItem(minutes, n - 1) : NULL;
-            int rc = last ? PyList_SetSlice(last, 0, PyList_GET_SIZE(last), e->o[1]) : -1;
-            Py_XDECREF(last);
-            r = rc < 0 ? NULL : ref(Py_None);
-        }
-        if (r == NULL) return -1;
-        Py_DECREF(r);
+        if (undo_minute(e) < 0) return -1;
     } else if (e->kind == J_MINUTE_PRUNE) {
         r = PyObject_CallMethod(SLOT(o, BO.minutes), "appendleft", "O", e->o[1]);
         if (r == NULL) return -1;
@@ -1793,51 +1928,7 @@ static int undo_entry(SpotFast *self, JEntry *e) {
     } else if (e->kind == J_NEXT_ID) {
         if (PyObject_SetAttr(self->product, NAME_next_order_id, o) < 0) return -1;
     } else if (e->kind >= LEDGER_KIND) {
-        /* ledger._undo_to() for one entry */
-        long long k = e->kind - LEDGER_KIND, amount = e->amount;
-        PyObject *ledger = self->ledger, *accounts = SLOT(ledger, GO.accounts), *dr = o, *cr = e->o[1];
-        if (k == U_PART || k == U_MORE) {
-            dr = PyDict_GetItemWithError(accounts, SLOT(o, HO.debit));
-            cr = PyDict_GetItemWithError(accounts, SLOT(o, HO.credit));
-            if (dr == NULL || cr == NULL) {
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_AssertionError, "a hold's account is missing");
-                return -1;
-            }
-        }
-        if (k == U_SINGLE) {
-            if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) - amount) < 0 ||
-                set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) - amount) < 0)
-                return -1;
-        } else if (k == U_PENDING) {
-            PyObject *tid = ll(e->tid);
-            int rc = tid ? PyDict_DelItem(SLOT(ledger, GO.holds), tid) : -1;
-            Py_XDECREF(tid);
-            if (rc < 0 || set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) - amount) < 0 ||
-                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) - amount) < 0)
-                return -1;
-        } else if (k == U_MORE) {
-            if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) - amount) < 0 ||
-                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) - amount) < 0 ||
-                set_ll(o, HO.amount, get_ll(o, HO.amount, &bad) - amount) < 0)
-                return -1;
-        } else if (k == U_PART) {
-            if (set_ll(dr, AO.dpend, get_ll(dr, AO.dpend, &bad) + amount) < 0 ||
-                set_ll(cr, AO.cpend, get_ll(cr, AO.cpend, &bad) + amount) < 0 ||
-                set_ll(o, HO.amount, get_ll(o, HO.amount, &bad) + amount) < 0)
-                return -1;
-            if (e->flags & F_POST) {
-                if (set_ll(dr, AO.dp, get_ll(dr, AO.dp, &bad) - amount) < 0 ||
-                    set_ll(cr, AO.cp, get_ll(cr, AO.cp, &bad) - amount) < 0 ||
-                    set_ll(o, HO.posted, get_ll(o, HO.posted, &bad) - amount) < 0)
-                    return -1;
-            }
-            set_slot_ref(o, HO.status, I_ZERO);
-            if ((e->flags & F_FORGOTTEN) && PyDict_SetItem(SLOT(ledger, GO.holds), SLOT(o, HO.id), o) < 0) return -1;
-        } else {
-            PyErr_Format(PyExc_AssertionError, "unknown ledger journal entry %lld", k);
-            return -1;
-        }
-        if (set_ll(ledger, GO.next_transfer_id, e->tid) < 0) return -1;
+        if (undo_ledger_entry(self, e, &bad) < 0) return -1;
     } else {
         PyErr_Format(PyExc_AssertionError, "unknown journal entry %d", e->kind);
         return -1;
@@ -2292,12 +2383,76 @@ static PyObject *command_field(PyObject *cmd, Py_ssize_t off, PyObject *name) {
     return PyObject_GetAttr(cmd, name);
 }
 
+/* The command's seq must follow the engine's and its time must not go back: then they are the
+ * engine's (and the events' dict's). 0, or -1. */
+static int advance(Applier *self, PyObject *seq_obj, PyObject *ts_obj, long long *ts) {
+    long long seq = PyLong_AsLongLong(seq_obj), eng_seq = self->seq;
+    *ts = PyLong_AsLongLong(ts_obj);
+    if (PyErr_Occurred()) return -1;
+    if (seq != eng_seq + 1) {
+        PyErr_Format(PyExc_AssertionError, "seq gap: engine at %lld, command %lld", eng_seq, seq);
+        return -1;
+    }
+    if (*ts < self->ts_ns) {
+        PyErr_SetString(PyExc_AssertionError, "time went backwards");
+        return -1;
+    }
+    if (PyDict_SetItem(self->edict, NAME_seq, seq_obj) < 0 || PyDict_SetItem(self->edict, NAME_ts_ns, ts_obj) < 0)
+        return -1;
+    self->seq = seq;
+    self->ts_ns = *ts;
+    return 0;
+}
+
+/* Fresh per-command buffers: the ledger's undo journal and the event list (a repeat gets the
+ * empty list back). The new event list, or NULL. */
+static PyObject *fresh_buffers(Applier *self) {
+    PyObject *ledger = self->ledger, *journal = SLOT(ledger, GO.journal), *events = PyList_New(0);
+    Py_ssize_t n = PyList_GET_SIZE(journal);
+    if (events == NULL) return NULL;
+    if ((n && PyList_SetSlice(journal, 0, n, NULL) < 0)) goto fail;
+    set_slot_ref(ledger, GO.events, events);
+    n = PyList_GET_SIZE(self->undo);
+    if (n && PyList_SetSlice(self->undo, 0, n, NULL) < 0) goto fail;
+    return events;
+fail:
+    Py_DECREF(events);
+    return NULL;
+}
+
+/* The command's result: its handler's answer as Accepted or Rejected, an internal error (the
+ * engine rolls back and counts it), or unknown without a handler. A new reference, or NULL. */
+static PyObject *run_handler(Applier *self, PyObject *handler, PyObject *cmd, PyObject *seq_obj, PyObject *cid) {
+    PyObject *data, *result;
+    if (handler == NULL) return PyObject_CallMethodObjArgs(self->engine, NAME_unknown, seq_obj, cid, NULL);
+    data = PyObject_CallOneArg(handler, cmd);
+    if (data == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL; /* KeyboardInterrupt and kin */
+        PyObject *etype, *exc, *tb;
+        PyErr_Fetch(&etype, &exc, &tb);
+        PyErr_NormalizeException(&etype, &exc, &tb);
+        if (tb != NULL) PyException_SetTraceback(exc, tb);
+        result = PyObject_CallMethodObjArgs(self->engine, NAME_internal_error, seq_obj, cid, exc, NULL);
+        Py_XDECREF(etype);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+    } else if (Py_TYPE(data) == (PyTypeObject *)RejectType) {
+        result = PyObject_CallMethodObjArgs(self->engine, NAME_rejected, seq_obj, cid, data, NULL);
+        Py_DECREF(data);
+    } else {
+        PyObject *a[3] = {seq_obj, cid, data};
+        result = PyObject_Vectorcall(AcceptedType, a, 3, NULL);
+        Py_DECREF(data);
+    }
+    return result;
+}
+
+/* Engine.apply(command) -> (result, events): in order, deduplicated by command id. */
 static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Applier *self = (Applier *)callable;
     PyObject *cmd, *seq_obj = NULL, *ts_obj = NULL, *cid = NULL, *events = NULL, *result = NULL, *out = NULL;
-    PyObject *handler, *ledger = self->ledger, *journal;
-    long long seq, ts, eng_seq, eng_ts;
-    Py_ssize_t n;
+    PyObject *handler;
+    long long ts;
 
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames) {
         PyErr_SetString(PyExc_TypeError, "apply(command)");
@@ -2318,32 +2473,7 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
         if (h == -1) goto done;
         __builtin_prefetch(&self->dedup->slots[(size_t)h & self->dedup->mask]);
     }
-    seq = PyLong_AsLongLong(seq_obj);
-    ts = PyLong_AsLongLong(ts_obj);
-    if (PyErr_Occurred()) goto done;
-    eng_seq = self->seq;
-    eng_ts = self->ts_ns;
-    if (seq != eng_seq + 1) {
-        PyErr_Format(PyExc_AssertionError, "seq gap: engine at %lld, command %lld", eng_seq, seq);
-        goto done;
-    }
-    if (ts < eng_ts) {
-        PyErr_SetString(PyExc_AssertionError, "time went backwards");
-        goto done;
-    }
-    if (PyDict_SetItem(self->edict, NAME_seq, seq_obj) < 0 || PyDict_SetItem(self->edict, NAME_ts_ns, ts_obj) < 0)
-        goto done;
-    self->seq = seq;
-    self->ts_ns = ts;
-    /* fresh per-command buffers: the ledger's undo journal and the event list (a repeat gets
-     * the empty list back) */
-    if ((events = PyList_New(0)) == NULL) goto done;
-    journal = SLOT(ledger, GO.journal);
-    n = PyList_GET_SIZE(journal);
-    if (n && PyList_SetSlice(journal, 0, n, NULL) < 0) goto done;
-    set_slot_ref(ledger, GO.events, events);
-    n = PyList_GET_SIZE(self->undo);
-    if (n && PyList_SetSlice(self->undo, 0, n, NULL) < 0) goto done;
+    if (advance(self, seq_obj, ts_obj, &ts) < 0 || (events = fresh_buffers(self)) == NULL) goto done;
     handler = PyDict_GetItemWithError(self->handlers, (PyObject *)Py_TYPE(cmd));
     if (handler == NULL && PyErr_Occurred()) goto done;
     /* Expire by age first: whether a repeat is answered depends only on its own timestamp. */
@@ -2357,30 +2487,7 @@ static PyObject *applier_call(PyObject *callable, PyObject *const *args, size_t 
         goto done;
     }
     if (PyErr_Occurred()) goto done;
-    if (handler == NULL) {
-        result = PyObject_CallMethodObjArgs(self->engine, NAME_unknown, seq_obj, cid, NULL);
-    } else {
-        PyObject *data = PyObject_CallOneArg(handler, cmd);
-        if (data == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) goto done; /* KeyboardInterrupt and kin */
-            PyObject *etype, *exc, *tb;
-            PyErr_Fetch(&etype, &exc, &tb);
-            PyErr_NormalizeException(&etype, &exc, &tb);
-            if (tb != NULL) PyException_SetTraceback(exc, tb);
-            result = PyObject_CallMethodObjArgs(self->engine, NAME_internal_error, seq_obj, cid, exc, NULL);
-            Py_XDECREF(etype);
-            Py_XDECREF(exc);
-            Py_XDECREF(tb);
-        } else if (Py_TYPE(data) == (PyTypeObject *)RejectType) {
-            result = PyObject_CallMethodObjArgs(self->engine, NAME_rejected, seq_obj, cid, data, NULL);
-            Py_DECREF(data);
-        } else {
-            PyObject *a[3] = {seq_obj, cid, data};
-            result = PyObject_Vectorcall(AcceptedType, a, 3, NULL);
-            Py_DECREF(data);
-        }
-    }
-    if (result == NULL) goto done;
+    if ((result = run_handler(self, handler, cmd, seq_obj, cid)) == NULL) goto done;
     if (dedup_add_c(self->dedup, cid, ts, result) < 0) goto done;
     if (self->dedup->count > self->entries_max &&
         dedup_evict_c(self->dedup, ts - self->window_ns, self->entries_max) < 0)

@@ -25,8 +25,16 @@ _ready = False
 
 
 def available() -> bool:
-    """Whether the C hot paths are built (and of this version)."""
+    """Whether the C hot paths are built (and of this version), and not switched off."""
     return module is not None
+
+
+def switch_off() -> None:
+    """Run the Python paths in every engine built from now on in this process, whatever its
+    `EngineConfig.native`: how the test suite honours CASHMARKETS_NATIVE=0 for the engines it
+    builds directly (the processes pass the setting in `EngineConfig`, runtime/bootstrap.py)."""
+    global module
+    module = None
 
 
 def _setup() -> ModuleType:

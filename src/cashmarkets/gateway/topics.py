@@ -65,6 +65,7 @@ class Topic:
         "json_subs",
         "key",
         "last_binary",
+        "last_binary_payload",
         "last_data",
         "last_json",
         "last_ts_ms",
@@ -82,6 +83,9 @@ class Topic:
         self.last_ts_ms = 0
         self.last_json: bytes | None = None
         self.last_binary: bytes | None = None
+        # The whole binary payload when the publisher gave one (a spec-defined frame such as
+        # CANDLE_DATA); else the binary payload is {"stream", "data"}.
+        self.last_binary_payload: Any = None
 
     @property
     def stream(self) -> str:
@@ -94,12 +98,10 @@ class Topic:
             return None
         if binary:
             if self.last_binary is None:
-                self.last_binary = binary_frame(
-                    self.binary_type,
-                    self.last_ts_ms,
-                    self.seq,
-                    {"stream": self.stream, "data": self.last_data},
-                )
+                payload = self.last_binary_payload
+                if payload is None:
+                    payload = {"stream": self.stream, "data": self.last_data}
+                self.last_binary = binary_frame(self.binary_type, self.last_ts_ms, self.seq, payload)
             return self.last_binary
         if self.last_json is None:
             self.last_json = json_data(self.stream, self.seq, _JSON.encode(self.last_data))
@@ -200,16 +202,25 @@ class TopicRegistry:
                     sent += bool(sub.deliver(frame))
         return sent
 
-    def publish(self, key: str, data: Any, kind: MsgType | None = None, ts_ms: int | None = None) -> None:
+    def publish(
+        self,
+        key: str,
+        data: Any,
+        kind: MsgType | None = None,
+        ts_ms: int | None = None,
+        binary_payload: Any = None,
+    ) -> None:
         """Send `data` to every subscriber of `key` (encoded once per codec) and keep it as the
         topic's last message. A private topic nobody watches is skipped. `ts_ms`: when the message's
-        cause happened (engine time of the command), the binary header's timestamp; default now."""
+        cause happened (engine time of the command), the binary header's timestamp; default now.
+        `binary_payload`: the binary codec's whole payload, instead of {"stream", "data"}."""
         topic = self.topics.get(key)
         if topic is None:
             return
         started = time.perf_counter()
         topic.seq += 1
         topic.last_data = data
+        topic.last_binary_payload = binary_payload
         topic.last_ts_ms = time.time_ns() // 1_000_000 if ts_ms is None else ts_ms
         if kind is not None and kind != topic.binary_type:
             topic.binary_type = kind

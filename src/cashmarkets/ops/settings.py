@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -57,6 +58,9 @@ class Settings(msgspec.Struct, kw_only=True):
     price_replay_speed: float = 1.0  # 0 = as fast as possible
     # No update for this long: the symbol is stale (metric; the engine refuses trading on it).
     price_stale_after_s: float = 10.0
+    # The engine's C hot paths (core/_native.c) when built; false: the pure-Python paths, which
+    # give the same results (the reference the C is tested against), only slower.
+    native: bool = True
     # Every process (`serve`, `api`, `engine`, `projector`, `poller`, `gateway`) serves Prometheus
     # metrics on this port when set (one port per process on a host).
     metrics_port: int | None = None
@@ -257,3 +261,11 @@ class Settings(msgspec.Struct, kw_only=True):
     @property
     def store_path(self) -> Path:
         return self.data_dir / "store.db"
+
+
+def native_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """CASHMARKETS_NATIVE alone, parsed as Settings parses it: for code that builds engines without
+    the whole Settings (tests, tools), which an unrelated bad variable must not stop."""
+    env = os.environ if environ is None else environ
+    name = ENV_PREFIX + "NATIVE"
+    return Settings.from_env({name: env[name]} if name in env else {}).native

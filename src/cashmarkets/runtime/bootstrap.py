@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
-from cashmarkets.core.engine import Engine
+from cashmarkets.core.engine import Engine, EngineConfig
 from cashmarkets.core.products.chartgame import ChartgameProduct
 from cashmarkets.core.products.leverage import LeverageProduct
 from cashmarkets.core.products.spot import SpotProduct
 from cashmarkets.log.base import CommandLog
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
-from cashmarkets.ops.settings import Settings
+from cashmarkets.ops.settings import Settings, native_from_env
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig
 from cashmarkets.store.db import database_url
 from cashmarkets.store.snapshots import SnapshotStore
 
 
-def build_engine() -> Engine:
-    """The engine every process runs (live, replay, projector replica): same products, same state."""
-    return Engine(products=[LeverageProduct.factory(), SpotProduct.factory(), ChartgameProduct.factory()])
+def build_engine(native: bool | None = None) -> Engine:
+    """The engine every process runs (live, replay, projector replica): same products, same state.
+    `native`: run the C hot paths when built; None: as CASHMARKETS_NATIVE says (default on)."""
+    config = EngineConfig(native=native_from_env() if native is None else native)
+    products = [LeverageProduct.factory(), SpotProduct.factory(), ChartgameProduct.factory()]
+    return Engine(config, products=products)
 
 
 def build_log(settings: Settings) -> CommandLog:
@@ -36,7 +40,11 @@ def build_runtime(settings: Settings) -> Runtime:
         trim_log=settings.trim_log,
     )
     return Runtime(
-        build_engine(), build_log(settings), build_snapshots(settings), config, scratch_dir=settings.data_dir
+        build_engine(settings.native),
+        build_log(settings),
+        build_snapshots(settings),
+        config,
+        scratch_dir=settings.data_dir,
     )
 
 
@@ -49,7 +57,7 @@ def build_projector(settings: Settings, db: Any, head_seq: Callable[[], Awaitabl
         db,
         build_log(settings),
         SnapshotStore(store_url(settings), migrate=False, engine=db),
-        engine_factory=build_engine,
+        engine_factory=partial(build_engine, settings.native),
         batch_records=settings.projector_batch_records,
         head_seq=head_seq,
         lease_ttl_s=settings.lease_ttl_s,

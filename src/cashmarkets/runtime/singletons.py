@@ -49,8 +49,8 @@ def engine_floor(runtime: Any, role: str) -> Callable[[], Awaitable[int]]:
 
 async def chart_term(settings: Settings, runtime: Any, term: Term) -> None:
     """One term of the chart scheduler: claim, then schedule every game until the term ends."""
-    from cashmarkets.api.app import chart_schedulers
     from cashmarkets.runtime.chart_scheduler import stop_schedulers
+    from cashmarkets.runtime.chart_setup import chart_schedulers
 
     await claim(runtime, term)
     schedulers = chart_schedulers(settings, runtime, fence=term)
@@ -70,12 +70,12 @@ async def chart_term(settings: Settings, runtime: Any, term: Term) -> None:
 
 
 def _preload(settings: Settings) -> None:
-    """Import what a term needs before taking the lease: an import inside a term (the API app,
-    BLS, a chain SDK: seconds on a busy machine) stalls the event loop, renewals included, and
-    the term would be lost at once."""
-    import cashmarkets.api.app
+    """Import what a term needs before taking the lease: an import inside a term (BLS, a chain
+    SDK: seconds on a busy machine) stalls the event loop, renewals included, and the term would
+    be lost at once."""
     import cashmarkets.beacons.sources
     import cashmarkets.runtime.chart_scheduler
+    import cashmarkets.runtime.chart_setup
 
     if settings.chain_adapter == "aptos":
         import cashmarkets.onchain.aptos  # noqa: F401

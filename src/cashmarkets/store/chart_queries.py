@@ -1,4 +1,6 @@
-"""Reads of the chart game projection shared by the API and the CLI."""
+"""Reads of the chart game projection shared by the API and the CLI, and the verification
+document of a settled round built from them (checked by runtime/chart_verify.py and
+tools/verify_round.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,73 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cashmarkets.core.products.chartgame import (
-    Candle,
-    GameConfig,
-    OnchainDraw,
-    RoundView,
-    verification_document,
-)
+from cashmarkets.core.products.chartgame import Candle, GameConfig, ModelParams, OnchainDraw, RoundView
+from cashmarkets.fairness import drand
+from cashmarkets.fairness.derive import DERIVATION_VERSION
 from cashmarkets.store.tables import chart_candles, chart_chains, chart_rounds
+
+
+def model_json(m: ModelParams) -> dict[str, int]:
+    """The model parameters as published (camelCase)."""
+    return {
+        "startPriceTicks": m.start_price_ticks,
+        "priceDecimals": m.price_decimals,
+        "subTicks": m.sub_ticks,
+        "volatilityBp": m.volatility_bp,
+        "driftBp": m.drift_bp,
+        "jumpPpm": m.jump_ppm,
+        "jumpBp": m.jump_bp,
+    }
+
+
+def verification_document(
+    game: GameConfig,
+    settled: RoundView,
+    seed: bytes,
+    beacons: list[tuple[int, int, bytes]],
+    candles: list[Candle],
+    commitment: bytes,
+    chain_length: int,
+    beacon_public_key: bytes,
+    onchain: OnchainDraw | None = None,
+    chain_onchain_txn: str = "",
+) -> dict[str, Any]:
+    """Everything a player needs to re-check a settled round (`tools/verify_round.py` reads it)."""
+    return {
+        "version": DERIVATION_VERSION,
+        "game": game.game,
+        "round": settled.round_no,
+        "startMs": settled.start_ms,
+        "candlesPerRound": game.candles_per_round,
+        "model": model_json(game.model),
+        "seed": seed.hex(),
+        "chain": {
+            "id": settled.chain_id,
+            "commitment": commitment.hex(),
+            "length": chain_length,
+            # Round r of a chain uses c_(N-r): hashing the seed r times gives the commitment.
+            "roundInChain": chain_length - settled.chain_index,
+            "onchainTxn": chain_onchain_txn or None,
+        },
+        "beacons": [{"round": b, "fromCandle": i, "signature": s.hex()} for b, i, s in beacons],
+        "beaconScheme": {
+            "genesisS": game.beacon_genesis_s,
+            "periodS": game.beacon_period_s,
+            "publicKey": beacon_public_key.hex(),
+            "dst": drand.DST_G1.decode(),
+        },
+        # With a chain adapter: the seed the chain drew for this round, mixed into the round seed.
+        "onchain": None
+        if onchain is None
+        else {
+            "chain": onchain.chain,
+            "network": onchain.network,
+            "module": onchain.module,
+            "seed": onchain.seed.hex(),
+            "txnHash": onchain.txn_hash,
+        },
+        "candles": [[c.index, c.open, c.high, c.low, c.close, c.volume] for c in candles],
+    }
 
 
 async def verification(

@@ -29,7 +29,6 @@ notional, stake x leverage (`GameConfig.fee_bps`).
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -37,11 +36,10 @@ import msgspec
 from cashmarkets.core import codes
 from cashmarkets.core.commands import Command
 from cashmarkets.core.ledger import HOUSE, escrow
-from cashmarkets.core.money import format_amount
 from cashmarkets.core.reconcile import Check, check
 from cashmarkets.core.results import Reject, ResultData
 from cashmarkets.fairness import drand
-from cashmarkets.fairness.derive import DERIVATION_VERSION, Stream, round_seed
+from cashmarkets.fairness.derive import Stream, round_seed
 
 if TYPE_CHECKING:
     from cashmarkets.core.engine import Engine, Handler
@@ -686,147 +684,3 @@ class ChartgameProduct:
         for name, gs in self.state.items():
             if gs.round is not None and gs.round.status == "open":
                 self._streams[name] = Stream.at(gs.round.stream_key, gs.round.stream_position)
-
-
-def model_json(m: ModelParams) -> dict[str, int]:
-    """The model parameters as published (camelCase)."""
-    return {
-        "startPriceTicks": m.start_price_ticks,
-        "priceDecimals": m.price_decimals,
-        "subTicks": m.sub_ticks,
-        "volatilityBp": m.volatility_bp,
-        "driftBp": m.drift_bp,
-        "jumpPpm": m.jump_ppm,
-        "jumpBp": m.jump_bp,
-    }
-
-
-def verification_document(
-    game: GameConfig,
-    settled: RoundView,
-    seed: bytes,
-    beacons: list[tuple[int, int, bytes]],
-    candles: list[Candle],
-    commitment: bytes,
-    chain_length: int,
-    beacon_public_key: bytes,
-    onchain: OnchainDraw | None = None,
-    chain_onchain_txn: str = "",
-) -> dict[str, Any]:
-    """Everything a player needs to re-check a settled round (`tools/verify_round.py` reads it)."""
-    return {
-        "version": DERIVATION_VERSION,
-        "game": game.game,
-        "round": settled.round_no,
-        "startMs": settled.start_ms,
-        "candlesPerRound": game.candles_per_round,
-        "model": model_json(game.model),
-        "seed": seed.hex(),
-        "chain": {
-            "id": settled.chain_id,
-            "commitment": commitment.hex(),
-            "length": chain_length,
-            # Round r of a chain uses c_(N-r): hashing the seed r times gives the commitment.
-            "roundInChain": chain_length - settled.chain_index,
-            "onchainTxn": chain_onchain_txn or None,
-        },
-        "beacons": [{"round": b, "fromCandle": i, "signature": s.hex()} for b, i, s in beacons],
-        "beaconScheme": {
-            "genesisS": game.beacon_genesis_s,
-            "periodS": game.beacon_period_s,
-            "publicKey": beacon_public_key.hex(),
-            "dst": drand.DST_G1.decode(),
-        },
-        # With a chain adapter: the seed the chain drew for this round, mixed into the round seed.
-        "onchain": None
-        if onchain is None
-        else {
-            "chain": onchain.chain,
-            "network": onchain.network,
-            "module": onchain.module,
-            "seed": onchain.seed.hex(),
-            "txnHash": onchain.txn_hash,
-        },
-        "candles": [[c.index, c.open, c.high, c.low, c.close, c.volume] for c in candles],
-    }
-
-
-RTP_LEVERAGES: Final = (1, 2, 5, 10, 25, 50, 100)
-
-
-class RtpEstimate(msgspec.Struct, kw_only=True):
-    rounds: int
-    positions: int  # per leverage
-    # leverage -> return to player in millionths (payouts / (stakes + fees)); fees included.
-    rtp_ppm: dict[int, int]
-    # leverage -> the estimate's standard error in millionths (rounds are independent batches).
-    standard_error_ppm: dict[int, int] = msgspec.field(default_factory=dict)
-
-    def percent(self) -> dict[str, str]:
-        """RTP per leverage as published: percent with 4 decimals."""
-        return {str(x): format_amount(v, 4) for x, v in self.rtp_ppm.items()}  # ppm = 1e-4 %
-
-    def error_percent(self) -> dict[str, str]:
-        """The standard error per leverage, in percentage points."""
-        return {str(x): format_amount(v, 4) for x, v in self.standard_error_ppm.items()}
-
-
-def simulate_rtp(
-    game: GameConfig, rounds: int, positions_per_round: int = 20, seed: bytes = b"rtp"
-) -> RtpEstimate:
-    """Return to player by simulation, per leverage: rounds from independent seeds (the walk has
-    the same law whatever the seed), players opening at a random candle and holding to a random
-    later candle, busts as in the engine; each path is played long and short (a player's side is
-    a fair coin, so counting both is its exact average: same mean, far less noise at high
-    leverage, where one side's gain nearly cancels the other's loss) and at every leverage of
-    `RTP_LEVERAGES` (up to the game's maximum). Deterministic for a seed."""
-    model = game.model
-    n = game.candles_per_round
-    leverages = [x for x in RTP_LEVERAGES if x <= game.max_leverage]
-    staked = dict.fromkeys(leverages, 0)
-    paid = dict.fromkeys(leverages, 0)
-    paid_squares = dict.fromkeys(leverages, 0)  # Σ (a round's payouts)², for the standard error
-    stake = game.stake_min * 100
-    for r in range(rounds):
-        round_paid = dict.fromkeys(leverages, 0)
-        stream = Stream(hashlib.sha256(seed + r.to_bytes(8, "big")).digest())
-        candles = []
-        prev = model.start_price_ticks
-        for i in range(n):
-            c = next_candle(stream, i, prev, model)
-            candles.append(c)
-            prev = c.close
-        players = Stream(hashlib.sha256(b"players" + seed + r.to_bytes(8, "big")).digest())
-        for _ in range(positions_per_round):
-            opened = players.below(n - 1)
-            close_at = players.between(opened + 1, n - 1)
-            entry, exit_price = candles[opened].close, candles[close_at].close
-            path = candles[opened + 1 : close_at + 1]
-            lowest, highest = min(c.low for c in path), max(c.high for c in path)
-            for leverage in leverages:
-                for side in ("long", "short"):
-                    bust = bust_price(side, entry, leverage)
-                    busted = lowest <= bust if side == "long" else highest >= bust
-                    payout = 0 if busted else payout_of(side, stake, leverage, entry, exit_price)
-                    staked[leverage] += stake + stake * leverage * game.fee_bps // BPS
-                    round_paid[leverage] += payout
-        for leverage, value in round_paid.items():
-            paid[leverage] += value
-            paid_squares[leverage] += value * value
-    errors = {}
-    for x in leverages:
-        # Every round stakes the same: SE = sqrt(sample variance of a round's payouts / n) / stake
-        # of a round, with the variance (nQ - S²) / (n (n - 1)).
-        if rounds < 2:
-            errors[x] = 0
-            continue
-        spread = paid_squares[x] * rounds - paid[x] ** 2
-        errors[x] = math.isqrt(spread * PPM * PPM // (rounds * rounds * (rounds - 1))) // (
-            staked[x] // rounds
-        )
-    return RtpEstimate(
-        rounds=rounds,
-        positions=rounds * positions_per_round * 2,
-        rtp_ppm={x: paid[x] * PPM // staked[x] for x in leverages},
-        standard_error_ppm=errors,
-    )

@@ -160,6 +160,65 @@ class _Market:
         self.fees_quote = (FEES, config.quote)
 
 
+class _Placing:
+    """A PlaceOrder between its stages: what validation found, then what its hold needs."""
+
+    __slots__ = (
+        "book",
+        "expire_only",
+        "hold_amount",
+        "market",
+        "opp_side",
+        "pay",
+        "pay_asset",
+        "side",
+        "stp",
+        "threshold",
+        "tif",
+    )
+
+    def __init__(self, market: _Market, book: Book, side: int, tif: str, stp: int) -> None:
+        self.market = market
+        self.book = book
+        self.side = side
+        self.tif = tif  # as it applies: MARKET is IOC, LIMIT_MAKER is GTC
+        self.stp = stp
+        # Set by _check_funds:
+        self.opp_side: BookSide = book.asks
+        self.threshold = 0
+        self.expire_only = False
+        self.hold_amount = 0
+        self.pay_asset = ""
+        self.pay: Account | None = None
+
+
+class _Amending:
+    """A validated AmendOrder: the order, its new price and total quantity, whether it crosses
+    the book at that price, and its hold now and as needed."""
+
+    __slots__ = ("book", "crosses", "held", "market", "need", "order", "price", "qty")
+
+    def __init__(
+        self,
+        market: _Market,
+        book: Book,
+        order: Order,
+        price: int,
+        qty: int,
+        crosses: bool,
+        need: int,
+        held: int,
+    ) -> None:
+        self.market = market
+        self.book = book
+        self.order = order
+        self.price = price
+        self.qty = qty
+        self.crosses = crosses
+        self.need = need
+        self.held = held
+
+
 class SpotProduct:
     name = PRODUCT
     commands: tuple[type[Command], ...] = COMMANDS
@@ -211,6 +270,27 @@ class SpotProduct:
     # ---- place ------------------------------------------------------------------------------------
 
     def place(self, cmd: PlaceOrder) -> OrderPlaced | Reject:
+        """In stages, as exchange-core places: validate -> hold -> match -> report. Nothing
+        changes before the hold; from there on every change is journaled."""
+        p = self._validate_place(cmd)
+        if isinstance(p, Reject):
+            return p
+        short = self._check_funds(cmd, p)
+        if short is not None:
+            return short
+        order = self._open_order(cmd, p)
+        if p.expire_only:  # a FOK that cannot fill: no trace
+            order.remaining = 0
+            order.status = EXPIRED
+            view = order_view(order)
+            self.engine.emit(SpotOrderUpdated(cmd.seq, "EXPIRED", view))
+            return OrderPlaced(view, [])
+        if p.hold_amount:  # a market order that will not trade holds (and opens) nothing
+            self._hold(cmd, p, order)
+        return self._match_and_report(cmd, p, order)
+
+    def _validate_place(self, cmd: PlaceOrder) -> _Placing | Reject:
+        """The order's fields, in the order their rejections take precedence."""
         market = self.markets.get(cmd.market)
         if market is None:
             return Reject(codes.UNKNOWN_MARKET, cmd.market)
@@ -234,17 +314,29 @@ class SpotProduct:
         stp = STP_MODES.get(cmd.stp)
         if stp is None:
             return Reject(codes.BAD_STP_MODE, "EXPIRE_TAKER, EXPIRE_MAKER or EXPIRE_BOTH")
-        coid = cmd.client_order_id
-        if coid:
-            bad = self._check_client_order_id(owner, coid)
+        if cmd.client_order_id:
+            bad = self._check_client_order_id(owner, cmd.client_order_id)
             if bad is not None:
                 return bad
+        bad = self._check_size(cmd, market, book, side)
+        if bad is not None:
+            return bad
+        if tif == "GTC":  # it may rest: room for one more open order
+            owned = self.by_owner.get((owner, cmd.market))
+            if owned is not None and len(owned) >= self._orders_per_owner_max:
+                return Reject(codes.TOO_MANY_ORDERS, f"at most {self._orders_per_owner_max} open per market")
+            if len(self.orders) >= self._orders_max:
+                return Reject(codes.TOO_MANY_ORDERS, "the engine is full")
+        return _Placing(market, book, side, tif, stp)
+
+    def _check_size(self, cmd: PlaceOrder, market: _Market, book: Book, side: int) -> Reject | None:
+        """Price and quantity against the market's limits (a MARKET order's price is a bound)."""
         cfg = market.config
         price = cmd.price_ticks
         qty = cmd.qty_lots
         quote_qty = cmd.quote_qty
         unit = market.unit
-        if order_type == "MARKET":
+        if cmd.order_type == "MARKET":
             if not 0 <= price <= cfg.max_price_ticks:
                 return Reject(codes.BAD_PRICE, f"protection price 0..{cfg.max_price_ticks} ticks")
             if (qty > 0) == (quote_qty > 0) or qty < 0 or quote_qty < 0:
@@ -255,51 +347,50 @@ class SpotProduct:
                 return Reject(codes.BELOW_MIN_NOTIONAL, f"at least {cfg.min_notional}")
             if quote_qty > cfg.max_qty_lots * cfg.max_price_ticks * unit:
                 return Reject(codes.BAD_QUANTITY, "quote amount above the market's maximum")
-        else:
-            if not 0 < price <= cfg.max_price_ticks:
-                return Reject(codes.BAD_PRICE, f"1..{cfg.max_price_ticks} ticks")
-            if quote_qty:
-                return Reject(codes.BAD_QUANTITY, "a quote amount is for MARKET orders")
-            if not cfg.min_qty_lots <= qty <= cfg.max_qty_lots:
-                return Reject(codes.BAD_QUANTITY, f"{cfg.min_qty_lots}..{cfg.max_qty_lots} lots")
-            if qty * price * unit < cfg.min_notional:
-                return Reject(codes.BELOW_MIN_NOTIONAL, f"price x quantity below {cfg.min_notional}")
-            if order_type == "LIMIT_MAKER" and _crosses(book, side, price):
-                return Reject(codes.WOULD_TAKE, "post-only order would match")
-        rests = tif == "GTC"
-        if rests:
-            owned = self.by_owner.get((owner, cmd.market))
-            if owned is not None and len(owned) >= self._orders_per_owner_max:
-                return Reject(codes.TOO_MANY_ORDERS, f"at most {self._orders_per_owner_max} open per market")
-            if len(self.orders) >= self._orders_max:
-                return Reject(codes.TOO_MANY_ORDERS, "the engine is full")
+            return None
+        if not 0 < price <= cfg.max_price_ticks:
+            return Reject(codes.BAD_PRICE, f"1..{cfg.max_price_ticks} ticks")
+        if quote_qty:
+            return Reject(codes.BAD_QUANTITY, "a quote amount is for MARKET orders")
+        if not cfg.min_qty_lots <= qty <= cfg.max_qty_lots:
+            return Reject(codes.BAD_QUANTITY, f"{cfg.min_qty_lots}..{cfg.max_qty_lots} lots")
+        if qty * price * unit < cfg.min_notional:
+            return Reject(codes.BELOW_MIN_NOTIONAL, f"price x quantity below {cfg.min_notional}")
+        if cmd.order_type == "LIMIT_MAKER" and _crosses(book, side, price):
+            return Reject(codes.WOULD_TAKE, "post-only order would match")
+        return None
+
+    def _check_funds(self, cmd: PlaceOrder, p: _Placing) -> Reject | None:
+        """What the order must hold, and whether its owner has it (fills `p`)."""
+        market, side = p.market, p.side
+        price, qty, quote_qty = cmd.price_ticks, cmd.qty_lots, cmd.quote_qty
+        unit = market.unit
         # The threshold key: a taker matches resting orders whose key is >= it (see book.py).
-        opp_side = book.asks if side == BUY else book.bids
-        threshold = (-price if side == BUY else price) if price else -(1 << 62)
-        expire_only = False
-        if order_type == "MARKET" or tif == "FOK":
-            lots, cost = _walk(opp_side, owner, threshold, qty, quote_qty, stp, unit)
-            if tif == "FOK":
-                expire_only = lots < qty
-                hold_amount = qty * price * unit if side == BUY else qty * market.lot
+        p.opp_side = p.book.asks if side == BUY else p.book.bids
+        p.threshold = (-price if side == BUY else price) if price else -(1 << 62)
+        if cmd.order_type == "MARKET" or p.tif == "FOK":
+            lots, cost = _walk(p.opp_side, cmd.owner, p.threshold, qty, quote_qty, p.stp, unit)
+            if p.tif == "FOK":
+                p.expire_only = lots < qty
+                p.hold_amount = qty * price * unit if side == BUY else qty * market.lot
             else:
                 # Exactly what the walk found it will cost (possibly nothing).
-                hold_amount = cost if side == BUY else lots * market.lot
+                p.hold_amount = cost if side == BUY else lots * market.lot
         else:
-            hold_amount = qty * price * unit if side == BUY else qty * market.lot
-        pay_asset = market.quote if side == BUY else market.base
-        ledger = self.ledger
-        pay = ledger.by_key.get((owner, pay_asset))
+            p.hold_amount = qty * price * unit if side == BUY else qty * market.lot
+        p.pay_asset = market.quote if side == BUY else market.base
+        pay = p.pay = self.ledger.by_key.get((cmd.owner, p.pay_asset))
+        need = p.hold_amount
         if (
-            hold_amount
-            and not expire_only
-            and (pay is None or pay.credits_posted - pay.debits_posted - pay.debits_pending < hold_amount)
+            need
+            and not p.expire_only
+            and (pay is None or pay.credits_posted - pay.debits_posted - pay.debits_pending < need)
         ):
-            return Reject(codes.INSUFFICIENT_FUNDS, f"{pay_asset} available is below {hold_amount}")
+            return Reject(codes.INSUFFICIENT_FUNDS, f"{p.pay_asset} available is below {need}")
+        return None
 
-        # ---- validated: from here on, state changes (and is journaled) ----
-        seq = cmd.seq
-        ts_ns = cmd.ts_ns
+    def _open_order(self, cmd: PlaceOrder, p: _Placing) -> Order:
+        """Validated: the journal starts and the order gets its id."""
         journal = self._journal
         journal.clear()
         self.engine.on_rollback(self._undo_callback)
@@ -307,53 +398,55 @@ class SpotProduct:
         order = Order(
             self.next_order_id,
             cmd.market,
-            owner,
-            coid,
-            side,
-            order_type,
-            tif,
-            stp,
-            price,
-            qty,
-            quote_qty,
-            seq,
-            ts_ns,
+            cmd.owner,
+            cmd.client_order_id,
+            p.side,
+            cmd.order_type,
+            p.tif,
+            p.stp,
+            cmd.price_ticks,
+            cmd.qty_lots,
+            cmd.quote_qty,
+            cmd.seq,
+            cmd.ts_ns,
         )
         self.next_order_id += 1
+        return order
+
+    def _hold(self, cmd: PlaceOrder, p: _Placing, order: Order) -> None:
+        """Move what the order may spend to escrow, pending (opening the accounts a fill pays)."""
+        market, ledger = p.market, self.ledger
+        receive_asset = market.base if p.side == BUY else market.quote
+        for key in (
+            (cmd.owner, receive_asset),
+            market.escrow_base,
+            market.escrow_quote,
+            market.fees_base,
+            market.fees_quote,
+        ):
+            if key not in ledger.by_key:
+                opened = ledger.open_account(key[0], key[1])
+                assert isinstance(opened, Account), opened
+        assert p.pay is not None
+        escrow_acc = ledger.by_key[(ESCROW, p.pay_asset)]
+        held = ledger.move(p.pay, escrow_acc, p.hold_amount, "hold", cmd.seq, pending=True)
+        assert not isinstance(held, str), held
+        order.hold_id = held.id
+
+    def _match_and_report(self, cmd: PlaceOrder, p: _Placing, order: Order) -> OrderPlaced:
+        """Match against the book, rest or close what is left, report the order and its trades."""
+        seq, ts_ns, quote_qty = cmd.seq, cmd.ts_ns, cmd.quote_qty
         trades: list[SpotTrade] = []
-        if expire_only:  # a FOK that cannot fill: no trace
-            order.remaining = 0
-            order.status = EXPIRED
-            view = order_view(order)
-            self.engine.emit(SpotOrderUpdated(seq, "EXPIRED", view))
-            return OrderPlaced(view, trades)
-        if hold_amount:  # a market order that will not trade holds (and opens) nothing
-            receive_asset = market.base if side == BUY else market.quote
-            for key in (
-                (owner, receive_asset),
-                market.escrow_base,
-                market.escrow_quote,
-                market.fees_base,
-                market.fees_quote,
-            ):
-                if key not in ledger.by_key:
-                    opened = ledger.open_account(key[0], key[1])
-                    assert isinstance(opened, Account), opened
-            assert pay is not None
-            escrow_acc = ledger.by_key[(ESCROW, pay_asset)]
-            held = ledger.move(pay, escrow_acc, hold_amount, "hold", seq, pending=True)
-            assert not isinstance(held, str), held
-            order.hold_id = held.id
         if quote_qty:
             order.remaining = _UNBOUNDED  # the budget stops it
-        elif tif == "GTC" and not (opp_side.keys and opp_side.keys[-1] >= threshold):
+        elif p.tif == "GTC" and not (p.opp_side.keys and p.opp_side.keys[-1] >= p.threshold):
             # Nothing to match (the common new order): straight onto the book, its hold exact.
-            self._rest(book, order, seq)
+            self._rest(p.book, order, seq)
             view = order_view(order)
             self.engine.emit(SpotOrderUpdated(seq, "NEW", view))
             return OrderPlaced(view, trades)
-        stop = self._match(book, market, order, threshold, quote_qty, seq, ts_ns, trades)
-        self._finish(book, market, order, stop == _STOP_STP, seq, ts_ns)
+        stop = self._match(p.book, p.market, order, p.threshold, quote_qty, seq, ts_ns, trades)
+        self._finish(p.book, p.market, order, stop == _STOP_STP, seq, ts_ns)
         if quote_qty:
             order.qty = order.executed
             if stop == _STOP_BUDGET and order.executed:
@@ -434,39 +527,10 @@ class SpotProduct:
         ts_ns: int,
         trades: list[SpotTrade],
     ) -> None:
+        """One trade of `lots` between the taker and a resting maker: paid, booked, reported."""
         price = maker.price
         quote = lots * price * market.unit
-        base = lots * market.lot
-        if taker.side == BUY:
-            buyer, seller = taker, maker
-            buyer_bps, seller_bps = market.taker_bps, market.maker_bps
-        else:
-            buyer, seller = maker, taker
-            buyer_bps, seller_bps = market.maker_bps, market.taker_bps
-        buyer_fee = base * buyer_bps // BPS
-        seller_fee = quote * seller_bps // BPS
-        ledger = self.ledger
-        by_key = ledger.by_key
-        resolve = ledger.resolve_part
-        out: Any = resolve(seller.hold_id, base, seq, post=True, forget=True)
-        assert not isinstance(out, str), out
-        out = resolve(buyer.hold_id, quote, seq, post=True, forget=True)
-        assert not isinstance(out, str), out
-        move = ledger.move
-        escrow_base = by_key[market.escrow_base]
-        escrow_quote = by_key[market.escrow_quote]
-        if base > buyer_fee:
-            out = move(escrow_base, by_key[(buyer.owner, market.base)], base - buyer_fee, "trade", seq)
-            assert not isinstance(out, str), out
-        if buyer_fee:
-            out = move(escrow_base, by_key[market.fees_base], buyer_fee, "fee", seq)
-            assert not isinstance(out, str), out
-        if quote > seller_fee:
-            out = move(escrow_quote, by_key[(seller.owner, market.quote)], quote - seller_fee, "trade", seq)
-            assert not isinstance(out, str), out
-        if seller_fee:
-            out = move(escrow_quote, by_key[market.fees_quote], seller_fee, "fee", seq)
-            assert not isinstance(out, str), out
+        buyer_fee, seller_fee = self._settle(market, taker, maker, lots * market.lot, quote, seq)
         journal = self._journal
         journal.append((_J_FILL, taker, lots, quote, taker.status, taker.updated_seq, taker.updated_ts_ns))
         journal.append((_J_FILL, maker, lots, quote, maker.status, maker.updated_seq, maker.updated_ts_ns))
@@ -511,6 +575,43 @@ class SpotProduct:
         )
         trades.append(trade)
         self.engine.emit(trade)
+
+    def _settle(
+        self, market: _Market, taker: Order, maker: Order, base: int, quote: int, seq: int
+    ) -> tuple[int, int]:
+        """The money of one trade: both holds post their part into escrow, which pays each side
+        what it receives less its fee (taker or maker rate, floored). (buyer fee, seller fee)."""
+        if taker.side == BUY:
+            buyer, seller = taker, maker
+            buyer_bps, seller_bps = market.taker_bps, market.maker_bps
+        else:
+            buyer, seller = maker, taker
+            buyer_bps, seller_bps = market.maker_bps, market.taker_bps
+        buyer_fee = base * buyer_bps // BPS
+        seller_fee = quote * seller_bps // BPS
+        ledger = self.ledger
+        by_key = ledger.by_key
+        resolve = ledger.resolve_part
+        out: Any = resolve(seller.hold_id, base, seq, post=True, forget=True)
+        assert not isinstance(out, str), out
+        out = resolve(buyer.hold_id, quote, seq, post=True, forget=True)
+        assert not isinstance(out, str), out
+        move = ledger.move
+        escrow_base = by_key[market.escrow_base]
+        escrow_quote = by_key[market.escrow_quote]
+        if base > buyer_fee:
+            out = move(escrow_base, by_key[(buyer.owner, market.base)], base - buyer_fee, "trade", seq)
+            assert not isinstance(out, str), out
+        if buyer_fee:
+            out = move(escrow_base, by_key[market.fees_base], buyer_fee, "fee", seq)
+            assert not isinstance(out, str), out
+        if quote > seller_fee:
+            out = move(escrow_quote, by_key[(seller.owner, market.quote)], quote - seller_fee, "trade", seq)
+            assert not isinstance(out, str), out
+        if seller_fee:
+            out = move(escrow_quote, by_key[market.fees_quote], seller_fee, "fee", seq)
+            assert not isinstance(out, str), out
+        return buyer_fee, seller_fee
 
     def _record(self, book: Book, ts_ns: int, price: int, lots: int, quote: int, trade_id: int) -> None:
         """Add a trade to its minute (engine time) and keep only the last 24 h of minutes."""
@@ -656,6 +757,18 @@ class SpotProduct:
         return OrdersCanceled(orders=views)
 
     def amend(self, cmd: AmendOrder) -> OrderPlaced | Reject:
+        """Validate -> re-hold -> (keep its place | requeue and match) -> report."""
+        a = self._validate_amend(cmd)
+        if isinstance(a, Reject):
+            return a
+        journal = self._journal
+        journal.clear()
+        self.engine.on_rollback(self._undo_callback)
+        if a.price == a.order.price and a.qty <= a.order.qty:
+            return self._amend_in_place(cmd, a)
+        return self._amend_requeue(cmd, a)
+
+    def _validate_amend(self, cmd: AmendOrder) -> _Amending | Reject:
         market = self.markets.get(cmd.market)
         if market is None:
             return Reject(codes.UNKNOWN_MARKET, cmd.market)
@@ -688,66 +801,63 @@ class SpotProduct:
         unit = market.unit
         if qty * price * unit < cfg.min_notional:
             return Reject(codes.BELOW_MIN_NOTIONAL, f"price x quantity below {cfg.min_notional}")
-        side = order.side
-        if side == BUY:
-            opp_keys = book.asks.keys
-            crosses = bool(opp_keys) and -opp_keys[-1] <= price
-        else:
-            opp_keys = book.bids.keys
-            crosses = bool(opp_keys) and opp_keys[-1] >= price
+        crosses = _crosses(book, order.side, price)
         if crosses and order.order_type == "LIMIT_MAKER":
             return Reject(codes.WOULD_TAKE, "post-only order would match")
         remaining = qty - order.executed
-        need = remaining * price * unit if side == BUY else remaining * market.lot
-        ledger = self.ledger
-        hold = ledger.holds[order.hold_id]
-        pay = ledger.accounts[hold.debit_account_id]
+        need = remaining * price * unit if order.side == BUY else remaining * market.lot
+        hold = self.ledger.holds[order.hold_id]
+        pay = self.ledger.accounts[hold.debit_account_id]
         if (
             need > hold.amount
             and pay.credits_posted - pay.debits_posted - pay.debits_pending < need - hold.amount
         ):
             return Reject(codes.INSUFFICIENT_FUNDS, f"{pay.asset} available is below {need - hold.amount}")
-        seq, ts_ns = cmd.seq, cmd.ts_ns
-        journal = self._journal
-        journal.clear()
-        self.engine.on_rollback(self._undo_callback)
-        trades: list[SpotTrade] = []
-        if price == order.price and qty <= order.qty:
-            # Smaller (or equal) at the same price: keeps its place in the queue.
-            if qty < order.qty:
-                journal.append((_J_FIELDS, order, _fields(order)))
-                if book.update_id != seq:
-                    journal.append((_J_BOOK, book, book.next_trade_id, book.update_id))
-                    book.update_id = seq
-                delta = order.qty - qty
-                order.qty = qty
-                order.remaining -= delta
-                order.level.qty -= delta  # type: ignore[union-attr]
-                order.updated_seq, order.updated_ts_ns = seq, ts_ns
-                out = ledger.resolve_part(order.hold_id, hold.amount - need, seq, post=False, forget=True)
-                assert not isinstance(out, str), out
-            view = order_view(order)
-            self.engine.emit(SpotOrderUpdated(seq, "AMENDED", view))
-            return OrderPlaced(view, trades)
-        # A new price or a larger quantity: the order leaves the queue and comes back as a taker.
+        return _Amending(market, book, order, price, qty, crosses, need, hold.amount)
+
+    def _amend_in_place(self, cmd: AmendOrder, a: _Amending) -> OrderPlaced:
+        """Smaller (or equal) at the same price: keeps its place in the queue."""
+        order, book, seq = a.order, a.book, cmd.seq
+        if a.qty < order.qty:
+            journal = self._journal
+            journal.append((_J_FIELDS, order, _fields(order)))
+            if book.update_id != seq:
+                journal.append((_J_BOOK, book, book.next_trade_id, book.update_id))
+                book.update_id = seq
+            delta = order.qty - a.qty
+            order.qty = a.qty
+            order.remaining -= delta
+            order.level.qty -= delta  # type: ignore[union-attr]
+            order.updated_seq, order.updated_ts_ns = seq, cmd.ts_ns
+            out = self.ledger.resolve_part(order.hold_id, a.held - a.need, seq, post=False, forget=True)
+            assert not isinstance(out, str), out
+        view = order_view(order)
+        self.engine.emit(SpotOrderUpdated(seq, "AMENDED", view))
+        return OrderPlaced(view, [])
+
+    def _amend_requeue(self, cmd: AmendOrder, a: _Amending) -> OrderPlaced:
+        """A new price or a larger quantity: the order leaves the queue and comes back as a taker."""
+        order, book, seq, ts_ns = a.order, a.book, cmd.seq, cmd.ts_ns
+        journal, ledger = self._journal, self.ledger
         # Unlinked before its fields are saved: the undo restores the old price, then relinks.
         if book.update_id != seq:
             journal.append((_J_BOOK, book, book.next_trade_id, book.update_id))
             book.update_id = seq
-        book_side = book.bids if side == BUY else book.asks
+        book_side = book.bids if order.side == BUY else book.asks
         journal.append((_J_UNLINK, order, book_side.unlink(order)))
         journal.append((_J_FIELDS, order, _fields(order)))
-        if need < hold.amount:
-            out = ledger.resolve_part(order.hold_id, hold.amount - need, seq, post=False, forget=True)
+        if a.need < a.held:
+            out = ledger.resolve_part(order.hold_id, a.held - a.need, seq, post=False, forget=True)
             assert not isinstance(out, str), out
-        elif need > hold.amount:
-            out = ledger.hold_more(order.hold_id, need - hold.amount, seq)
+        elif a.need > a.held:
+            out = ledger.hold_more(order.hold_id, a.need - a.held, seq)
             assert not isinstance(out, str), out
-        order.price = price
-        order.qty = qty
-        order.remaining = remaining
+        order.price = a.price
+        order.qty = a.qty
+        order.remaining = a.qty - order.executed
         order.created_seq, order.created_ts_ns = seq, ts_ns  # its time priority starts now
-        if not crosses:
+        trades: list[SpotTrade] = []
+        if not a.crosses:
             # The common move: to the back of its new level, nothing to match (its status, open
             # quantity and hold are already right).
             order.updated_seq, order.updated_ts_ns = seq, ts_ns
@@ -756,13 +866,9 @@ class SpotProduct:
             view = order_view(order)
             self.engine.emit(SpotOrderUpdated(seq, "AMENDED", view))
             return OrderPlaced(view, trades)
-        stp_stop = (
-            self._match(book, market, order, -price if side == BUY else price, 0, seq, ts_ns, trades)
-            == _STOP_STP
-            if crosses
-            else False
-        )
-        self._finish(book, market, order, stp_stop, seq, ts_ns)
+        threshold = -a.price if order.side == BUY else a.price
+        stop = self._match(book, a.market, order, threshold, 0, seq, ts_ns, trades)
+        self._finish(book, a.market, order, stop == _STOP_STP, seq, ts_ns)
         if order.remaining == 0:
             self._forget(order)
         view = order_view(order)
