@@ -40,7 +40,7 @@ DataDir = Annotated[
 HTTP_LISTEN_BACKLOG = 2048
 
 
-def _long_running(settings: Settings, listen_backlog: int = 0) -> Settings:
+def long_running(settings: Settings, listen_backlog: int = 0) -> Settings:
     """Start of every long-running process: raise the open-files limit (one descriptor per
     socket: a server at its limit stops accepting, forking and opening files)."""
     from cashmarkets.ops.limits import raise_open_files_limit
@@ -49,7 +49,7 @@ def _long_running(settings: Settings, listen_backlog: int = 0) -> Settings:
     return settings
 
 
-def _run(coro: object) -> object:
+def run_async(coro: object) -> object:
     try:
         import uvloop
 
@@ -91,7 +91,7 @@ def _serve_http(settings: Settings) -> None:
     from cashmarkets.gateway.server import LISTEN_BACKLOG
 
     # `serve` runs the WebSocket gateway too.
-    _long_running(settings, HTTP_LISTEN_BACKLOG + (0 if settings.distributed else LISTEN_BACKLOG))
+    long_running(settings, HTTP_LISTEN_BACKLOG + (0 if settings.distributed else LISTEN_BACKLOG))
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -115,7 +115,7 @@ def engine(data_dir: DataDir = None) -> None:
     """Distributed mode: the engine process (exactly one): applies the Redis log in order."""
     from cashmarkets.runtime.processes import run_engine
 
-    _run(run_engine(_long_running(Settings.from_env(data_dir=data_dir))))
+    run_async(run_engine(long_running(Settings.from_env(data_dir=data_dir))))
 
 
 @app.command()
@@ -123,7 +123,7 @@ def projector(data_dir: DataDir = None) -> None:
     """Project engine events into the SQL store (distributed mode, or beside `serve`)."""
     from cashmarkets.runtime.processes import run_projector
 
-    _run(run_projector(_long_running(Settings.from_env(data_dir=data_dir))))
+    run_async(run_projector(long_running(Settings.from_env(data_dir=data_dir))))
 
 
 @app.command()
@@ -137,40 +137,7 @@ def gateway(
     from cashmarkets.gateway.server import LISTEN_BACKLOG
     from cashmarkets.runtime.processes import run_gateway
 
-    _run(run_gateway(_long_running(Settings.from_env(ws_port=port, host=host), LISTEN_BACKLOG)))
-
-
-@app.command()
-def chartgame() -> None:
-    """Distributed mode: the chart games' round scheduler (one per deployment)."""
-    from cashmarkets.runtime.processes import run_chartgame
-
-    _run(run_chartgame(_long_running(Settings.from_env())))
-
-
-@app.command()
-def poller(
-    source: Annotated[
-        str | None,
-        typer.Option(help="synthetic, backpack or replay [env CASHMARKETS_PRICE_SOURCE]."),
-    ] = None,
-    replay_file: Annotated[
-        Path | None,
-        typer.Option("--replay", help="Recorded bookTicker messages (JSONL); implies --source replay."),
-    ] = None,
-    speed: Annotated[
-        float | None, typer.Option(help="Replay speed: 1 = as recorded, 0 = as fast as possible.")
-    ] = None,
-) -> None:
-    """Distributed mode: the price poller (exactly one): appends PriceTick commands to the Redis log."""
-    from cashmarkets.runtime.processes import run_poller
-
-    settings = Settings.from_env(
-        price_source="replay" if replay_file is not None and source is None else source,
-        price_replay_file=str(replay_file) if replay_file is not None else None,
-        price_replay_speed=speed,
-    )
-    _run(run_poller(_long_running(settings)))
+    run_async(run_gateway(long_running(Settings.from_env(ws_port=port, host=host), LISTEN_BACKLOG)))
 
 
 @app.command()
@@ -185,7 +152,7 @@ def replay(
     if not settings.redis_url and not settings.journal_path.exists():
         typer.echo(f"no journal at {settings.journal_path}", err=True)
         raise typer.Exit(2)
-    report = _run(run_verify(settings))
+    report = run_async(run_verify(settings))
     typer.echo(msgspec.json.encode(report).decode())
     if verify and not report.ok:  # type: ignore[attr-defined]
         raise typer.Exit(1)
@@ -201,7 +168,7 @@ def reconcile_command(data_dir: DataDir = None) -> None:
     if not settings.redis_url and not settings.journal_path.exists():
         typer.echo(f"no journal at {settings.journal_path}", err=True)
         raise typer.Exit(2)
-    report = _run(reconcile_current(settings))
+    report = run_async(reconcile_current(settings))
     typer.echo(msgspec.json.encode(report).decode())
     if not report.ok:  # type: ignore[attr-defined]
         raise typer.Exit(1)
@@ -243,7 +210,7 @@ def migrate(
         return await migrations.current(url)
 
     try:
-        current = _run(upgrade_then_current())
+        current = run_async(upgrade_then_current())
     except (CommandError, SQLAlchemyError, OSError) as exc:
         typer.echo(f"migration failed: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -289,7 +256,7 @@ def users_set_role(
         finally:
             await db.dispose()
 
-    done = _run(set_role())
+    done = run_async(set_role())
     if done is None:
         typer.echo(f"no user with email {email}", err=True)
         raise typer.Exit(1)
@@ -335,7 +302,7 @@ def users_set_status(
         finally:
             await db.dispose()
 
-    done = _run(set_status())
+    done = run_async(set_status())
     if done is None:
         typer.echo(f"no user with email {email}", err=True)
         raise typer.Exit(1)
@@ -411,7 +378,7 @@ def bench_leverage(
         raise typer.BadParameter("mode must be engine, embedded or distributed")
     from cashmarkets.benchmarks.trading_http import run as run_http
 
-    result = _run(
+    result = run_async(
         run_http(
             mode=mode,
             duration_s=duration_s,
@@ -437,7 +404,7 @@ def bench_ws_fanout(
     """Fan-out of one topic to many WebSocket subscribers: delivery and tick-to-client latency."""
     from cashmarkets.benchmarks.ws_fanout import run
 
-    result = _run(
+    result = run_async(
         run(
             subscribers=subscribers,
             gateways=gateways,
@@ -463,7 +430,7 @@ def bench_ws_flood(
     """One user floods OPEN_POSITION over WebSockets; another user's HTTP latency idle vs flooded."""
     from cashmarkets.benchmarks.ws_flood import run
 
-    result = _run(
+    result = run_async(
         run(
             duration_s=duration_s,
             warmup_s=warmup_s,
@@ -487,7 +454,9 @@ def bench_journal(
 
     if backend not in ("sqlite", "redis"):
         raise typer.BadParameter("backend must be sqlite or redis")
-    result = _run(run(backend=backend, submitters=submitters, duration_s=duration_s, redis_url=redis_url))
+    result = run_async(
+        run(backend=backend, submitters=submitters, duration_s=duration_s, redis_url=redis_url)
+    )
     print(json.dumps(result))
 
 
@@ -503,8 +472,20 @@ def bench_http(
 
     if mode not in ("embedded", "distributed"):
         raise typer.BadParameter("mode must be embedded or distributed")
-    result = _run(run(mode=mode, duration_s=duration_s, connections=connections, users=users))
+    result = run_async(run(mode=mode, duration_s=duration_s, connections=connections, users=users))
     print(json.dumps(result))
+
+
+def _add_product_commands() -> None:
+    """Each product's subcommands (leverage's `poller`, the chart game's `chartgame`, ...)."""
+    from cashmarkets.products.registry import products
+
+    for module in products():
+        if module.cli is not None:
+            module.cli(app)
+
+
+_add_product_commands()
 
 
 def main() -> None:

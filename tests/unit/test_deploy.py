@@ -100,7 +100,7 @@ def long_running_commands() -> set[str]:
         assert info.callback is not None
         name = info.name or info.callback.__name__.replace("_", "-")
         source = inspect.getsource(info.callback)
-        if "_long_running(" in source or "_serve_http(" in source:
+        if "long_running(" in source or "_serve_http(" in source:
             found.add(name)
     return found
 

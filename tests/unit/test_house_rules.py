@@ -14,9 +14,6 @@ FUNCTION_LINES_MAX = 70
 # "path under src/cashmarkets::qualified name": what is still too long, and why it waits.
 ALLOWED_LONG = frozenset(
     {
-        # The projector's read-apply-write loop; being reworked for distributed mode (issue 17's
-        # "one bootstrap" and the projector fencing work).
-        "store/projector.py::Projector.step",
         # The embedded lifespan wires every part of `serve`; "one bootstrap" (issue 17) splits it.
         "api/app.py::_embedded_lifespan",
         "api/app.py::_embedded_lifespan.lifespan",

@@ -26,19 +26,15 @@ from cashmarkets.api.accounts import AccountsController
 from cashmarkets.api.admin import AdminController
 from cashmarkets.api.apikeys import ApiKeysController
 from cashmarkets.api.auth import AuthController
-from cashmarkets.api.binance import BinanceController
-from cashmarkets.api.chartgame import ChartgameController
 from cashmarkets.api.csrf import CsrfGuard
 from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.info import info
-from cashmarkets.api.leverage import LeverageController
 from cashmarkets.api.middleware import edge_middleware
 from cashmarkets.api.ratelimit import build_limiters
 from cashmarkets.api.schemas import Problem
 from cashmarkets.api.security import PasswordHashing, Sessions, TokenService
 from cashmarkets.api.services import Services
-from cashmarkets.api.spot import SpotController
 from cashmarkets.api.ws_commands import SocketCommands
 from cashmarkets.gateway.bridge import EngineBridge
 from cashmarkets.gateway.server import Gateway, gateway_limits
@@ -48,13 +44,12 @@ from cashmarkets.ops import metrics
 from cashmarkets.ops.local_secrets import local_secret
 from cashmarkets.ops.nesting import RECURSION_LIMIT, pin_recursion_limit
 from cashmarkets.ops.settings import Settings
+from cashmarkets.products.module import EmbeddedContext
+from cashmarkets.products.registry import products as registered
 from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
-from cashmarkets.runtime.marketmaker import MarketMaker
-from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
 from cashmarkets.runtime.projection_health import ProjectionHealth, beat_reader, local_reader
-from cashmarkets.runtime.singletons import run_chart_role
 from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
 from cashmarkets.store.api_keys import ApiKeyStore
@@ -249,22 +244,12 @@ def _embedded_lifespan(settings: Settings) -> Any:
             projector_task = asyncio.create_task(in_process.run(), name="projector")
             projector = in_process
             lag_task = None
-        feed = build_feed(settings, runtime_sink(runtime))
-        feed_task = asyncio.create_task(feed.run(), name="price-feed") if feed is not None else None
-        bot = (
-            MarketMaker(runtime, interval_s=settings.spot_bot_interval_s)
-            if settings.spot_bot_enabled
-            else None
-        )
-        bot_task = asyncio.create_task(bot.run(), name="spot-bot") if bot is not None else None
-        # The chart scheduler is a fenced singleton here too (its lease: a file lock on SQLite).
-        chart_stop = asyncio.Event()
-        chart_task = (
-            asyncio.create_task(run_chart_role(settings, db, runtime, chart_stop), name="chart-role")
-            if settings.chartgame_enabled
-            else None
-        )
-        feed_metrics = watch_feed(feed) if feed is not None else None
+        # Each product's feeds, schedulers and bots; stopped in reverse order.
+        drivers = contextlib.AsyncExitStack()
+        context = EmbeddedContext(settings=settings, db=db, runtime=runtime)
+        for module in registered():
+            for driver in module.embedded_drivers:
+                await drivers.enter_async_context(driver(context))
 
         async def engine_ready() -> str:
             return "ok" if runtime.running else "runtime stopped"
@@ -305,21 +290,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
             if metrics_server is not None:
                 metrics.stop_port(metrics_server)
             await gateway.stop()
-            chart_stop.set()
-            if chart_task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(chart_task, 10)
-            if bot is not None and bot_task is not None:
-                await bot.stop()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(bot_task, 5)
-            if feed_metrics is not None:
-                unwatch_feed(feed_metrics)
-            if feed is not None and feed_task is not None:
-                await feed.stop()
-                feed_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await feed_task
+            await drivers.aclose()
             if lag_task is not None:
                 lag_task.cancel()
             projection_task.cancel()
@@ -420,11 +391,8 @@ def build_litestar(settings: Settings, lifespan: Any) -> Litestar:
             AuthController,
             AccountsController,
             AdminController,
-            LeverageController,
-            SpotController,
+            *(route for module in registered() for route in module.routes()),
             ApiKeysController,
-            BinanceController,
-            ChartgameController,
             info,
             health,
             ready,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from cashmarkets.core.results import Accepted, Rejected
 from cashmarkets.integrations.email import Mailer
 from cashmarkets.ops.ids import new_id
 from cashmarkets.ops.settings import Settings
+from cashmarkets.products.module import ProductModule
+from cashmarkets.products.registry import products as registered
 from cashmarkets.runtime.bus import BadCommand, BalanceView, CommandBus, CommandTimeout
 from cashmarkets.store.api_keys import ApiKeyStore
 from cashmarkets.store.faucet_totals import FaucetTotals
@@ -28,21 +31,26 @@ from cashmarkets.store.users import UserStore
 
 T = TypeVar("T")
 
-_NOT_FOUND = {
-    codes.PENDING_TRANSFER_NOT_FOUND,
-    codes.WITHDRAWAL_NOT_FOUND,
-    codes.ACCOUNT_NOT_FOUND,
-    codes.POSITION_NOT_FOUND,
-    codes.ORDER_NOT_FOUND,
-    codes.UNKNOWN_GAME,
+# The engine's and the ledger's rejections that are not 422; each product adds its own
+# (ProductModule.http_statuses).
+_STATUSES: dict[str, int] = {
+    codes.PENDING_TRANSFER_NOT_FOUND: 404,
+    codes.WITHDRAWAL_NOT_FOUND: 404,
+    codes.ACCOUNT_NOT_FOUND: 404,
+    codes.ALREADY_POSTED: 409,
+    codes.ALREADY_VOIDED: 409,
+    codes.INTERNAL_ERROR: 500,
 }
 
-_CONFLICT = {
-    codes.ALREADY_POSTED,
-    codes.ALREADY_VOIDED,
-    codes.DUPLICATE_CLIENT_ORDER_ID,
-    codes.ROUND_NOT_OPEN,
-}
+
+@functools.cache
+def _rejections(modules: tuple[ProductModule, ...]) -> tuple[dict[str, int], dict[str, str]]:
+    """(code -> HTTP status, code -> description) over the engine, the ledger and `modules`."""
+    statuses, descriptions = dict(_STATUSES), dict(codes.DESCRIPTIONS)
+    for module in modules:
+        statuses.update(module.http_statuses)
+        descriptions.update(module.descriptions)
+    return statuses, descriptions
 
 
 @dataclass
@@ -92,18 +100,12 @@ class Services:
 
 
 def rejection(result: Rejected) -> ApiError:
-    if result.code in _NOT_FOUND:
-        status = 404
-    elif result.code in _CONFLICT:
-        status = 409
-    elif result.code == codes.INTERNAL_ERROR:
-        status = 500
-    else:
-        status = 422
+    """The HTTP error of an engine rejection: its status as its product declares (else 422)."""
+    statuses, descriptions = _rejections(registered())
     return ApiError(
-        status,
+        statuses.get(result.code, 422),
         result.code,
-        result.detail or codes.DESCRIPTIONS.get(result.code, ""),
+        result.detail or descriptions.get(result.code, ""),
         extra={"commandId": result.command_id},
     )
 

@@ -1,5 +1,12 @@
-"""Commands over the WebSocket (OPEN_POSITION, CLOSE_POSITION, GET_BALANCE): the same validation
-and the same command path as the HTTP routes, answered on the socket.
+"""Commands over the WebSocket: the same validation and the same command path as the HTTP
+routes, answered on the socket.
+
+    COMMAND {"command": "<product>.<name>", ...}   a product's command, by its registered name
+                                                  (ProductModule.socket_commands)
+    GET_BALANCE {}                                the ledger's balances
+    OPEN_POSITION / CLOSE_POSITION {...}           the older form, still accepted: leverage's, or
+                                                  the chart game's when the payload names a `game`
+                                                  (open) or a `positionId` (close)
 
 An `idempotencyKey` in the payload plays the part of the HTTP `Idempotency-Key` header: the
 engine command id is derived from it and the command's name (its route), so a repeat after a lost
@@ -17,18 +24,19 @@ new command cannot make the gateway spin (its user has at most 32 commands in fl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
 
-from cashmarkets.api.chartgame import PositionOpen, close_chart_position, open_chart_position
 from cashmarkets.api.errors import ApiError
-from cashmarkets.api.leverage import TradeClose, TradeCreate, close_trade, open_trade
 from cashmarkets.api.ratelimit import RateLimiter, retry_after_ms, take, user_key
 from cashmarkets.api.services import Services, derive_command_id
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError
 from cashmarkets.ops import dependencies, metrics
+from cashmarkets.products.module import ProductModule, SocketHandler
+from cashmarkets.products.registry import products as registered
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, valid_key
 
 RATE_LIMITED_HOLD_MIN_S: Final = 0.1
@@ -36,10 +44,23 @@ RATE_LIMITED_HOLD_MAX_S: Final = 1.0
 _ROUTES = {t.value: t.name for t in (MsgType.OPEN_POSITION, MsgType.CLOSE_POSITION, MsgType.GET_BALANCE)}
 
 
+COMMAND_NAME_LENGTH_MAX: Final = 64
+
+
 class SocketCommands:
-    def __init__(self, services: Services, user_limiter: RateLimiter | None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        user_limiter: RateLimiter | None,
+        modules: Iterable[ProductModule] | None = None,
+    ) -> None:
         self.services = services
         self.user_limiter = user_limiter  # the HTTP API's per-user buckets; None: not limited
+        self.named: dict[str, SocketHandler] = {}
+        for module in registered() if modules is None else modules:
+            for name, handler in module.socket_commands().items():
+                assert name not in self.named, f"socket command {name} declared twice"
+                self.named[name] = handler
 
     async def __call__(self, user_id: str, kind: int, payload: dict[str, Any]) -> tuple[MsgType, Any]:
         try:
@@ -77,47 +98,55 @@ class SocketCommands:
             raise ProtocolError(
                 ErrorCode.BAD_MESSAGE, f"idempotencyKey: 1..{KEY_LENGTH_MAX} printable characters"
             )
+        name, route = _command_name(kind, payload)
         # The route of a socket command is its name: GET /api/v1/commands/{key}?route=OPEN_POSITION.
-        cid = derive_command_id(user_id, key, _ROUTES.get(kind, f"0x{kind:02x}"))
+        cid = derive_command_id(user_id, key, route)
         try:
-            # A `game` (open) or a `positionId` (close) means the chart game; else leverage.
-            if kind == MsgType.OPEN_POSITION and "game" in payload:
-                opened = await open_chart_position(
-                    self.services, user_id, _convert(payload, PositionOpen), cid
-                )
-                return MsgType.POSITION_UPDATE, {"event": "chart", **msgspec.to_builtins(opened)}
-            if kind == MsgType.CLOSE_POSITION and "positionId" in payload:
-                position_id = _convert(payload, ChartPositionClose).position_id
-                done = await close_chart_position(self.services, user_id, position_id, cid)
-                return MsgType.POSITION_UPDATE, {"event": "chart", **msgspec.to_builtins(done)}
-            if kind == MsgType.OPEN_POSITION:
-                trade = await open_trade(self.services, user_id, _convert(payload, TradeCreate), cid)
-                return MsgType.POSITION_UPDATE, {"event": "opened", **msgspec.to_builtins(trade)}
-            if kind == MsgType.CLOSE_POSITION:
-                closed = await close_trade(self.services, user_id, _convert(payload, TradeClose), cid)
-                return MsgType.POSITION_UPDATE, {"event": "closed", **msgspec.to_builtins(closed)}
+            if name is not None:
+                handler = self.named.get(name)
+                if handler is None:
+                    raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown command {name!r}")
+                return await handler(self.services, user_id, payload, cid)
             if kind == MsgType.GET_BALANCE:
-                accounts = await self.services.balances.accounts_of(user_id)
-                balances = [
-                    {
-                        "asset": acc.asset,
-                        "balance": format_amount(acc.balance, ASSETS[acc.asset].decimals),
-                        "available": format_amount(acc.available, ASSETS[acc.asset].decimals),
-                    }
-                    for acc in accounts
-                ]
-                return MsgType.BALANCE_UPDATE, {"balances": balances}
+                return MsgType.BALANCE_UPDATE, {"balances": await self._balances(user_id)}
         except ApiError as exc:
             code = ErrorCode.UNAVAILABLE if exc.status >= 500 else ErrorCode.REJECTED
             raise ProtocolError(code, exc.detail or exc.code, reason=exc.code) from None
         raise ProtocolError(ErrorCode.UNKNOWN_METHOD, f"unknown command 0x{kind:02x}")
 
+    async def _balances(self, user_id: str) -> list[dict[str, str]]:
+        accounts = await self.services.balances.accounts_of(user_id)
+        return [
+            {
+                "asset": acc.asset,
+                "balance": format_amount(acc.balance, ASSETS[acc.asset].decimals),
+                "available": format_amount(acc.available, ASSETS[acc.asset].decimals),
+            }
+            for acc in accounts
+        ]
 
-class ChartPositionClose(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
-    position_id: int
+
+def _command_name(kind: int, payload: dict[str, Any]) -> tuple[str | None, str]:
+    """(the registered command's name, or None for the ledger's GET_BALANCE; the route its
+    command id is derived from). COMMAND names it; the older OPEN_POSITION / CLOSE_POSITION keep
+    their routes (so a retried key finds its command) and are told apart by their payloads."""
+    if kind == MsgType.COMMAND:
+        name = payload.pop("command", None)
+        if not isinstance(name, str) or not 0 < len(name) <= COMMAND_NAME_LENGTH_MAX:
+            raise ProtocolError(
+                ErrorCode.BAD_MESSAGE, f"command: a name of 1..{COMMAND_NAME_LENGTH_MAX} characters"
+            )
+        return name, name
+    route = _ROUTES.get(kind, f"0x{kind:02x}")
+    if kind == MsgType.OPEN_POSITION:
+        return ("chartgame.open" if "game" in payload else "leverage.open"), route
+    if kind == MsgType.CLOSE_POSITION:
+        return ("chartgame.close" if "positionId" in payload else "leverage.close"), route
+    return None, route
 
 
-def _convert(payload: dict[str, Any], kind: type[Any]) -> Any:
+def socket_payload(payload: dict[str, Any], kind: type[Any]) -> Any:
+    """A socket command's payload as its request Struct (strict, as the HTTP body)."""
     try:
         return msgspec.convert(payload, kind, strict=True)
     except msgspec.ValidationError as exc:

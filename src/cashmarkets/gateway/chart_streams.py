@@ -64,6 +64,10 @@ class ChartStreams:
                 raise ValueError(f"{game.game}: CANDLE_DATA's index is a uint16, at most {CANDLE_INDEX_MAX}")
         registry.declare([f"{kind}.{game}" for game in self.games for kind in ("candles", "round")])
 
+    def snapshot(self, _user_id: str) -> list[tuple[MsgType, Any]]:
+        """Nothing: a chart position's state arrives with its round's messages."""
+        return []
+
     def on_events(self, events: list[Any], ts_ms: int) -> None:
         publish = self.registry.publish
         for event in events:

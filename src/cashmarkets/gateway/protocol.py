@@ -37,6 +37,7 @@ class MsgType(enum.IntEnum):
     CLOSE_POSITION = 0x05
     GET_BALANCE = 0x06
     LIST_SUBSCRIPTIONS = 0x07  # extension: the JSON method of the same name
+    COMMAND = 0x08  # extension: a product's command by name, payload {"command": "leverage.open", ...}
     # server -> client
     AUTH_SUCCESS = 0x81
     AUTH_FAILURE = 0x82

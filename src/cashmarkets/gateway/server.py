@@ -846,11 +846,14 @@ _BINARY_METHODS: Final[dict[int, str]] = {
 }
 
 
-_COMMANDS: Final = frozenset({MsgType.OPEN_POSITION, MsgType.CLOSE_POSITION, MsgType.GET_BALANCE})
+_COMMANDS: Final = frozenset(
+    {MsgType.OPEN_POSITION, MsgType.CLOSE_POSITION, MsgType.GET_BALANCE, MsgType.COMMAND}
+)
 _JSON_COMMANDS: Final[dict[str, int]] = {
     "OPEN_POSITION": MsgType.OPEN_POSITION,
     "CLOSE_POSITION": MsgType.CLOSE_POSITION,
     "GET_BALANCE": MsgType.GET_BALANCE,
+    "COMMAND": MsgType.COMMAND,
 }
 
 

@@ -46,6 +46,12 @@ class SpotStreams:
             self.depth[symbol] = depth
             self.best[symbol] = self._best(symbol)
 
+    def snapshot(self, user_id: str) -> list[tuple[MsgType, Any]]:
+        """Every open order of the user."""
+        return [
+            (MsgType.ORDER_UPDATE, self.order_message("OPEN", o)) for o in self.spot.open_orders_of(user_id)
+        ]
+
     def on_events(self, events: list[Any], ts_ms: int) -> None:
         touched: dict[str, bool] = {}  # market -> traded in this batch
         publish = self.registry.publish

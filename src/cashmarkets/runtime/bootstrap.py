@@ -7,13 +7,11 @@ from functools import partial
 from typing import Any
 
 from cashmarkets.core.engine import Engine, EngineConfig
-from cashmarkets.core.products.chartgame import ChartgameProduct
-from cashmarkets.core.products.leverage import LeverageProduct
-from cashmarkets.core.products.spot import SpotProduct
 from cashmarkets.log.base import CommandLog
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
 from cashmarkets.ops.settings import Settings, native_from_env
+from cashmarkets.products.registry import products as registered
 from cashmarkets.runtime.runner import Runtime, RuntimeConfig
 from cashmarkets.store.db import database_url
 from cashmarkets.store.snapshots import SnapshotStore
@@ -23,7 +21,8 @@ def build_engine(native: bool | None = None) -> Engine:
     """The engine every process runs (live, replay, projector replica): same products, same state.
     `native`: run the C hot paths when built; None: as CASHMARKETS_NATIVE says (default on)."""
     config = EngineConfig(native=native_from_env() if native is None else native)
-    products = [LeverageProduct.factory(), SpotProduct.factory(), ChartgameProduct.factory()]
+    # The ledger is the engine's own; each registered product brings the rest, in the registry's order.
+    products = [m.engine_product() for m in registered() if m.engine_product is not None]
     return Engine(config, products=products)
 
 

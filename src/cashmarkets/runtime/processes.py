@@ -16,6 +16,7 @@ import structlog
 from cashmarkets.ops import dependencies
 from cashmarkets.ops.backoff import Backoff
 from cashmarkets.ops.settings import Settings
+from cashmarkets.products.registry import products as registered
 from cashmarkets.runtime.bootstrap import (
     build_engine,
     build_log,
@@ -24,12 +25,7 @@ from cashmarkets.runtime.bootstrap import (
     build_snapshots,
     store_url,
 )
-from cashmarkets.runtime.distributed import (
-    ENGINE_HEARTBEAT_S,
-    PricePublisher,
-    ResultPublisher,
-    engine_alive_key,
-)
+from cashmarkets.runtime.distributed import ENGINE_HEARTBEAT_S, ResultPublisher, engine_alive_key
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, watch_feed
 from cashmarkets.runtime.projection_health import start_heartbeat
 from cashmarkets.store import migrate
@@ -108,7 +104,9 @@ async def run_engine(settings: Settings) -> None:
     client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(settings.redis_url)
     runtime = build_runtime(settings)
     publisher = ResultPublisher(client, runtime.engine.codec, settings.redis_stream)
-    runtime.subscribe(PricePublisher(client, settings.redis_stream, runtime.engine.products["leverage"]))
+    for module in registered():  # e.g. leverage's latest prices, kept in Redis for the API
+        for subscriber in module.engine_subscribers:
+            runtime.subscribe(subscriber(client, settings.redis_stream, runtime.engine))
     await runtime.start(follow=publisher)
 
     beat = asyncio.create_task(_heartbeat(client, settings.redis_stream, runtime))

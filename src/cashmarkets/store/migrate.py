@@ -8,6 +8,7 @@ own; these functions are therefore safe to await from a running loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import pool
 
+from cashmarkets.products.registry import products as registered
 from cashmarkets.store import db
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -24,18 +26,35 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _alembic_lock = threading.Lock()
 
 
+def product_versions() -> list[Path]:
+    """Each registered product's own branch of revisions (ProductModule.projection.migrations)."""
+    return [
+        module.projection.migrations
+        for module in registered()
+        if module.projection is not None and module.projection.migrations is not None
+    ]
+
+
 def alembic_config(url: str) -> Config:
-    """An Alembic configuration for the packaged migrations and the database at `url`.
+    """An Alembic configuration for the packaged migrations (and the registered products') and
+    the database at `url`.
 
     The URL travels in `config.attributes`, not in `sqlalchemy.url`, so a `%` in a password needs
     no ini-style escaping."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    extra = product_versions()
+    if extra:  # else Alembic's default: script_location/versions
+        locations = [MIGRATIONS_DIR / "versions", *extra]
+        config.set_main_option("version_locations", os.pathsep.join(str(p) for p in locations))
     config.attributes["url"] = url
     return config
 
 
 def _locked_upgrade(url: str, revision: str) -> None:
+    # "head" is every branch's head: a product with its own tables is a branch of its own.
+    revision = "heads" if revision == "head" else revision
     with _alembic_lock:
         command.upgrade(alembic_config(url), revision)
 
@@ -56,22 +75,25 @@ async def downgrade(url: str, revision: str) -> None:
 
 
 async def current(url: str) -> str | None:
-    """The database's current revision, or None when it has never been migrated."""
+    """The database's current revision (its branches' heads, joined by ","), or None when it has
+    never been migrated."""
     engine = db.create_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
-            return await connection.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            heads = await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_heads()
             )
     finally:
         await engine.dispose()
+    return ",".join(sorted(heads)) or None
 
 
 def head() -> str | None:
-    """The newest revision among the packaged migrations."""
+    """The newest revision among the packaged migrations (one per branch, joined by ",")."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    heads = ScriptDirectory.from_config(alembic_config("")).get_heads()
+    return ",".join(sorted(heads)) or None
 
 
 class SchemaOutOfDate(RuntimeError):

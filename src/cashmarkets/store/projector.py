@@ -15,20 +15,18 @@ that lost its lease (paused, cut off, the database restarted) has its late batch
     accounts          one row per ledger account, totals copied from the replica per batch
     ledger_transfers  one row per executed transfer (COPY on PostgreSQL)
     withdrawals       from WithdrawalRequested / WithdrawalResolved
-    positions         from PositionOpened (inserted open) / PositionClosed (closed in place)
-    position_events   one row per opened/closed event
-    spot_*            orders, trades and candles (see `spot_projection`)
-    chart_*           chains, rounds, candles, positions (see `chart_projection`)
+    each product's    its ProductModule.projection: a batch per transaction, fed the events it
+                      names (positions: `leverage_projection`, spot_*: `spot_projection`,
+                      chart_*: `chart_projection`)
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
-import msgspec
 import structlog
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,19 +35,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.events import AccountCreated, WithdrawalRequested, WithdrawalResolved
 from cashmarkets.core.ledger import Transfer
-from cashmarkets.core.products.chartgame import CandleMade, ChainCommitted, PositionChanged, RoundChanged
-from cashmarkets.core.products.leverage import PositionClosed, PositionOpened
-from cashmarkets.core.products.spot import SpotOrderUpdated, SpotTrade
 from cashmarkets.log.base import CommandLog, LogCorrupted, Position
 from cashmarkets.ops import dependencies, metrics
 from cashmarkets.ops.backoff import Backoff
+from cashmarkets.products.module import Batch, ProductModule, Projection
+from cashmarkets.products.registry import products as registered
 from cashmarkets.runtime.runner import replay
-from cashmarkets.store.chart_projection import ChartBatch
 from cashmarkets.store.leases import DEFAULT_TTL_S, Lease, LeaseLost, StaleFence, Term, hold
 from cashmarkets.store.snapshots import SnapshotStore
-from cashmarkets.store.spot_projection import SpotBatch
-from cashmarkets.store.tables import accounts, ledger_transfers, positions, projector_checkpoints, withdrawals
-from cashmarkets.store.tables import position_events as position_events_table
+from cashmarkets.store.tables import accounts, ledger_transfers, projector_checkpoints, withdrawals
 
 log = structlog.get_logger("cashmarkets.projector")
 
@@ -63,8 +57,6 @@ IDLE_POLL_S: Final = 0.05
 COALESCE_S: Final = 0.05
 RETRY_DELAY_S: Final = 1.0
 
-_SPOT_EVENTS: Final = frozenset({SpotOrderUpdated, SpotTrade})
-_CHART_EVENTS: Final = frozenset({CandleMade, RoundChanged, PositionChanged, ChainCommitted})
 _TRANSFER_COLUMNS: Final = (
     "transfer_id",
     "seq",
@@ -91,6 +83,7 @@ class Projector:
         batch_records: int = BATCH_RECORDS_MAX,
         head_seq: Callable[[], Awaitable[int | None]] | None = None,
         lease_ttl_s: float = DEFAULT_TTL_S,
+        modules: Iterable[ProductModule] | None = None,
     ) -> None:
         self.db = db
         self.log = log_backend
@@ -110,6 +103,10 @@ class Projector:
         # The lease term this projector writes under; None: unfenced (token 0, tests and tools).
         self.term: Term | None = None
         self._down: set[str] = set()  # dependencies this projector is waiting for
+        # The products whose events become rows (the ledger's are the base, below).
+        self._projections: list[Projection] = [
+            m.projection for m in (registered() if modules is None else modules) if m.projection is not None
+        ]
 
     @property
     def seq(self) -> int:
@@ -148,16 +145,13 @@ class Projector:
         if not page:
             return 0
         decode = self.engine.codec.command_decoder.decode
-        transfers: list[tuple[Any, ...]] = []
-        created: list[dict[str, Any]] = []
-        requested: list[dict[str, Any]] = []
-        resolved: list[dict[str, Any]] = []
-        opened: list[dict[str, Any]] = []
-        closed: list[dict[str, Any]] = []
-        position_events: list[dict[str, Any]] = []
-        touched: set[int] = set()
-        spot = SpotBatch()
-        chart = ChartBatch()
+        ledger = _LedgerBatch()
+        # Each product's batch, and which batch each of its event types goes to.
+        batches: list[Batch] = []
+        routes: dict[type, Batch] = {}
+        for projection in self._projections:
+            batches.append(batch := projection.batch())
+            routes.update(dict.fromkeys(projection.events(), batch))
         for record in page:
             cmd = decode(record.data)
             expected = self.engine.seq + 1
@@ -169,178 +163,55 @@ class Projector:
             _, events = self.engine.apply(cmd)
             ts_ns = cmd.ts_ns
             for event in events:
-                if isinstance(event, Transfer):
-                    transfers.append(
-                        (
-                            event.id,
-                            event.seq,
-                            ts_ns,
-                            int(event.kind),
-                            event.debit_account_id,
-                            event.credit_account_id,
-                            event.asset,
-                            event.amount,
-                            event.code,
-                            event.pending_id,
-                        )
-                    )
-                    touched.add(event.debit_account_id)
-                    touched.add(event.credit_account_id)
-                elif isinstance(event, AccountCreated):
-                    created.append(
-                        {
-                            "account_id": event.account_id,
-                            "owner": event.owner,
-                            "asset": event.asset,
-                            "flags": int(event.flags),
-                            "debits_posted": 0,
-                            "credits_posted": 0,
-                            "debits_pending": 0,
-                            "credits_pending": 0,
-                            "updated_seq": event.seq,
-                        }
-                    )
-                elif isinstance(event, WithdrawalRequested):
-                    requested.append(
-                        {
-                            "hold_id": event.hold_id,
-                            "owner": event.owner,
-                            "asset": event.asset,
-                            "amount": event.amount,
-                            "destination": event.destination,
-                            "status": "pending",
-                            "reference": "",
-                            "requested_seq": event.seq,
-                            "requested_ts_ns": ts_ns,
-                        }
-                    )
-                elif isinstance(event, PositionOpened):
-                    row = msgspec.structs.asdict(event.position)
-                    row["status"] = "open"
-                    opened.append(row)
-                    position_events.append(
-                        {
-                            "position_id": row["position_id"],
-                            "seq": event.seq,
-                            "ts_ns": ts_ns,
-                            "kind": "opened",
-                            "reason": None,
-                            "price": row["entry_price"],
-                        }
-                    )
-                elif isinstance(event, PositionClosed):
-                    closed.append(
-                        {
-                            "b_position_id": event.position_id,
-                            "status": "closed",
-                            "close_reason": event.reason,
-                            "exit_price": event.exit_price,
-                            "pnl": event.pnl,
-                            "payout": event.payout,
-                            "closed_seq": event.seq,
-                            "closed_ts_ns": ts_ns,
-                        }
-                    )
-                    position_events.append(
-                        {
-                            "position_id": event.position_id,
-                            "seq": event.seq,
-                            "ts_ns": ts_ns,
-                            "kind": "closed",
-                            "reason": event.reason,
-                            "price": event.exit_price,
-                        }
-                    )
-                elif type(event) in _SPOT_EVENTS:
-                    spot.add(event, ts_ns)
-                elif type(event) in _CHART_EVENTS:
-                    chart.add(event, ts_ns)
-                elif isinstance(event, WithdrawalResolved):
-                    resolved.append(
-                        {
-                            "b_hold_id": event.hold_id,
-                            "status": event.status,
-                            "reference": event.reference,
-                            "resolved_ts_ns": ts_ns,
-                        }
-                    )
+                found = routes.get(type(event))
+                if found is not None:
+                    found.add(event, ts_ns)
+                else:
+                    ledger.add(event, ts_ns)
         position = page[-1].position
         fence = 0 if self.term is None else self.term.token
         if self.term is not None:
             self.term.check()
+        partitions: set[str] = set()
         async with self.db.begin() as conn:
-            # The checkpoint first: it also opens the transaction on the server, which the asyncpg
-            # adapter does lazily; a COPY sent before any statement would run in autocommit and
-            # survive a crash without its checkpoint (rows projected twice on restart).
-            # Fenced: refused (and the whole batch with it) when a newer holder has claimed the row.
-            checkpoint = {
-                "name": NAME,
-                "seq": self.engine.seq,
-                "position": position,
-                "updated_at_ns": time.time_ns(),
-                "fence": fence,
-            }
-            upsert = self._insert(projector_checkpoints).values(checkpoint)
-            written = await conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[projector_checkpoints.c.name],
-                    set_={
-                        "seq": upsert.excluded.seq,
-                        "position": upsert.excluded.position,
-                        "updated_at_ns": upsert.excluded.updated_at_ns,
-                        "fence": upsert.excluded.fence,
-                    },
-                    where=projector_checkpoints.c.fence <= fence,
-                ).returning(projector_checkpoints.c.name)
-            )
-            if written.first() is None:
-                raise StaleFence(f"projector token {fence} is stale: a newer projector holds the store")
-            if created:
-                await conn.execute(self._insert(accounts).on_conflict_do_nothing(), created)
-            if transfers:
-                await self._insert_transfers(conn, transfers)
-            if touched:
-                ledger = self.engine.ledger
-                rows = []
-                for account_id in sorted(touched):
-                    acc = ledger.accounts[account_id]
-                    rows.append(
-                        {
-                            "b_account_id": account_id,
-                            "debits_posted": acc.debits_posted,
-                            "credits_posted": acc.credits_posted,
-                            "debits_pending": acc.debits_pending,
-                            "credits_pending": acc.credits_pending,
-                            "updated_seq": self.engine.seq,
-                        }
-                    )
-                await conn.execute(
-                    update(accounts).where(accounts.c.account_id == bindparam("b_account_id")),
-                    rows,
-                )
-            if opened:
-                await conn.execute(self._insert(positions).on_conflict_do_nothing(), opened)
-            if closed:  # after the inserts: a position may open and close in one batch
-                await conn.execute(
-                    update(positions).where(positions.c.position_id == bindparam("b_position_id")), closed
-                )
-            if position_events:
-                await conn.execute(position_events_table.insert(), position_events)
-            if requested:
-                await conn.execute(self._insert(withdrawals).on_conflict_do_nothing(), requested)
-            partitions = await spot.write(conn, self._insert, self._candle_partitions) if spot else set()
-            if chart:
-                partitions |= await chart.write(conn, self._insert, self._candle_partitions)
-            if resolved:
-                await conn.execute(
-                    update(withdrawals).where(withdrawals.c.hold_id == bindparam("b_hold_id")),
-                    resolved,
-                )
+            await self._checkpoint(conn, position, fence)
+            await ledger.write(conn, self, self.engine)
+            for batch in batches:
+                if batch:
+                    partitions |= await batch.write(conn, self._insert, self._candle_partitions)
         self.position = position
         self.committed_seq = self.engine.seq
         self._candle_partitions |= partitions
-        self.rows_written += len(transfers)
+        self.rows_written += len(ledger.transfers)
         return len(page)
+
+    async def _checkpoint(self, conn: AsyncConnection, position: Position, fence: int) -> None:
+        """The checkpoint first: it also opens the transaction on the server, which the asyncpg
+        adapter does lazily; a COPY sent before any statement would run in autocommit and survive
+        a crash without its checkpoint (rows projected twice on restart). Fenced: refused (and the
+        whole batch with it) when a newer holder has claimed the row."""
+        checkpoint = {
+            "name": NAME,
+            "seq": self.engine.seq,
+            "position": position,
+            "updated_at_ns": time.time_ns(),
+            "fence": fence,
+        }
+        upsert = self._insert(projector_checkpoints).values(checkpoint)
+        written = await conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[projector_checkpoints.c.name],
+                set_={
+                    "seq": upsert.excluded.seq,
+                    "position": upsert.excluded.position,
+                    "updated_at_ns": upsert.excluded.updated_at_ns,
+                    "fence": upsert.excluded.fence,
+                },
+                where=projector_checkpoints.c.fence <= fence,
+            ).returning(projector_checkpoints.c.name)
+        )
+        if written.first() is None:
+            raise StaleFence(f"projector token {fence} is stale: a newer projector holds the store")
 
     async def _insert_transfers(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
         if self.db.dialect.name == "postgresql":
@@ -461,3 +332,102 @@ class Projector:
             return  # the engine's heartbeat is in Redis: no lag figure while it is down
         if head is not None:
             metrics.PROJECTOR_LAG.set(max(0, head - self.seq))
+
+
+class _LedgerBatch:
+    """The ledger's rows of one batch (the base every product's money moves through): accounts,
+    transfers, withdrawals."""
+
+    def __init__(self) -> None:
+        self.transfers: list[tuple[Any, ...]] = []
+        self.created: list[dict[str, Any]] = []
+        self.requested: list[dict[str, Any]] = []
+        self.resolved: list[dict[str, Any]] = []
+        self.touched: set[int] = set()
+
+    def add(self, event: Any, ts_ns: int) -> None:
+        if isinstance(event, Transfer):
+            self.transfers.append(
+                (
+                    event.id,
+                    event.seq,
+                    ts_ns,
+                    int(event.kind),
+                    event.debit_account_id,
+                    event.credit_account_id,
+                    event.asset,
+                    event.amount,
+                    event.code,
+                    event.pending_id,
+                )
+            )
+            self.touched.add(event.debit_account_id)
+            self.touched.add(event.credit_account_id)
+        elif isinstance(event, AccountCreated):
+            self.created.append(
+                {
+                    "account_id": event.account_id,
+                    "owner": event.owner,
+                    "asset": event.asset,
+                    "flags": int(event.flags),
+                    "debits_posted": 0,
+                    "credits_posted": 0,
+                    "debits_pending": 0,
+                    "credits_pending": 0,
+                    "updated_seq": event.seq,
+                }
+            )
+        elif isinstance(event, WithdrawalRequested):
+            self.requested.append(
+                {
+                    "hold_id": event.hold_id,
+                    "owner": event.owner,
+                    "asset": event.asset,
+                    "amount": event.amount,
+                    "destination": event.destination,
+                    "status": "pending",
+                    "reference": "",
+                    "requested_seq": event.seq,
+                    "requested_ts_ns": ts_ns,
+                }
+            )
+        elif isinstance(event, WithdrawalResolved):
+            self.resolved.append(
+                {
+                    "b_hold_id": event.hold_id,
+                    "status": event.status,
+                    "reference": event.reference,
+                    "resolved_ts_ns": ts_ns,
+                }
+            )
+
+    async def write(self, conn: AsyncConnection, projector: Projector, engine: Engine) -> None:
+        insert = projector._insert
+        if self.created:
+            await conn.execute(insert(accounts).on_conflict_do_nothing(), self.created)
+        if self.transfers:
+            await projector._insert_transfers(conn, self.transfers)
+        if self.touched:
+            ledger = engine.ledger
+            rows = []
+            for account_id in sorted(self.touched):
+                acc = ledger.accounts[account_id]
+                rows.append(
+                    {
+                        "b_account_id": account_id,
+                        "debits_posted": acc.debits_posted,
+                        "credits_posted": acc.credits_posted,
+                        "debits_pending": acc.debits_pending,
+                        "credits_pending": acc.credits_pending,
+                        "updated_seq": engine.seq,
+                    }
+                )
+            await conn.execute(
+                update(accounts).where(accounts.c.account_id == bindparam("b_account_id")), rows
+            )
+        if self.requested:
+            await conn.execute(insert(withdrawals).on_conflict_do_nothing(), self.requested)
+        if self.resolved:  # after the inserts: a withdrawal may be requested and resolved in one batch
+            await conn.execute(
+                update(withdrawals).where(withdrawals.c.hold_id == bindparam("b_hold_id")), self.resolved
+            )
