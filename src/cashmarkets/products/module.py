@@ -80,7 +80,7 @@ class ProductModule:
     descriptions: Mapping[str, str] = field(default_factory=dict)
     # Litestar route handlers / controllers (they reach the typed services through the request).
     routes: Callable[[], Sequence[Any]] = lambda: ()
-    # Socket command name ("coinflip.flip") -> handler; sent as {"command": name, ...}.
+    # Socket command name ("leverage.open") -> handler; sent as {"command": name, ...}.
     socket_commands: Callable[[], Mapping[str, SocketHandler]] = lambda: {}
     # (topic registry, engine) -> the product's streams; None: it publishes nothing.
     streams: Callable[[Any, Any], Streams] | None = None
@@ -91,4 +91,3 @@ class ProductModule:
     engine_subscribers: Sequence[Callable[[Any, str, Any], Callable[[list[Any]], None]]] = ()
     # Adds the product's CLI subcommands (its distributed-mode processes among them).
     cli: Callable[[typer.Typer], None] | None = None
-

@@ -1,7 +1,7 @@
 """THE registration line: the products this deployment runs, in order.
 
 `CASHMARKETS_PRODUCTS` (comma-separated module paths) replaces the built-in list; a path
-starting with `+` is added to it (`CASHMARKETS_PRODUCTS=+tests.support.coinflip`). Each module
+starting with `+` is added to it (`CASHMARKETS_PRODUCTS=+acme.products.dice`). Each module
 exposes `MODULE`, a `ProductModule`. The ledger is not listed: it is the engine's money, always
 there (core/engine.py registers it) and its rows are the projector's base (projection/).
 
