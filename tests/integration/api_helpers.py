@@ -86,7 +86,7 @@ async def wait_committed(client: AsyncTestClient[Any]) -> None:
 
     from sqlalchemy import select
 
-    from cashmarkets.store.projector import NAME
+    from cashmarkets.projection.projector import NAME
     from cashmarkets.store.tables import projector_checkpoints
 
     services = services_of(client)

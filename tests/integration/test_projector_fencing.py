@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from cashmarkets.core.commands import Deposit, TransferFunds
 from cashmarkets.core.results import Accepted
 from cashmarkets.ops.settings import Settings
+from cashmarkets.projection.projector import NAME_LOCK, Projector
 from cashmarkets.runtime.bootstrap import build_projector, build_runtime, store_url
 from cashmarkets.runtime.runner import replay
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.leases import Lease, StaleFence, Term
-from cashmarkets.store.projector import NAME_LOCK, Projector
 from cashmarkets.store.tables import leases, ledger_transfers, projector_checkpoints
 from tests.support.private_pg import PrivatePostgres, TcpProxy, private_postgres
 from tests.support.projection_state import actual_state, expected_state

@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from cashmarkets.store.projector import Projector
+from cashmarkets.projection.projector import Projector
 from tests.integration.api_helpers import bearer, embedded, services_of, signup
 
 READY_MAX_LAG_MS = 500

@@ -17,10 +17,10 @@ from cashmarkets.core.products.spot.marketdata import INTERVALS_MS
 from cashmarkets.core.products.spot.product import order_view
 from cashmarkets.core.results import Accepted
 from cashmarkets.ops.settings import Settings
+from cashmarkets.projection.spot import month_bounds_ms
 from cashmarkets.runtime.bootstrap import build_runtime, store_url
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
-from cashmarkets.store.spot_projection import month_bounds_ms
 from cashmarkets.store.tables import spot_candles, spot_orders, spot_trades
 from tests.integration.store_helpers import partitions_of, project_everything
 

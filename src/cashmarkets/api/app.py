@@ -46,6 +46,8 @@ from cashmarkets.ops.nesting import RECURSION_LIMIT, pin_recursion_limit
 from cashmarkets.ops.settings import Settings
 from cashmarkets.products.module import EmbeddedContext
 from cashmarkets.products.registry import products as registered
+from cashmarkets.projection.projector import NAME as PROJECTION
+from cashmarkets.projection.projector import Projector
 from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
@@ -56,8 +58,6 @@ from cashmarkets.store.api_keys import ApiKeyStore
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.faucet_totals import FaucetTotals, parse_daily_max
 from cashmarkets.store.idempotency import IdempotencyStore
-from cashmarkets.store.projector import NAME as PROJECTION
-from cashmarkets.store.projector import Projector
 from cashmarkets.store.signin_throttle import SigninThrottle
 from cashmarkets.store.tables import projector_checkpoints
 from cashmarkets.store.users import UserStore

@@ -50,7 +50,7 @@ def build_runtime(settings: Settings) -> Runtime:
 def build_projector(settings: Settings, db: Any, head_seq: Callable[[], Awaitable[int | None]] | None) -> Any:
     """The projector over this deployment's log and store (`db`: the store's SQLAlchemy engine);
     `head_seq` reports the engine's seq for the lag metric."""
-    from cashmarkets.store.projector import Projector
+    from cashmarkets.projection.projector import Projector
 
     return Projector(
         db,

@@ -44,7 +44,7 @@ def _events() -> frozenset[type]:
 
 
 def _batch() -> Any:
-    from cashmarkets.store.chart_projection import ChartBatch
+    from cashmarkets.projection.chart import ChartBatch
 
     return ChartBatch()
 

@@ -34,13 +34,13 @@ def _streams(registry: Any, engine: Any) -> Any:
 
 
 def _events() -> frozenset[type]:
-    from cashmarkets.store.leverage_projection import EVENTS
+    from cashmarkets.projection.leverage import EVENTS
 
     return EVENTS
 
 
 def _batch() -> Any:
-    from cashmarkets.store.leverage_projection import LeverageBatch
+    from cashmarkets.projection.leverage import LeverageBatch
 
     return LeverageBatch()
 

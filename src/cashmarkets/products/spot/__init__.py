@@ -36,7 +36,7 @@ def _events() -> frozenset[type]:
 
 
 def _batch() -> Any:
-    from cashmarkets.store.spot_projection import SpotBatch
+    from cashmarkets.projection.spot import SpotBatch
 
     return SpotBatch()
 

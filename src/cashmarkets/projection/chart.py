@@ -10,7 +10,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cashmarkets.core.products.chartgame import CandleMade, ChainCommitted, PositionChanged, RoundChanged
-from cashmarkets.store.spot_projection import ensure_partitions
+from cashmarkets.projection.spot import ensure_partitions
 from cashmarkets.store.tables import (
     CHART_CANDLE_PARTITION_PREFIX,
     chart_candles,

@@ -16,8 +16,8 @@ that lost its lease (paused, cut off, the database restarted) has its late batch
     ledger_transfers  one row per executed transfer (COPY on PostgreSQL)
     withdrawals       from WithdrawalRequested / WithdrawalResolved
     each product's    its ProductModule.projection: a batch per transaction, fed the events it
-                      names (positions: `leverage_projection`, spot_*: `spot_projection`,
-                      chart_*: `chart_projection`)
+                      names (positions: `projection/leverage.py`, spot_*: `spot.py`,
+                      chart_*: `chart.py`)
 """
 
 from __future__ import annotations
