@@ -67,9 +67,10 @@ async def wait_projected(client: AsyncTestClient[Any]) -> None:
     write): `Projector.seq` is the committed checkpoint, not the replica's position."""
     import asyncio
 
-    extras = services_of(client).extras
+    svc = services_of(client)
+    assert svc.projector is not None and svc.runtime is not None
     for _ in range(500):
-        if extras["projector"].seq >= extras["runtime"].engine.seq:
+        if svc.projector.seq >= svc.runtime.engine.seq:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("projector did not catch up")
@@ -90,7 +91,7 @@ async def wait_committed(client: AsyncTestClient[Any]) -> None:
     from cashmarkets.store.tables import projector_checkpoints
 
     services = services_of(client)
-    target = services.extras["runtime"].engine.seq
+    target = services.runtime.engine.seq
     query = select(projector_checkpoints.c.seq).where(projector_checkpoints.c.name == NAME)
     for _ in range(500):
         async with services.db.connect() as conn:
@@ -105,10 +106,10 @@ async def on_app_loop(client: AsyncTestClient[Any], coro: Any) -> Any:
     """Run a coroutine on the app's own event loop (the test client runs the app in a thread)."""
     import asyncio
 
-    runtime = services_of(client).extras["runtime"]
+    runtime = services_of(client).runtime
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, runtime._writer.get_loop()))
 
 
 def ws_url(client: AsyncTestClient[Any], query: str = "") -> str:
-    port = services_of(client).extras["ws_port"]
+    port = services_of(client).ws_port
     return f"ws://127.0.0.1:{port}/ws" + (f"?{query}" if query else "")

@@ -36,7 +36,7 @@ _n = [0]
 async def submit(client: AsyncTestClient[Any], cmd: Command) -> Any:
     _n[0] += 1
     cmd.command_id = f"t{_n[0]}"
-    runtime = services_of(client).extras["runtime"]
+    runtime = services_of(client).runtime
     result = await on_app_loop(client, runtime.submit(cmd))
     assert isinstance(result, Accepted), result
     return result.data

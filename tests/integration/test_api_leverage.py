@@ -17,7 +17,7 @@ from tests.integration.api_helpers import bearer, embedded, services_of, signup,
 async def tick(client: AsyncTestClient[Any], symbol: str, bid: int, ask: int) -> None:
     """Append a price the way the poller does. The app runs its own event loop (the test client's
     thread): the command must be submitted there."""
-    runtime = services_of(client).extras["runtime"]
+    runtime = services_of(client).runtime
     cmd = PriceTick(command_id=f"tick-{symbol}-{runtime.engine.seq}", symbol=symbol, bid=bid, ask=ask)
     app_loop = runtime._writer.get_loop()
     result = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runtime.submit(cmd), app_loop))

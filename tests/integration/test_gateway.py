@@ -201,7 +201,7 @@ async def test_oversize_frames_close_the_connection_and_bad_tokens_are_refused(t
 
 async def test_a_slow_consumer_is_cut_off_and_a_fast_one_keeps_every_message(tmp_path: Path) -> None:
     async with app(tmp_path, ws_outbound_buffer_bytes_max=64 * 1024) as client:
-        registry = services_of(client).extras["gateway"].registry
+        registry = services_of(client).gateway.registry
         fast = await connect(ws_url(client))
         slow = await connect(ws_url(client), max_queue=1)  # stops reading after one message
         for ws in (fast, slow):
@@ -308,7 +308,7 @@ async def test_connection_limits_heartbeats_and_metrics(tmp_path: Path) -> None:
         assert refused.value.rcvd is not None and refused.value.rcvd.code == 1008
         await second.close()
         # A client that never answers pings is closed: a raw socket that only did the handshake.
-        port = services_of(client).extras["ws_port"]
+        port = services_of(client).ws_port
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -93,7 +93,7 @@ def short_lived(client: AsyncTestClient[Any], body: dict[str, Any], left_s: int)
 
 
 async def tick(client: AsyncTestClient[Any], symbol: str, bid: int, ask: int) -> None:
-    runtime = services_of(client).extras["runtime"]
+    runtime = services_of(client).runtime
     cmd = PriceTick(command_id=f"tick-{symbol}-{runtime.engine.seq}", symbol=symbol, bid=bid, ask=ask)
     assert isinstance(await on_app_loop(client, runtime.submit(cmd)), Accepted)
 
@@ -109,7 +109,7 @@ async def test_a_socket_is_closed_with_4001_when_its_token_expires(tmp_path: Pat
         body = await signup(client, "exp@example.com")
         uid = body["user"]["id"]
         short, exp = short_lived(client, body, 2)
-        gateway = services_of(client).extras["gateway"]
+        gateway = services_of(client).gateway
         async with connect(ws_url(client, f"token={short}")) as ws:
             await subscribe_account(ws)
             faucet = await client.post(
@@ -209,7 +209,7 @@ async def test_socket_commands_see_the_live_status(tmp_path: Path) -> None:
         body = await signup(client, "cmd@example.com")
         uid = body["user"]["id"]
         boss = await admin(client)
-        gateway = services_of(client).extras["gateway"]
+        gateway = services_of(client).gateway
 
         async def stop_sweep() -> None:  # so that the command's own check is what refuses
             if getattr(gateway, "_sweeper", None) is not None:

@@ -45,7 +45,7 @@ async def drain(ws: ClientConnection, until_idle_s: float = 0.3) -> list[dict[st
 
 def engine_levels(client: Any) -> tuple[dict[int, int], dict[int, int]]:
     """The engine's BTC_USDC book in minor units: the truth the streamed book must equal."""
-    spot: SpotProduct = services_of(client).extras["runtime"].engine.products["spot"]
+    spot: SpotProduct = services_of(client).runtime.engine.products["spot"]
     m = next(x for x in spot.config.markets if x.symbol == "BTC_USDC")
     book = spot.books["BTC_USDC"]
     bids = {lv.price * m.tick_size: lv.qty * m.lot_size for lv in book.bids.levels.values()}

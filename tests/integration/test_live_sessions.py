@@ -44,7 +44,7 @@ async def signin(client: AsyncTestClient[Any], email: str) -> Any:
 
 
 async def tick(client: AsyncTestClient[Any], symbol: str, bid: int, ask: int) -> None:
-    runtime = services_of(client).extras["runtime"]
+    runtime = services_of(client).runtime
     cmd = PriceTick(command_id=f"tick-{symbol}-{runtime.engine.seq}", symbol=symbol, bid=bid, ask=ask)
     assert isinstance(await on_app_loop(client, runtime.submit(cmd)), Accepted)
 

@@ -14,7 +14,7 @@ async def test_the_bot_quotes_every_market_and_trades(tmp_path: Path) -> None:
     async with embedded(
         tmp_path, spot_bot=True, spot_bot_interval_s=0.05, price_source="synthetic"
     ) as client:
-        runtime = services_of(client).extras["runtime"]
+        runtime = services_of(client).runtime
         spot: SpotProduct = runtime.engine.products["spot"]
         for _ in range(200):
             await asyncio.sleep(0.05)

@@ -49,7 +49,7 @@ async def test_http_requests_and_socket_commands_take_from_one_bucket(tmp_path: 
             # A refusal, not a disconnect: the connection still answers.
             assert (await call(ws, "LIST_SUBSCRIPTIONS", request_id=2))["result"] == []
         # The socket first (binary codec): three commands spend bob's bucket, then HTTP is refused.
-        runtime = services_of(client).extras["runtime"]
+        runtime = services_of(client).runtime
         async with connect(ws_url(client, f"token={bob}&codec=binary")) as ws:
             for sequence in (1, 2, 3):
                 await ws.send(frame(MsgType.GET_BALANCE, sequence, {}))
@@ -124,7 +124,7 @@ async def test_commands_in_flight_are_capped_per_user_over_all_their_sockets(tmp
         token, user_id = signed_up["token"], signed_up["user"]["id"]
         other_up = await signup(client, "idle@example.com")
         other, other_id = other_up["token"], other_up["user"]["id"]
-        gateway = services_of(client).extras["gateway"]
+        gateway = services_of(client).gateway
         # Hold the commands at the door of the real command path until released.
         release = threading.Event()
         real = gateway.commands

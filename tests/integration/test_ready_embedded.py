@@ -34,7 +34,7 @@ async def test_ready_turns_false_when_the_projection_lags_and_true_when_it_catch
         read = await client.get("/api/v1/balance", headers=bearer(user["token"]))
         assert read.status_code == 200
         assert int(read.headers["x-projection-lag-ms"]) >= 0
-        projector: Projector = services_of(client).extras["projector"]
+        projector: Projector = services_of(client).projector
         # Hold the projector's store writes: its batches wait; the engine goes on.
         step = projector.step
         held = asyncio.Event()

@@ -47,7 +47,7 @@ async def test_socket_commands_in_redis_and_store_outages_are_dependency_unavail
         bus = RedisBus(redis_server.url(), "cashmarkets:test", build_engine().codec)
         await bus.start()
         try:
-            services = build_services(settings, db, bus, SqlBalances(db, bus.client, "cashmarkets:test"), {})
+            services = build_services(settings, db, bus, SqlBalances(db, bus.client, "cashmarkets:test"))
             commands = SocketCommands(services, build_limiters(settings, bus.client)["user"])
             proxy.cut()  # the store: a balance read
             error = await _refused(commands, MsgType.GET_BALANCE, {})

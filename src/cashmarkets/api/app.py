@@ -135,7 +135,8 @@ def _install(app: Litestar, settings: Settings, services: Services, limits: dict
     app.state.csrf = CsrfGuard(settings.origins, jwt_secret(settings))
 
 
-def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras: dict[str, Any]) -> Services:
+def build_services(settings: Settings, db: Any, bus: Any, balances: Any, **parts: Any) -> Services:
+    """The routes' services; `parts`: the mode's typed extras (runtime, projector, readiness...)."""
     return Services(
         settings=settings,
         db=db,
@@ -155,7 +156,7 @@ def build_services(settings: Settings, db: Any, bus: Any, balances: Any, extras:
             lockout_max_s=settings.signin_lockout_max_s,
         ),
         faucet=FaucetTotals(db, faucet_daily_max(settings)),
-        extras=extras,
+        **parts,
     )
 
 
@@ -262,12 +263,15 @@ def _embedded_lifespan(settings: Settings) -> Any:
             settings.ready_max_lag_ms,
         )
         projection_task = asyncio.create_task(projection.run(), name="projection-health")
-        extras: dict[str, Any] = {
-            "runtime": runtime,
-            "projector": projector,
-            "readiness": {"engine": engine_ready, "projector": projection.check},
-        }
-        services = build_services(settings, db, EmbeddedBus(runtime), EngineBalances(runtime), extras)
+        services = build_services(
+            settings,
+            db,
+            EmbeddedBus(runtime),
+            EngineBalances(runtime),
+            runtime=runtime,
+            projector=projector,
+            readiness={"engine": engine_ready, "projector": projection.check},
+        )
         limits = build_limiters(settings)
         _install(app, settings, services, limits)
         app.state.projection = projection
@@ -280,8 +284,8 @@ def _embedded_lifespan(settings: Settings) -> Any:
             gateway_limits(settings),
             SocketCommands(services, limits["user"]),
         )
-        extras["gateway"] = gateway
-        extras["ws_port"] = await gateway.start(settings.host, settings.gateway_port)
+        services.gateway = gateway
+        services.ws_port = await gateway.start(settings.host, settings.gateway_port)
         metrics_server = _serve_metrics(settings)
         log.info("serving", mode="embedded", url=settings.base_url, seq=runtime.engine.seq)
         try:
@@ -334,9 +338,8 @@ def _distributed_lifespan(settings: Settings) -> Any:
         )
         projection_task = asyncio.create_task(projection.run(), name="projection-health")
         readiness = {"log": log_ready, "engine": engine_ready, "projector": projection.check}
-        extras = {"bus": bus, "readiness": readiness}
         services = build_services(
-            settings, db, bus, SqlBalances(db, bus.client, settings.redis_stream), extras
+            settings, db, bus, SqlBalances(db, bus.client, settings.redis_stream), readiness=readiness
         )
         limits = build_limiters(settings, bus.client)  # in Redis: shared with every api and gateway
         _install(app, settings, services, limits)

@@ -5,6 +5,8 @@ positions through the engine). A round is addressed by its game and number:
 from __future__ import annotations
 
 import asyncio
+import weakref
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -136,11 +138,30 @@ class LeaderOut(ResponseBody):
 RTP_ROUNDS: Final = 200
 
 
+@dataclass
+class _Kept:
+    """What the chart game's routes compute once per process (per Services)."""
+
+    rtp: dict[str, RtpEstimate] = field(default_factory=dict)
+    rtp_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    beacon_public_key: bytes | None = None
+
+
+_KEPT: weakref.WeakKeyDictionary[Services, _Kept] = weakref.WeakKeyDictionary()
+
+
+def _kept(svc: Services) -> _Kept:
+    found = _KEPT.get(svc)
+    if found is None:
+        found = _KEPT[svc] = _Kept()
+    return found
+
+
 async def rtp_estimates(svc: Services) -> dict[str, RtpEstimate]:
     """Each game's return to player, simulated on first use (off the event loop) and kept."""
-    cache: dict[str, RtpEstimate] = svc.extras.setdefault("rtp", {})
-    lock: asyncio.Lock = svc.extras.setdefault("rtp_lock", asyncio.Lock())
-    async with lock:
+    kept = _kept(svc)
+    cache = kept.rtp
+    async with kept.rtp_lock:
         for g in GAMES.values():
             if g.game not in cache:
                 cache[g.game] = await asyncio.to_thread(simulate_rtp, g, RTP_ROUNDS)
@@ -191,22 +212,13 @@ def round_out(r: Any) -> RoundOut:
 
 def beacon_public_key(request: Request[Any, Any, Any]) -> bytes:
     """The key the deployment's beacons verify with (quicknet's, or the local beacon's)."""
-    from cashmarkets.beacons.sources import LocalSource
-    from cashmarkets.fairness import drand
+    from cashmarkets.runtime.chart_setup import beacon_public_key as configured_key
 
     svc = services(request)
-    cached = svc.extras.get("beacon_public_key")
-    if cached is not None:
-        found: bytes = cached
-        return found
-    if svc.settings.beacon_source == "local":
-        from cashmarkets.runtime.chart_setup import local_beacon_secret
-
-        key = LocalSource(local_beacon_secret(svc.settings)).public_key
-    else:
-        key = bytes.fromhex(drand.QUICKNET_PUBLIC_KEY)
-    svc.extras["beacon_public_key"] = key
-    return key
+    kept = _kept(svc)
+    if kept.beacon_public_key is None:
+        kept.beacon_public_key = configured_key(svc.settings)
+    return kept.beacon_public_key
 
 
 class ChartgameController(Controller):

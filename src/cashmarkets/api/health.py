@@ -34,7 +34,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     if svc is None:
         return Response({"ready": False, "checks": {"startup": "in progress"}}, status_code=503)
     try:
-        probes = {"store": _store_probe(svc.db), **svc.extras.get("readiness", {})}
+        probes = {"store": _store_probe(svc.db), **svc.readiness}
         names = list(probes)
         found = await asyncio.gather(*(_checked(probes[name]) for name in names))
         checks = dict(zip(names, found, strict=True))

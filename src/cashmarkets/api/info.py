@@ -32,12 +32,12 @@ class Info(ResponseBody):
 def info(request: Request[Any, Any, Any]) -> Info:
     """Versions, and where the WebSocket gateway listens with the topics it serves."""
     svc = services(request)
-    gateway = svc.extras.get("gateway")
+    gateway = svc.gateway
     websocket = None
     if gateway is not None:
         host = urlsplit(svc.settings.base_url).hostname or svc.settings.host
         websocket = WebSocketInfo(
-            url=f"ws://{host}:{svc.extras['ws_port']}{WS_PATH}",
+            url=f"ws://{host}:{svc.ws_port}{WS_PATH}",
             protocol_version=PROTOCOL_VERSION,
             codecs=["json", "binary"],
             topics=gateway.registry.names(),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from litestar import Request
 from litestar.utils import normalize_path
@@ -28,6 +29,11 @@ from cashmarkets.store.faucet_totals import FaucetTotals
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, IdempotencyStore
 from cashmarkets.store.signin_throttle import SigninThrottle
 from cashmarkets.store.users import UserStore
+
+if TYPE_CHECKING:
+    from cashmarkets.gateway.server import Gateway
+    from cashmarkets.projection.projector import Projector
+    from cashmarkets.runtime.runner import Runtime
 
 T = TypeVar("T")
 
@@ -53,7 +59,8 @@ def _rejections(modules: tuple[ProductModule, ...]) -> tuple[dict[str, int], dic
     return statuses, descriptions
 
 
-@dataclass
+# Compared and hashed by identity: one per process (routes keep per-process caches by it).
+@dataclass(eq=False)
 class Services:
     settings: Settings
     db: AsyncEngine
@@ -68,7 +75,14 @@ class Services:
     passwords: PasswordHashing
     signin_throttle: SigninThrottle
     faucet: FaucetTotals
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Embedded mode: the live runtime, the projector when it runs in this process, the gateway
+    # and its port. None in distributed mode's API processes.
+    runtime: Runtime | None = None
+    projector: Projector | None = None
+    gateway: Gateway | None = None
+    ws_port: int | None = None
+    # /ready's checks beyond the store's: name -> probe answering "ok" or why not.
+    readiness: dict[str, Callable[[], Awaitable[str]]] = field(default_factory=dict)
 
     async def execute(self, cmd: Command) -> Accepted:
         """Submit a command and return its acceptance; a rejection becomes the matching 4xx."""

@@ -16,19 +16,34 @@ from cashmarkets.ops.settings import Settings
 def chart_schedulers(settings: Settings, runtime: Any, fence: Any = None) -> list[Any]:
     """One round scheduler per chart game, with the configured beacon source (and the lease term
     they act under, `fence`)."""
-    from cashmarkets.beacons.sources import DrandHttp, LocalSource
     from cashmarkets.runtime.chart_scheduler import ChainStore, ChartScheduler
 
-    if settings.beacon_source == "drand":
-        source: Any = DrandHttp([u.strip() for u in settings.drand_relays.split(",") if u.strip()])
-    elif settings.beacon_source == "local":
-        source = LocalSource(local_beacon_secret(settings))
-    else:
-        raise SystemExit("CASHMARKETS_BEACON_SOURCE is local or drand")
+    source = beacon_source(settings)
     chains = ChainStore(Path(settings.data_dir) / "chains")
     games = runtime.engine.products["chartgame"].config.games
     adapter = chain_adapter(settings)
     return [ChartScheduler(runtime, g, source, chains, adapter=adapter, fence=fence) for g in games]
+
+
+def beacon_source(settings: Settings) -> Any:
+    """The configured beacon source: drand's quicknet over HTTP, or a local beacon."""
+    from cashmarkets.beacons.sources import DrandHttp, LocalSource
+
+    if settings.beacon_source == "drand":
+        return DrandHttp([u.strip() for u in settings.drand_relays.split(",") if u.strip()])
+    if settings.beacon_source == "local":
+        return LocalSource(local_beacon_secret(settings))
+    raise SystemExit("CASHMARKETS_BEACON_SOURCE is local or drand")
+
+
+def beacon_public_key(settings: Settings) -> bytes:
+    """The key the configured beacons verify with (quicknet's, or the local beacon's)."""
+    from cashmarkets.beacons.sources import LocalSource
+    from cashmarkets.fairness import drand
+
+    if settings.beacon_source == "local":
+        return LocalSource(local_beacon_secret(settings)).public_key
+    return bytes.fromhex(drand.QUICKNET_PUBLIC_KEY)
 
 
 def chain_adapter(settings: Settings) -> ChainAdapter | None:

@@ -333,7 +333,7 @@ async def run_gateway(settings: Settings) -> None:
     db = create_engine(url)
     bus = RedisBus(settings.redis_url, settings.redis_stream, runtime.engine.codec)
     await bus.start()
-    services = build_services(settings, db, bus, EngineBalances(runtime), {})
+    services = build_services(settings, db, bus, EngineBalances(runtime))
     # Sockets are checked against the users' live state in the store (docs/websocket.md, 4001).
     sessions = Sessions(services.tokens, services.users)
     # The API processes' per-user buckets in Redis (same prefix): a socket command and an HTTP
