@@ -134,8 +134,8 @@ def gateway(
     host: Annotated[str | None, typer.Option(help="Bind address [env CASHMARKETS_HOST].")] = None,
 ) -> None:
     """Distributed mode: a WebSocket gateway (run several on one port); see docs/websocket.md."""
+    from cashmarkets.gateway.process import run_gateway
     from cashmarkets.gateway.server import LISTEN_BACKLOG
-    from cashmarkets.runtime.processes import run_gateway
 
     run_async(run_gateway(long_running(Settings.from_env(ws_port=port, host=host), LISTEN_BACKLOG)))
 
@@ -229,7 +229,7 @@ def users_set_role(
 ) -> None:
     """Give a user a role: how the first admin is made (admins change roles over the API after)."""
     from cashmarkets.api.security import ROLES
-    from cashmarkets.runtime.bootstrap import store_url
+    from cashmarkets.bootstrap import store_url
     from cashmarkets.store import migrate as migrations
     from cashmarkets.store.db import create_engine
     from cashmarkets.store.users import UserStore, normalize_email
@@ -271,7 +271,7 @@ def users_set_status(
 ) -> None:
     """Disable a user (their tokens are refused within a second; sign-in and refresh answer 403)
     or enable them again (they sign in again: tokens from before stay refused)."""
-    from cashmarkets.runtime.bootstrap import store_url
+    from cashmarkets.bootstrap import store_url
     from cashmarkets.store import migrate as migrations
     from cashmarkets.store.db import create_engine
     from cashmarkets.store.users import UserStore, normalize_email
@@ -530,9 +530,9 @@ def verify_round(
 ) -> None:
     """Check a settled round from the store: chain, beacons, every candle. Exit 0 only if fair."""
     from cashmarkets.beacons.bls import LocalBeacon
+    from cashmarkets.bootstrap import store_url
     from cashmarkets.core.products.chartgame import ChartgameConfig
     from cashmarkets.fairness import drand
-    from cashmarkets.runtime.bootstrap import store_url
     from cashmarkets.runtime.chart_setup import local_beacon_secret
     from cashmarkets.runtime.chart_verify import verify_document
     from cashmarkets.store import chart_queries

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from cashmarkets.bootstrap import build_engine
 from cashmarkets.core import codes
 from cashmarkets.core.commands import ClaimFence
 from cashmarkets.core.products.chartgame import (
@@ -37,7 +38,6 @@ from cashmarkets.core.products.chartgame import (
 )
 from cashmarkets.core.results import Accepted, Rejected
 from cashmarkets.log.redis_streams import RedisStreamLog
-from cashmarkets.runtime.bootstrap import build_engine
 from cashmarkets.runtime.distributed import RedisBus
 from tests.e2e.processes import REDIS_URL, Proc
 from tests.support.private_pg import PrivatePostgres, TcpProxy, private_postgres

@@ -13,10 +13,10 @@ import random
 import sys
 from pathlib import Path
 
+from cashmarkets.bootstrap import build_runtime
 from cashmarkets.core.commands import Command, Deposit, PlaceHold, PostHold, TransferFunds, VoidHold
 from cashmarkets.core.results import Accepted, TransfersDone
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_runtime
 
 USERS = 12
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from cashmarkets.bootstrap import build_projector
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_projector
 from cashmarkets.store.db import create_engine
 
 

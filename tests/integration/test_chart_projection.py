@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from sqlalchemy import select
 
+from cashmarkets.bootstrap import build_runtime, store_url
 from cashmarkets.core.commands import Command, Deposit
 from cashmarkets.core.products.chartgame import (
     CandleMade,
@@ -26,7 +27,6 @@ from cashmarkets.core.products.chartgame import (
 from cashmarkets.core.results import Accepted
 from cashmarkets.fairness.chain import SeedChain
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_runtime, store_url
 from cashmarkets.store import chart_queries, migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.tables import chart_candles, chart_chains, chart_positions, chart_rounds

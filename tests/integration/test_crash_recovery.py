@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from cashmarkets.bootstrap import build_engine
 from cashmarkets.core.results import Accepted
 from cashmarkets.log.base import CommandLog
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.log.sqlite import SqliteJournal
-from cashmarkets.runtime.bootstrap import build_engine
 from cashmarkets.runtime.runner import replay
 
 CHILD = Path(__file__).with_name("crash_child.py")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
+from cashmarkets.bootstrap import build_engine
 from cashmarkets.core.products.leverage import PriceTick
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.ops.metrics import REGISTRY
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_engine
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, unwatch_feed, watch_feed
 from tests.fakes.backpack import BTC_STREAM, ETH_STREAM, FakeBackpack, book, wait_until
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from cashmarkets.bootstrap import build_runtime, store_url
 from cashmarkets.core.commands import (
     CompleteWithdrawal,
     Deposit,
@@ -31,7 +32,6 @@ from cashmarkets.core.commands import (
 )
 from cashmarkets.core.results import Accepted, TransfersDone, WithdrawalState
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_runtime, store_url
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.tables import projector_checkpoints

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cashmarkets.bootstrap import build_projector, build_runtime, store_url
 from cashmarkets.core.commands import Deposit, TransferFunds
 from cashmarkets.core.results import Accepted
 from cashmarkets.ops.settings import Settings
 from cashmarkets.projection.projector import NAME_LOCK, Projector
-from cashmarkets.runtime.bootstrap import build_projector, build_runtime, store_url
 from cashmarkets.runtime.runner import replay
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine

@@ -12,10 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from cashmarkets.bootstrap import build_runtime
 from cashmarkets.core.commands import Deposit, PlaceHold, PostHold, TransferFunds
 from cashmarkets.log.sqlite import GENESIS_CHAIN, chain_next
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_runtime
 
 
 async def fill(data_dir: Path) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cashmarkets.bootstrap import build_runtime, store_url
 from cashmarkets.core.commands import Command, Deposit
 from cashmarkets.core.products.spot import AmendOrder, CancelOrder, PlaceOrder, SpotProduct
 from cashmarkets.core.products.spot.marketdata import INTERVALS_MS
@@ -18,7 +19,6 @@ from cashmarkets.core.products.spot.product import order_view
 from cashmarkets.core.results import Accepted
 from cashmarkets.ops.settings import Settings
 from cashmarkets.projection.spot import month_bounds_ms
-from cashmarkets.runtime.bootstrap import build_runtime, store_url
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.tables import spot_candles, spot_orders, spot_trades

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cashmarkets.api.app import build_services
 from cashmarkets.api.ratelimit import build_limiters
 from cashmarkets.api.ws_commands import SocketCommands
+from cashmarkets.bootstrap import build_engine, build_services
 from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_engine
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from cashmarkets.bootstrap import build_engine
 from cashmarkets.core.events import WithdrawalRequested, WithdrawalResolved
 from cashmarkets.core.ledger import Transfer
 from cashmarkets.log.sqlite import SqliteJournal
-from cashmarkets.runtime.bootstrap import build_engine
 from cashmarkets.store.db import create_engine
 from cashmarkets.store.tables import accounts, ledger_transfers, withdrawals
 

@@ -20,9 +20,8 @@ import typer
 import yaml
 
 from cashmarkets import cli
-from cashmarkets.api.app import apikey_master_key, jwt_secret
+from cashmarkets.bootstrap import apikey_master_key, build_engine, jwt_secret
 from cashmarkets.ops.settings import ENV_PREFIX, Settings
-from cashmarkets.runtime.bootstrap import build_engine
 from cashmarkets.runtime.chart_setup import chain_adapter, chart_schedulers, local_beacon_secret
 from cashmarkets.runtime.pricefeed import build_feed
 
@@ -195,7 +194,7 @@ def test_every_secret_the_code_demands_is_required_and_documented() -> None:
     """A secret read through `local_secret` (generated in embedded mode, required in distributed
     mode) must be given to every process, be required by compose, and be in the README."""
     package = ROOT / "src" / "cashmarkets"
-    callers = [package / "api" / "app.py", package / "runtime" / "chart_setup.py"]
+    callers = [package / "bootstrap.py", package / "runtime" / "chart_setup.py"]
     source = "\n".join(path.read_text() for path in callers)
     secrets = set(re.findall(r'"(CASHMARKETS_[A-Z_]+)",\s*(?:lambda|\n)', source))
     assert secrets == {"CASHMARKETS_JWT_SECRET", "CASHMARKETS_APIKEY_MASTER_KEY", "CASHMARKETS_BEACON_KEY"}

@@ -3,11 +3,11 @@ paths (`make pytest-pure` runs the spot and engine suites that way)."""
 
 from __future__ import annotations
 
+from cashmarkets.bootstrap import build_engine
 from cashmarkets.core import native
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.products.spot import SpotProduct
 from cashmarkets.ops.settings import Settings, native_from_env
-from cashmarkets.runtime.bootstrap import build_engine
 
 
 def test_the_setting_is_on_by_default_and_0_or_false_turns_it_off() -> None:

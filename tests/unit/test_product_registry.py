@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cashmarkets.bootstrap import build_engine
 from cashmarkets.products import registry
-from cashmarkets.runtime.bootstrap import build_engine
 
 
 def test_the_built_in_list_is_the_default() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,71 +30,40 @@ from cashmarkets.api.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
 from cashmarkets.api.health import health, metrics_endpoint, ready
 from cashmarkets.api.info import info
 from cashmarkets.api.middleware import edge_middleware
-from cashmarkets.api.ratelimit import build_limiters
 from cashmarkets.api.schemas import Problem
-from cashmarkets.api.security import PasswordHashing, Sessions, TokenService
 from cashmarkets.api.services import Services
-from cashmarkets.api.ws_commands import SocketCommands
+from cashmarkets.bootstrap import (
+    build_engine,
+    build_gateway,
+    build_limiters,
+    build_projector,
+    build_runtime,
+    build_services,
+    jwt_secret,
+    projector_in_process,
+    store_url,
+)
 from cashmarkets.gateway.bridge import EngineBridge
-from cashmarkets.gateway.server import Gateway, gateway_limits
 from cashmarkets.gateway.topics import TopicRegistry
-from cashmarkets.integrations.email import mailer_from_url
 from cashmarkets.ops import metrics
-from cashmarkets.ops.local_secrets import local_secret
 from cashmarkets.ops.nesting import RECURSION_LIMIT, pin_recursion_limit
 from cashmarkets.ops.settings import Settings
 from cashmarkets.products.module import EmbeddedContext
 from cashmarkets.products.registry import products as registered
 from cashmarkets.projection.projector import NAME as PROJECTION
 from cashmarkets.projection.projector import Projector
-from cashmarkets.runtime.bootstrap import build_engine, build_projector, build_runtime, store_url
 from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
 from cashmarkets.runtime.projection_health import ProjectionHealth, beat_reader, local_reader
 from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
-from cashmarkets.store.api_keys import ApiKeyStore
 from cashmarkets.store.db import create_engine
-from cashmarkets.store.faucet_totals import FaucetTotals, parse_daily_max
-from cashmarkets.store.idempotency import IdempotencyStore
-from cashmarkets.store.signin_throttle import SigninThrottle
 from cashmarkets.store.tables import projector_checkpoints
-from cashmarkets.store.users import UserStore
 
 log = structlog.get_logger("cashmarkets.api")
 
 API_VERSION = "1"
 LAG_POLL_S = 1.0
-CLOCK_MARGIN_S = 60
-
-
-def jwt_secret(settings: Settings) -> str:
-    """The configured secret, or (embedded) one generated once and kept in the data directory."""
-    return local_secret(
-        settings,
-        settings.jwt_secret,
-        "jwt.secret",
-        "CASHMARKETS_JWT_SECRET",
-        lambda: secrets.token_urlsafe(48),
-    )
-
-
-def apikey_master_key(settings: Settings) -> bytes:
-    """The key that seals API-key secrets (32 bytes), configured or (embedded) generated once."""
-    text = local_secret(
-        settings,
-        settings.apikey_master_key,
-        "apikey.key",
-        "CASHMARKETS_APIKEY_MASTER_KEY",
-        lambda: secrets.token_hex(32),
-    )
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise SystemExit("CASHMARKETS_APIKEY_MASTER_KEY must be 64 hex digits (32 bytes)")
-    return key
 
 
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
@@ -133,38 +101,6 @@ def _install(app: Litestar, settings: Settings, services: Services, limits: dict
     app.state.request_body_max_bytes = settings.request_body_max_bytes
     app.state.rate_limits = limits
     app.state.csrf = CsrfGuard(settings.origins, jwt_secret(settings))
-
-
-def build_services(settings: Settings, db: Any, bus: Any, balances: Any, **parts: Any) -> Services:
-    """The routes' services; `parts`: the mode's typed extras (runtime, projector, readiness...)."""
-    return Services(
-        settings=settings,
-        db=db,
-        tokens=TokenService(jwt_secret(settings), settings.access_token_ttl_s),
-        # A revoked sign-in matters while its access tokens may live (plus a margin for clocks).
-        users=UserStore(db, session_window_s=settings.access_token_ttl_s + CLOCK_MARGIN_S),
-        api_keys=ApiKeyStore(db, apikey_master_key(settings)),
-        idempotency=IdempotencyStore(db, lease_s=settings.idempotency_lease_s),
-        bus=bus,
-        balances=balances,
-        mailer=mailer_from_url(settings.smtp_url, settings.mail_from),
-        engine_assets=frozenset(build_engine().config.assets),
-        passwords=PasswordHashing(settings.password_hashes_concurrent, settings.password_hashes_waiting_max),
-        signin_throttle=SigninThrottle(
-            db,
-            failures_free=settings.signin_failures_free,
-            lockout_max_s=settings.signin_lockout_max_s,
-        ),
-        faucet=FaucetTotals(db, faucet_daily_max(settings)),
-        **parts,
-    )
-
-
-def faucet_daily_max(settings: Settings) -> dict[str, int]:
-    try:
-        return parse_daily_max(settings.faucet_daily_max)
-    except ValueError as exc:
-        raise SystemExit(f"CASHMARKETS_FAUCET_DAILY_MAX: {exc}") from None
 
 
 def _engine_seq(runtime: Any) -> Any:
@@ -231,8 +167,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
         await runtime.start()
         projector: Projector | None = None
         child: Child | None = None
-        if settings.projector_process:
-            # Its own process: its SQL work no longer competes with requests for this one's GIL.
+        if not projector_in_process(settings):
             child = Child("projector", ["projector"], env=_projector_env(settings))
             projector_task = asyncio.create_task(child.run(), name="projector-child")
             await child.wait_started()
@@ -277,13 +212,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
         app.state.projection = projection
         registry = TopicRegistry()
         runtime.subscribe(EngineBridge(registry, runtime.engine))
-        # Socket commands are charged to the same per-user buckets as HTTP requests.
-        gateway = Gateway(
-            registry,
-            Sessions(services.tokens, services.users),
-            gateway_limits(settings),
-            SocketCommands(services, limits["user"]),
-        )
+        gateway = build_gateway(settings, services, registry, limits["user"])
         services.gateway = gateway
         services.ws_port = await gateway.start(settings.host, settings.gateway_port)
         metrics_server = _serve_metrics(settings)

@@ -32,7 +32,7 @@ def available() -> bool:
 def switch_off() -> None:
     """Run the Python paths in every engine built from now on in this process, whatever its
     `EngineConfig.native`: how the test suite honours CASHMARKETS_NATIVE=0 for the engines it
-    builds directly (the processes pass the setting in `EngineConfig`, runtime/bootstrap.py)."""
+    builds directly (the processes pass the setting in `EngineConfig`, cashmarkets/bootstrap.py)."""
     global module
     module = None
 

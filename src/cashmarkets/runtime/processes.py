@@ -13,11 +13,7 @@ import redis.asyncio
 import sqlalchemy
 import structlog
 
-from cashmarkets.ops import dependencies
-from cashmarkets.ops.backoff import Backoff
-from cashmarkets.ops.settings import Settings
-from cashmarkets.products.registry import products as registered
-from cashmarkets.runtime.bootstrap import (
+from cashmarkets.bootstrap import (
     build_engine,
     build_log,
     build_projector,
@@ -25,6 +21,10 @@ from cashmarkets.runtime.bootstrap import (
     build_snapshots,
     store_url,
 )
+from cashmarkets.ops import dependencies
+from cashmarkets.ops.backoff import Backoff
+from cashmarkets.ops.settings import Settings
+from cashmarkets.products.registry import products as registered
 from cashmarkets.runtime.distributed import ENGINE_HEARTBEAT_S, ResultPublisher, engine_alive_key
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, watch_feed
 from cashmarkets.runtime.projection_health import start_heartbeat
@@ -43,7 +43,7 @@ def serve_metrics(settings: Settings) -> None:
         serve_port(settings.host, settings.metrics_port)
 
 
-def _stop_event() -> asyncio.Event:
+def stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -99,7 +99,7 @@ async def run_engine(settings: Settings) -> None:
     await wait_for_dependencies(settings)
     if settings.database_url:
         await migrate.require_head(store_url(settings))
-    stop = _stop_event()
+    stop = stop_event()
     serve_metrics(settings)
     client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(settings.redis_url)
     runtime = build_runtime(settings)
@@ -150,7 +150,7 @@ async def run_projector(settings: Settings) -> None:
         await migrate.require_head(url)
     else:
         await migrate.upgrade(url)
-    stop = _stop_event()
+    stop = stop_event()
     db = create_engine(url)
     client = redis.asyncio.Redis.from_url(settings.redis_url) if settings.redis_url else None
 
@@ -194,7 +194,7 @@ async def run_poller(settings: Settings) -> None:
     if feed is None:
         raise SystemExit("cashmarkets poller: CASHMARKETS_PRICE_SOURCE is none, nothing to poll")
     await wait_for_dependencies(settings, postgres=False)
-    stop = _stop_event()
+    stop = stop_event()
     await command_log.open()
     watch_feed(feed)
     serve_metrics(settings)
@@ -249,7 +249,7 @@ async def run_chartgame(settings: Settings) -> None:
     url = store_url(settings)
     await wait_for_dependencies(settings)
     await migrate.require_head(url)
-    stop = _stop_event()
+    stop = stop_event()
     db = create_engine(url)
     try:
         replica = Runtime(
@@ -259,7 +259,7 @@ async def run_chartgame(settings: Settings) -> None:
             RuntimeConfig(snapshots=False),
             scratch_dir=settings.data_dir,
         )
-        await replica.start(follow=_ignore_results)
+        await replica.start(follow=ignore_results)
         bus = RedisBus(settings.redis_url, settings.redis_stream, replica.engine.codec)
         await bus.start()
         remote = _RemoteRuntime(replica, bus, settings.command_timeout_s)
@@ -283,74 +283,5 @@ async def run_chartgame(settings: Settings) -> None:
         await db.dispose()
 
 
-async def _ignore_results(_applied: list[Any]) -> None:
+async def ignore_results(_applied: list[Any]) -> None:
     """A replica answers nobody: the engine process publishes the results."""
-
-
-def _log_stream_status(registry: Any, event: str) -> None:
-    sent = registry.stream_status(event)
-    log.info("subscribers told of the stream", stream_event=event, notices=sent)
-
-
-async def run_gateway(settings: Settings) -> None:
-    """Distributed mode: a WebSocket gateway (run several on one port: SO_REUSEPORT). It follows
-    the Redis command log with its own engine replica (newest snapshot + replay, then tailing),
-    turns the events into topics, and sends socket commands to the engine through Redis."""
-    from cashmarkets.api.app import build_services
-    from cashmarkets.api.ratelimit import build_limiters
-    from cashmarkets.api.security import Sessions
-    from cashmarkets.api.ws_commands import SocketCommands
-    from cashmarkets.gateway.bridge import EngineBridge
-    from cashmarkets.gateway.protocol import STREAM_INTERRUPTED, STREAM_RESUMED
-    from cashmarkets.gateway.server import Gateway, gateway_limits
-    from cashmarkets.gateway.topics import TopicRegistry
-    from cashmarkets.runtime.bus import EngineBalances
-    from cashmarkets.runtime.distributed import RedisBus
-    from cashmarkets.runtime.runner import Runtime, RuntimeConfig
-
-    if not settings.distributed:
-        raise SystemExit("cashmarkets gateway needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL")
-    assert settings.redis_url is not None
-    url = store_url(settings)
-    await wait_for_dependencies(settings)
-    await migrate.require_head(url)
-    stop = _stop_event()
-    runtime = Runtime(
-        build_engine(),
-        build_log(settings),
-        build_snapshots(settings, migrate=False),
-        RuntimeConfig(snapshots=False),
-        scratch_dir=settings.data_dir,
-    )
-    registry = TopicRegistry()
-    runtime.subscribe(EngineBridge(registry, runtime.engine))
-    # Redis down: the replica stops hearing the log. The sockets stay open and every subscription
-    # is told (then told again when it resumes, and the missed messages follow with their seqs).
-    dependencies.watch(dependencies.REDIS).listeners.append(
-        lambda up: _log_stream_status(registry, STREAM_RESUMED if up else STREAM_INTERRUPTED)
-    )
-    await runtime.start(follow=_ignore_results)
-    db = create_engine(url)
-    bus = RedisBus(settings.redis_url, settings.redis_stream, runtime.engine.codec)
-    await bus.start()
-    services = build_services(settings, db, bus, EngineBalances(runtime))
-    # Sockets are checked against the users' live state in the store (docs/websocket.md, 4001).
-    sessions = Sessions(services.tokens, services.users)
-    # The API processes' per-user buckets in Redis (same prefix): a socket command and an HTTP
-    # request of one user take from one bucket, whichever processes serve them.
-    user_limiter = build_limiters(settings, bus.client)["user"]
-    gateway = Gateway(registry, sessions, gateway_limits(settings), SocketCommands(services, user_limiter))
-    port = await gateway.start(settings.host, settings.gateway_port, reuse_port=True)
-    serve_metrics(settings)
-    log.info("gateway running", port=port, seq=runtime.engine.seq, stream=settings.redis_stream)
-    try:
-        while not stop.is_set() and runtime.running:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-    finally:
-        await gateway.stop()
-        await runtime.stop(snapshot=False)
-        await bus.close()
-        await db.dispose()
-    if not stop.is_set():
-        raise SystemExit("gateway stopped: the log could not be read or applied (see the log)")

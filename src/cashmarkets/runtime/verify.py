@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import msgspec
 
+from cashmarkets.bootstrap import build_engine, build_log, build_snapshots
 from cashmarkets.core.engine import Engine
 from cashmarkets.core.reconcile import Reconciliation, reconcile
 from cashmarkets.log.base import LogCorrupted
 from cashmarkets.ops.settings import Settings
-from cashmarkets.runtime.bootstrap import build_engine, build_log, build_snapshots
 from cashmarkets.runtime.runner import replay
 
 
