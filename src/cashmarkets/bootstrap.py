@@ -9,6 +9,8 @@
     build_services      the routes' typed services (tokens, users, keys, idempotency, bus...)
     build_limiters      the rate limiters: in memory (embedded) or in Redis (shared, distributed)
     build_gateway       the WebSocket gateway with its sessions, limits and socket commands
+    start_embedded      `serve`'s parts, started, in a typed container (Started)
+    start_distributed_api  a distributed API process's parts, started
     (the chart game's beacon source and chain adapter: runtime/chart_setup.py, its drivers')
 
 Entry points (api/app.py's lifespans, runtime/processes.py, gateway/process.py, the CLI) call
@@ -18,10 +20,16 @@ are imported inside the builders that need them: the engine process does not loa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from cashmarkets.core.engine import Engine, EngineConfig
 from cashmarkets.log.base import CommandLog
@@ -40,8 +48,12 @@ if TYPE_CHECKING:
     from cashmarkets.gateway.server import Gateway
     from cashmarkets.gateway.topics import TopicRegistry
 
+log = structlog.get_logger("cashmarkets.bootstrap")
+
 # A revoked sign-in matters while its access tokens may live, plus this margin for clocks.
 CLOCK_MARGIN_S = 60
+# How often `serve` reads its projector child's checkpoint for the lag metric.
+LAG_POLL_S = 1.0
 
 
 def build_engine(native: bool | None = None) -> Engine:
@@ -196,3 +208,227 @@ def build_gateway(
 
     sessions = Sessions(services.tokens, services.users)
     return Gateway(registry, sessions, gateway_limits(settings), SocketCommands(services, user_limiter))
+
+
+# ---- the modes' containers -------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Started:
+    """A mode's parts, started: what the HTTP app is built around. `stop()` stops them in the
+    reverse order of their start (a start that fails half way stops what it had started)."""
+
+    settings: Settings
+    db: Any  # the store's AsyncEngine
+    services: Services
+    limits: dict[str, RateLimiter]
+    projection: Any  # ProjectionHealth: /ready's projector check and its lag
+    stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def stop(self) -> None:
+        await self.stack.aclose()
+
+
+async def start_embedded(settings: Settings) -> Started:
+    """`serve`: migrate the store, recover the runtime, place the projector (here or a child
+    process), start each product's drivers, the health checks, the services and the gateway."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        return await _start_embedded(settings, stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _start_embedded(settings: Settings, stack: contextlib.AsyncExitStack) -> Started:
+    from cashmarkets.gateway.bridge import EngineBridge
+    from cashmarkets.gateway.topics import TopicRegistry
+    from cashmarkets.products.module import EmbeddedContext
+    from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
+    from cashmarkets.runtime.projection_health import ProjectionHealth, local_reader
+    from cashmarkets.store import migrate
+    from cashmarkets.store.db import create_engine
+
+    url = store_url(settings)
+    await migrate.upgrade(url)
+    db = create_engine(url)
+    stack.push_async_callback(db.dispose)
+    runtime = build_runtime(settings)
+    await runtime.start()
+    stack.push_async_callback(runtime.stop)
+    projector, projector_alive = await _place_projector(settings, db, runtime, stack)
+    # Each product's feeds, schedulers and bots; stopped in reverse order.
+    context = EmbeddedContext(settings=settings, db=db, runtime=runtime)
+    for module in registered():
+        for driver in module.embedded_drivers:
+            await stack.enter_async_context(driver(context))
+
+    async def engine_ready() -> str:
+        return "ok" if runtime.running else "runtime stopped"
+
+    projection = ProjectionHealth(
+        local_reader(lambda: int(runtime.engine.seq), _checkpoint_reader(db), projector_alive),
+        settings.ready_max_lag_ms,
+    )
+    _task(stack, projection.run(), "projection-health")
+    services = build_services(
+        settings,
+        db,
+        EmbeddedBus(runtime),
+        EngineBalances(runtime),
+        runtime=runtime,
+        projector=projector,
+        readiness={"engine": engine_ready, "projector": projection.check},
+    )
+    stack.push_async_callback(services.idempotency.close)
+    limits = build_limiters(settings)
+    registry = TopicRegistry()
+    runtime.subscribe(EngineBridge(registry, runtime.engine))
+    services.gateway = build_gateway(settings, services, registry, limits["user"])
+    services.ws_port = await services.gateway.start(settings.host, settings.gateway_port)
+    stack.push_async_callback(services.gateway.stop)
+    _serve_metrics(settings, stack)
+    return Started(settings, db, services, limits, projection, stack)
+
+
+async def _place_projector(
+    settings: Settings, db: Any, runtime: Any, stack: contextlib.AsyncExitStack
+) -> tuple[Any, Callable[[], bool]]:
+    """(the in-process projector or None, whether the projector is alive)."""
+    from cashmarkets.runtime.supervisor import Child
+
+    if not projector_in_process(settings):
+        child = Child("projector", ["projector"], env=_projector_env(settings))
+        _task(stack, child.run(), "projector-child")
+        stack.push_async_callback(child.stop)
+        await child.wait_started()
+        _task(stack, _watch_lag(db, runtime), "lag")
+        return None, lambda: child.alive
+    # The projector reads the log through its own connection, off the writer's thread.
+    projector = build_projector(settings, db, _engine_seq(runtime))
+    await projector.log.open()
+    stack.push_async_callback(projector.log.close)
+    runtime.subscribe(lambda _events: projector.notify())
+    task = _task(stack, projector.run(), "projector")
+    return projector, lambda: not task.done()
+
+
+async def start_distributed_api(settings: Settings) -> Started:
+    """A distributed API process: the store (at the schema's head), the bus to the engine
+    process through Redis, balances from the projection, limiters in Redis."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        return await _start_distributed_api(settings, stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _start_distributed_api(settings: Settings, stack: contextlib.AsyncExitStack) -> Started:
+    from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
+    from cashmarkets.runtime.projection_health import ProjectionHealth, beat_reader
+    from cashmarkets.store import migrate
+    from cashmarkets.store.db import create_engine
+
+    assert settings.redis_url is not None
+    url = store_url(settings)
+    await migrate.require_head(url)
+    db = create_engine(url)
+    stack.push_async_callback(db.dispose)
+    bus = RedisBus(settings.redis_url, settings.redis_stream, build_engine().codec)
+    await bus.start()
+    stack.push_async_callback(bus.close)
+
+    async def engine_ready() -> str:
+        alive = await bus.client.exists(engine_alive_key(settings.redis_stream))
+        return "ok" if alive else "no engine heartbeat"
+
+    async def log_ready() -> str:
+        await bus.client.ping()
+        return "ok"
+
+    projection = ProjectionHealth(beat_reader(bus.client, settings.redis_stream), settings.ready_max_lag_ms)
+    _task(stack, projection.run(), "projection-health")
+    readiness = {"log": log_ready, "engine": engine_ready, "projector": projection.check}
+    balances = SqlBalances(db, bus.client, settings.redis_stream)
+    services = build_services(settings, db, bus, balances, readiness=readiness)
+    stack.push_async_callback(services.idempotency.close)
+    limits = build_limiters(settings, bus.client)  # in Redis: shared with every api and gateway
+    _serve_metrics(settings, stack)
+    return Started(settings, db, services, limits, projection, stack)
+
+
+def _task(stack: contextlib.AsyncExitStack, coro: Any, name: str) -> asyncio.Task[Any]:
+    """A task of the mode, cancelled (and awaited) when the mode stops."""
+    task = asyncio.create_task(coro, name=name)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    stack.push_async_callback(cancel)
+    return task
+
+
+def _serve_metrics(settings: Settings, stack: contextlib.AsyncExitStack) -> None:
+    """`/metrics` of this process on CASHMARKETS_METRICS_PORT (not on the public HTTP port)."""
+    from cashmarkets.ops import metrics
+
+    if not settings.metrics_port:
+        return
+    server = metrics.serve_port(settings.host, settings.metrics_port)
+    stack.callback(metrics.stop_port, server)
+    log.info("metrics", url=f"http://{settings.host}:{settings.metrics_port}/metrics")
+
+
+def _engine_seq(runtime: Any) -> Callable[[], Awaitable[int]]:
+    async def seq() -> int:
+        return int(runtime.engine.seq)
+
+    return seq
+
+
+def _projector_env(settings: Settings) -> dict[str, str]:
+    """The projector child's settings: this process's environment, with what the child must agree
+    on written out (settings may have come from arguments, not the environment)."""
+    # Not the metrics port either: this process serves it (the child's lag is reported here).
+    dropped = ("CASHMARKETS_DATABASE_URL", "CASHMARKETS_REDIS_URL", "CASHMARKETS_METRICS_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env.update(
+        CASHMARKETS_DATA_DIR=str(settings.data_dir.resolve()),
+        CASHMARKETS_LOG_LEVEL=settings.log_level,
+        CASHMARKETS_JOURNAL_SYNCHRONOUS=settings.journal_synchronous,
+        CASHMARKETS_PROJECTOR_BATCH_RECORDS=str(settings.projector_batch_records),
+    )
+    return env
+
+
+def _checkpoint_reader(db: Any) -> Callable[[], Awaitable[int]]:
+    """The projector's committed seq, from its checkpoint row (0 before its first batch)."""
+    from sqlalchemy import select
+
+    from cashmarkets.projection.projector import NAME
+    from cashmarkets.store.tables import projector_checkpoints
+
+    query = select(projector_checkpoints.c.seq).where(projector_checkpoints.c.name == NAME)
+
+    async def checkpoint_seq() -> int:
+        async with db.connect() as conn:
+            return int((await conn.execute(query)).scalar() or 0)
+
+    return checkpoint_seq
+
+
+async def _watch_lag(db: Any, runtime: Any) -> None:
+    """The projector child's lag, for this process's /metrics: engine seq minus its checkpoint."""
+    from cashmarkets.ops import metrics
+
+    checkpoint_seq = _checkpoint_reader(db)
+    while True:
+        try:
+            seq = await checkpoint_seq()
+            metrics.PROJECTOR_LAG.set(max(0, runtime.engine.seq - seq))
+        except Exception as exc:  # a busy store: try again next time
+            log.debug("projector lag not read", error=repr(exc))
+        await asyncio.sleep(LAG_POLL_S)

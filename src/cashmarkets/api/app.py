@@ -2,15 +2,15 @@
 interactive docs at /docs.
 
 Embedded mode (`cashmarkets serve`): one process holds the runtime (log + engine), the projector
-and the API. The lifespan builds everything in that order and tears it down in reverse.
+and the API; distributed mode: an API process talking to the engine process through Redis. The
+lifespan starts the mode's parts (cashmarkets/bootstrap.py builds and starts them) and stops them
+in reverse; this module only builds the Litestar app around them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -19,7 +19,6 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import Redirect
-from sqlalchemy import select
 
 from cashmarkets.api.accounts import AccountsController
 from cashmarkets.api.admin import AdminController
@@ -32,38 +31,14 @@ from cashmarkets.api.info import info
 from cashmarkets.api.middleware import edge_middleware
 from cashmarkets.api.schemas import Problem
 from cashmarkets.api.services import Services
-from cashmarkets.bootstrap import (
-    build_engine,
-    build_gateway,
-    build_limiters,
-    build_projector,
-    build_runtime,
-    build_services,
-    jwt_secret,
-    projector_in_process,
-    store_url,
-)
-from cashmarkets.gateway.bridge import EngineBridge
-from cashmarkets.gateway.topics import TopicRegistry
-from cashmarkets.ops import metrics
+from cashmarkets.bootstrap import jwt_secret, start_distributed_api, start_embedded
 from cashmarkets.ops.nesting import RECURSION_LIMIT, pin_recursion_limit
 from cashmarkets.ops.settings import Settings
-from cashmarkets.products.module import EmbeddedContext
 from cashmarkets.products.registry import products as registered
-from cashmarkets.projection.projector import NAME as PROJECTION
-from cashmarkets.projection.projector import Projector
-from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
-from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
-from cashmarkets.runtime.projection_health import ProjectionHealth, beat_reader, local_reader
-from cashmarkets.runtime.supervisor import Child
-from cashmarkets.store import migrate
-from cashmarkets.store.db import create_engine
-from cashmarkets.store.tables import projector_checkpoints
 
 log = structlog.get_logger("cashmarkets.api")
 
 API_VERSION = "1"
-LAG_POLL_S = 1.0
 
 
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
@@ -82,9 +57,7 @@ def create_app(settings: Settings) -> Litestar:
     """Embedded (one process: runtime + projector + API) or, with PostgreSQL and Redis
     configured, a distributed API process that talks to the engine process through Redis."""
     _pin_recursion_limit()
-    return build_litestar(
-        settings, _distributed_lifespan(settings) if settings.distributed else _embedded_lifespan(settings)
-    )
+    return build_litestar(settings, _lifespan(settings))
 
 
 def _pin_recursion_limit() -> None:
@@ -103,187 +76,23 @@ def _install(app: Litestar, settings: Settings, services: Services, limits: dict
     app.state.csrf = CsrfGuard(settings.origins, jwt_secret(settings))
 
 
-def _engine_seq(runtime: Any) -> Any:
-    async def seq() -> int:
-        return int(runtime.engine.seq)
+def _lifespan(settings: Settings) -> Any:
+    """Start the mode's parts (cashmarkets/bootstrap.py) around the app, stop them after."""
+    start = start_distributed_api if settings.distributed else start_embedded
 
-    return seq
-
-
-def _projector_env(settings: Settings) -> dict[str, str]:
-    """The projector child's settings: this process's environment, with what the child must agree
-    on written out (settings may have come from arguments, not the environment)."""
-    # Not the metrics port either: this process serves it (the child's lag is reported here).
-    dropped = ("CASHMARKETS_DATABASE_URL", "CASHMARKETS_REDIS_URL", "CASHMARKETS_METRICS_PORT")
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    env.update(
-        CASHMARKETS_DATA_DIR=str(settings.data_dir.resolve()),
-        CASHMARKETS_LOG_LEVEL=settings.log_level,
-        CASHMARKETS_JOURNAL_SYNCHRONOUS=settings.journal_synchronous,
-        CASHMARKETS_PROJECTOR_BATCH_RECORDS=str(settings.projector_batch_records),
-    )
-    return env
-
-
-def _checkpoint_reader(db: Any) -> Callable[[], Awaitable[int]]:
-    """The projector's committed seq, from its checkpoint row (0 before its first batch)."""
-    query = select(projector_checkpoints.c.seq).where(projector_checkpoints.c.name == PROJECTION)
-
-    async def checkpoint_seq() -> int:
-        async with db.connect() as conn:
-            return int((await conn.execute(query)).scalar() or 0)
-
-    return checkpoint_seq
-
-
-async def _watch_lag(db: Any, runtime: Any) -> None:
-    """The projector child's lag, for this process's /metrics: engine seq minus its checkpoint."""
-    checkpoint_seq = _checkpoint_reader(db)
-    while True:
-        try:
-            seq = await checkpoint_seq()
-            metrics.PROJECTOR_LAG.set(max(0, runtime.engine.seq - seq))
-        except Exception as exc:  # a busy store: try again next time
-            log.debug("projector lag not read", error=repr(exc))
-        await asyncio.sleep(LAG_POLL_S)
-
-
-def _serve_metrics(settings: Settings) -> Any:
-    """`/metrics` of this process on CASHMARKETS_METRICS_PORT (not on the public HTTP port)."""
-    if not settings.metrics_port:
-        return None
-    server = metrics.serve_port(settings.host, settings.metrics_port)
-    log.info("metrics", url=f"http://{settings.host}:{settings.metrics_port}/metrics")
-    return server
-
-
-def _embedded_lifespan(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        url = store_url(settings)
-        await migrate.upgrade(url)
-        db = create_engine(url)
-        runtime = build_runtime(settings)
-        await runtime.start()
-        projector: Projector | None = None
-        child: Child | None = None
-        if not projector_in_process(settings):
-            child = Child("projector", ["projector"], env=_projector_env(settings))
-            projector_task = asyncio.create_task(child.run(), name="projector-child")
-            await child.wait_started()
-            lag_task: asyncio.Task[None] | None = asyncio.create_task(_watch_lag(db, runtime), name="lag")
-        else:
-            # The projector reads the log through its own connection, off the writer's thread.
-            in_process = build_projector(settings, db, _engine_seq(runtime))
-            await in_process.log.open()
-            runtime.subscribe(lambda _events: in_process.notify())
-            projector_task = asyncio.create_task(in_process.run(), name="projector")
-            projector = in_process
-            lag_task = None
-        # Each product's feeds, schedulers and bots; stopped in reverse order.
-        drivers = contextlib.AsyncExitStack()
-        context = EmbeddedContext(settings=settings, db=db, runtime=runtime)
-        for module in registered():
-            for driver in module.embedded_drivers:
-                await drivers.enter_async_context(driver(context))
-
-        async def engine_ready() -> str:
-            return "ok" if runtime.running else "runtime stopped"
-
-        def projector_alive() -> bool:
-            return child.alive if child is not None else not projector_task.done()
-
-        projection = ProjectionHealth(
-            local_reader(lambda: int(runtime.engine.seq), _checkpoint_reader(db), projector_alive),
-            settings.ready_max_lag_ms,
-        )
-        projection_task = asyncio.create_task(projection.run(), name="projection-health")
-        services = build_services(
-            settings,
-            db,
-            EmbeddedBus(runtime),
-            EngineBalances(runtime),
-            runtime=runtime,
-            projector=projector,
-            readiness={"engine": engine_ready, "projector": projection.check},
-        )
-        limits = build_limiters(settings)
-        _install(app, settings, services, limits)
-        app.state.projection = projection
-        registry = TopicRegistry()
-        runtime.subscribe(EngineBridge(registry, runtime.engine))
-        gateway = build_gateway(settings, services, registry, limits["user"])
-        services.gateway = gateway
-        services.ws_port = await gateway.start(settings.host, settings.gateway_port)
-        metrics_server = _serve_metrics(settings)
-        log.info("serving", mode="embedded", url=settings.base_url, seq=runtime.engine.seq)
+        started = await start(settings)
         try:
+            _install(app, settings, started.services, started.limits)
+            app.state.projection = started.projection
+            runtime = started.services.runtime
+            seq = None if runtime is None else runtime.engine.seq
+            mode = "distributed" if settings.distributed else "embedded"
+            log.info("serving", mode=mode, url=settings.base_url, seq=seq)
             yield
         finally:
-            if metrics_server is not None:
-                metrics.stop_port(metrics_server)
-            await gateway.stop()
-            await drivers.aclose()
-            if lag_task is not None:
-                lag_task.cancel()
-            projection_task.cancel()
-            if child is not None:
-                await child.stop()
-            projector_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await projector_task
-            if projector is not None:
-                await projector.log.close()
-            await runtime.stop()
-            await services.idempotency.close()
-            await db.dispose()
-
-    return lifespan
-
-
-def _distributed_lifespan(settings: Settings) -> Any:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        assert settings.redis_url is not None
-        url = store_url(settings)
-        await migrate.require_head(url)
-        db = create_engine(url)
-        bus = RedisBus(settings.redis_url, settings.redis_stream, build_engine().codec)
-        await bus.start()
-
-        async def engine_ready() -> str:
-            return (
-                "ok"
-                if await bus.client.exists(engine_alive_key(settings.redis_stream))
-                else "no engine heartbeat"
-            )
-
-        async def log_ready() -> str:
-            await bus.client.ping()
-            return "ok"
-
-        projection = ProjectionHealth(
-            beat_reader(bus.client, settings.redis_stream), settings.ready_max_lag_ms
-        )
-        projection_task = asyncio.create_task(projection.run(), name="projection-health")
-        readiness = {"log": log_ready, "engine": engine_ready, "projector": projection.check}
-        services = build_services(
-            settings, db, bus, SqlBalances(db, bus.client, settings.redis_stream), readiness=readiness
-        )
-        limits = build_limiters(settings, bus.client)  # in Redis: shared with every api and gateway
-        _install(app, settings, services, limits)
-        app.state.projection = projection
-        metrics_server = _serve_metrics(settings)
-        log.info("serving", mode="distributed", url=settings.base_url)
-        try:
-            yield
-        finally:
-            if metrics_server is not None:
-                metrics.stop_port(metrics_server)
-            projection_task.cancel()
-            await bus.close()
-            await services.idempotency.close()
-            await db.dispose()
+            await started.stop()
 
     return lifespan
 
