@@ -76,6 +76,9 @@ class BoomProduct:
     def restore_state(self, data: bytes) -> None:
         self.state = dict(msgspec.msgpack.decode(data, type=list[tuple[str, int]]))
 
+    def reconcile(self) -> list[Any]:
+        return []
+
     def set(self, key: str, value: int) -> None:
         old = self.state.get(key)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
@@ -27,6 +27,9 @@ from cashmarkets.core.dedup import DedupTable
 from cashmarkets.core.events import LEDGER_EVENTS
 from cashmarkets.core.ledger import Ledger, LedgerState
 from cashmarkets.core.results import Accepted, Reject, Rejected, ResultData
+
+if TYPE_CHECKING:
+    from cashmarkets.core.reconcile import Check
 
 SNAPSHOT_FORMAT_VERSION: Final = 1
 DEFAULT_ASSETS: Final = ("USD", "USDC", "BTC", "ETH", "SOL")
@@ -61,6 +64,11 @@ class Product(Protocol):
         ...
 
     def restore_state(self, data: bytes) -> None: ...
+
+    def reconcile(self) -> list[Check]:
+        """The product's own checks for `cashmarkets reconcile` (its escrows against what its
+        open positions or orders hold); [] when it has none beyond the ledger's."""
+        ...
 
 
 class DedupEntry(msgspec.Struct, array_like=True, gc=False):

@@ -100,9 +100,7 @@ def reconcile(engine: Engine) -> Reconciliation:
         )
     checks: list[Check] = []
     for product in engine.products.values():
-        product_checks = getattr(product, "reconcile", None)
-        if product_checks is not None:
-            checks.extend(product_checks())
+        checks.extend(product.reconcile())
     ok = all(a.balanced for a in assets) and all(c.ok for c in checks)
     return Reconciliation(
         seq=engine.seq,

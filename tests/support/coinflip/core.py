@@ -15,6 +15,7 @@ from cashmarkets.core import codes
 from cashmarkets.core.commands import Command
 from cashmarkets.core.engine import Handler
 from cashmarkets.core.ledger import HOUSE
+from cashmarkets.core.reconcile import Check
 from cashmarkets.core.results import Reject, ResultData
 
 PRODUCT: Final = "coinflip"
@@ -108,3 +109,7 @@ class CoinflipProduct:
 
     def restore_state(self, data: bytes) -> None:
         self.next_flip_id = msgspec.msgpack.decode(data, type=_State).next_flip_id
+
+    def reconcile(self) -> list[Check]:
+        """Nothing of its own: a flip settles at once, the house's account holds the difference."""
+        return []

@@ -55,6 +55,7 @@ _STATE_DECODER = msgspec.msgpack.Decoder(list[tuple[int, str]])
 
 if TYPE_CHECKING:
     from cashmarkets.core.engine import Engine, Handler
+    from cashmarkets.core.reconcile import Check
 
 
 class LedgerProduct:
@@ -88,6 +89,10 @@ class LedgerProduct:
 
     def restore_state(self, data: bytes) -> None:
         self.withdrawals = dict(_STATE_DECODER.decode(data))
+
+    def reconcile(self) -> list[Check]:
+        """Nothing beyond the per-asset balance every reconciliation checks (core/reconcile.py)."""
+        return []
 
     # ---- handlers -------------------------------------------------------------------------------
 
