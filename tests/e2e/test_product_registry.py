@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import websockets
 
 from tests.e2e.flows import eventually
-from tests.e2e.processes import Proc, free_port, wait_ready
+from tests.e2e.processes import Proc, distributed_cluster, free_port, wait_ready
 from tests.support.ws_client import call, recv_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,14 +26,17 @@ def test_no_hub_names_the_test_product() -> None:
     assert hits == []
 
 
-def _serve(tmp_path: Path) -> tuple[Proc, str, str]:
-    port, ws_port = free_port(), free_port()
-    env = {
+def _product_env() -> dict[str, str]:
+    return {
         "CASHMARKETS_PRODUCTS": "+tests.support.coinflip",
-        "CASHMARKETS_WS_PORT": str(ws_port),
         # The test product is imported from the repository's tests package.
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+def _serve(tmp_path: Path) -> tuple[Proc, str, str]:
+    port, ws_port = free_port(), free_port()
+    env = {**_product_env(), "CASHMARKETS_WS_PORT": str(ws_port)}
     proc = Proc(
         ["serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)], env, tmp_path / "serve.log"
     )
@@ -110,3 +114,38 @@ def test_a_registered_test_product_works_through_every_hub(tmp_path: Path) -> No
             ]
     finally:
         proc.stop()
+
+
+def test_the_test_product_in_distributed_mode(tmp_path: Path, pg_url: str) -> None:
+    """`migrate` creates its table on PostgreSQL (a second Alembic head), the engine process runs
+    it, the projector process projects it, an API process routes it, a gateway process streams it
+    and takes its socket command through Redis."""
+    with distributed_cluster(tmp_path, pg_url, _product_env()) as cluster:
+        port = free_port()
+        gateway = Proc(["gateway"], {**cluster.env, "CASHMARKETS_WS_PORT": str(port)}, cluster.tmp / "gw.log")
+        cluster.retired.append(gateway)  # stopped with the cluster
+        deadline = time.monotonic() + 60
+        while "gateway running" not in gateway.output():
+            assert gateway.alive() and time.monotonic() < deadline, gateway.output()
+            time.sleep(0.1)
+        with (
+            httpx.Client(base_url=cluster.urls[0], timeout=15) as a,
+            httpx.Client(base_url=cluster.urls[1]) as b,
+        ):
+            signup = {"email": "dflip@example.com", "password": "correct horse battery"}
+            token = a.post("/api/v1/signup", json=signup).json()["token"]
+            h = {"Authorization": f"Bearer {token}"}
+            assert (
+                a.post("/api/v1/faucet", json={"asset": "USDC", "amount": "10"}, headers=h).status_code == 200
+            )
+            answer, streamed = asyncio.run(_flip_over_the_socket(f"ws://127.0.0.1:{port}/ws", token))
+            assert answer["result"]["flipId"] == 1 and streamed["flipId"] == 1, (answer, streamed)
+            flipped = a.post(
+                "/api/v1/coinflip/flips", json={"asset": "USDC", "stake": "2", "call": "tails"}, headers=h
+            )
+            assert flipped.status_code == 200 and flipped.json()["flipId"] == 2, flipped.text
+            listed = eventually(
+                lambda: b.get("/api/v1/coinflip/flips", headers=h).json()["flips"],
+                lambda rows: len(rows) == 2,
+            )
+            assert [f["outcome"] for f in listed] == [answer["result"]["outcome"], flipped.json()["outcome"]]
