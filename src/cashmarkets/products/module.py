@@ -72,6 +72,8 @@ EmbeddedDriver = Callable[[EmbeddedContext], contextlib.AbstractAsyncContextMana
 # Compared (and hashed) by identity: each is declared once, and the hubs cache per registry.
 @dataclass(frozen=True, eq=False)
 class ProductModule:
+    """One product's declaration: what it brings to each hub (docs/adding-a-product.md)."""
+
     name: str
     # The core Product (or a factory taking the engine), pure; None: no engine state of its own.
     engine_product: Callable[[], Any] | None = None
