@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from typing import Any, Final
 
@@ -29,7 +28,7 @@ from cashmarkets.core.ledger import Account
 from cashmarkets.core.products.leverage import PositionView, Price, PriceTick, PriceUpdated
 from cashmarkets.core.products.spot import OrderView
 from cashmarkets.log.base import LogRecord
-from cashmarkets.log.redis_streams import RedisStreamLog
+from cashmarkets.log.redis_streams import RedisStreamLog, entry_time_ns
 from cashmarkets.ops import dependencies
 from cashmarkets.ops.backoff import Backoff
 from cashmarkets.ops.dependencies import DependencyUnavailable
@@ -146,7 +145,8 @@ class RedisBus:
             await asyncio.sleep(ENGINE_HEARTBEAT_S)
 
     async def submit(self, cmd: Command, timeout_s: float) -> Result:
-        cmd.ts_ns = time.time_ns()
+        # No stamp: the engine takes the time from the stream entry id (decision 022).
+        cmd.ts_ns = 0
         command_id = cmd.command_id
         future = self._pending.get(command_id)
         owner = future is None
@@ -161,7 +161,10 @@ class RedisBus:
                     data = self.codec.encoder.encode(cmd)
                 except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as exc:
                     raise BadCommand(f"cannot log command: {exc}") from None
-                await self.log.append([data], reply_to=self.channel)
+                positions = await self.log.append([data], reply_to=self.channel)
+                # For the caller (e.g. a withdrawal's requested time): the log's time, as the
+                # engine will see it (unless an earlier entry's time holds engine time later).
+                cmd.ts_ns = entry_time_ns(positions[0])
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout_s)
             except TimeoutError:

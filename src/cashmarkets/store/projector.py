@@ -43,7 +43,7 @@ from cashmarkets.core.products.spot import SpotOrderUpdated, SpotTrade
 from cashmarkets.log.base import CommandLog, LogCorrupted, Position
 from cashmarkets.ops import dependencies, metrics
 from cashmarkets.ops.backoff import Backoff
-from cashmarkets.runtime.runner import replay
+from cashmarkets.runtime.runner import replay, stamp_next
 from cashmarkets.store.chart_projection import ChartBatch
 from cashmarkets.store.leases import DEFAULT_TTL_S, Lease, LeaseLost, StaleFence, Term, hold
 from cashmarkets.store.snapshots import SnapshotStore
@@ -160,12 +160,7 @@ class Projector:
         chart = ChartBatch()
         for record in page:
             cmd = decode(record.data)
-            expected = self.engine.seq + 1
-            if cmd.seq == 0:
-                cmd.seq = expected
-            elif cmd.seq != expected:
-                raise LogCorrupted(f"record at {record.position} has seq {cmd.seq}, expected {expected}")
-            cmd.ts_ns = max(cmd.ts_ns, self.engine.ts_ns)
+            stamp_next(cmd, self.engine.seq, self.engine.ts_ns, record)
             _, events = self.engine.apply(cmd)
             ts_ns = cmd.ts_ns
             for event in events:
