@@ -52,6 +52,9 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     trim_log: bool = False
     # A read-only follower (a gateway's replica) takes no snapshots: the engine process owns them.
     snapshots: bool = True
+    # On an empty log, log each product's rules first (SetRules, decision 023). Replicas and
+    # tools that only read the log turn this off.
+    genesis: bool = True
 
 
 # Follow mode: called with each applied batch (record, stamped command, result), in log order.
@@ -129,11 +132,28 @@ class Runtime:
         gcpolicy.tune()
         await self.recover(on_replayed=follow)
         gcpolicy.freeze_survivors()
+        empty = self.position is None and self.engine.seq == 0
         if follow is None:
             self._writer = asyncio.create_task(self._write_loop(), name="runtime-writer")
         else:
             self._writer = asyncio.create_task(self._follow_loop(follow), name="runtime-follower")
         self._snapshotter = asyncio.create_task(self._snapshot_loop(), name="runtime-snapshots")
+        if empty and self.config.genesis:
+            await self._log_genesis(follow is not None)
+
+    async def _log_genesis(self, following: bool) -> None:
+        """A new log starts with each product's rules (decision 023). The follower appends them
+        for the tail it reads (API processes may have appended first: a genesis after those
+        still pins rules equal to the ones in force)."""
+        genesis = self.engine.genesis_commands()
+        if not genesis:
+            return
+        if following:
+            await self.log.append([self.codec.encoder.encode(cmd) for cmd in genesis])
+            return
+        for result in await asyncio.gather(*(self.submit(cmd) for cmd in genesis)):
+            if isinstance(result, Rejected):
+                raise RuntimeFailed(f"genesis refused: {result.code} {result.detail}")
 
     async def stop(self, *, snapshot: bool = True) -> None:
         """Drain pending commands, take a last snapshot, close the log."""
@@ -171,6 +191,9 @@ class Runtime:
             # publish them again (callers that gave up find them by command id).
             await on_replayed(replayed)
         self.engine.ledger.check_invariants()
+        for problem in self.engine.rules_problems():
+            # `replay --verify` fails on this; the engine runs on the rules the log pins.
+            log.error("rules version differs from the log's", detail=problem)
         self._last_ts_ns = self.engine.ts_ns
         log.info(
             "recovered",
