@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import redis.asyncio
@@ -40,6 +40,7 @@ log = structlog.get_logger("cashmarkets.distributed")
 RESULT_KEY: Final = "{}:result:{}"
 RESULT_TTL_S: Final = 24 * 3600
 REPLY_CHANNEL: Final = "cashmarkets:replies:{}"
+ConfigT = TypeVar("ConfigT")
 
 
 def engine_alive_key(stream: str) -> str:
@@ -190,6 +191,26 @@ def prices_key(stream: str) -> str:
 _PRICE_DECODER = msgspec.msgpack.Decoder(Price)
 
 
+def rules_key(stream: str) -> str:
+    """A hash product -> its configuration in force (MessagePack of its config_type), written by
+    the engine process from its state: what distributed API processes validate against
+    (decision 023), never their own defaults."""
+    return f"{stream}:rules"
+
+
+async def publish_rules(client: redis.asyncio.Redis, stream: str, engine: Any) -> None:
+    """Write every configurable product's configuration in force (the log's, or the implicit
+    genesis's) to `rules_key`. Idempotent: the heartbeat calls it."""
+    encode = engine.codec.encoder.encode
+    mapping = {
+        name: encode(product.config)
+        for name, product in sorted(engine.products.items())
+        if product.config_type is not None
+    }
+    if mapping:
+        await client.hset(rules_key(stream), mapping=mapping)
+
+
 class PricePublisher:
     """The engine side: keep the latest price per symbol in Redis for API processes."""
 
@@ -263,3 +284,9 @@ class SqlBalances:
         raw = await self.client.hgetall(prices_key(self.stream))
         decoded = [_PRICE_DECODER.decode(v) for _, v in sorted(raw.items())]
         return decoded
+
+    async def rules(self, product: str, config_type: type[ConfigT]) -> ConfigT:
+        raw = await self.client.hget(rules_key(self.stream), product)
+        if raw is None:
+            raise DependencyUnavailable("engine", f"the engine has not published the {product} rules yet")
+        return msgspec.msgpack.decode(raw, type=config_type)

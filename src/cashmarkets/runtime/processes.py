@@ -29,6 +29,7 @@ from cashmarkets.runtime.distributed import (
     PricePublisher,
     ResultPublisher,
     engine_alive_key,
+    publish_rules,
 )
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, watch_feed
 from cashmarkets.runtime.projection_health import start_heartbeat
@@ -134,6 +135,8 @@ async def _heartbeat(client: redis.asyncio.Redis, stream: str, runtime: Any) -> 
     redis_dep = dependencies.watch(dependencies.REDIS)
     while True:
         try:
+            # The rules first: an API process sends commands once it sees the engine alive.
+            await publish_rules(client, stream, runtime.engine)
             await client.set(engine_alive_key(stream), runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5))
         except Exception as exc:
             if dependencies.dependency_down(exc, dependencies.REDIS) is None:
