@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio
 
 from cashmarkets.core.commands import SetRules
+from cashmarkets.core.products.chartgame import ChartgameConfig, GameConfig
 from cashmarkets.core.products.leverage import DEFAULT_MARKETS, LeverageConfig
 from cashmarkets.core.results import Accepted
 from cashmarkets.ops.dependencies import DependencyUnavailable
@@ -67,3 +68,19 @@ async def test_distributed_api_reads_the_rules_the_engine_publishes() -> None:
     finally:
         await client.delete(rules_key(stream))
         await client.aclose()
+
+
+async def test_embedded_chartgame_routes_follow_the_engines_rules(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        assert [g["game"] for g in (await client.get("/api/v1/chartgame/games")).json()] == ["btc-30s"]
+        runtime = services_of(client).extras["runtime"]
+        renamed = ChartgameConfig(games=(GameConfig(game="eth-30s", name="Chart 30 s (ETH)"),))
+        cmd = SetRules(
+            command_id="rules-eth", product="chartgame", version=1, config=runtime.codec.encode(renamed)
+        )
+        app_loop = runtime._writer.get_loop()
+        result = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runtime.submit(cmd), app_loop))
+        assert isinstance(result, Accepted), result
+        assert [g["game"] for g in (await client.get("/api/v1/chartgame/games")).json()] == ["eth-30s"]
+        gone = await client.get("/api/v1/chartgame/games/btc-30s/rounds")
+        assert gone.status_code == 404 and gone.json()["code"] == "unknown_game"
