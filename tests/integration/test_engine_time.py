@@ -98,6 +98,8 @@ async def test_a_fast_api_host_does_not_move_distributed_engine_time(tmp_path: P
         await LogSink(feed_log, runtime.codec)(tick(1))
         assert isinstance(await from_fast_host(open_btc(1)), Accepted)
         assert near_now(runtime.engine.ts_ns), "engine time followed the fast host"
+        # The engine process logged the genesis on the empty stream (decision 023), then followed it.
+        assert runtime.engine.rules["leverage"].seq == 1
         # The price ages in engine (Redis) time: past the limit, trading on it is refused.
         await asyncio.sleep(STALE_AFTER_NS / 1e9 + 0.5)
         stale = await from_fast_host(open_btc(2))
