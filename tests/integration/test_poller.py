@@ -17,10 +17,12 @@ import redis.asyncio
 
 from cashmarkets.bootstrap import build_engine
 from cashmarkets.core.products.leverage import PriceTick
+from cashmarkets.log.base import LogRecord
 from cashmarkets.log.redis_streams import RedisStreamLog
 from cashmarkets.ops.metrics import REGISTRY
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, unwatch_feed, watch_feed
+from cashmarkets.runtime.runner import stamp_next
 from tests.fakes.backpack import BTC_STREAM, ETH_STREAM, FakeBackpack, book, wait_until
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -44,15 +46,18 @@ async def server() -> AsyncIterator[FakeBackpack]:
     await fake.close()
 
 
-async def logged_ticks(stream: str) -> list[PriceTick]:
+async def logged_records(stream: str) -> list[LogRecord]:
     log = RedisStreamLog(REDIS_URL, stream)
     await log.open()
     try:
-        records = await log.read_from(None, 1_000)
+        return await log.read_from(None, 1_000)
     finally:
         await log.close()
+
+
+async def logged_ticks(stream: str) -> list[PriceTick]:
     decode = build_engine().codec.command_decoder.decode
-    return [decode(r.data) for r in records]
+    return [decode(r.data) for r in await logged_records(stream)]
 
 
 def sample(name: str, labels: dict[str, str]) -> float | None:
@@ -83,12 +88,16 @@ async def test_backpack_ticks_land_in_the_redis_log_as_commands(server: FakeBack
         ("tick:ETH:11", "ETH", 250_005, 250_007, 11),
         ("tick:BTC:12", "BTC", 6_500_100, 6_500_200, 12),
     ]
-    assert all(t.ts_ns > 0 for t in ticks)  # stamped when logged: the engine's clock for staleness
+    # Not stamped by the poller's host: the entry id's time is the engine's (decision 022).
+    assert all(t.ts_ns == 0 for t in ticks)
+    records = await logged_records(stream)
+    assert all(r.log_ts_ns is not None and r.log_ts_ns > 0 for r in records)
     # The engine applies them as it would from the live log.
     engine = build_engine()
-    for seq, tick in enumerate(ticks, start=1):
-        tick.seq = seq  # the engine process stamps seq in log order
+    for tick, record in zip(ticks, records, strict=True):
+        stamp_next(tick, engine.seq, engine.ts_ns, record)
         engine.apply(tick)
+    assert engine.ts_ns == records[-1].log_ts_ns
     assert engine.products["leverage"].prices["BTC"].bid == 6_500_100
     assert feed.stats.dropped_out_of_order == 1
 

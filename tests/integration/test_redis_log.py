@@ -13,7 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, LogCorrupted, LogRecord
-from cashmarkets.log.redis_streams import RedisStreamLog, RedisUnavailable
+from cashmarkets.log.redis_streams import RedisStreamLog, RedisUnavailable, entry_time_ns
 
 pytestmark = pytest.mark.redis
 
@@ -76,7 +76,8 @@ async def test_read_from_start_returns_all_in_order_with_exact_bytes(log: RedisS
     payloads = [*_payloads(20), b""]
     ids = await log.append(payloads)
     records = await log.read_from(None, 100)
-    assert records == [LogRecord(position=p, data=d) for p, d in zip(ids, payloads, strict=True)]
+    expected = [LogRecord(p, d, log_ts_ns=entry_time_ns(p)) for p, d in zip(ids, payloads, strict=True)]
+    assert records == expected
 
 
 async def test_read_from_after_returns_only_later(log: RedisStreamLog) -> None:
@@ -136,7 +137,8 @@ async def test_trim_below_removes_only_older(log: RedisStreamLog) -> None:
     assert [r.position for r in await log.read_from(ids[6], 100)] == ids[7:]
     assert await log.trim_below(ids[6]) == 0
     new = await log.append([b"after-trim"])
-    assert (await log.read_from(ids[-1], 10)) == [LogRecord(new[0], b"after-trim")]
+    after_trim = LogRecord(new[0], b"after-trim", log_ts_ns=entry_time_ns(new[0]))
+    assert (await log.read_from(ids[-1], 10)) == [after_trim]
     assert await log.last_position() == new[0]
 
 
@@ -160,7 +162,7 @@ async def test_read_blocking_returns_record_appended_while_blocked(log: RedisStr
     assert not reader.done()  # really blocked, not returned early
     ids = await log.append([b"during"])
     records = await asyncio.wait_for(reader, timeout=5)
-    assert records == [LogRecord(ids[0], b"during")]
+    assert records == [LogRecord(ids[0], b"during", log_ts_ns=entry_time_ns(ids[0]))]
 
 
 async def test_read_blocking_on_empty_stream_from_start(log: RedisStreamLog) -> None:
@@ -230,3 +232,18 @@ async def test_close_is_idempotent(stream: str) -> None:
     await log.open()
     await log.close()
     await log.close()
+
+
+async def test_record_time_is_the_entry_ids_unless_the_entry_predates_it(
+    log: RedisStreamLog, stream: str, raw: redis.asyncio.Redis
+) -> None:
+    """Decision 022: entries this version appends carry their time in the id; an entry written
+    before (no `t` field) reads with log_ts_ns None, so its command's own time is kept."""
+    await raw.xadd(stream, {b"d": b"old"}, id="1000-0")
+    new = await log.append([b"new"])
+    old_record, new_record = await log.read_from(None, 10)
+    assert old_record == LogRecord("1000-0", b"old")
+    assert new_record.log_ts_ns == log.record_time_ns(new[0]) == int(new[0].split("-")[0]) * 1_000_000
+    # Redis's clock, not ours: within a few seconds of this host's, in ns.
+    assert abs(new_record.log_ts_ns - time.time_ns()) < 60 * 1_000_000_000
+    assert entry_time_ns("1700000000123-7") == 1_700_000_000_123_000_000

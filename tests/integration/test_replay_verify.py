@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,8 +15,13 @@ import pytest
 
 from cashmarkets.bootstrap import build_runtime
 from cashmarkets.core.commands import Deposit, PlaceHold, PostHold, TransferFunds
+from cashmarkets.core.products.leverage import LeverageProduct
 from cashmarkets.log.sqlite import GENESIS_CHAIN, chain_next
 from cashmarkets.ops.settings import Settings
+from cashmarkets.runtime.verify import verify as verify_in_process
+
+# A new log starts with one SetRules per product (decision 023): leverage, spot, chartgame.
+GENESIS_RECORDS = 3
 
 
 async def fill(data_dir: Path) -> str:
@@ -45,7 +51,8 @@ def verify(data_dir: Path) -> tuple[int, dict[str, object]]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin"},
+        # PYTHONPATH kept: the CLI must run the code under test (a worktree's, not an installed one).
+        env={"PATH": "/usr/bin:/bin", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}},
     )
     return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -61,7 +68,7 @@ def test_healthy_data_directory_verifies(data_dir: tuple[Path, str]) -> None:
     assert code == 0, report
     assert report["ok"] is True
     assert report["state_hash"] == state_hash
-    assert report["commands_replayed"] == 242
+    assert report["commands_replayed"] == GENESIS_RECORDS + 242
     assert len(report["snapshots"]) >= 2  # type: ignore[arg-type]
     assert all(s["ok"] for s in report["snapshots"])  # type: ignore[union-attr]
 
@@ -69,8 +76,9 @@ def test_healthy_data_directory_verifies(data_dir: tuple[Path, str]) -> None:
 def test_altered_journal_record_breaks_the_hash_chain(data_dir: tuple[Path, str]) -> None:
     path, _ = data_dir
     with sqlite3.connect(path / "journal.db") as db:
-        data = bytes(db.execute("SELECT data FROM journal WHERE pos = 3").fetchone()[0])
-        db.execute("UPDATE journal SET data = ? WHERE pos = 3", (data.replace(b"u1", b"u9"),))
+        pos = GENESIS_RECORDS + 3
+        data = bytes(db.execute("SELECT data FROM journal WHERE pos = ?", (pos,)).fetchone()[0])
+        db.execute("UPDATE journal SET data = ? WHERE pos = ?", (data.replace(b"u1", b"u9"), pos))
     code, report = verify(path)
     assert code == 1
     assert any("hash chain" in p for p in report["problems"])  # type: ignore[union-attr]
@@ -84,7 +92,7 @@ def test_rewritten_journal_with_a_valid_chain_fails_against_the_snapshots(data_d
         chain = GENESIS_CHAIN
         for pos, data in rows:
             data = bytes(data)
-            if pos == 1:
+            if pos == GENESIS_RECORDS + 1:
                 cmd = msgspec.msgpack.decode(data)
                 cmd["amount"] += 1_000_000  # a bigger first deposit
                 data = msgspec.msgpack.encode(cmd)
@@ -124,4 +132,45 @@ def test_recovery_skips_a_damaged_snapshot(data_dir: tuple[Path, str]) -> None:
 
     recovered_hash, from_seq = asyncio.run(recover())
     assert recovered_hash == state_hash
-    assert 0 < from_seq < 242
+    assert 0 < from_seq < GENESIS_RECORDS + 242
+
+
+def test_a_rules_version_other_than_the_logs_fails_verification(
+    data_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decision 023: the log pins leverage rules version 1; a build that runs version 2 cannot
+    vouch for what replaying it produces."""
+    path, _ = data_dir
+    monkeypatch.setattr(LeverageProduct, "rules_version", 2)
+    report = asyncio.run(verify_in_process(Settings.from_env({}, data_dir=path)))
+    assert not report.ok
+    assert report.problems == ["leverage rules: the log has version 1, this build runs version 2"]
+
+
+def test_a_log_from_before_pinned_rules_replays_under_its_implicit_genesis(tmp_path: Path) -> None:
+    """Decision 023: a log without SetRules (written before them) runs on the old defaults as its
+    implicit genesis (rules version 1): a restart does not log a genesis into it, recovers the
+    same state, and verification passes with its snapshots compared as before."""
+
+    async def write_old_log() -> str:
+        runtime = build_runtime(Settings.from_env({}, data_dir=tmp_path))
+        runtime.config = msgspec.structs.replace(runtime.config, genesis=False)  # as before 023
+        await runtime.start()
+        for i in range(5):
+            await runtime.submit(Deposit(command_id=f"d{i}", owner="u", asset="USDC", amount=10 + i))
+        state_hash = runtime.engine.state_hash()
+        await runtime.stop()
+        return state_hash
+
+    async def restart() -> tuple[str, int, dict[str, object]]:
+        runtime = build_runtime(Settings.from_env({}, data_dir=tmp_path))
+        await runtime.start()
+        out = runtime.engine.state_hash(), runtime.engine.seq, dict(runtime.engine.rules)
+        await runtime.stop(snapshot=False)
+        return out
+
+    old_hash = asyncio.run(write_old_log())
+    assert asyncio.run(restart()) == (old_hash, 5, {})
+    code, report = verify(tmp_path)
+    assert code == 0, report
+    assert report["state_hash"] == old_hash and report["snapshots"]

@@ -26,6 +26,7 @@ from cashmarkets.api.security import AuthUser, current_user
 from cashmarkets.api.services import Services, command_id, parse_money, result_data, services
 from cashmarkets.benchmarks.chartgame import RtpEstimate, simulate_rtp
 from cashmarkets.core.money import ASSETS, format_amount
+from cashmarkets.core.products.chartgame import PRODUCT as CHARTGAME
 from cashmarkets.core.products.chartgame import (
     ChartClosePosition,
     ChartgameConfig,
@@ -37,7 +38,6 @@ from cashmarkets.core.products.chartgame import (
 from cashmarkets.store import chart_queries, queries
 from cashmarkets.store.tables import chart_candles, chart_positions, chart_rounds
 
-GAMES: Final = {g.game: g for g in ChartgameConfig().games}
 CANDLES_LIMIT_MAX: Final = 1_000
 LEADERBOARD_SIZE: Final = 20
 
@@ -142,7 +142,7 @@ RTP_ROUNDS: Final = 200
 class _Kept:
     """What the chart game's routes compute once per process (per Services)."""
 
-    rtp: dict[str, RtpEstimate] = field(default_factory=dict)
+    rtp: dict[str, tuple[GameConfig, RtpEstimate]] = field(default_factory=dict)
     rtp_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     beacon_public_key: bytes | None = None
 
@@ -157,26 +157,33 @@ def _kept(svc: Services) -> _Kept:
     return found
 
 
-async def rtp_estimates(svc: Services) -> dict[str, RtpEstimate]:
-    """Each game's return to player, simulated on first use (off the event loop) and kept."""
+async def games_in_force(svc: Services) -> dict[str, GameConfig]:
+    """The games of the rules in force: the engine's (from the log, decision 023), never this
+    module's defaults."""
+    return {g.game: g for g in (await svc.balances.rules(CHARTGAME, ChartgameConfig)).games}
+
+
+async def rtp_estimates(svc: Services, games: dict[str, GameConfig]) -> dict[str, RtpEstimate]:
+    """Each game's return to player, simulated on first use (off the event loop) and kept while
+    the game's configuration stays the same."""
     kept = _kept(svc)
     cache = kept.rtp
     async with kept.rtp_lock:
-        for g in GAMES.values():
-            if g.game not in cache:
-                cache[g.game] = await asyncio.to_thread(simulate_rtp, g, RTP_ROUNDS)
-    return cache
+        for g in games.values():
+            if g.game not in cache or cache[g.game][0] != g:
+                cache[g.game] = (g, await asyncio.to_thread(simulate_rtp, g, RTP_ROUNDS))
+    return {name: cache[name][1] for name in games}
 
 
-def game_of(game: str) -> GameConfig:
-    found = GAMES.get(game)
+async def game_of(svc: Services, game: str) -> GameConfig:
+    found = (await games_in_force(svc)).get(game)
     if found is None:
         raise ApiError(404, "unknown_game", f"no game {game!r}")
     return found
 
 
-def position_out(p: Any) -> PositionOut:
-    g = GAMES[p.game]
+def position_out(p: Any, games: dict[str, GameConfig]) -> PositionOut:
+    g = games[p.game]
     d, money = g.model.price_decimals, ASSETS[g.asset].decimals
     done = p.status != "open"
     return PositionOut(
@@ -230,8 +237,10 @@ class ChartgameController(Controller):
         """Every game's configuration: the model parameters, limits, the fee (the house edge) and
         the return to player by simulation."""
         out = []
-        estimates = await rtp_estimates(services(request))
-        for g in GAMES.values():
+        svc = services(request)
+        in_force = await games_in_force(svc)
+        estimates = await rtp_estimates(svc, in_force)
+        for g in in_force.values():
             money = ASSETS[g.asset].decimals
             rtp = estimates[g.game]
             out.append(
@@ -265,7 +274,7 @@ class ChartgameController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
     ) -> RoundsOut:
         """Rounds newest first (the current one, then history); pass `nextCursor` back as `cursor`."""
-        game_of(game)
+        await game_of(services(request), game)
         r = chart_rounds.c
         q = select(chart_rounds).where(r.game == game)
         if status:
@@ -296,7 +305,7 @@ class ChartgameController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=CANDLES_LIMIT_MAX)] = 500,
     ) -> CandlesOut:
         """The round's candles in order; pass `nextCursor` back as `cursor` for the next page."""
-        g = game_of(game)
+        g = await game_of(services(request), game)
         c = chart_candles.c
         after = decode_cursor(cursor)
         q = select(chart_candles).where(c.game == game, c.round_no == round_no)
@@ -329,7 +338,7 @@ class ChartgameController(Controller):
     ) -> dict[str, Any]:
         """Every input of a settled round and its candles: save it and run
         `tools/verify_round.py` on it (docs/fairness.md)."""
-        g = game_of(game)
+        g = await game_of(services(request), game)
         row = await _round_row(request, game, round_no)
         if row.status != "settled" or row.seed is None:
             raise ApiError(409, "round_not_settled", "the seed is revealed when the round settles")
@@ -342,7 +351,7 @@ class ChartgameController(Controller):
         self, request: Request[Any, Any, Any], game: GameId, round_no: RoundNo
     ) -> list[LeaderOut]:
         """The round's players by result (payout - stake - fee), best first."""
-        g = game_of(game)
+        g = await game_of(services(request), game)
         money = ASSETS[g.asset].decimals
         p = chart_positions.c
         async with services(request).db.connect() as conn:
@@ -388,8 +397,9 @@ class ChartgameController(Controller):
             rows = (await conn.execute(q.order_by(p.position_id.desc()).limit(limit + 1))).all()
         more = len(rows) > limit
         rows = rows[:limit]
+        in_force = await games_in_force(services(request))
         return PositionsOut(
-            positions=[position_out(r) for r in rows],
+            positions=[position_out(r, in_force) for r in rows],
             next_cursor=encode_cursor(rows[-1].position_id if more and rows else None),
         )
 
@@ -414,24 +424,27 @@ class ChartgameController(Controller):
 
 async def open_chart_position(svc: Services, user_id: str, data: PositionOpen, cid: str) -> PositionOut:
     """Validate and submit an open (HTTP and the WebSocket OPEN_POSITION with a `game`)."""
-    g = game_of(data.game)
+    in_force = await games_in_force(svc)
+    g = in_force.get(data.game)
+    if g is None:
+        raise ApiError(404, "unknown_game", f"no game {data.game!r}")
     stake = parse_money(svc.asset(g.asset), data.stake, "stake")
     result = await svc.execute(
         ChartOpenPosition(
             command_id=cid, owner=user_id, game=g.game, side=data.side, stake=stake, leverage=data.leverage
         )
     )
-    return position_out(result_data(result, ChartPositionView))
+    return position_out(result_data(result, ChartPositionView), in_force)
 
 
 async def close_chart_position(svc: Services, user_id: str, position_id: int, cid: str) -> PositionOut:
     """Submit a close (HTTP and the WebSocket CLOSE_POSITION with a `positionId`)."""
     result = await svc.execute(ChartClosePosition(command_id=cid, owner=user_id, position_id=position_id))
-    return position_out(result_data(result, ChartPositionView))
+    return position_out(result_data(result, ChartPositionView), await games_in_force(svc))
 
 
 async def _round_row(request: Request[Any, Any, Any], game: str, round_no: int) -> Any:
-    game_of(game)
+    await game_of(services(request), game)
     async with services(request).db.connect() as conn:
         row = (
             await conn.execute(

@@ -24,8 +24,8 @@ from cashmarkets.api.schemas import Response as ResponseBody
 from cashmarkets.api.security import AuthUser, current_user
 from cashmarkets.api.services import Services, command_id, result_data, services
 from cashmarkets.core.money import AmountError, format_amount, parse_amount
+from cashmarkets.core.products.leverage import PRODUCT as LEVERAGE
 from cashmarkets.core.products.leverage import (
-    DEFAULT_MARKETS,
     ClosePosition,
     LeverageConfig,
     MarketConfig,
@@ -36,13 +36,12 @@ from cashmarkets.core.products.leverage import (
 from cashmarkets.store import queries
 
 MINOR_PER_CENT = 10_000  # USDC has 6 decimals, cents 2
-MARKETS = {m.symbol: m for m in DEFAULT_MARKETS}
-STALE_AFTER_NS = LeverageConfig().stale_after_ns
 Cents = Annotated[int, Meta(gt=0, le=100_000_000, description="USD cents")]
 
 
 class TradeCreate(RequestBody):
-    asset: Literal["BTC", "ETH", "SOL"]
+    # One of the markets in force (the engine's rules, decision 023): checked in open_trade.
+    asset: Annotated[str, Meta(max_length=16)]
     type: Literal["long", "short"]
     margin: Cents
     leverage: Annotated[int, Meta(ge=1, le=100)]
@@ -133,9 +132,24 @@ def _parse_price(market: MarketConfig, text: str | None, field: str) -> int:
         ) from None
 
 
+async def rules(svc: Services) -> LeverageConfig:
+    """The leverage rules in force: the engine's (from the log), never this module's defaults."""
+    return await svc.balances.rules(LEVERAGE, LeverageConfig)
+
+
+async def markets(svc: Services) -> dict[str, MarketConfig]:
+    return {m.symbol: m for m in (await rules(svc)).markets}
+
+
 async def open_trade(svc: Services, user_id: str, data: TradeCreate, cid: str) -> Trade:
     """Validate and submit an open (HTTP `trade/create` and the WebSocket OPEN_POSITION)."""
-    market = MARKETS[data.asset]
+    in_force = await markets(svc)
+    market = in_force.get(data.asset)
+    if market is None:
+        # Word for word what the schema's fixed list of symbols answered (clients parse it).
+        errors = [{"field": "asset", "message": f"Invalid enum value {data.asset!r}"}]
+        detail = "Validation failed for POST /api/v1/trade/create"
+        raise ApiError(400, "validation_failed", detail, errors=errors)
     if data.leverage > market.max_leverage:
         raise ApiError(400, "bad_leverage", f"1..{market.max_leverage} for {data.asset}")
     cmd = OpenPosition(
@@ -151,7 +165,7 @@ async def open_trade(svc: Services, user_id: str, data: TradeCreate, cid: str) -
         stop_loss=_parse_price(market, data.stop_loss, "stopLoss"),
     )
     result = await svc.execute(cmd)
-    return trade_view(result_data(result, PositionView))
+    return trade_view(result_data(result, PositionView), in_force)
 
 
 async def close_trade(svc: Services, user_id: str, data: TradeClose, cid: str) -> TradeClosed:
@@ -160,15 +174,15 @@ async def close_trade(svc: Services, user_id: str, data: TradeClose, cid: str) -
     closed = result_data(result, PositionClosedView)
     return TradeClosed(
         order_id=closed.position_id,
-        close_price=_price(MARKETS[closed.symbol], closed.exit_price),
+        close_price=_price((await markets(svc))[closed.symbol], closed.exit_price),
         close_reason=closed.reason,
         pnl=closed.pnl // MINOR_PER_CENT,
         payout=closed.payout // MINOR_PER_CENT,
     )
 
 
-def trade_view(p: PositionView) -> Trade:
-    market = MARKETS[p.symbol]
+def trade_view(p: PositionView, in_force: dict[str, MarketConfig]) -> Trade:
+    market = in_force[p.symbol]
     return Trade(
         order_id=p.position_id,
         asset=p.symbol,
@@ -206,8 +220,9 @@ class LeverageController(Controller):
 
     @get("/trades/open", dependencies={"user": current_user})
     async def open_trades(self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser]) -> Trades:
-        positions = await services(request).balances.open_positions(user.id)
-        return Trades(trades=[trade_view(p) for p in positions])
+        svc = services(request)
+        in_force = await markets(svc)
+        return Trades(trades=[trade_view(p, in_force) for p in await svc.balances.open_positions(user.id)])
 
     @get("/trades", dependencies={"user": current_user})
     async def closed_trades(
@@ -220,15 +235,17 @@ class LeverageController(Controller):
     ) -> Trades:
         """Closed trades from the store, newest first (`status=open` is the same as /trades/open)."""
         svc = services(request)
+        in_force = await markets(svc)
         if status == "open":
-            return Trades(trades=[trade_view(p) for p in await svc.balances.open_positions(user.id)])
+            positions = await svc.balances.open_positions(user.id)
+            return Trades(trades=[trade_view(p, in_force) for p in positions])
         rows, next_id = await queries.closed_positions_page(
             svc.db, user.id, before_id=decode_cursor(cursor), limit=limit
         )
         trades = []
         for r in rows:
-            view = trade_view(queries.position_view(r))
-            market = MARKETS[r.symbol]
+            view = trade_view(queries.position_view(r), in_force)
+            market = in_force[r.symbol]
             trades.append(
                 msgspec.structs.replace(
                     view,
@@ -252,7 +269,7 @@ class LeverageController(Controller):
         return UsdBalance(balance=0)
 
     @get("/supportedAssets")
-    async def supported_assets(self) -> SupportedAssets:
+    async def supported_assets(self, request: Request[Any, Any, Any]) -> SupportedAssets:
         return SupportedAssets(
             assets=[
                 AssetInfo(
@@ -262,7 +279,7 @@ class LeverageController(Controller):
                     max_leverage=m.max_leverage,
                     maintenance_margin_bps=m.mmr_bps,
                 )
-                for m in DEFAULT_MARKETS
+                for m in (await rules(services(request))).markets
             ]
         )
 
@@ -271,8 +288,11 @@ class LeverageController(Controller):
         """The latest bid/ask per market (the prices trades execute at)."""
         out = []
         now_ns = time.time_ns()
-        for p in await services(request).balances.prices():
-            market = MARKETS.get(p.symbol)
+        svc = services(request)
+        in_force = await rules(svc)
+        in_markets = {m.symbol: m for m in in_force.markets}
+        for p in await svc.balances.prices():
+            market = in_markets.get(p.symbol)
             if market is not None:
                 out.append(
                     PriceView(
@@ -282,7 +302,7 @@ class LeverageController(Controller):
                         exchange_ts_us=p.exchange_ts_us,
                         update_id=p.update_id,
                         age_ms=max(0, now_ns - p.received_ts_ns) // 1_000_000,
-                        stale=now_ns - p.received_ts_ns > STALE_AFTER_NS,
+                        stale=now_ns - p.received_ts_ns > in_force.stale_after_ns,
                     )
                 )
         return Prices(prices=out)

@@ -17,6 +17,7 @@ UNKNOWN_COMMAND: Final = "unknown_command"
 BAD_COMMAND: Final = "bad_command"
 INTERNAL_ERROR: Final = "internal_error"
 STALE_FENCE: Final = "stale_fence"
+RULES_REFUSED: Final = "rules_refused"
 
 # Ledger stage, in order of precedence: a transfer failing several checks gets the first.
 AMOUNT_MUST_BE_POSITIVE: Final = "amount_must_be_positive"
@@ -85,6 +86,8 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     UNKNOWN_COMMAND: "No handler is registered for this command type.",
     BAD_COMMAND: "The command is malformed (a field out of its allowed range).",
     INTERNAL_ERROR: "A bug: the handler raised. Nothing was changed; the error is counted and logged.",
+    RULES_REFUSED: "A product's rules cannot change here: it is in use and the configuration differs "
+    "from the one in force (docs/decisions/023).",
     STALE_FENCE: "A singleton's command carries a lease token older than one the engine has seen for "
     "its role: a newer holder has taken over (docs/decisions/018).",
     AMOUNT_MUST_BE_POSITIVE: "Amounts are positive integers in minor units.",

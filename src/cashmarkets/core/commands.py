@@ -1,7 +1,7 @@
 """Commands: every state change enters the engine as one of these, in log order.
 
     Command (base: command_id, seq, ts_ns)
-      ├── engine: ClaimFence
+      ├── engine: ClaimFence, SetRules
       ├── ledger: OpenAccount, Deposit, Withdraw, TransferFunds, PlaceHold, PostHold, VoidHold,
       │           LinkedTransfers, RequestWithdrawal, CompleteWithdrawal, RejectWithdrawal
       └── products add their own (each module lists them in its COMMANDS tuple)
@@ -144,4 +144,14 @@ class ClaimFence(Command, tag="claim_fence"):
     token: int
 
 
-ENGINE_COMMANDS: tuple[type[Command], ...] = (ClaimFence,)
+class SetRules(Command, tag="set_rules"):
+    """Pin a product's rules in the log (docs/decisions/023): `config` is the canonical MessagePack
+    of the product's `config_type`, `version` the rules version of the code that wrote it. The
+    first one for a product (its genesis) configures the product while its state is as built."""
+
+    product: str
+    version: int
+    config: bytes
+
+
+ENGINE_COMMANDS: tuple[type[Command], ...] = (ClaimFence, SetRules)

@@ -5,6 +5,7 @@
       ├── products               each registers handlers for its command types and owns a state
       ├── dedup table            command_id -> first result, bounded by count and by age
       ├── fences                 singleton role -> the highest lease token seen (ClaimFence, `fence`)
+      ├── rules                  product -> its rules pinned in the log (SetRules, decision 023)
       └── snapshot/restore       canonical MessagePack; state_hash = sha256 of that encoding
 
 The engine reads no clock and draws no randomness: `seq` and `ts_ns` arrive stamped on each
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import msgspec
 
 from cashmarkets.core import codes, native
-from cashmarkets.core.commands import ENGINE_COMMANDS, ClaimFence, Command
+from cashmarkets.core.commands import ENGINE_COMMANDS, ClaimFence, Command, SetRules
 from cashmarkets.core.dedup import DedupTable
 from cashmarkets.core.events import LEDGER_EVENTS
 from cashmarkets.core.ledger import Ledger, LedgerState
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 SNAPSHOT_FORMAT_VERSION: Final = 1
 DEFAULT_ASSETS: Final = ("USD", "USDC", "BTC", "ETH", "SOL")
 ROLE_LENGTH_MAX: Final = 64
+# The rules version a log without a SetRules for a product ran under: the compiled-in defaults
+# from before rules were pinned in the log (docs/decisions/023).
+IMPLICIT_RULES_VERSION: Final = 1
 
 Result = Accepted | Rejected
 Handler = Callable[[Any], "ResultData | Reject | None"]
@@ -56,8 +60,17 @@ class Product(Protocol):
     commands: tuple[type[Command], ...]
     events: tuple[type, ...]
     results: tuple[type[ResultData], ...]
+    # Its rules (markets, fees, limits): a msgspec Struct type, or None for a product without any.
+    config_type: type[msgspec.Struct] | None
+    # The version of the code that interprets `config`; bumped when a rule's meaning changes.
+    rules_version: int
+    config: Any
 
     def handlers(self) -> dict[type[Command], Handler]: ...
+
+    def configure(self, config: Any) -> None:
+        """Take `config` in place of the one it was built with (its state is as built)."""
+        ...
 
     def snapshot_state(self) -> bytes:
         """Canonical encoding of the product's state (sorted, deterministic)."""
@@ -87,10 +100,22 @@ class _SnapshotBodyV1(msgspec.Struct, array_like=True):
     internal_errors: int
 
 
-class SnapshotBody(_SnapshotBodyV1, array_like=True):
+class _SnapshotBodyV2(_SnapshotBodyV1, array_like=True):
     # Singleton role -> highest lease token seen. An engine that never saw one encodes as
     # `_SnapshotBodyV1`, byte for byte as before fencing, so older logs keep their state hashes.
     fences: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class PinnedRules(msgspec.Struct, array_like=True, gc=False):
+    version: int
+    config: bytes  # canonical MessagePack of the product's config_type
+    seq: int  # the SetRules that pinned them
+
+
+class SnapshotBody(_SnapshotBodyV2, array_like=True):
+    # Product -> its pinned rules. Empty (a log from before SetRules) encodes as the older layouts,
+    # so those logs keep their state hashes.
+    rules: dict[str, PinnedRules] = msgspec.field(default_factory=dict)
 
 
 class Engine:
@@ -105,8 +130,13 @@ class Engine:
         self.ts_ns = 0
         self.internal_errors = 0
         self.fences: dict[str, int] = {}
+        self.rules: dict[str, PinnedRules] = {}
         self.products: dict[str, Any] = {}
-        self._handlers: dict[type[Command], Handler] = {ClaimFence: self._claim_fence}
+        self._handlers: dict[type[Command], Handler] = {
+            ClaimFence: self._claim_fence,
+            SetRules: self._set_rules,
+        }
+        self._built_states: dict[str, bytes] = {}  # each product's state as built: "not in use"
         # Cached: read on every command.
         self._dedup_window_ns = self.config.dedup_window_ns
         self._dedup_entries_max = self.config.dedup_entries_max
@@ -139,6 +169,7 @@ class Engine:
             assert command_type not in self._handlers, f"{command_type} handled twice"
             self._handlers[command_type] = handler
         self.products[product.name] = product
+        self._built_states[product.name] = product.snapshot_state()
         self._codec = None
 
     @property
@@ -173,6 +204,69 @@ class Engine:
         if not 0 < len(cmd.role) <= ROLE_LENGTH_MAX or cmd.token < 1:
             return Reject(codes.BAD_COMMAND, f"a role is 1..{ROLE_LENGTH_MAX} characters; a token is 1+")
         return self.fence(cmd.role, cmd.token)
+
+    # ---- rules (docs/decisions/023) ----------------------------------------------------------------
+
+    def _set_rules(self, cmd: SetRules) -> Reject | None:
+        product = self.products.get(cmd.product)
+        if product is None or product.config_type is None or cmd.version < 1:
+            return Reject(codes.BAD_COMMAND, f"no configurable product {cmd.product!r}, or version < 1")
+        try:
+            config = msgspec.msgpack.decode(cmd.config, type=product.config_type)
+            if config != product.config:
+                type(product)(self, config)  # refuses a configuration it cannot run (by raising)
+        except (msgspec.DecodeError, msgspec.ValidationError, AssertionError, ValueError) as exc:
+            return Reject(codes.BAD_COMMAND, f"{cmd.product} rules: {exc}"[:200])
+        pinned = self.rules.get(cmd.product)
+        if pinned is not None and cmd.version < pinned.version:
+            return Reject(codes.RULES_REFUSED, f"version {cmd.version} < {pinned.version} in force")
+        if config != product.config:
+            if product.snapshot_state() != self._built_states[cmd.product]:
+                # A change to a product in use needs a stated effective point: not built yet.
+                return Reject(codes.RULES_REFUSED, f"{cmd.product} is in use; its rules differ")
+            self._configure(cmd.product, config)
+        self.rules[cmd.product] = PinnedRules(cmd.version, cmd.config, cmd.seq)
+        if pinned is None:
+            self.on_rollback(lambda: self.rules.pop(cmd.product, None))
+        else:
+            self.on_rollback(lambda: self.rules.__setitem__(cmd.product, pinned))
+        return None
+
+    def _configure(self, name: str, config: Any) -> None:
+        product = self.products[name]
+        product.configure(config)
+        # Its handlers may be new objects (spot's C fast path is built from the config).
+        self._handlers.update(product.handlers())
+        self._built_states[name] = product.snapshot_state()
+
+    def genesis_commands(self) -> list[SetRules]:
+        """A SetRules per configurable product with none pinned yet: its configuration and rules
+        version as built. The runtime logs these first on an empty log."""
+        encode = self.codec.encoder.encode
+        return [
+            SetRules(
+                command_id=f"rules:{name}:{p.rules_version}",
+                product=name,
+                version=p.rules_version,
+                config=encode(p.config),
+            )
+            for name, p in sorted(self.products.items())
+            if p.config_type is not None and name not in self.rules
+        ]
+
+    def rules_version_of(self, name: str) -> int:
+        """The rules version the log pins for a product (IMPLICIT_RULES_VERSION when none)."""
+        pinned = self.rules.get(name)
+        return IMPLICIT_RULES_VERSION if pinned is None else pinned.version
+
+    def rules_problems(self) -> list[str]:
+        """Products whose code runs another rules version than the log pins."""
+        return [
+            f"{name} rules: the log has version {self.rules_version_of(name)}, "
+            f"this build runs version {p.rules_version}"
+            for name, p in sorted(self.products.items())
+            if p.config_type is not None and self.rules_version_of(name) != p.rules_version
+        ]
 
     def emit(self, event: Any) -> None:
         # The command's event list: the ledger appends its transfers to the same one.
@@ -262,7 +356,13 @@ class Engine:
             dedup=[DedupEntry(cid, ts, result) for cid, ts, result in self._dedup.entries()],
             internal_errors=self.internal_errors,
         )
-        body = SnapshotBody(**fields, fences=dict(self.fences)) if self.fences else _SnapshotBodyV1(**fields)
+        body: _SnapshotBodyV1
+        if self.rules:
+            body = SnapshotBody(**fields, fences=dict(self.fences), rules=dict(self.rules))
+        elif self.fences:
+            body = _SnapshotBodyV2(**fields, fences=dict(self.fences))
+        else:
+            body = _SnapshotBodyV1(**fields)
         return self.codec.snapshot_encoder.encode(body)
 
     def restore(self, data: bytes) -> None:
@@ -276,7 +376,14 @@ class Engine:
         self.ts_ns = body.ts_ns
         self.internal_errors = body.internal_errors
         self.fences = dict(body.fences)
+        self.rules = dict(body.rules)
         self.ledger.restore(body.ledger)
+        for name, pinned in self.rules.items():
+            # The products' states are read under the rules they were made with.
+            product = self.products[name]
+            config = msgspec.msgpack.decode(pinned.config, type=product.config_type)
+            if config != product.config:
+                self._configure(name, config)
         for name, state in body.products.items():
             self.products[name].restore_state(state)
         self._dedup.load((e.command_id, e.ts_ns, e.result) for e in body.dedup)

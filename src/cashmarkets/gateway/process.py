@@ -52,7 +52,7 @@ async def run_gateway(settings: Settings) -> None:
         build_engine(),
         build_log(settings),
         build_snapshots(settings, migrate=False),
-        RuntimeConfig(snapshots=False),
+        RuntimeConfig(snapshots=False, genesis=False),
         scratch_dir=settings.data_dir,
     )
     registry = TopicRegistry()

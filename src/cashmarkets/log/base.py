@@ -28,6 +28,10 @@ class LogRecord(NamedTuple):
     data: bytes
     # Distributed mode: the API process's channel that waits for this command's result.
     reply_to: str | None = None
+    # The log's own time for this record (ns), when the log keeps one: a Redis entry written by
+    # this version takes it from its entry id (decision 022). None: the command carries its time
+    # (the embedded journal, where the runtime stamps it as it appends, and older Redis entries).
+    log_ts_ns: int | None = None
 
 
 class LogCorrupted(Exception):
@@ -52,3 +56,7 @@ class CommandLog(Protocol):
 
     async def trim_below(self, position: Position) -> int:
         """Drop records strictly older than `position` (only ever below a snapshot); return count."""
+
+    def record_time_ns(self, position: Position) -> int | None:
+        """The log's own time for a record this version appended at `position` (what readers
+        get as `LogRecord.log_ts_ns`), or None when the command carries its own time."""

@@ -1,7 +1,10 @@
 """The distributed command log: a `CommandLog` on one Redis Stream.
 
-Each record is one stream entry with a single field `d` holding the encoded command bytes; the
-entry id Redis assigns (`<ms>-<seq>`, strictly increasing) is the record's position.
+Each record is one stream entry with a field `d` holding the encoded command bytes; the entry id
+Redis assigns (`<ms>-<seq>`, strictly increasing) is the record's position. Entries written by this
+version also carry `t`: the record's time is its entry id's milliseconds (Redis's clock, never
+decreasing within a stream), not whatever the appending host stamped into the command (decision
+022). Entries without `t` (older logs) keep the time inside the command.
 
 Durability
 ----------
@@ -47,6 +50,8 @@ __all__ = ["RedisStreamLog", "RedisUnavailable"]
 
 DATA_FIELD = b"d"
 REPLY_FIELD = b"r"
+# Present (empty) on entries whose time is their entry id's: see the module docstring.
+TIME_FIELD = b"t"
 
 # redis-py 8's default socket (read) timeout, used when a passed-in client does not say.
 _REDIS_PY_DEFAULT_SOCKET_TIMEOUT_S = 5.0
@@ -160,7 +165,7 @@ class RedisStreamLog:
         # uniformly (WRONGTYPE for every command) or be refused at queue time (OOM -> EXECABORT).
         async with self._client.pipeline(transaction=True) as pipe:
             for record in records:
-                fields = {DATA_FIELD: bytes(record)}
+                fields = {DATA_FIELD: bytes(record), TIME_FIELD: b""}
                 if reply_to is not None:
                     fields[REPLY_FIELD] = reply_to.encode()
                 pipe.xadd(self._stream, fields, id="*")  # type: ignore[arg-type]
@@ -222,6 +227,9 @@ class RedisStreamLog:
         trimmed: int = await self._client.xtrim(self._stream, minid=position, approximate=False)
         return trimmed
 
+    def record_time_ns(self, position: Position) -> int | None:
+        return entry_time_ns(position)  # append marks every entry with TIME_FIELD
+
     # -- operations -----------------------------------------------------------------------------
 
     async def durability_warning(self) -> str | None:
@@ -268,7 +276,18 @@ class RedisStreamLog:
                     f"stream {self._stream!r} entry {_text(entry_id)} has no {DATA_FIELD.decode()!r} field"
                 )
             reply = fields.get(REPLY_FIELD)
+            position = _text(entry_id)
             records.append(
-                LogRecord(position=_text(entry_id), data=data, reply_to=reply.decode() if reply else None)
+                LogRecord(
+                    position=position,
+                    data=data,
+                    reply_to=reply.decode() if reply else None,
+                    log_ts_ns=entry_time_ns(position) if TIME_FIELD in fields else None,
+                )
             )
         return records
+
+
+def entry_time_ns(entry_id: str) -> int:
+    """The time Redis gave a stream entry: its id's milliseconds part, in ns."""
+    return int(entry_id.partition("-")[0]) * 1_000_000

@@ -177,3 +177,6 @@ class SqliteJournal:
     async def trim_below(self, position: Position) -> int:
         result: int = await self._run(self._trim_sync, position)
         return result
+
+    def record_time_ns(self, position: Position) -> int | None:
+        return None  # the runtime stamps each command's time into its bytes as it appends

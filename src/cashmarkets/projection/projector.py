@@ -40,7 +40,7 @@ from cashmarkets.ops import dependencies, metrics
 from cashmarkets.ops.backoff import Backoff
 from cashmarkets.products.module import Batch, ProductModule, Projection
 from cashmarkets.products.registry import products as registered
-from cashmarkets.runtime.runner import replay
+from cashmarkets.runtime.runner import replay, stamp_next
 from cashmarkets.store.leases import DEFAULT_TTL_S, Lease, LeaseLost, StaleFence, Term, hold
 from cashmarkets.store.snapshots import SnapshotStore
 from cashmarkets.store.tables import accounts, ledger_transfers, projector_checkpoints, withdrawals
@@ -154,12 +154,7 @@ class Projector:
             routes.update(dict.fromkeys(projection.events(), batch))
         for record in page:
             cmd = decode(record.data)
-            expected = self.engine.seq + 1
-            if cmd.seq == 0:
-                cmd.seq = expected
-            elif cmd.seq != expected:
-                raise LogCorrupted(f"record at {record.position} has seq {cmd.seq}, expected {expected}")
-            cmd.ts_ns = max(cmd.ts_ns, self.engine.ts_ns)
+            stamp_next(cmd, self.engine.seq, self.engine.ts_ns, record)
             _, events = self.engine.apply(cmd)
             ts_ns = cmd.ts_ns
             for event in events:

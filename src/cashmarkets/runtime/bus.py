@@ -11,7 +11,7 @@ applied; the client learns its outcome later from GET /api/v1/commands/{id}.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cashmarkets.core.commands import Command
 from cashmarkets.core.engine import Result
@@ -22,6 +22,8 @@ from cashmarkets.core.products.spot import PRODUCT as SPOT
 from cashmarkets.core.products.spot import OrderView, SpotProduct
 from cashmarkets.core.products.spot.product import order_view
 from cashmarkets.runtime.runner import BadCommandError, Runtime
+
+ConfigT = TypeVar("ConfigT")
 
 # (update id, bids best first, asks best first); levels are (price ticks, lots)
 Depth = tuple[int, list[tuple[int, int]], list[tuple[int, int]]]
@@ -77,6 +79,10 @@ class BalanceView(Protocol):
 
     async def depth(self, market: str, limit: int) -> Depth: ...
 
+    async def rules(self, product: str, config_type: type[ConfigT]) -> ConfigT:
+        """The product's configuration in force: the engine's, from the log (decision 023)."""
+        ...
+
 
 class EngineBalances:
     """Embedded mode reads balances straight from the engine: always current."""
@@ -105,6 +111,11 @@ class EngineBalances:
         product: SpotProduct = self.runtime.engine.products[SPOT]
         found = product.orders.get(order_id)
         return None if found is None else order_view(found)
+
+    async def rules(self, product: str, config_type: type[ConfigT]) -> ConfigT:
+        config = self.runtime.engine.products[product].config
+        assert isinstance(config, config_type), f"{product} rules are a {type(config).__name__}"
+        return config
 
     async def depth(self, market: str, limit: int) -> Depth:
         engine = self.runtime.engine

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import redis.asyncio
@@ -29,7 +28,7 @@ from cashmarkets.core.ledger import Account
 from cashmarkets.core.products.leverage import PositionView, Price, PriceTick, PriceUpdated
 from cashmarkets.core.products.spot import OrderView
 from cashmarkets.log.base import LogRecord
-from cashmarkets.log.redis_streams import RedisStreamLog
+from cashmarkets.log.redis_streams import RedisStreamLog, entry_time_ns
 from cashmarkets.ops import dependencies
 from cashmarkets.ops.backoff import Backoff
 from cashmarkets.ops.dependencies import DependencyUnavailable
@@ -41,6 +40,7 @@ log = structlog.get_logger("cashmarkets.distributed")
 RESULT_KEY: Final = "{}:result:{}"
 RESULT_TTL_S: Final = 24 * 3600
 REPLY_CHANNEL: Final = "cashmarkets:replies:{}"
+ConfigT = TypeVar("ConfigT")
 
 
 def engine_alive_key(stream: str) -> str:
@@ -146,7 +146,8 @@ class RedisBus:
             await asyncio.sleep(ENGINE_HEARTBEAT_S)
 
     async def submit(self, cmd: Command, timeout_s: float) -> Result:
-        cmd.ts_ns = time.time_ns()
+        # No stamp: the engine takes the time from the stream entry id (decision 022).
+        cmd.ts_ns = 0
         command_id = cmd.command_id
         future = self._pending.get(command_id)
         owner = future is None
@@ -161,7 +162,10 @@ class RedisBus:
                     data = self.codec.encoder.encode(cmd)
                 except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as exc:
                     raise BadCommand(f"cannot log command: {exc}") from None
-                await self.log.append([data], reply_to=self.channel)
+                positions = await self.log.append([data], reply_to=self.channel)
+                # For the caller (e.g. a withdrawal's requested time): the log's time, as the
+                # engine will see it (unless an earlier entry's time holds engine time later).
+                cmd.ts_ns = entry_time_ns(positions[0])
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout_s)
             except TimeoutError:
@@ -185,6 +189,26 @@ def prices_key(stream: str) -> str:
 
 
 _PRICE_DECODER = msgspec.msgpack.Decoder(Price)
+
+
+def rules_key(stream: str) -> str:
+    """A hash product -> its configuration in force (MessagePack of its config_type), written by
+    the engine process from its state: what distributed API processes validate against
+    (decision 023), never their own defaults."""
+    return f"{stream}:rules"
+
+
+async def publish_rules(client: redis.asyncio.Redis, stream: str, engine: Any) -> None:
+    """Write every configurable product's configuration in force (the log's, or the implicit
+    genesis's) to `rules_key`. Idempotent: the heartbeat calls it."""
+    encode = engine.codec.encoder.encode
+    mapping = {
+        name: encode(product.config)
+        for name, product in sorted(engine.products.items())
+        if product.config_type is not None
+    }
+    if mapping:
+        await client.hset(rules_key(stream), mapping=mapping)
 
 
 class PricePublisher:
@@ -260,3 +284,9 @@ class SqlBalances:
         raw = await self.client.hgetall(prices_key(self.stream))
         decoded = [_PRICE_DECODER.decode(v) for _, v in sorted(raw.items())]
         return decoded
+
+    async def rules(self, product: str, config_type: type[ConfigT]) -> ConfigT:
+        raw = await self.client.hget(rules_key(self.stream), product)
+        if raw is None:
+            raise DependencyUnavailable("engine", f"the engine has not published the {product} rules yet")
+        return msgspec.msgpack.decode(raw, type=config_type)

@@ -25,7 +25,12 @@ from cashmarkets.ops import dependencies
 from cashmarkets.ops.backoff import Backoff
 from cashmarkets.ops.settings import Settings
 from cashmarkets.products.registry import products as registered
-from cashmarkets.runtime.distributed import ENGINE_HEARTBEAT_S, ResultPublisher, engine_alive_key
+from cashmarkets.runtime.distributed import (
+    ENGINE_HEARTBEAT_S,
+    ResultPublisher,
+    engine_alive_key,
+    publish_rules,
+)
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, watch_feed
 from cashmarkets.runtime.projection_health import start_heartbeat
 from cashmarkets.store import migrate
@@ -132,6 +137,8 @@ async def _heartbeat(client: redis.asyncio.Redis, stream: str, runtime: Any) -> 
     redis_dep = dependencies.watch(dependencies.REDIS)
     while True:
         try:
+            # The rules first: an API process sends commands once it sees the engine alive.
+            await publish_rules(client, stream, runtime.engine)
             await client.set(engine_alive_key(stream), runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5))
         except Exception as exc:
             if dependencies.dependency_down(exc, dependencies.REDIS) is None:
@@ -256,7 +263,7 @@ async def run_chartgame(settings: Settings) -> None:
             build_engine(),
             build_log(settings),
             build_snapshots(settings, migrate=False),
-            RuntimeConfig(snapshots=False),
+            RuntimeConfig(snapshots=False, genesis=False),
             scratch_dir=settings.data_dir,
         )
         await replica.start(follow=ignore_results)

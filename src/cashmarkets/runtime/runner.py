@@ -52,6 +52,9 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     trim_log: bool = False
     # A read-only follower (a gateway's replica) takes no snapshots: the engine process owns them.
     snapshots: bool = True
+    # On an empty log, log each product's rules first (SetRules, decision 023). Replicas and
+    # tools that only read the log turn this off.
+    genesis: bool = True
 
 
 # Follow mode: called with each applied batch (record, stamped command, result), in log order.
@@ -81,6 +84,7 @@ class Runtime:
         config: RuntimeConfig | None = None,
         *,
         scratch_dir: Path,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.engine = engine
         self.log = log_backend
@@ -95,6 +99,8 @@ class Runtime:
         self._writer: asyncio.Task[None] | None = None
         self._snapshotter: asyncio.Task[None] | None = None
         self._last_ts_ns = 0
+        # Embedded mode: engine time is this clock, read as a batch is appended (decision 022).
+        self._clock_ns = clock_ns
         self._failed: BaseException | None = None
         self._snapshot_seq = 0
         self._snapshotting = False
@@ -126,11 +132,28 @@ class Runtime:
         gcpolicy.tune()
         await self.recover(on_replayed=follow)
         gcpolicy.freeze_survivors()
+        empty = self.position is None and self.engine.seq == 0
         if follow is None:
             self._writer = asyncio.create_task(self._write_loop(), name="runtime-writer")
         else:
             self._writer = asyncio.create_task(self._follow_loop(follow), name="runtime-follower")
         self._snapshotter = asyncio.create_task(self._snapshot_loop(), name="runtime-snapshots")
+        if empty and self.config.genesis:
+            await self._log_genesis(follow is not None)
+
+    async def _log_genesis(self, following: bool) -> None:
+        """A new log starts with each product's rules (decision 023). The follower appends them
+        for the tail it reads (API processes may have appended first: a genesis after those
+        still pins rules equal to the ones in force)."""
+        genesis = self.engine.genesis_commands()
+        if not genesis:
+            return
+        if following:
+            await self.log.append([self.codec.encoder.encode(cmd) for cmd in genesis])
+            return
+        for result in await asyncio.gather(*(self.submit(cmd) for cmd in genesis)):
+            if isinstance(result, Rejected):
+                raise RuntimeFailed(f"genesis refused: {result.code} {result.detail}")
 
     async def stop(self, *, snapshot: bool = True) -> None:
         """Drain pending commands, take a last snapshot, close the log."""
@@ -168,6 +191,9 @@ class Runtime:
             # publish them again (callers that gave up find them by command id).
             await on_replayed(replayed)
         self.engine.ledger.check_invariants()
+        for problem in self.engine.rules_problems():
+            # `replay --verify` fails on this; the engine runs on the rules the log pins.
+            log.error("rules version differs from the log's", detail=problem)
         self._last_ts_ns = self.engine.ts_ns
         log.info(
             "recovered",
@@ -235,7 +261,8 @@ class Runtime:
             raise
 
     async def _write_batch(self, batch: list[tuple[Command, asyncio.Future[Result]]]) -> None:
-        ts_ns = max(self._last_ts_ns, time.time_ns())
+        # The submitter's ts_ns is overwritten: time comes from where commands are ordered.
+        ts_ns = max(self._last_ts_ns, self._clock_ns())
         self._last_ts_ns = ts_ns
         seq = self.engine.seq
         encode = self.codec.encoder.encode
@@ -265,12 +292,25 @@ class Runtime:
                     future.set_exception(RuntimeFailed(repr(exc)))
             raise
         metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
-        results, batch_events = self._apply_all([cmd for cmd, _ in batch])
+        cmds = [cmd for cmd, _ in batch]
+        self._log_time(cmds, positions)
+        results, batch_events = self._apply_all(cmds)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
         self.position = positions[-1]
         self._after_batch(batch_events)
+
+    def _log_time(self, cmds: list[Command], positions: list[Position]) -> None:
+        """Where the log keeps its own time (Redis), apply each command at that time, as every
+        replay will (stamp_next), not at the clock read before the append."""
+        previous_ts_ns = self.engine.ts_ns
+        for cmd, position in zip(cmds, positions, strict=True):
+            log_ts_ns = self.log.record_time_ns(position)
+            if log_ts_ns is None:
+                return
+            cmd.ts_ns = previous_ts_ns = max(log_ts_ns, previous_ts_ns)
+        self._last_ts_ns = previous_ts_ns
 
     def _apply_all(self, cmds: list[Command]) -> tuple[list[Result], list[Any]]:
         """Apply a batch in order; count outcomes per command type, time the batch."""
@@ -329,7 +369,7 @@ class Runtime:
                 for record in records:
                     cmd = decode(record.data)
                     # Stamped one by one: each seq and ts_ns follows from the previous command's.
-                    _stamp_next(cmd, self.engine.seq + len(cmds), self._last_ts_ns, record)
+                    stamp_next(cmd, self.engine.seq + len(cmds), self._last_ts_ns, record)
                     self._last_ts_ns = cmd.ts_ns
                     cmds.append(cmd)
                 results, batch_events = self._apply_all(cmds)
@@ -428,16 +468,22 @@ async def _deliver(
 
 def _stamp(cmd: Command, engine: Engine, record: LogRecord) -> None:
     """Give a decoded record its seq and ts_ns, the same way live and in every replay."""
-    _stamp_next(cmd, engine.seq, engine.ts_ns, record)
+    stamp_next(cmd, engine.seq, engine.ts_ns, record)
 
 
-def _stamp_next(cmd: Command, previous_seq: int, previous_ts_ns: int, record: LogRecord) -> None:
+def stamp_next(cmd: Command, previous_seq: int, previous_ts_ns: int, record: LogRecord) -> None:
+    """Stamp a decoded record after (previous_seq, previous_ts_ns): the engine, its replicas and
+    every replay call this, so they all see the same seq and time for each record."""
     expected = previous_seq + 1
     if cmd.seq == 0:
         cmd.seq = expected
     elif cmd.seq != expected:
         raise LogCorrupted(f"record at {record.position} has seq {cmd.seq}, expected {expected}")
-    cmd.ts_ns = max(cmd.ts_ns, previous_ts_ns)
+    # The log's own time when it keeps one (a Redis entry id): what the appending host wrote into
+    # the command is ignored, so one host's fast clock cannot move engine time (decision 022).
+    # Engine time never goes back: a clock step back (or an older entry's time) holds it still.
+    ts_ns = cmd.ts_ns if record.log_ts_ns is None else record.log_ts_ns
+    cmd.ts_ns = max(ts_ns, previous_ts_ns)
 
 
 async def replay(

@@ -60,6 +60,10 @@ class CoinflipProduct:
     commands: tuple[type[Command], ...] = (FlipCoin,)
     events: tuple[type, ...] = (CoinFlipped,)
     results: tuple[type[ResultData], ...] = (FlipView,)
+    # A coin has no rules to pin in the log (decision 023): nothing to configure.
+    config_type = None
+    rules_version = 0
+    config = None
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
@@ -68,6 +72,9 @@ class CoinflipProduct:
 
     def handlers(self) -> dict[type[Command], Handler]:
         return {FlipCoin: self.flip}
+
+    def configure(self, config: Any) -> None:
+        raise AssertionError("the coin flip has no configuration")
 
     def flip(self, cmd: FlipCoin) -> FlipView | Reject:
         if cmd.call not in CALLS:

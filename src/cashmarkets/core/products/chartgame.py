@@ -330,6 +330,9 @@ class ChartgameProduct:
     )
     events: tuple[type, ...] = (CandleMade, RoundChanged, PositionChanged, ChainCommitted)
     results: tuple[type[ResultData], ...] = (ChartPositionView, RoundView)
+    config_type = ChartgameConfig
+    # Bump when the meaning of a rule changes: `replay --verify` then flags older logs (decision 023).
+    rules_version = 1
 
     def __init__(self, engine: Engine, config: ChartgameConfig | None = None) -> None:
         self.engine = engine
@@ -344,6 +347,11 @@ class ChartgameProduct:
     @classmethod
     def factory(cls, config: ChartgameConfig | None = None) -> Any:
         return lambda engine: cls(engine, config)
+
+    def configure(self, config: ChartgameConfig) -> None:
+        """Rebuild as if built with `config` (the engine calls this only while the state is as
+        built, so there is nothing to carry over)."""
+        self.__init__(self.engine, config)  # type: ignore[misc]
 
     def handlers(self) -> dict[type[Command], Handler]:
         return {

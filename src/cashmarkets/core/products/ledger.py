@@ -8,7 +8,7 @@ completed or rejected as one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -63,11 +63,18 @@ class LedgerProduct:
     commands = LEDGER_COMMANDS
     events: tuple[type, ...] = ()
     results: tuple[type[ResultData], ...] = (AccountOpened, TransfersDone, WithdrawalState)
+    # The ledger's own settings (assets, dedup bounds) are EngineConfig's, not product rules.
+    config_type = None
+    rules_version = 0
+    config = None
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.ledger = engine.ledger
         self.withdrawals: dict[int, str] = {}  # pending withdrawal hold id -> owner
+
+    def configure(self, config: Any) -> None:
+        raise TypeError("the ledger has no rules of its own")
 
     def handlers(self) -> dict[type[Command], Handler]:
         return {

@@ -262,6 +262,9 @@ class LeverageProduct:
     commands: tuple[type[Command], ...] = (PriceTick, OpenPosition, ClosePosition)
     events: tuple[type, ...] = (PriceUpdated, PositionOpened, PositionClosed)
     results: tuple[type[ResultData], ...] = (PositionView, PositionClosedView)
+    config_type = LeverageConfig
+    # Bump when the meaning of a rule changes: `replay --verify` then flags older logs (decision 023).
+    rules_version = 1
 
     def __init__(self, engine: Engine, config: LeverageConfig | None = None) -> None:
         self.engine = engine
@@ -277,6 +280,11 @@ class LeverageProduct:
     @classmethod
     def factory(cls, config: LeverageConfig | None = None) -> Any:
         return lambda engine: cls(engine, config)
+
+    def configure(self, config: LeverageConfig) -> None:
+        """Rebuild as if built with `config` (the engine calls this only while the state is as
+        built, so there is nothing to carry over)."""
+        self.__init__(self.engine, config)  # type: ignore[misc]
 
     def handlers(self) -> dict[type[Command], Handler]:
         return {PriceTick: self.price_tick, OpenPosition: self.open, ClosePosition: self.close}

@@ -224,6 +224,9 @@ class SpotProduct:
     commands: tuple[type[Command], ...] = COMMANDS
     events: tuple[type, ...] = EVENTS
     results: tuple[type[ResultData], ...] = RESULTS
+    config_type = SpotConfig
+    # Bump when the meaning of a rule changes: `replay --verify` then flags older logs (decision 023).
+    rules_version = 1
 
     def __init__(self, engine: Engine, config: SpotConfig | None = None) -> None:
         self.engine = engine
@@ -248,6 +251,11 @@ class SpotProduct:
     @classmethod
     def factory(cls, config: SpotConfig | None = None) -> Any:
         return lambda engine: cls(engine, config)
+
+    def configure(self, config: SpotConfig) -> None:
+        """Rebuild as if built with `config` (the engine calls this only while the state is as
+        built, so there is nothing to carry over)."""
+        self.__init__(self.engine, config)  # type: ignore[misc]
 
     def handlers(self) -> dict[type[Command], Handler]:
         fast = self.fast

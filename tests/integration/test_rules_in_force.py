@@ -1,0 +1,86 @@
+"""The API validates against the rules in force (decision 023), never its own defaults: in
+embedded mode the engine's state, in distributed API processes what the engine process publishes
+to Redis from its state."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio
+
+from cashmarkets.bootstrap import build_engine
+from cashmarkets.core.commands import SetRules
+from cashmarkets.core.products.chartgame import ChartgameConfig, GameConfig
+from cashmarkets.core.products.leverage import DEFAULT_MARKETS, LeverageConfig
+from cashmarkets.core.results import Accepted
+from cashmarkets.ops.dependencies import DependencyUnavailable
+from cashmarkets.runtime.distributed import SqlBalances, publish_rules, rules_key
+from tests.integration.api_helpers import bearer, embedded, services_of, signup
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+BTC_ONLY = LeverageConfig(markets=DEFAULT_MARKETS[:1])
+
+
+async def test_embedded_routes_follow_the_engines_leverage_rules(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        assets = (await client.get("/api/v1/supportedAssets")).json()["assets"]
+        assert [a["symbol"] for a in assets] == ["BTC", "ETH", "SOL"]
+        # Pin other rules while the product is as built (the genesis pinned version 1 already).
+        runtime = services_of(client).runtime
+        cmd = SetRules(
+            command_id="rules-btc-only", product="leverage", version=1, config=runtime.codec.encode(BTC_ONLY)
+        )
+        app_loop = runtime._writer.get_loop()
+        result = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runtime.submit(cmd), app_loop))
+        assert isinstance(result, Accepted), result
+        assets = (await client.get("/api/v1/supportedAssets")).json()["assets"]
+        assert [a["symbol"] for a in assets] == ["BTC"]
+        token = (await signup(client, "r@example.com"))["token"]
+        eth = {"asset": "ETH", "type": "long", "margin": 1_000, "leverage": 5}
+        r = await client.post("/api/v1/trade/create", json=eth, headers=bearer(token))
+        assert r.status_code == 400 and r.json()["code"] == "validation_failed"
+        assert r.json()["errors"] == [{"field": "asset", "message": "Invalid enum value 'ETH'"}]
+
+
+@pytest.mark.redis
+async def test_distributed_api_reads_the_rules_the_engine_publishes() -> None:
+    stream = f"cashmarkets:test:rules:{uuid.uuid4().hex}"
+    client: Any = redis.asyncio.Redis.from_url(REDIS_URL)
+    balances = SqlBalances(None, client, stream)
+    try:
+        with pytest.raises(DependencyUnavailable):
+            await balances.rules("leverage", LeverageConfig)  # nothing published: no guessing
+        engine = build_engine()
+        genesis = engine.genesis_commands()
+        for seq, cmd in enumerate(genesis, start=1):
+            if cmd.product == "leverage":
+                cmd.config = msgspec.msgpack.encode(BTC_ONLY)
+            cmd.seq = seq
+            assert isinstance(engine.apply(cmd)[0], Accepted)
+        await publish_rules(client, stream, engine)
+        assert await balances.rules("leverage", LeverageConfig) == BTC_ONLY
+        assert sorted(await client.hkeys(rules_key(stream))) == [b"chartgame", b"leverage", b"spot"]
+    finally:
+        await client.delete(rules_key(stream))
+        await client.aclose()
+
+
+async def test_embedded_chartgame_routes_follow_the_engines_rules(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as client:
+        assert [g["game"] for g in (await client.get("/api/v1/chartgame/games")).json()] == ["btc-30s"]
+        runtime = services_of(client).runtime
+        renamed = ChartgameConfig(games=(GameConfig(game="eth-30s", name="Chart 30 s (ETH)"),))
+        cmd = SetRules(
+            command_id="rules-eth", product="chartgame", version=1, config=runtime.codec.encode(renamed)
+        )
+        app_loop = runtime._writer.get_loop()
+        result = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runtime.submit(cmd), app_loop))
+        assert isinstance(result, Accepted), result
+        assert [g["game"] for g in (await client.get("/api/v1/chartgame/games")).json()] == ["eth-30s"]
+        gone = await client.get("/api/v1/chartgame/games/btc-30s/rounds")
+        assert gone.status_code == 404 and gone.json()["code"] == "unknown_game"
