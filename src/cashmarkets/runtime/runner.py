@@ -313,6 +313,8 @@ class Runtime:
             while True:
                 try:
                     records = await read_blocking(self.position, limit, FOLLOW_BLOCK_MS)
+                    if backoff.attempts:  # back after an outage: nothing lost meanwhile?
+                        await self._check_log_kept()
                 except Exception as exc:
                     # Redis down: wait, then read again after the last applied record (a read
                     # changes nothing, so nothing is applied twice or skipped). Anything else is fatal.
@@ -342,6 +344,19 @@ class Runtime:
             self._failed = exc
             log.error("engine stopped: reading or applying the log failed", error=repr(exc))
             raise
+
+    async def _check_log_kept(self) -> None:
+        """After an outage: Redis must still hold the last record applied. A Redis that came back
+        without its data (no AOF, a failover to a replica that lagged) lost acknowledged commands,
+        and applying whatever is appended next would fork the state: fatal (LogCorrupted)."""
+        has_record = getattr(self.log, "has_record", None)
+        if self.position is None or has_record is None:
+            return
+        if not await has_record(self.position):
+            raise LogCorrupted(
+                f"the command log came back without record {self.position}, the last one applied: "
+                "Redis lost acknowledged commands (restarted without its AOF?)"
+            )
 
     # ---- snapshots ------------------------------------------------------------------------------
 
