@@ -66,6 +66,10 @@ class BadCommandError(ValueError):
     """A command that cannot be encoded into the log; nothing was logged or applied."""
 
 
+class SnapshotStoreDown(Exception):
+    """A snapshot was not saved because the store (PostgreSQL) is down; the next one retries."""
+
+
 class RuntimeFailed(Exception):
     """The log could not be written; the process must restart and recover from the log."""
 
@@ -148,7 +152,10 @@ class Runtime:
                 pass
         if snapshot and self._failed is None and self.engine.seq > self._snapshot_seq:
             # wait=True: a snapshot still being written must not make the last one be skipped
-            await self.take_snapshot(wait=True)
+            try:
+                await self.take_snapshot(wait=True)
+            except SnapshotStoreDown:
+                log.warning("no last snapshot: the store is down; the next start replays more log")
         await self.log.close()
         await self.snapshots.close()
 
@@ -299,7 +306,7 @@ class Runtime:
         for fn in self._subscribers:
             fn(batch_events)
         if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
-            asyncio.get_running_loop().create_task(self.take_snapshot())
+            asyncio.get_running_loop().create_task(self._snapshot_logged())
 
     async def _follow_loop(self, reply: Replier) -> None:
         read_blocking = getattr(self.log, "read_blocking", None)
@@ -364,11 +371,16 @@ class Runtime:
         while True:
             await asyncio.sleep(self.config.snapshot_interval_s)
             if self.engine.seq > self._snapshot_seq and self._failed is None:
-                try:
-                    await self.take_snapshot()
-                except Exception as exc:
-                    if dependencies.dependency_down(exc, dependencies.POSTGRES) is None:  # logged once
-                        log.error("snapshot failed", error=repr(exc))
+                await self._snapshot_logged()
+
+    async def _snapshot_logged(self) -> None:
+        """A snapshot whose failure is logged, not raised: the runtime goes on without it."""
+        try:
+            await self.take_snapshot()
+        except SnapshotStoreDown:
+            pass  # logged once by the dependency watch; the next interval tries again
+        except Exception as exc:
+            log.error("snapshot failed", error=repr(exc))
 
     async def take_snapshot(self, *, wait: bool = False) -> SnapshotRecord | None:
         """Capture the state between two batches, then write it on the store's thread. While one
@@ -414,6 +426,7 @@ class Runtime:
                 and dependencies.dependency_down(exc, dependencies.POSTGRES) == dependencies.POSTGRES
             ):
                 store.down(exc, "saving a snapshot")
+                raise SnapshotStoreDown(repr(exc)) from exc
             raise
         if store is not None:
             store.up()
