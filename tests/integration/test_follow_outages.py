@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -264,3 +265,47 @@ def test_a_process_started_during_an_outage_waits_for_its_dependency(
         assert poller.alive() and "dependency back" in poller.output()
     finally:
         assert poller.stop() == 0, poller.output()
+
+
+def test_a_redis_back_without_its_data_stops_the_engine_with_a_clear_error(
+    tmp_path: Path, own_redis: PrivateRedis
+) -> None:
+    """Waiting cannot fix a log that lost acknowledged commands: the engine exits non-zero
+    rather than apply what comes next on top of a state the log no longer has."""
+    stream = "cashmarkets:test:lost"
+    env = {
+        "CASHMARKETS_REDIS_URL": own_redis.url(),
+        "CASHMARKETS_REDIS_STREAM": stream,
+        "CASHMARKETS_DATA_DIR": str(tmp_path / "data"),
+    }
+    engine = Proc(["engine"], env, tmp_path / "engine.log")
+    try:
+        assert eventually(engine.output, lambda out: "engine running" in out, 60) and engine.alive()
+        asyncio.run(append_deposit(own_redis.url(), stream))
+        client = redis.Redis.from_url(own_redis.url())
+        alive_key = f"{stream}:engine:alive"
+        assert eventually(lambda: client.get(alive_key), lambda v: v == b"1") == b"1", engine.output()
+        client.close()
+        own_redis.kill()
+        for path in own_redis.directory.iterdir():  # the AOF and everything else: gone
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name != "redis.log":
+                path.unlink()
+        own_redis.start()
+        assert engine.proc.wait(timeout=30) != 0
+        assert "lost acknowledged commands" in engine.output(), engine.output()
+    finally:
+        engine.stop()
+
+
+async def append_deposit(url: str, stream: str) -> None:
+    from cashmarkets.core.commands import Deposit
+    from cashmarkets.log.redis_streams import RedisStreamLog
+    from cashmarkets.runtime.bootstrap import build_engine
+
+    log = RedisStreamLog(url, stream)
+    await log.open()
+    deposit = Deposit(command_id="d1", owner="u1", asset="USDC", amount=1)
+    await log.append([build_engine().codec.encoder.encode(deposit)])
+    await log.close()
