@@ -67,8 +67,8 @@ def assert_alive(cluster: Cluster, names: list[str]) -> None:
         assert proc.alive(), f"{name} exited:\n{proc.output()}"
 
 
-def start_gateway(cluster: Cluster, port: int) -> Proc:
-    env = {**cluster.env, "CASHMARKETS_WS_PORT": str(port)}
+def start_gateway(cluster: Cluster, port: int, metrics_port: int) -> Proc:
+    env = {**cluster.env, "CASHMARKETS_WS_PORT": str(port), "CASHMARKETS_METRICS_PORT": str(metrics_port)}
     gateway = cluster.procs["gateway"] = Proc(["gateway"], env, cluster.tmp / "gateway.log")
     deadline = time.monotonic() + 60
     while "gateway running" not in gateway.output():
@@ -99,8 +99,17 @@ def test_a_redis_outage_pauses_engine_projector_and_gateway(
     with distributed_cluster(tmp_path, pg_url, env, poller=True) as cluster:
         http = httpx.Client(base_url=cluster.urls[0], timeout=15)
         h = sign_up(http, "outage@example.com")
-        port = free_port()
-        start_gateway(cluster, port)
+        port, metrics_port = free_port(), free_port()
+        start_gateway(cluster, port, metrics_port)
+
+        def redis_up() -> float | None:
+            """The gateway's cashmarkets_dependency_up{dependency="redis"}."""
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            for line in text.splitlines():
+                if line.startswith('cashmarkets_dependency_up{dependency="redis"}'):
+                    return float(line.split()[-1])
+            return None
+
         token = h["Authorization"].removeprefix("Bearer ")
 
         async def story() -> None:
@@ -117,10 +126,12 @@ def test_a_redis_outage_pauses_engine_projector_and_gateway(
                 await asyncio.to_thread(own_redis.kill)
                 _, interrupted = await until(ws, lambda m: "event" in m)
                 assert interrupted == {"stream": "account", "event": "interrupted", "seq": last_seq}
+                assert await asyncio.to_thread(redis_up) == 0.0
                 await asyncio.sleep(OUTAGE_S)
                 await asyncio.to_thread(own_redis.start)
                 _, resumed = await until(ws, lambda m: "event" in m)
                 assert resumed == {"stream": "account", "event": "resumed", "replayed": True, "seq": last_seq}
+                assert await asyncio.to_thread(redis_up) == 1.0
 
                 # The socket it kept carries on with the next seq, no gap and no repeat.
                 after = await asyncio.to_thread(faucet, http, h, "after")
