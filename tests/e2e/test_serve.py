@@ -39,7 +39,11 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
         assert health.status_code == 200
         assert health.json() == {"status": "ok"}
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).json()
-        assert ready == {"ready": True, "checks": {"store": "ok", "engine": "ok", "projector": "ok"}}
+        assert ready == {
+            "ready": True,
+            "checks": {"store": "ok", "engine": "ok", "projector": "ok"},
+            "projectionLagMs": 0,
+        }
         assert (data_dir / "journal.db").exists() and (data_dir / "store.db").exists()
         # Metrics on their own port, not on the public one (no CASHMARKETS_METRICS_TOKEN: 404).
         scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)

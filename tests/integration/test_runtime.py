@@ -214,3 +214,18 @@ async def test_a_caller_that_stops_waiting_does_not_withdraw_its_command(tmp_pat
     assert runtime.engine.ledger.account("a", "USDC").balance == 13  # type: ignore[union-attr]
     assert isinstance(runtime.engine.result_of("gave-up"), Accepted)
     await runtime.stop()
+
+
+async def test_a_replica_leaves_the_snapshot_takers_scratch_files_alone(tmp_path: Path) -> None:
+    """A gateway or chartgame replica sharing the engine's data directory must not delete the
+    engine's snapshot being written (forksnap); the snapshot taker clears its own leftovers."""
+    leftover = tmp_path / ".snapshot-7-12345.tmp"
+    leftover.write_bytes(b"half a snapshot")
+    replica = make_runtime(tmp_path, snapshots=False)
+    await replica.start()
+    await replica.stop(snapshot=False)
+    assert leftover.exists()
+    taker = make_runtime(tmp_path)
+    await taker.start()
+    await taker.stop()
+    assert not leftover.exists()

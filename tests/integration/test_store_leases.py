@@ -13,6 +13,7 @@ import textwrap
 import time
 
 import pytest
+import redis.exceptions
 from sqlalchemy import select
 
 from cashmarkets.store import migrate
@@ -205,3 +206,25 @@ async def test_hold_cancels_the_body_when_its_term_is_lost_then_holds_again(pg: 
             stop.set()
             runner.cancel()
             await db.dispose()
+
+
+async def test_hold_ends_a_term_whose_dependency_is_down_and_campaigns_again(url: str) -> None:
+    """A body failing because Redis or PostgreSQL is down (the claim, a command) ends its term,
+    not the process: `hold` waits and holds again. Any other error still ends `hold`."""
+    db = create_engine(url)
+    tokens: list[int] = []
+
+    async def body(term: Term) -> None:
+        tokens.append(term.token)
+        if len(tokens) == 1:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+        if len(tokens) == 2:
+            raise ConnectionRefusedError(111, "Connection refused")  # asyncpg, bare
+        raise ValueError("a bug: fatal")
+
+    try:
+        with pytest.raises(ValueError, match="a bug"):
+            await asyncio.wait_for(hold(Lease(db, "role", ttl_s=TTL_S), body), 20)
+        assert tokens == [tokens[0], tokens[0] + 1, tokens[0] + 2]
+    finally:
+        await db.dispose()

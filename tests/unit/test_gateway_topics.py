@@ -143,3 +143,31 @@ def test_depth_snapshot_and_diffs_rebuild_the_book_for_a_late_subscriber() -> No
     sink.frames.pop(0)  # lost
     with pytest.raises(OutOfSync):
         local.on_message(json_of(sink.frames.pop(0))["data"])
+
+
+def test_stream_status_notices_carry_the_last_seq_and_take_no_number() -> None:
+    registry = TopicRegistry()
+    registry.declare(["bookTicker.BTC_USDC", "bookTicker.ETH_USDC"])
+    json_sub, binary_sub, idle = Sink(), Sink(binary=True), Sink()
+    registry.subscribe("bookTicker.BTC_USDC", json_sub)
+    registry.subscribe("bookTicker.BTC_USDC", binary_sub)
+    registry.subscribe("account:u1", idle)  # a private topic with no message yet: seq 0
+    registry.publish("bookTicker.BTC_USDC", {"bid": "1.00"})
+    registry.publish("bookTicker.ETH_USDC", {"bid": "2.00"})  # nobody listens: no notice
+    assert registry.stream_status("interrupted") == 3
+    assert registry.stream_status("resumed") == 3
+    registry.publish("bookTicker.BTC_USDC", {"bid": "3.00"})
+    notices = [json_of(f) for f in json_sub.frames[1:3]]
+    assert notices == [
+        {"stream": "bookTicker.BTC_USDC", "event": "interrupted", "seq": 1},
+        {"stream": "bookTicker.BTC_USDC", "event": "resumed", "replayed": True, "seq": 1},
+    ]
+    assert json_of(json_sub.frames[3])["seq"] == 2  # the next message: no gap, no repeat
+    assert [json_of(f) for f in idle.frames] == [
+        {"stream": "account", "event": "interrupted", "seq": 0},
+        {"stream": "account", "event": "resumed", "replayed": True, "seq": 0},
+    ]
+    version, kind, _ts, sequence = HEADER.unpack_from(binary_sub.frames[2])
+    assert (version, kind, sequence) == (1, MsgType.STREAM_STATUS, 1)
+    payload = msgspec.msgpack.decode(binary_sub.frames[2][HEADER.size :])
+    assert payload == {"stream": "bookTicker.BTC_USDC", "event": "resumed", "replayed": True}

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -53,6 +53,7 @@ from cashmarkets.runtime.bus import EmbeddedBus, EngineBalances
 from cashmarkets.runtime.distributed import RedisBus, SqlBalances, engine_alive_key
 from cashmarkets.runtime.marketmaker import MarketMaker
 from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
+from cashmarkets.runtime.projection_health import ProjectionHealth, beat_reader, local_reader
 from cashmarkets.runtime.singletons import run_chart_role
 from cashmarkets.runtime.supervisor import Child
 from cashmarkets.store import migrate
@@ -192,17 +193,24 @@ def _projector_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _checkpoint_reader(db: Any) -> Callable[[], Awaitable[int]]:
+    """The projector's committed seq, from its checkpoint row (0 before its first batch)."""
+    query = select(projector_checkpoints.c.seq).where(projector_checkpoints.c.name == PROJECTION)
+
+    async def checkpoint_seq() -> int:
+        async with db.connect() as conn:
+            return int((await conn.execute(query)).scalar() or 0)
+
+    return checkpoint_seq
+
+
 async def _watch_lag(db: Any, runtime: Any) -> None:
     """The projector child's lag, for this process's /metrics: engine seq minus its checkpoint."""
+    checkpoint_seq = _checkpoint_reader(db)
     while True:
         try:
-            async with db.connect() as conn:
-                seq = (
-                    await conn.execute(
-                        select(projector_checkpoints.c.seq).where(projector_checkpoints.c.name == PROJECTION)
-                    )
-                ).scalar()
-            metrics.PROJECTOR_LAG.set(max(0, runtime.engine.seq - int(seq or 0)))
+            seq = await checkpoint_seq()
+            metrics.PROJECTOR_LAG.set(max(0, runtime.engine.seq - seq))
         except Exception as exc:  # a busy store: try again next time
             log.debug("projector lag not read", error=repr(exc))
         await asyncio.sleep(LAG_POLL_S)
@@ -261,19 +269,23 @@ def _embedded_lifespan(settings: Settings) -> Any:
         async def engine_ready() -> str:
             return "ok" if runtime.running else "runtime stopped"
 
-        async def projector_ready() -> str:
-            if child is not None:
-                return "ok" if child.alive else "projector restarting"
-            return "ok" if not projector_task.done() else "projector stopped"
+        def projector_alive() -> bool:
+            return child.alive if child is not None else not projector_task.done()
 
+        projection = ProjectionHealth(
+            local_reader(lambda: int(runtime.engine.seq), _checkpoint_reader(db), projector_alive),
+            settings.ready_max_lag_ms,
+        )
+        projection_task = asyncio.create_task(projection.run(), name="projection-health")
         extras: dict[str, Any] = {
             "runtime": runtime,
             "projector": projector,
-            "readiness": {"engine": engine_ready, "projector": projector_ready},
+            "readiness": {"engine": engine_ready, "projector": projection.check},
         }
         services = build_services(settings, db, EmbeddedBus(runtime), EngineBalances(runtime), extras)
         limits = build_limiters(settings)
         _install(app, settings, services, limits)
+        app.state.projection = projection
         registry = TopicRegistry()
         runtime.subscribe(EngineBridge(registry, runtime.engine))
         # Socket commands are charged to the same per-user buckets as HTTP requests.
@@ -310,6 +322,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
                     await feed_task
             if lag_task is not None:
                 lag_task.cancel()
+            projection_task.cancel()
             if child is not None:
                 await child.stop()
             projector_task.cancel()
@@ -318,6 +331,7 @@ def _embedded_lifespan(settings: Settings) -> Any:
             if projector is not None:
                 await projector.log.close()
             await runtime.stop()
+            await services.idempotency.close()
             await db.dispose()
 
     return lifespan
@@ -340,12 +354,22 @@ def _distributed_lifespan(settings: Settings) -> Any:
                 else "no engine heartbeat"
             )
 
-        extras = {"bus": bus, "readiness": {"engine": engine_ready}}
+        async def log_ready() -> str:
+            await bus.client.ping()
+            return "ok"
+
+        projection = ProjectionHealth(
+            beat_reader(bus.client, settings.redis_stream), settings.ready_max_lag_ms
+        )
+        projection_task = asyncio.create_task(projection.run(), name="projection-health")
+        readiness = {"log": log_ready, "engine": engine_ready, "projector": projection.check}
+        extras = {"bus": bus, "readiness": readiness}
         services = build_services(
             settings, db, bus, SqlBalances(db, bus.client, settings.redis_stream), extras
         )
         limits = build_limiters(settings, bus.client)  # in Redis: shared with every api and gateway
         _install(app, settings, services, limits)
+        app.state.projection = projection
         metrics_server = _serve_metrics(settings)
         log.info("serving", mode="distributed", url=settings.base_url)
         try:
@@ -353,7 +377,9 @@ def _distributed_lifespan(settings: Settings) -> Any:
         finally:
             if metrics_server is not None:
                 metrics.stop_port(metrics_server)
+            projection_task.cancel()
             await bus.close()
+            await services.idempotency.close()
             await db.dispose()
 
     return lifespan
@@ -370,6 +396,7 @@ _ERROR_RESPONSES = {
     415: "A body that is not application/json",
     422: "Refused by the engine (e.g. insufficient_funds)",
     429: "Rate limited: see Retry-After",
+    503: "dependency_unavailable: Redis, PostgreSQL or the engine is down; retry after Retry-After",
     504: "The engine did not answer in time; the command may still apply (see commandId)",
 }
 

@@ -3,6 +3,7 @@
     ApiError(status, code, detail)        raised by our handlers for expected failures
     ValidationException (Litestar/msgspec) -> 400 validation_failed, with field errors
     any other HTTPException               -> its status, a code named for it
+    Redis / PostgreSQL / engine down      -> 503 dependency_unavailable + Retry-After (ops/dependencies)
     anything else                         -> 500 internal_error (a bug: logged with the request id)
 
 Every body carries `requestId`, the same id as the `X-Request-Id` response header and the log lines.
@@ -17,6 +18,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from cashmarkets.api.context import request_id_of
+from cashmarkets.ops import dependencies
 
 log = structlog.get_logger("cashmarkets.api")
 
@@ -34,7 +36,7 @@ _CODES_BY_STATUS = {
     422: "unprocessable",
     429: "rate_limited",
     500: "internal_error",
-    503: "unavailable",
+    503: "unavailable",  # (a dependency down is 503 dependency_unavailable, by exception class)
     504: "timeout",
 }
 
@@ -116,8 +118,23 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
 
 
 def on_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    down = dependencies.unavailable(exc)
+    if down is not None:
+        log.warning("dependency unavailable", dependency=down, path=request.url.path, error=repr(exc))
+        return problem(request, **unavailable_problem(down))
     log.exception("unhandled error", path=request.url.path, error=repr(exc))
     return problem(request, 500, "internal_error", "an internal error occurred; quote the request id")
+
+
+def unavailable_problem(dependency: str) -> dict[str, Any]:
+    """The 503 of a request refused because `dependency` is down: retry after Retry-After."""
+    return {
+        "status": 503,
+        "code": dependencies.CODE,
+        "detail": f"{dependency} is unavailable; retry after Retry-After s (same Idempotency-Key)",
+        "headers": {"retry-after": str(dependencies.RETRY_AFTER_S)},
+        "extra": {"dependency": dependency},
+    }
 
 
 def _short(text: str) -> str:

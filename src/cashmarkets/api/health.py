@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 from sqlalchemy import text
 
-from cashmarkets.api.services import services
-from cashmarkets.ops import metrics
+from cashmarkets.ops import dependencies, metrics
+
+# Each readiness check must answer within this (an unreachable Redis or PostgreSQL can take longer
+# to refuse than a load balancer waits for /ready).
+PROBE_TIMEOUT_S: Final = 1.0
 
 
 @get("/health", sync_to_thread=False, tags=["ops"])
@@ -21,21 +26,46 @@ def health() -> dict[str, str]:
 
 @get("/ready", tags=["ops"])
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    """Ready: the store answers and the engine has caught up with the log (503 otherwise)."""
+    """Ready (200) when every dependency a route needs answers: the store; in distributed mode the
+    log (Redis) and the engine's heartbeat; the projector's heartbeat, with the projection at most
+    CASHMARKETS_READY_MAX_LAG_MS behind the engine. Otherwise 503, never 500: each check is run
+    with a PROBE_TIMEOUT_S timeout and any failure is that check's reason in the body."""
     svc = getattr(request.app.state, "services", None)
-    checks: dict[str, Any] = {}
     if svc is None:
         return Response({"ready": False, "checks": {"startup": "in progress"}}, status_code=503)
     try:
-        async with services(request).db.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        checks["store"] = "ok"
-    except Exception as exc:
-        checks["store"] = f"error: {type(exc).__name__}"
-    for name, probe in svc.extras.get("readiness", {}).items():
-        checks[name] = await probe()
+        probes = {"store": _store_probe(svc.db), **svc.extras.get("readiness", {})}
+        names = list(probes)
+        found = await asyncio.gather(*(_checked(probes[name]) for name in names))
+        checks = dict(zip(names, found, strict=True))
+    except Exception as exc:  # never a 500 from the probe of probes
+        checks = {"readiness": f"error: {type(exc).__name__}"}
     ok = all(v == "ok" for v in checks.values())
-    return Response({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+    body: dict[str, Any] = {"ready": ok, "checks": checks}
+    projection = getattr(request.app.state, "projection", None)
+    if projection is not None:
+        body["projectionLagMs"] = projection.lag_ms
+    return Response(body, status_code=200 if ok else 503)
+
+
+def _store_probe(db: Any) -> Callable[[], Awaitable[str]]:
+    async def probe() -> str:
+        async with db.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return "ok"
+
+    return probe
+
+
+async def _checked(probe: Callable[[], Awaitable[str]]) -> str:
+    """A probe's answer, or why it failed: its exception or its timeout."""
+    try:
+        return await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer within {PROBE_TIMEOUT_S} s"
+    except Exception as exc:
+        down = dependencies.unavailable(exc)
+        return f"unavailable: {type(exc).__name__}" if down else f"error: {type(exc).__name__}"
 
 
 @get("/metrics", sync_to_thread=False, tags=["ops"], include_in_schema=False)

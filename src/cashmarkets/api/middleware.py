@@ -252,7 +252,8 @@ async def _idempotent(
         raise
     # The answer is stored before the client sees it: a retry that follows the answer must
     # find it stored, never "still in progress". A 5xx frees the key for a retry instead (the
-    # engine's own command-id dedup still guarantees a single effect).
+    # engine's own command-id dedup still guarantees a single effect). Neither raises: with the
+    # store down, the claim is released in the background once it is back (store/idempotency).
     if status < 500:
         body_out = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
         await store.complete(owner, key, Stored(status, content_type, body_out))
@@ -280,14 +281,20 @@ def edge_middleware(app: ASGIApp) -> ASGIApp:
                 idempotency_key = value.decode("latin-1")
         request_id = incoming if incoming is not None and SANE_REQUEST_ID.match(incoming) else new_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (b"x-request-id", request_id.encode())
+        added = [(b"x-request-id", request_id.encode())]
+        if scope["method"] == "GET" and scope["path"].startswith("/api/"):
+            # Reads are served from the projection (distributed: all of them): say how stale.
+            projection = getattr(scope["app"].state, "projection", None)
+            lag = projection.header() if projection is not None else None
+            if lag is not None:
+                added.append(lag)
         status = 500
 
         async def edge_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         token = REQUEST_ID.set(request_id)

@@ -28,7 +28,7 @@ from cashmarkets.api.ratelimit import RateLimiter, retry_after_ms, take, user_ke
 from cashmarkets.api.services import Services, derive_command_id
 from cashmarkets.core.money import ASSETS, format_amount
 from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError
-from cashmarkets.ops import metrics
+from cashmarkets.ops import dependencies, metrics
 from cashmarkets.store.idempotency import KEY_LENGTH_MAX, valid_key
 
 RATE_LIMITED_HOLD_MIN_S: Final = 0.1
@@ -42,6 +42,23 @@ class SocketCommands:
         self.user_limiter = user_limiter  # the HTTP API's per-user buckets; None: not limited
 
     async def __call__(self, user_id: str, kind: int, payload: dict[str, Any]) -> tuple[MsgType, Any]:
+        try:
+            return await self._serve(user_id, kind, payload)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            # Redis, the store or the engine down: the same answer as HTTP's 503, not "internal".
+            down = dependencies.unavailable(exc)
+            if down is None:
+                raise
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                f"{down} is unavailable; retry (with the same idempotencyKey)",
+                reason=dependencies.CODE,
+                retry_after_ms=dependencies.RETRY_AFTER_S * 1000,
+            ) from None
+
+    async def _serve(self, user_id: str, kind: int, payload: dict[str, Any]) -> tuple[MsgType, Any]:
         if self.user_limiter is not None:
             wait = await take(self.user_limiter, user_key(user_id))
             if wait > 0:

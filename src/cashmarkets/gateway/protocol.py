@@ -47,6 +47,7 @@ class MsgType(enum.IntEnum):
     STREAM_DATA = 0x87  # extension: data of a topic without a type of its own (prices, trades, depth)
     RESULT = 0x88  # extension: the answer to SUBSCRIBE/UNSUBSCRIBE/LIST/GET_BALANCE/OPEN/CLOSE
     ORDER_UPDATE = 0x89  # extension: a spot order changed, or filled (on the private `account`)
+    STREAM_STATUS = 0x8A  # extension: {"stream", "event": "interrupted"|"resumed", "replayed"}
     ERROR = 0xFF
 
 
@@ -62,7 +63,7 @@ class ErrorCode(enum.IntEnum):
     MESSAGE_TOO_LARGE = 7
     UNSUPPORTED_VERSION = 8
     REJECTED = 9  # the engine refused a command; `reason` carries its rejection code
-    UNAVAILABLE = 10  # the engine did not answer in time
+    UNAVAILABLE = 10  # the engine did not answer in time; or reason dependency_unavailable, retryAfterMs
     RATE_LIMITED = 11  # the user's rate limit (shared with HTTP): reason rate_limited, retryAfterMs
 
 
@@ -142,6 +143,11 @@ def json_result(request_id: Any, result: Any) -> bytes:
 
 def json_error(request_id: Any, code: ErrorCode, msg: str, **extra: Any) -> bytes:
     return _JSON.encode({"id": request_id, "error": {"code": int(code), "msg": msg, **extra}})
+
+
+# STREAM_STATUS events: the gateway lost its feed of the command log (Redis down), and got it back.
+STREAM_INTERRUPTED: Final = "interrupted"
+STREAM_RESUMED: Final = "resumed"
 
 
 def json_data(stream: str, seq: int, data_json: bytes) -> bytes:

@@ -855,9 +855,10 @@ _JSON_COMMANDS: Final[dict[str, int]] = {
 
 
 def _reason(exc: ProtocolError) -> dict[str, Any]:
-    """The optional fields of an error reply: `reason`, and `retryAfterMs` when rate limited."""
+    """The optional fields of an error reply: `reason`, and `retryAfterMs` when rate limited or
+    when a dependency is down (UNAVAILABLE, reason dependency_unavailable)."""
     extra: dict[str, Any] = {"reason": exc.reason} if exc.reason else {}
-    if exc.code == ErrorCode.RATE_LIMITED:
+    if exc.code == ErrorCode.RATE_LIMITED or exc.retry_after_ms:
         extra["retryAfterMs"] = exc.retry_after_ms
     return extra
 

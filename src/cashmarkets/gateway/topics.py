@@ -18,7 +18,14 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from cashmarkets.gateway.protocol import ErrorCode, MsgType, ProtocolError, binary_frame, json_data
+from cashmarkets.gateway.protocol import (
+    STREAM_RESUMED,
+    ErrorCode,
+    MsgType,
+    ProtocolError,
+    binary_frame,
+    json_data,
+)
 from cashmarkets.ops import metrics
 
 PRIVATE_TOPICS: Final = frozenset({"account"})
@@ -170,6 +177,30 @@ class TopicRegistry:
         if not topic.binary_subs and not topic.json_subs and key not in self.public:
             del self.topics[key]
         return True
+
+    def stream_status(self, event: str) -> int:
+        """Tell each subscriber of each topic that its stream is interrupted or has resumed
+        (docs/websocket.md, "Stream interruptions"). The notice carries the topic's seq (the last
+        message sent), so a client sees the gap; it is no message of the topic (seq unchanged).
+        After "resumed" the messages missed meanwhile follow (the replica replays the log), hence
+        `replayed`. Returns the number of notices sent."""
+        ts_ms = time.time_ns() // 1_000_000
+        replayed = event == STREAM_RESUMED
+        sent = 0
+        for topic in list(self.topics.values()):
+            for binary, subs in ((False, topic.json_subs), (True, topic.binary_subs)):
+                if not subs:
+                    continue
+                notice: dict[str, Any] = {"stream": topic.stream, "event": event}
+                if replayed:
+                    notice["replayed"] = True
+                if binary:
+                    frame = binary_frame(MsgType.STREAM_STATUS, ts_ms, topic.seq, notice)
+                else:
+                    frame = _JSON.encode({**notice, "seq": topic.seq})
+                for sub in list(subs):
+                    sent += bool(sub.deliver(frame))
+        return sent
 
     def publish(
         self,

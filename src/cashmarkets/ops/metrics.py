@@ -15,6 +15,7 @@ process_open_fds, process_max_fds, ...                            the process (L
 cashmarkets_rate_limited_total{kind}                              counter (429 per IP / user)
 cashmarkets_password_hashing_busy_total                           counter (503: hashing queue full)
 cashmarkets_signin_locked_total                                   counter (429: account locked)
+cashmarkets_dependency_up{dependency}                             gauge, 1/0: redis, postgres reachable
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ PASSWORD_HASHING_BUSY = Counter(
 SIGNIN_LOCKED = Counter(
     "cashmarkets_signin_locked_total",
     "Password sign-ins refused (429) while the account is locked after failures",
+    registry=REGISTRY,
+)
+DEPENDENCY_UP = Gauge(
+    "cashmarkets_dependency_up",
+    "1 while this process reaches the dependency, 0 while it waits for it (ops/dependencies.py)",
+    ["dependency"],
     registry=REGISTRY,
 )
 

@@ -131,8 +131,12 @@ class Settings(msgspec.Struct, kw_only=True):
     faucet_daily_max: str = "USDC=10000,BTC=1,ETH=10,SOL=100"
     request_body_max_bytes: int = 64 * 1024
     command_timeout_s: float = 5.0
-    # An Idempotency-Key whose request never answered (the server died) is free again after this.
-    idempotency_lease_s: float = 30.0
+    # An Idempotency-Key whose request never answered (its API process died) is free again after
+    # this: a running request's process renews its claim every third of it (store/idempotency.py).
+    idempotency_lease_s: float = 3.0
+    # /ready is 503 while the projection (what reads are served from) is further behind the
+    # engine than this (runtime/projection_health.py defines the lag).
+    ready_max_lag_ms: int = 5000
     rate_limit_ip_per_s: float = 100.0
     rate_limit_ip_burst: int = 200
     rate_limit_user_per_s: float = 50.0

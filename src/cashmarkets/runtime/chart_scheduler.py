@@ -49,6 +49,7 @@ from cashmarkets.core.results import Rejected
 from cashmarkets.fairness import drand
 from cashmarkets.fairness.chain import SEED_BYTES, SeedChain
 from cashmarkets.onchain.adapter import ChainAdapter
+from cashmarkets.ops import dependencies
 from cashmarkets.ops.ids import new_id
 from cashmarkets.store.leases import LeaseLost, StaleFence, Term
 
@@ -143,7 +144,12 @@ class ChartScheduler:
             except (asyncio.CancelledError, LeaseLost):
                 raise  # a lost lease ends this scheduler's term at once
             except Exception as exc:  # a failed round must not stop the game
-                log.warning("chart round failed", game=self.game.game, error=repr(exc))
+                if (name := dependencies.dependency_down(exc)) is not None:
+                    # Redis (or the store) down: the round pauses, and goes on from the engine's
+                    # state once commands get through again (docs/decisions/019).
+                    dependencies.watch(name).down(exc, f"running chart game {self.game.game}")
+                else:
+                    log.warning("chart round failed", game=self.game.game, error=repr(exc))
                 await self._sleep_until(self.clock_ms() + 1_000)
             await self._sleep_until(self.clock_ms() + self.gap_ms)
 

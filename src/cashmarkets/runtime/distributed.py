@@ -30,6 +30,9 @@ from cashmarkets.core.products.leverage import PositionView, Price, PriceTick, P
 from cashmarkets.core.products.spot import OrderView
 from cashmarkets.log.base import LogRecord
 from cashmarkets.log.redis_streams import RedisStreamLog
+from cashmarkets.ops import dependencies
+from cashmarkets.ops.backoff import Backoff
+from cashmarkets.ops.dependencies import DependencyUnavailable
 from cashmarkets.runtime.bus import BadCommand, CommandTimeout, Depth
 
 log = structlog.get_logger("cashmarkets.distributed")
@@ -38,6 +41,9 @@ log = structlog.get_logger("cashmarkets.distributed")
 RESULT_KEY: Final = "{}:result:{}"
 RESULT_TTL_S: Final = 24 * 3600
 REPLY_CHANNEL: Final = "cashmarkets:replies:{}"
+# Resubscribing to the reply channel after a lost connection: backoff bounds.
+REPLY_RESUBSCRIBE_INITIAL_S: Final = 0.05
+REPLY_RESUBSCRIBE_CAP_S: Final = 0.5
 
 
 def engine_alive_key(stream: str) -> str:
@@ -85,28 +91,41 @@ class RedisBus:
         self.channel = REPLY_CHANNEL.format(uuid.uuid4().hex)
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        # The engine's heartbeat as last seen (every ENGINE_HEARTBEAT_S): False refuses commands
+        # at once (503) instead of logging them for an engine that is not there to answer (504).
+        # None: unknown (Redis unreachable; the append then fails by itself).
+        self.engine_alive: bool | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.log.open()
         self._listener = asyncio.create_task(self._listen(), name="reply-listener")
+        self._watcher = asyncio.create_task(self._watch_engine(), name="engine-watch")
         await asyncio.wait_for(self._subscribed.wait(), 10)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        for task in (self._listener, self._watcher, self._recovering):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self.log.close()
         await self.client.aclose()
 
     async def _listen(self) -> None:
         decode = self.codec.result_decoder.decode
+        # Short waits: while unsubscribed, replies are lost and their callers wait for a timeout.
+        backoff = Backoff(REPLY_RESUBSCRIBE_INITIAL_S, REPLY_RESUBSCRIBE_CAP_S)
         while True:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 self._subscribed.set()
+                if backoff.attempts:  # resubscribed: replies sent meanwhile were lost
+                    self._recovering = asyncio.create_task(self._look_up_pending())
+                backoff.reset()
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
@@ -117,17 +136,42 @@ class RedisBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a dropped connection: resubscribe; waiters fall back to GET
-                log.warning("reply channel lost; resubscribing", error=repr(exc))
-                await asyncio.sleep(0.2)
+                if backoff.attempts == 0:  # once per outage, not per retry
+                    log.warning("reply channel lost; resubscribing", error=repr(exc))
+                await backoff.sleep()
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
+
+    async def _watch_engine(self) -> None:
+        key = engine_alive_key(self.stream)
+        while True:
+            try:
+                self.engine_alive = bool(await self.client.exists(key))
+            except Exception:  # Redis down: unknown, and commands fail on the append anyway
+                self.engine_alive = None
+            await asyncio.sleep(ENGINE_HEARTBEAT_S)
+
+    async def _look_up_pending(self) -> None:
+        """Resolve the waiters whose reply went out while the channel was lost, from the results
+        kept by command id (the engine SETs a result before it PUBLISHes it)."""
+        for command_id, future in list(self._pending.items()):
+            if future.done():
+                continue
+            try:
+                stored = await self.result_of(command_id)
+            except Exception:  # Redis gone again: the waiters' own timeouts look it up later
+                return
+            if stored is not None and not future.done():
+                future.set_result(stored)
 
     async def submit(self, cmd: Command, timeout_s: float) -> Result:
         cmd.ts_ns = time.time_ns()
         command_id = cmd.command_id
         future = self._pending.get(command_id)
         owner = future is None
+        if owner and self.engine_alive is False:
+            raise DependencyUnavailable("engine", "no engine heartbeat: the command was not logged")
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._pending[command_id] = future
@@ -180,11 +224,21 @@ class PricePublisher:
                 self._task = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
+        backoff = Backoff()
         while self._dirty:
             self._dirty = False
             mapping = {s: msgspec.msgpack.encode(p) for s, p in self.product.prices.items()}
-            if mapping:
+            if not mapping:
+                continue
+            try:
                 await self.client.hset(self.key, mapping=mapping)
+            except Exception as exc:
+                if dependencies.dependency_down(exc, dependencies.REDIS) is None:
+                    raise
+                # Redis down: write the latest prices once it is back (the follow loop logs it).
+                dependencies.watch(dependencies.REDIS).down(exc, "publishing prices")
+                self._dirty = True
+                await backoff.sleep()
 
 
 class SqlBalances:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio
+import sqlalchemy
 import structlog
 
+from cashmarkets.ops import dependencies
+from cashmarkets.ops.backoff import Backoff
 from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bootstrap import (
     build_engine,
@@ -27,6 +31,7 @@ from cashmarkets.runtime.distributed import (
     engine_alive_key,
 )
 from cashmarkets.runtime.pricefeed import LogSink, build_feed, watch_feed
+from cashmarkets.runtime.projection_health import start_heartbeat
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 
@@ -50,10 +55,52 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+async def _reachable(name: str, check: Callable[[], Awaitable[Any]]) -> None:
+    """Until `check()` gets through: a process started during an outage waits for the dependency
+    instead of exiting (a bad URL or a refused password is no outage: that error ends it)."""
+    backoff = Backoff()
+    while True:
+        try:
+            await check()
+        except Exception as exc:
+            if dependencies.dependency_down(exc, name) is None:
+                raise
+            dependencies.watch(name).down(exc, "starting")
+            await backoff.sleep()
+        else:
+            dependencies.watch(name).up()
+            return
+
+
+async def wait_for_dependencies(settings: Settings, *, postgres: bool = True) -> None:
+    """Wait until the configured Redis answers PING and (unless `postgres=False`: the poller
+    needs no store) PostgreSQL SELECT 1. Their `cashmarkets_dependency_up` gauges exist from here."""
+    if settings.redis_url:
+        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=5
+        )
+        try:
+            await _reachable(dependencies.REDIS, client.ping)
+        finally:
+            await client.aclose()
+    if postgres and settings.database_url:
+        db = create_engine(store_url(settings))
+
+        async def select_one() -> None:
+            async with db.connect() as conn:
+                await conn.execute(sqlalchemy.text("SELECT 1"))
+
+        try:
+            await _reachable(dependencies.POSTGRES, select_one)
+        finally:
+            await db.dispose()
+
+
 async def run_engine(settings: Settings) -> None:
     """Recover, then apply the Redis command log in order, publishing every result."""
     if not settings.redis_url:
         raise SystemExit("cashmarkets engine needs CASHMARKETS_REDIS_URL (the command log)")
+    await wait_for_dependencies(settings)
     if settings.database_url:
         await migrate.require_head(store_url(settings))
     stop = _stop_event()
@@ -64,14 +111,7 @@ async def run_engine(settings: Settings) -> None:
     runtime.subscribe(PricePublisher(client, settings.redis_stream, runtime.engine.products["leverage"]))
     await runtime.start(follow=publisher)
 
-    async def heartbeat() -> None:
-        while True:
-            await client.set(
-                engine_alive_key(settings.redis_stream), runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5)
-            )
-            await asyncio.sleep(ENGINE_HEARTBEAT_S)
-
-    beat = asyncio.create_task(heartbeat())
+    beat = asyncio.create_task(_heartbeat(client, settings.redis_stream, runtime))
     log.info("engine running", seq=runtime.engine.seq, stream=settings.redis_stream)
     try:
         while not stop.is_set() and runtime.running:
@@ -81,16 +121,33 @@ async def run_engine(settings: Settings) -> None:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
-        await client.delete(engine_alive_key(settings.redis_stream))
+        with contextlib.suppress(Exception):  # Redis may be down: the key expires by itself
+            await client.delete(engine_alive_key(settings.redis_stream))
         await runtime.stop()
         await client.aclose()
     if not stop.is_set():
         raise SystemExit("engine stopped: the log could not be read or applied (see the log)")
 
 
+async def _heartbeat(client: redis.asyncio.Redis, stream: str, runtime: Any) -> None:
+    """Refresh the engine's alive key (its seq) every ENGINE_HEARTBEAT_S, through Redis outages."""
+    redis_dep = dependencies.watch(dependencies.REDIS)
+    while True:
+        try:
+            await client.set(engine_alive_key(stream), runtime.engine.seq, ex=int(ENGINE_HEARTBEAT_S * 5))
+        except Exception as exc:
+            if dependencies.dependency_down(exc, dependencies.REDIS) is None:
+                raise
+            redis_dep.down(exc, "refreshing the engine heartbeat")
+        else:
+            redis_dep.up()
+        await asyncio.sleep(ENGINE_HEARTBEAT_S)
+
+
 async def run_projector(settings: Settings) -> None:
     """Project engine events into SQL until stopped (resumes exactly after its checkpoint)."""
     url = store_url(settings)
+    await wait_for_dependencies(settings)
     if settings.database_url:
         await migrate.require_head(url)
     else:
@@ -108,6 +165,7 @@ async def run_projector(settings: Settings) -> None:
     serve_metrics(settings)
     await projector.log.open()
     task = asyncio.create_task(projector.run(), name="projector")
+    beat = start_heartbeat(client, settings.redis_stream, projector, engine_seq)
     log.info("projector running")
     try:
         await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -117,6 +175,8 @@ async def run_projector(settings: Settings) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if beat is not None:
+            beat.cancel()
         await projector.log.close()
         await db.dispose()
         if client is not None:
@@ -135,6 +195,7 @@ async def run_poller(settings: Settings) -> None:
     feed = build_feed(settings, sink)
     if feed is None:
         raise SystemExit("cashmarkets poller: CASHMARKETS_PRICE_SOURCE is none, nothing to poll")
+    await wait_for_dependencies(settings, postgres=False)
     stop = _stop_event()
     await command_log.open()
     watch_feed(feed)
@@ -188,6 +249,7 @@ async def run_chartgame(settings: Settings) -> None:
         raise SystemExit("cashmarkets chartgame needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL")
     assert settings.redis_url is not None
     url = store_url(settings)
+    await wait_for_dependencies(settings)
     await migrate.require_head(url)
     stop = _stop_event()
     db = create_engine(url)
@@ -227,6 +289,11 @@ async def _ignore_results(_applied: list[Any]) -> None:
     """A replica answers nobody: the engine process publishes the results."""
 
 
+def _log_stream_status(registry: Any, event: str) -> None:
+    sent = registry.stream_status(event)
+    log.info("subscribers told of the stream", stream_event=event, notices=sent)
+
+
 async def run_gateway(settings: Settings) -> None:
     """Distributed mode: a WebSocket gateway (run several on one port: SO_REUSEPORT). It follows
     the Redis command log with its own engine replica (newest snapshot + replay, then tailing),
@@ -236,6 +303,7 @@ async def run_gateway(settings: Settings) -> None:
     from cashmarkets.api.security import Sessions
     from cashmarkets.api.ws_commands import SocketCommands
     from cashmarkets.gateway.bridge import EngineBridge
+    from cashmarkets.gateway.protocol import STREAM_INTERRUPTED, STREAM_RESUMED
     from cashmarkets.gateway.server import Gateway, gateway_limits
     from cashmarkets.gateway.topics import TopicRegistry
     from cashmarkets.runtime.bus import EngineBalances
@@ -246,6 +314,7 @@ async def run_gateway(settings: Settings) -> None:
         raise SystemExit("cashmarkets gateway needs CASHMARKETS_DATABASE_URL and CASHMARKETS_REDIS_URL")
     assert settings.redis_url is not None
     url = store_url(settings)
+    await wait_for_dependencies(settings)
     await migrate.require_head(url)
     stop = _stop_event()
     runtime = Runtime(
@@ -257,6 +326,11 @@ async def run_gateway(settings: Settings) -> None:
     )
     registry = TopicRegistry()
     runtime.subscribe(EngineBridge(registry, runtime.engine))
+    # Redis down: the replica stops hearing the log. The sockets stay open and every subscription
+    # is told (then told again when it resumes, and the missed messages follow with their seqs).
+    dependencies.watch(dependencies.REDIS).listeners.append(
+        lambda up: _log_stream_status(registry, STREAM_RESUMED if up else STREAM_INTERRUPTED)
+    )
     await runtime.start(follow=_ignore_results)
     db = create_engine(url)
     bus = RedisBus(settings.redis_url, settings.redis_stream, runtime.engine.codec)

@@ -26,7 +26,8 @@ from cashmarkets.core.commands import COMMAND_ID_LENGTH_MAX, Command
 from cashmarkets.core.engine import Engine, Result, snapshot_hash
 from cashmarkets.core.results import Rejected
 from cashmarkets.log.base import APPEND_BATCH_RECORDS_MAX, CommandLog, LogCorrupted, LogRecord, Position
-from cashmarkets.ops import gcpolicy, metrics
+from cashmarkets.ops import dependencies, gcpolicy, metrics
+from cashmarkets.ops.backoff import Backoff
 from cashmarkets.runtime import forksnap
 from cashmarkets.store.snapshots import SnapshotRecord, SnapshotStore
 
@@ -63,6 +64,10 @@ class Overloaded(Exception):
 
 class BadCommandError(ValueError):
     """A command that cannot be encoded into the log; nothing was logged or applied."""
+
+
+class SnapshotStoreDown(Exception):
+    """A snapshot was not saved because the store (PostgreSQL) is down; the next one retries."""
 
 
 class RuntimeFailed(Exception):
@@ -118,7 +123,10 @@ class Runtime:
             log.warning("command log durability", detail=message)
         await self.snapshots.open()
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
-        forksnap.remove_leftovers(self.scratch_dir)
+        if self.config.snapshots:
+            # Only the snapshot taker cleans up: a replica (gateway, chartgame) sharing the data
+            # directory must not delete the engine process's snapshot being written.
+            forksnap.remove_leftovers(self.scratch_dir)
         gcpolicy.tune()
         await self.recover(on_replayed=follow)
         gcpolicy.freeze_survivors()
@@ -144,7 +152,10 @@ class Runtime:
                 pass
         if snapshot and self._failed is None and self.engine.seq > self._snapshot_seq:
             # wait=True: a snapshot still being written must not make the last one be skipped
-            await self.take_snapshot(wait=True)
+            try:
+                await self.take_snapshot(wait=True)
+            except SnapshotStoreDown:
+                log.warning("no last snapshot: the store is down; the next start replays more log")
         await self.log.close()
         await self.snapshots.close()
 
@@ -295,7 +306,7 @@ class Runtime:
         for fn in self._subscribers:
             fn(batch_events)
         if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
-            asyncio.get_running_loop().create_task(self.take_snapshot())
+            asyncio.get_running_loop().create_task(self._snapshot_logged())
 
     async def _follow_loop(self, reply: Replier) -> None:
         read_blocking = getattr(self.log, "read_blocking", None)
@@ -303,9 +314,24 @@ class Runtime:
             raise TypeError(f"{type(self.log).__name__} cannot be tailed; follow mode needs the Redis log")
         decode = self.codec.command_decoder.decode
         limit = min(self.config.batch_records_max, APPEND_BATCH_RECORDS_MAX)
+        redis_dep = dependencies.watch(dependencies.REDIS)
+        backoff = Backoff()
         try:
             while True:
-                records = await read_blocking(self.position, limit, FOLLOW_BLOCK_MS)
+                try:
+                    records = await read_blocking(self.position, limit, FOLLOW_BLOCK_MS)
+                    if backoff.attempts:  # back after an outage: nothing lost meanwhile?
+                        await self._check_log_kept()
+                except Exception as exc:
+                    # Redis down: wait, then read again after the last applied record (a read
+                    # changes nothing, so nothing is applied twice or skipped). Anything else is fatal.
+                    if dependencies.dependency_down(exc, dependencies.REDIS) is None:
+                        raise
+                    redis_dep.down(exc, "tailing the command log")
+                    await backoff.sleep()
+                    continue
+                redis_dep.up()
+                backoff.reset()
                 if not records:
                     continue
                 cmds: list[Command] = []
@@ -317,7 +343,7 @@ class Runtime:
                     cmds.append(cmd)
                 results, batch_events = self._apply_all(cmds)
                 self.position = records[-1].position
-                await reply(list(zip(records, cmds, results, strict=True)))
+                await _deliver(reply, list(zip(records, cmds, results, strict=True)), redis_dep)
                 self._after_batch(batch_events)
         except asyncio.CancelledError:
             raise
@@ -326,16 +352,35 @@ class Runtime:
             log.error("engine stopped: reading or applying the log failed", error=repr(exc))
             raise
 
+    async def _check_log_kept(self) -> None:
+        """After an outage: Redis must still hold the last record applied. A Redis that came back
+        without its data (no AOF, a failover to a replica that lagged) lost acknowledged commands,
+        and applying whatever is appended next would fork the state: fatal (LogCorrupted)."""
+        has_record = getattr(self.log, "has_record", None)
+        if self.position is None or has_record is None:
+            return
+        if not await has_record(self.position):
+            raise LogCorrupted(
+                f"the command log came back without record {self.position}, the last one applied: "
+                "Redis lost acknowledged commands (restarted without its AOF?)"
+            )
+
     # ---- snapshots ------------------------------------------------------------------------------
 
     async def _snapshot_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.snapshot_interval_s)
             if self.engine.seq > self._snapshot_seq and self._failed is None:
-                try:
-                    await self.take_snapshot()
-                except Exception as exc:
-                    log.error("snapshot failed", error=repr(exc))
+                await self._snapshot_logged()
+
+    async def _snapshot_logged(self) -> None:
+        """A snapshot whose failure is logged, not raised: the runtime goes on without it."""
+        try:
+            await self.take_snapshot()
+        except SnapshotStoreDown:
+            pass  # logged once by the dependency watch; the next interval tries again
+        except Exception as exc:
+            log.error("snapshot failed", error=repr(exc))
 
     async def take_snapshot(self, *, wait: bool = False) -> SnapshotRecord | None:
         """Capture the state between two batches, then write it on the store's thread. While one
@@ -357,7 +402,7 @@ class Runtime:
         # seq, position and the state are one consistent cut: no await until the capture began
         # (inline: the bytes exist; fork: the child holds a copy-on-write image of this instant).
         seq, position, ts_ns = self.engine.seq, self.position, self.engine.ts_ns
-        previous = self._snapshot_position
+        previous, previous_seq = self._snapshot_position, self._snapshot_seq
         self._snapshot_seq = seq
         if self.config.snapshot_fork:
             data = await forksnap.capture(self.engine.snapshot, self.scratch_dir, str(seq))
@@ -368,12 +413,45 @@ class Runtime:
         )
         # What survived until now is long-lived state: keep the collector from walking it again.
         gcpolicy.freeze_survivors()
-        await self.snapshots.save(record)
+        on_postgres = str(getattr(self.snapshots, "url", "")).startswith("postgresql")
+        store = dependencies.watch(dependencies.POSTGRES) if on_postgres else None
+        try:
+            await self.snapshots.save(record)
+        except Exception as exc:
+            # Not saved: the next interval tries again. Only the store's own errors count as the
+            # store being down (a failed fork or scratch file is the engine's problem, not PostgreSQL's).
+            self._snapshot_seq = previous_seq
+            if (
+                store is not None
+                and dependencies.dependency_down(exc, dependencies.POSTGRES) == dependencies.POSTGRES
+            ):
+                store.down(exc, "saving a snapshot")
+                raise SnapshotStoreDown(repr(exc)) from exc
+            raise
+        if store is not None:
+            store.up()
         self._snapshot_position = record.position
         self.stats["snapshots"] += 1
         if self.config.trim_log and previous is not None:
             await self.log.trim_below(previous)
         return record
+
+
+async def _deliver(
+    reply: Replier, applied: list[tuple[LogRecord, Command, Result]], redis_dep: dependencies.Dependency
+) -> None:
+    """Hand an applied batch to `reply` (publish its results), retrying while Redis is down: the
+    batch is applied once, its results are published once Redis is back."""
+    backoff = Backoff()
+    while True:
+        try:
+            await reply(applied)
+            return
+        except Exception as exc:
+            if dependencies.dependency_down(exc, dependencies.REDIS) is None:
+                raise
+            redis_dep.down(exc, "publishing results")
+            await backoff.sleep()
 
 
 def _stamp(cmd: Command, engine: Engine, record: LogRecord) -> None:

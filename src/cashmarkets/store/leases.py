@@ -33,6 +33,8 @@ from sqlalchemy import BigInteger, case, cast, extract, func, literal, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cashmarkets.ops import dependencies
+from cashmarkets.ops.backoff import Backoff
 from cashmarkets.ops.ids import new_id
 from cashmarkets.store.tables import leases
 
@@ -113,8 +115,15 @@ class Lease:
             try:
                 term = await self._try(floor)
             except Exception as exc:  # the store is down or restarting: keep trying
-                log.warning("lease store unavailable", role=self.role, error=repr(exc))
+                # asyncpg's connect raises bare OSErrors: from here, those are the store's.
+                if (name := dependencies.dependency_down(exc, dependencies.POSTGRES)) is not None:
+                    dependencies.watch(name).down(exc, f"campaigning for the {self.role} lease")
+                else:
+                    log.warning("lease store unavailable", role=self.role, error=repr(exc))
                 term = None
+            else:
+                if not self._sqlite:
+                    dependencies.watch(dependencies.POSTGRES).up()
             if term is not None:
                 log.info("lease acquired", role=self.role, token=term.token, holder=self.holder)
                 return term
@@ -216,7 +225,12 @@ class Lease:
                 async with asyncio.timeout(max(0.01, term._deadline - sent)):
                     ours = await self._renew(term)
             except Exception as exc:
-                log.warning("lease not renewed; retrying", role=self.role, token=term.token, error=repr(exc))
+                if (name := dependencies.dependency_down(exc, dependencies.POSTGRES)) is not None:
+                    dependencies.watch(name).down(exc, f"renewing the {self.role} lease")
+                else:
+                    log.warning(
+                        "lease not renewed; retrying", role=self.role, token=term.token, error=repr(exc)
+                    )
                 next_renew = time.monotonic() + min(self.renew_s, 0.2)
                 continue
             if not ours:
@@ -274,7 +288,9 @@ async def hold(
 ) -> None:
     """Run `body(term)` for every term of `lease` until `stop` is set or `body` returns: wait for
     the lease, run, and when the term is lost cancel the body at once, then wait again. A body that
-    raises LeaseLost (e.g. StaleFence) ends its term; any other error ends `hold` with it."""
+    raises LeaseLost (e.g. StaleFence), or fails because Redis or PostgreSQL is down, ends its
+    term; any other error ends `hold` with it."""
+    backoff = Backoff()
     while stop is None or not stop.is_set():
         term = await lease.acquire(stop, floor)
         if term is None:
@@ -300,5 +316,11 @@ async def hold(
             return
         if isinstance(error, LeaseLost):
             log.warning("term ended", role=lease.role, token=term.token, why=str(error))
+            continue
+        if (name := dependencies.dependency_down(error, dependencies.POSTGRES)) is not None:
+            # Redis or PostgreSQL down mid-term (the claim, a command): not a reason to exit.
+            # Stop acting (done: the term is released), wait, then campaign again.
+            log.warning("term ended: dependency down", role=lease.role, dependency=name, error=repr(error))
+            await backoff.sleep()
             continue
         raise error

@@ -41,7 +41,8 @@ from cashmarkets.core.products.chartgame import CandleMade, ChainCommitted, Posi
 from cashmarkets.core.products.leverage import PositionClosed, PositionOpened
 from cashmarkets.core.products.spot import SpotOrderUpdated, SpotTrade
 from cashmarkets.log.base import CommandLog, LogCorrupted, Position
-from cashmarkets.ops import metrics
+from cashmarkets.ops import dependencies, metrics
+from cashmarkets.ops.backoff import Backoff
 from cashmarkets.runtime.runner import replay
 from cashmarkets.store.chart_projection import ChartBatch
 from cashmarkets.store.leases import DEFAULT_TTL_S, Lease, LeaseLost, StaleFence, Term, hold
@@ -108,6 +109,7 @@ class Projector:
         self.lease_ttl_s = lease_ttl_s
         # The lease term this projector writes under; None: unfenced (token 0, tests and tools).
         self.term: Term | None = None
+        self._down: set[str] = set()  # dependencies this projector is waiting for
 
     @property
     def seq(self) -> int:
@@ -391,22 +393,30 @@ class Projector:
         return int(seen or 0) + 1
 
     async def _run(self) -> None:
-        await self.restore()
+        # Redis errors are always redis-py's own; a bare OSError or TimeoutError comes from
+        # asyncpg (connecting to PostgreSQL), hence the POSTGRES default below.
+        await self._restore_when_reachable()
+        backoff = Backoff()
         while True:
             try:
                 projected = await self.step()
             except (asyncio.CancelledError, LogCorrupted, LeaseLost):
                 raise
             except Exception as exc:
-                # The replica may be ahead of what committed: rebuild it from the checkpoint.
-                log.error("projector batch failed; restoring from the checkpoint", error=repr(exc))
-                await asyncio.sleep(RETRY_DELAY_S)
-                await self.restore()
+                if (name := dependencies.dependency_down(exc, dependencies.POSTGRES)) is not None:
+                    # Redis or PostgreSQL down: wait and go on from the checkpoint (a lost lease
+                    # meanwhile cancels this term; hold() campaigns again once the store is back).
+                    self._waiting(name, exc, "projecting a batch")
+                    await backoff.sleep()
+                else:
+                    log.error("projector batch failed; restoring from the checkpoint", error=repr(exc))
+                    await asyncio.sleep(RETRY_DELAY_S)
+                if self.engine.seq != self.committed_seq:  # the replica is ahead of what committed
+                    await self._restore_when_reachable()
                 continue
-            if self.head_seq is not None:
-                head = await self.head_seq()
-                if head is not None:
-                    metrics.PROJECTOR_LAG.set(max(0, head - self.seq))
+            backoff.reset()
+            self._recovered()
+            await self._report_lag()
             if 0 < projected < self.batch_records:
                 await asyncio.sleep(COALESCE_S)
             elif projected == 0:
@@ -415,3 +425,39 @@ class Projector:
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
                 except TimeoutError:
                     pass
+
+    async def _restore_when_reachable(self) -> None:
+        """Restore from the checkpoint, waiting out Redis or PostgreSQL outages (a half-done
+        restore is started over: the replica is rebuilt from scratch each time)."""
+        backoff = Backoff()
+        while True:
+            try:
+                await self.restore()
+                return
+            except Exception as exc:
+                name = dependencies.dependency_down(exc, dependencies.POSTGRES)
+                if name is None:
+                    raise  # a corrupted log, a checkpoint past the log's end: fatal
+                self._waiting(name, exc, "restoring from the checkpoint")
+                await backoff.sleep()
+
+    def _waiting(self, name: str, exc: BaseException, doing: str) -> None:
+        self._down.add(name)
+        dependencies.watch(name).down(exc, doing)
+
+    def _recovered(self) -> None:
+        for name in self._down:
+            dependencies.watch(name).up()
+        self._down.clear()
+
+    async def _report_lag(self) -> None:
+        if self.head_seq is None:
+            return
+        try:
+            head = await self.head_seq()
+        except Exception as exc:
+            if dependencies.dependency_down(exc, dependencies.REDIS) is None:
+                raise
+            return  # the engine's heartbeat is in Redis: no lag figure while it is down
+        if head is not None:
+            metrics.PROJECTOR_LAG.set(max(0, head - self.seq))

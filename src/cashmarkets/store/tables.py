@@ -130,6 +130,10 @@ idempotency_keys = Table(
     Column("content_type", String(64), nullable=True),
     Column("response_body", LargeBinary, nullable=True),
     Column("created_at_ns", BigInteger, nullable=False),
+    # While in flight: which request holds the claim ("<process id>:<n>") and until when; the
+    # holding process renews it while the request runs, so a dead process frees it in seconds.
+    Column("claimant", String(64), nullable=True),
+    Column("lease_until_ns", BigInteger, nullable=True),
     Index(None, "created_at_ns"),
 )
 
