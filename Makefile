@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # so three workers on two cores finish well before one (every test has its own database/stream).
 PYTEST_WORKERS ?= 3
 
-.PHONY: run test unit lint typecheck services pytest pytest-pure fuzz bench-smoke clean native native-required
+.PHONY: run test unit lint typecheck services pytest pytest-pure chaos fuzz bench-smoke clean native native-required
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP) native
 	$(BIN)/cashmarkets serve
 
-test: $(STAMP) native-required lint typecheck services pytest pytest-pure fuzz bench-smoke
+test: $(STAMP) native-required lint typecheck services pytest pytest-pure chaos fuzz bench-smoke
 
 # The pure core and the other unit tests, without the slow ones: the fast loop while coding.
 unit: $(STAMP) native
@@ -45,7 +45,7 @@ services:
 
 # pytest exits 5 when it collected no test: for us that is a broken suite, never a pass.
 pytest: $(STAMP) native-required
-	@$(BIN)/pytest -m "not fuzz" -n $(PYTEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/pytest -m "not fuzz and not chaos" -n $(PYTEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # The spot and engine suites again with the C hot paths off (CASHMARKETS_NATIVE=0): the Python
@@ -59,6 +59,13 @@ PURE_TESTS := tests/unit/test_native_setting.py tests/unit/test_engine.py tests/
 pytest-pure: $(STAMP) services
 	@CASHMARKETS_NATIVE=0 $(BIN)/pytest -q -m "not fuzz" -n $(PYTEST_WORKERS) --dist worksteal $(PURE_TESTS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest-pure collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# The chaos test (tests/e2e/test_chaos.py): distributed mode on a private Redis and PostgreSQL,
+# each dependency and each process killed once under load; alone, so its recovery times are the
+# deployment's. Prints the table of recovery times and writes test-output/chaos.json.
+chaos: $(STAMP) native-required services
+	@$(BIN)/pytest -m chaos $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "the chaos stage collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # The fuzz stage, bounded in time: Schemathesis over every HTTP operation, the socket fuzzer,
 # and 40,000-deep payloads to every decoder of a real server (docs/security.md).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -66,8 +67,8 @@ def assert_alive(cluster: Cluster, names: list[str]) -> None:
         assert proc.alive(), f"{name} exited:\n{proc.output()}"
 
 
-def start_gateway(cluster: Cluster, port: int) -> Proc:
-    env = {**cluster.env, "CASHMARKETS_WS_PORT": str(port)}
+def start_gateway(cluster: Cluster, port: int, metrics_port: int) -> Proc:
+    env = {**cluster.env, "CASHMARKETS_WS_PORT": str(port), "CASHMARKETS_METRICS_PORT": str(metrics_port)}
     gateway = cluster.procs["gateway"] = Proc(["gateway"], env, cluster.tmp / "gateway.log")
     deadline = time.monotonic() + 60
     while "gateway running" not in gateway.output():
@@ -98,8 +99,17 @@ def test_a_redis_outage_pauses_engine_projector_and_gateway(
     with distributed_cluster(tmp_path, pg_url, env, poller=True) as cluster:
         http = httpx.Client(base_url=cluster.urls[0], timeout=15)
         h = sign_up(http, "outage@example.com")
-        port = free_port()
-        start_gateway(cluster, port)
+        port, metrics_port = free_port(), free_port()
+        start_gateway(cluster, port, metrics_port)
+
+        def redis_up() -> float | None:
+            """The gateway's cashmarkets_dependency_up{dependency="redis"}."""
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            for line in text.splitlines():
+                if line.startswith('cashmarkets_dependency_up{dependency="redis"}'):
+                    return float(line.split()[-1])
+            return None
+
         token = h["Authorization"].removeprefix("Bearer ")
 
         async def story() -> None:
@@ -116,10 +126,12 @@ def test_a_redis_outage_pauses_engine_projector_and_gateway(
                 await asyncio.to_thread(own_redis.kill)
                 _, interrupted = await until(ws, lambda m: "event" in m)
                 assert interrupted == {"stream": "account", "event": "interrupted", "seq": last_seq}
+                assert await asyncio.to_thread(redis_up) == 0.0
                 await asyncio.sleep(OUTAGE_S)
                 await asyncio.to_thread(own_redis.start)
                 _, resumed = await until(ws, lambda m: "event" in m)
                 assert resumed == {"stream": "account", "event": "resumed", "replayed": True, "seq": last_seq}
+                assert await asyncio.to_thread(redis_up) == 1.0
 
                 # The socket it kept carries on with the next seq, no gap and no repeat.
                 after = await asyncio.to_thread(faucet, http, h, "after")
@@ -264,3 +276,48 @@ def test_a_process_started_during_an_outage_waits_for_its_dependency(
         assert poller.alive() and "dependency back" in poller.output()
     finally:
         assert poller.stop() == 0, poller.output()
+
+
+def test_a_redis_back_without_its_data_stops_the_engine_with_a_clear_error(
+    tmp_path: Path, own_redis: PrivateRedis
+) -> None:
+    """Waiting cannot fix a log that lost acknowledged commands: the engine exits non-zero
+    rather than apply what comes next on top of a state the log no longer has."""
+    stream = "cashmarkets:test:lost"
+    env = {
+        "CASHMARKETS_REDIS_URL": own_redis.url(),
+        "CASHMARKETS_REDIS_STREAM": stream,
+        "CASHMARKETS_DATA_DIR": str(tmp_path / "data"),
+    }
+    engine = Proc(["engine"], env, tmp_path / "engine.log")
+    try:
+        assert eventually(engine.output, lambda out: "engine running" in out, 60) and engine.alive()
+        asyncio.run(append_deposit(own_redis.url(), stream))
+        client = redis.Redis.from_url(own_redis.url())
+        alive_key = f"{stream}:engine:alive"
+        assert eventually(lambda: client.get(alive_key), lambda v: v == b"1") == b"1", engine.output()
+        client.close()
+        own_redis.kill()
+        for path in own_redis.directory.iterdir():  # the AOF and everything else: gone
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name != "redis.log":
+                path.unlink()
+        own_redis.start()
+        assert engine.proc.wait(timeout=30) != 0
+        assert "lost acknowledged commands" in engine.output(), engine.output()
+    finally:
+        engine.stop()
+
+
+async def append_deposit(url: str, stream: str) -> None:
+    from cashmarkets.runtime.bootstrap import build_engine
+
+    from cashmarkets.core.commands import Deposit
+    from cashmarkets.log.redis_streams import RedisStreamLog
+
+    log = RedisStreamLog(url, stream)
+    await log.open()
+    deposit = Deposit(command_id="d1", owner="u1", asset="USDC", amount=1)
+    await log.append([build_engine().codec.encoder.encode(deposit)])
+    await log.close()

@@ -72,7 +72,6 @@ CHAOS_ENV = {
     "CASHMARKETS_APIKEY_MASTER_KEY": "ab" * 32,
     "CASHMARKETS_BEACON_KEY": "cd" * 32,
     "CASHMARKETS_REDIS_STREAM": "cashmarkets:chaos",
-    "CASHMARKETS_PASSWORD_HASHES_WAITING_MAX": "64",
 }
 
 PROCESSES = ("engine", "projector", "poller", "chartgame", "gateway", "api0", "api1")

@@ -214,6 +214,11 @@ class RedisStreamLog:
             if records:
                 return records
 
+    async def has_record(self, position: Position) -> bool:
+        """Whether the entry at `position` is (still) in the stream."""
+        entries = await self._client.xrange(self._stream, min=position, max=position, count=1)
+        return bool(entries)
+
     async def last_position(self) -> Position | None:
         entries = await self._client.xrevrange(self._stream, max="+", min="-", count=1)
         if not entries:

@@ -41,6 +41,9 @@ RESULT_KEY: Final = "{}:result:{}"
 RESULT_TTL_S: Final = 24 * 3600
 REPLY_CHANNEL: Final = "cashmarkets:replies:{}"
 ConfigT = TypeVar("ConfigT")
+# Resubscribing to the reply channel after a lost connection: backoff bounds.
+REPLY_RESUBSCRIBE_INITIAL_S: Final = 0.05
+REPLY_RESUBSCRIBE_CAP_S: Final = 0.5
 
 
 def engine_alive_key(stream: str) -> str:
@@ -88,6 +91,7 @@ class RedisBus:
         self.channel = REPLY_CHANNEL.format(uuid.uuid4().hex)
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         # The engine's heartbeat as last seen (every ENGINE_HEARTBEAT_S): False refuses commands
         # at once (503) instead of logging them for an engine that is not there to answer (504).
@@ -102,7 +106,7 @@ class RedisBus:
         await asyncio.wait_for(self._subscribed.wait(), 10)
 
     async def close(self) -> None:
-        for task in (self._listener, self._watcher):
+        for task in (self._listener, self._watcher, self._recovering):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -112,12 +116,15 @@ class RedisBus:
 
     async def _listen(self) -> None:
         decode = self.codec.result_decoder.decode
-        backoff = Backoff()
+        # Short waits: while unsubscribed, replies are lost and their callers wait for a timeout.
+        backoff = Backoff(REPLY_RESUBSCRIBE_INITIAL_S, REPLY_RESUBSCRIBE_CAP_S)
         while True:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 self._subscribed.set()
+                if backoff.attempts:  # resubscribed: replies sent meanwhile were lost
+                    self._recovering = asyncio.create_task(self._look_up_pending())
                 backoff.reset()
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
@@ -144,6 +151,19 @@ class RedisBus:
             except Exception:  # Redis down: unknown, and commands fail on the append anyway
                 self.engine_alive = None
             await asyncio.sleep(ENGINE_HEARTBEAT_S)
+
+    async def _look_up_pending(self) -> None:
+        """Resolve the waiters whose reply went out while the channel was lost, from the results
+        kept by command id (the engine SETs a result before it PUBLISHes it)."""
+        for command_id, future in list(self._pending.items()):
+            if future.done():
+                continue
+            try:
+                stored = await self.result_of(command_id)
+            except Exception:  # Redis gone again: the waiters' own timeouts look it up later
+                return
+            if stored is not None and not future.done():
+                future.set_result(stored)
 
     async def submit(self, cmd: Command, timeout_s: float) -> Result:
         # No stamp: the engine takes the time from the stream entry id (decision 022).

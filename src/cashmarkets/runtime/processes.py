@@ -75,7 +75,7 @@ async def _reachable(name: str, check: Callable[[], Awaitable[Any]]) -> None:
 
 async def wait_for_dependencies(settings: Settings, *, postgres: bool = True) -> None:
     """Wait until the configured Redis answers PING and (unless `postgres=False`: the poller
-    needs no store) PostgreSQL SELECT 1."""
+    needs no store) PostgreSQL SELECT 1. Their `cashmarkets_dependency_up` gauges exist from here."""
     if settings.redis_url:
         client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
             settings.redis_url, socket_connect_timeout=5, socket_timeout=5

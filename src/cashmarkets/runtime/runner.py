@@ -69,6 +69,10 @@ class BadCommandError(ValueError):
     """A command that cannot be encoded into the log; nothing was logged or applied."""
 
 
+class SnapshotStoreDown(Exception):
+    """A snapshot was not saved because the store (PostgreSQL) is down; the next one retries."""
+
+
 class RuntimeFailed(Exception):
     """The log could not be written; the process must restart and recover from the log."""
 
@@ -171,7 +175,10 @@ class Runtime:
                 pass
         if snapshot and self._failed is None and self.engine.seq > self._snapshot_seq:
             # wait=True: a snapshot still being written must not make the last one be skipped
-            await self.take_snapshot(wait=True)
+            try:
+                await self.take_snapshot(wait=True)
+            except SnapshotStoreDown:
+                log.warning("no last snapshot: the store is down; the next start replays more log")
         await self.log.close()
         await self.snapshots.close()
 
@@ -339,7 +346,7 @@ class Runtime:
         for fn in self._subscribers:
             fn(batch_events)
         if self.engine.seq - self._snapshot_seq >= self.config.snapshot_every_commands:
-            asyncio.get_running_loop().create_task(self.take_snapshot())
+            asyncio.get_running_loop().create_task(self._snapshot_logged())
 
     async def _follow_loop(self, reply: Replier) -> None:
         read_blocking = getattr(self.log, "read_blocking", None)
@@ -353,6 +360,8 @@ class Runtime:
             while True:
                 try:
                     records = await read_blocking(self.position, limit, FOLLOW_BLOCK_MS)
+                    if backoff.attempts:  # back after an outage: nothing lost meanwhile?
+                        await self._check_log_kept()
                 except Exception as exc:
                     # Redis down: wait, then read again after the last applied record (a read
                     # changes nothing, so nothing is applied twice or skipped). Anything else is fatal.
@@ -383,17 +392,35 @@ class Runtime:
             log.error("engine stopped: reading or applying the log failed", error=repr(exc))
             raise
 
+    async def _check_log_kept(self) -> None:
+        """After an outage: Redis must still hold the last record applied. A Redis that came back
+        without its data (no AOF, a failover to a replica that lagged) lost acknowledged commands,
+        and applying whatever is appended next would fork the state: fatal (LogCorrupted)."""
+        has_record = getattr(self.log, "has_record", None)
+        if self.position is None or has_record is None:
+            return
+        if not await has_record(self.position):
+            raise LogCorrupted(
+                f"the command log came back without record {self.position}, the last one applied: "
+                "Redis lost acknowledged commands (restarted without its AOF?)"
+            )
+
     # ---- snapshots ------------------------------------------------------------------------------
 
     async def _snapshot_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.snapshot_interval_s)
             if self.engine.seq > self._snapshot_seq and self._failed is None:
-                try:
-                    await self.take_snapshot()
-                except Exception as exc:
-                    if dependencies.dependency_down(exc, dependencies.POSTGRES) is None:  # logged once
-                        log.error("snapshot failed", error=repr(exc))
+                await self._snapshot_logged()
+
+    async def _snapshot_logged(self) -> None:
+        """A snapshot whose failure is logged, not raised: the runtime goes on without it."""
+        try:
+            await self.take_snapshot()
+        except SnapshotStoreDown:
+            pass  # logged once by the dependency watch; the next interval tries again
+        except Exception as exc:
+            log.error("snapshot failed", error=repr(exc))
 
     async def take_snapshot(self, *, wait: bool = False) -> SnapshotRecord | None:
         """Capture the state between two batches, then write it on the store's thread. While one
@@ -439,6 +466,7 @@ class Runtime:
                 and dependencies.dependency_down(exc, dependencies.POSTGRES) == dependencies.POSTGRES
             ):
                 store.down(exc, "saving a snapshot")
+                raise SnapshotStoreDown(repr(exc)) from exc
             raise
         if store is not None:
             store.up()
