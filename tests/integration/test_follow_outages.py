@@ -295,7 +295,11 @@ def test_a_redis_back_without_its_data_stops_the_engine_with_a_clear_error(
         asyncio.run(append_deposit(own_redis.url(), stream))
         client = redis.Redis.from_url(own_redis.url())
         alive_key = f"{stream}:engine:alive"
-        assert eventually(lambda: client.get(alive_key), lambda v: v == b"1") == b"1", engine.output()
+        # The heartbeat carries the engine's seq: every record of the log (genesis + the deposit).
+        applied = eventually(
+            lambda: client.get(alive_key), lambda v: v is not None and int(v) == client.xlen(stream)
+        )
+        assert applied is not None and int(applied) == client.xlen(stream), engine.output()
         client.close()
         own_redis.kill()
         for path in own_redis.directory.iterdir():  # the AOF and everything else: gone
@@ -311,8 +315,7 @@ def test_a_redis_back_without_its_data_stops_the_engine_with_a_clear_error(
 
 
 async def append_deposit(url: str, stream: str) -> None:
-    from cashmarkets.runtime.bootstrap import build_engine
-
+    from cashmarkets.bootstrap import build_engine
     from cashmarkets.core.commands import Deposit
     from cashmarkets.log.redis_streams import RedisStreamLog
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cashmarkets.runtime.bootstrap import build_engine
 
+from cashmarkets.bootstrap import build_engine
 from cashmarkets.core.results import Accepted
 from cashmarkets.runtime.distributed import RESULT_KEY, RESULT_TTL_S, RedisBus
 from tests.support.private_redis import private_redis
