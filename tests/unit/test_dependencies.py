@@ -12,7 +12,7 @@ from cashmarkets.log.base import LogCorrupted
 from cashmarkets.log.redis_streams import RedisUnavailable
 from cashmarkets.ops import metrics
 from cashmarkets.ops.backoff import Backoff
-from cashmarkets.ops.dependencies import POSTGRES, REDIS, Dependency, dependency_down
+from cashmarkets.ops.dependencies import POSTGRES, REDIS, Dependency, DependencyUnavailable, dependency_down
 
 
 def _wrapped(outer: BaseException, cause: BaseException) -> BaseException:
@@ -50,6 +50,14 @@ def test_dependency_down_tells_outages_from_fatal_errors(
     error: BaseException, default: str | None, expected: str | None
 ) -> None:
     assert dependency_down(error, default) == expected
+
+
+def test_an_engine_without_a_heartbeat_is_a_dependency_down() -> None:
+    # A scheduler started before the engine's first heartbeat: its claim is refused (503 engine);
+    # its lease holder must campaign again, not exit (the chaos test's start-up race).
+    refused = DependencyUnavailable("engine", "no engine heartbeat: the command was not logged")
+    assert dependency_down(refused) == "engine"
+    assert dependency_down(_wrapped(RuntimeError("claim failed"), refused)) == "engine"
 
 
 def test_a_dependency_logs_and_tells_its_listeners_once_per_outage() -> None:

@@ -59,7 +59,8 @@ _PG_ERRORS: Final = _asyncpg_connection_errors()
 
 
 def dependency_down(exc: BaseException, default: str | None = None) -> str | None:
-    """The dependency `exc` says is unreachable ("redis", "postgres"); `default` for a bare
+    """The dependency `exc` says is unreachable ("redis", "postgres", or what a
+    DependencyUnavailable names, e.g. "engine" before its first heartbeat); `default` for a bare
     connection error (OSError, TimeoutError) raised by a call to it; None when `exc` is not an
     outage and must not be waited out."""
     seen: BaseException | None = exc
@@ -67,6 +68,8 @@ def dependency_down(exc: BaseException, default: str | None = None) -> str | Non
     for _ in range(_CAUSE_DEPTH_MAX):
         if seen is None:
             break
+        if isinstance(seen, DependencyUnavailable):
+            return seen.dependency
         if isinstance(seen, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
             return REDIS
         if isinstance(seen, sqlalchemy.exc.DBAPIError) and (
