@@ -4,7 +4,6 @@ beacon, and `cashmarkets verify beacon`."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import pytest
 from cashmarkets.beacons.sources import BeaconUnavailable, DrandHttp, LocalSource
 from cashmarkets.fairness import drand
 from tests.fakes.drand import FakeDrand
+from tests.support.ports import free_port
 
 SIG_657413 = (
     "b713718a38ae728dfd477991af2822e08d2f305e47718cef9f7848ce4050e7be41076862b98fad56e91a6b85b89cd97b"
@@ -28,9 +28,7 @@ QUICKNET = {
 
 
 def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 async def test_drand_relays_are_checked_and_tried_in_order() -> None:

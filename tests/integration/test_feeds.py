@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import json
 import random
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ import pytest
 from cashmarkets.core.products.leverage import DEFAULT_MARKETS, MarketConfig, PriceTick
 from cashmarkets.feeds import BackpackFeed, ReplayFeed, record
 from tests.fakes.backpack import BTC_STREAM, E0, ETH_STREAM, SOL_STREAM, FakeBackpack, book, wait_until
+from tests.support.ports import free_port
 
 BTC, ETH, SOL = DEFAULT_MARKETS
 
@@ -269,9 +269,7 @@ async def test_backoff_starts_over_after_a_healthy_connection(server: FakeBackpa
 
 
 async def test_keeps_retrying_while_the_server_is_down() -> None:
-    with socket.socket() as s:  # a free port nobody listens on (yet)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens on it (yet); outside the range client sockets take
     sink = Collect()
     feed = make_feed(f"ws://127.0.0.1:{port}", sink, markets=(BTC,), reconnect_max_s=0.1)
     fake = FakeBackpack()
