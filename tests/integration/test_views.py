@@ -63,3 +63,48 @@ async def test_http_socket_and_stream_show_a_position_alike(tmp_path: Path) -> N
         assert [
             (t["orderId"], t["closeReason"], t["closePrice"], t["pnl"], t["margin"]) for t in history
         ] == [(closed["orderId"], "user", closed["closePrice"], closed["pnl"], 5_000)]
+
+
+async def test_http_socket_and_stream_show_a_chart_position_alike(tmp_path: Path) -> None:
+    from cashmarkets.core.products.chartgame import (
+        ChartAnnounceRound,
+        ChartBeginRound,
+        ChartCommitChain,
+        ChartTick,
+    )
+    from cashmarkets.fairness.chain import SeedChain
+    from tests.integration.test_api_chartgame import GAME, submit
+
+    async with embedded(tmp_path) as client:
+        token = (await signup(client, "chart-views@example.com"))["token"]
+        chain = SeedChain(bytes(range(32)), 3)
+        commit = ChartCommitChain(command_id="", game=GAME, chain_id=1, commitment=chain.commitment, length=3)
+        await submit(client, commit)
+        await submit(
+            client, ChartAnnounceRound(command_id="", game=GAME, round_no=1, start_ms=1_800_000_000_000)
+        )
+        begin = ChartBeginRound(
+            command_id="", game=GAME, round_no=1, seed=chain.seed(1), beacon_signature=b"\x02" * 48
+        )
+        await submit(client, begin)
+        await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+        async with connect(ws_url(client, f"token={token}")) as stream, connect(ws_url(client)) as ws:
+            await stream.send('{"method": "SUBSCRIBE", "params": ["account"], "id": 1}')
+            assert (await recv_json(stream))["data"]["asset"] == "USDC"
+            assert await recv_json(stream) == {"id": 1, "result": None}
+            await ws.send(frame(MsgType.AUTH, 1, {"token": token}))
+            assert (await recv_binary(ws))[0] == MsgType.AUTH_SUCCESS
+            order = {"game": GAME, "side": "short", "stake": "20", "leverage": 3}
+            await ws.send(frame(MsgType.OPEN_POSITION, 2, order))
+            opened = (await recv_binary(ws))[2]["data"]
+            assert (opened["event"], opened["stake"], opened["status"]) == ("chart", "20.000000", "open")
+            # The stream now carries the reply's fee and openedCandle too, and no null exit fields.
+            assert await next_position_event(stream, "chart") == opened
+            await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+            await ws.send(frame(MsgType.CLOSE_POSITION, 3, {"positionId": opened["positionId"]}))
+            closed = (await recv_binary(ws))[2]["data"]
+            assert (closed["status"], closed["fee"]) == ("closed", opened["fee"]) and "payout" in closed
+            assert await next_position_event(stream, "chart") == closed
+        await wait_committed(client)
+        listed = (await client.get("/api/v1/chartgame/positions", headers=bearer(token))).json()["positions"]
+        assert listed == [{k: v for k, v in closed.items() if k != "event"}]
