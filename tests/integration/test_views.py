@@ -108,3 +108,27 @@ async def test_http_socket_and_stream_show_a_chart_position_alike(tmp_path: Path
         await wait_committed(client)
         listed = (await client.get("/api/v1/chartgame/positions", headers=bearer(token))).json()["positions"]
         assert listed == [{k: v for k, v in closed.items() if k != "event"}]
+
+
+async def test_http_and_stream_show_a_spot_order_alike(tmp_path: Path) -> None:
+    from tests.integration.test_api_spot import funded, place
+
+    async with embedded(tmp_path) as client:
+        h = await funded(client, "spot-views@example.com")
+        token = h["Authorization"].split()[1]
+        async with connect(ws_url(client, f"token={token}")) as stream:
+            await stream.send('{"method": "SUBSCRIBE", "params": ["account"], "id": 1}')
+            for _ in range(10):  # the balances' snapshot, then the reply
+                if await recv_json(stream) == {"id": 1, "result": None}:
+                    break
+            placed = await place(client, h, side="BUY", type="LIMIT", price="60000", quantity="0.1")
+            assert placed.status_code == 200, placed.text
+            order = placed.json()["order"]
+            streamed = await next_position_event(stream, "order")
+            # The stream now carries the reply's stpMode and createdAtNs too.
+            assert streamed == {"event": "order", "execType": "NEW", **order}
+            assert (order["price"], order["origQty"], order["remainingQty"]) == (
+                "60000.000000",
+                "0.10000000",
+                "0.10000000",
+            )
