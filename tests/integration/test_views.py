@@ -9,10 +9,29 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from cashmarkets.core.commands import Command
+from cashmarkets.core.results import Accepted
 from cashmarkets.gateway.protocol import MsgType
-from tests.integration.api_helpers import bearer, embedded, signup, wait_committed, ws_url
+from tests.integration.api_helpers import (
+    bearer,
+    embedded,
+    on_app_loop,
+    services_of,
+    signup,
+    wait_committed,
+    ws_url,
+)
 from tests.support.prices import tick
 from tests.support.ws_client import frame, recv_binary, recv_json
+
+GAME = "btc-30s"
+
+
+async def submit(client: Any, cmd: Command, command_id: str) -> None:
+    """An operator's command straight to the engine (the round's lifecycle)."""
+    cmd.command_id = command_id
+    result = await on_app_loop(client, services_of(client).runtime.submit(cmd))
+    assert isinstance(result, Accepted), result
 
 
 async def next_position_event(stream: ClientConnection, event: str) -> dict[str, Any]:
@@ -73,21 +92,20 @@ async def test_http_socket_and_stream_show_a_chart_position_alike(tmp_path: Path
         ChartTick,
     )
     from cashmarkets.fairness.chain import SeedChain
-    from tests.integration.test_api_chartgame import GAME, submit
 
     async with embedded(tmp_path) as client:
         token = (await signup(client, "chart-views@example.com"))["token"]
         chain = SeedChain(bytes(range(32)), 3)
         commit = ChartCommitChain(command_id="", game=GAME, chain_id=1, commitment=chain.commitment, length=3)
-        await submit(client, commit)
+        await submit(client, commit, "v1")
         await submit(
-            client, ChartAnnounceRound(command_id="", game=GAME, round_no=1, start_ms=1_800_000_000_000)
+            client, ChartAnnounceRound(command_id="", game=GAME, round_no=1, start_ms=1_800_000_000_000), "v5"
         )
         begin = ChartBeginRound(
             command_id="", game=GAME, round_no=1, seed=chain.seed(1), beacon_signature=b"\x02" * 48
         )
-        await submit(client, begin)
-        await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+        await submit(client, begin, "v2")
+        await submit(client, ChartTick(command_id="", game=GAME, round_no=1), "v3")
         async with connect(ws_url(client, f"token={token}")) as stream, connect(ws_url(client)) as ws:
             await stream.send('{"method": "SUBSCRIBE", "params": ["account"], "id": 1}')
             assert (await recv_json(stream))["data"]["asset"] == "USDC"
@@ -100,7 +118,7 @@ async def test_http_socket_and_stream_show_a_chart_position_alike(tmp_path: Path
             assert (opened["event"], opened["stake"], opened["status"]) == ("chart", "20.000000", "open")
             # The stream now carries the reply's fee and openedCandle too, and no null exit fields.
             assert await next_position_event(stream, "chart") == opened
-            await submit(client, ChartTick(command_id="", game=GAME, round_no=1))
+            await submit(client, ChartTick(command_id="", game=GAME, round_no=1), "v4")
             await ws.send(frame(MsgType.CLOSE_POSITION, 3, {"positionId": opened["positionId"]}))
             closed = (await recv_binary(ws))[2]["data"]
             assert (closed["status"], closed["fee"]) == ("closed", opened["fee"]) and "payout" in closed
@@ -111,17 +129,18 @@ async def test_http_socket_and_stream_show_a_chart_position_alike(tmp_path: Path
 
 
 async def test_http_and_stream_show_a_spot_order_alike(tmp_path: Path) -> None:
-    from tests.integration.test_api_spot import funded, place
-
     async with embedded(tmp_path) as client:
-        h = await funded(client, "spot-views@example.com")
-        token = h["Authorization"].split()[1]
+        token = (await signup(client, "spot-views@example.com"))["token"]
+        h = bearer(token)
+        faucet = await client.post("/api/v1/faucet", json={"asset": "USDC", "amount": "10000"}, headers=h)
+        assert faucet.status_code == 200, faucet.text
         async with connect(ws_url(client, f"token={token}")) as stream:
             await stream.send('{"method": "SUBSCRIBE", "params": ["account"], "id": 1}')
             for _ in range(10):  # the balances' snapshot, then the reply
                 if await recv_json(stream) == {"id": 1, "result": None}:
                     break
-            placed = await place(client, h, side="BUY", type="LIMIT", price="60000", quantity="0.1")
+            body = {"market": "BTC_USDC", "side": "BUY", "type": "LIMIT", "price": "60000", "quantity": "0.1"}
+            placed = await client.post("/api/v1/spot/orders", json=body, headers=h)
             assert placed.status_code == 200, placed.text
             order = placed.json()["order"]
             streamed = await next_position_event(stream, "order")
