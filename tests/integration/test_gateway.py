@@ -347,6 +347,6 @@ async def test_the_account_snapshot_holds_balances_and_open_positions(tmp_path: 
             assert balance["data"] == {"asset": "USDC", "balance": "4980.000000", "available": "4980.000000"}
             mine, opened_id = position["data"], position["data"]["orderId"]
             assert reply == {"id": 1, "result": None}
-        assert mine["event"] == "open" and mine["openPrice"] == "150.0000" and mine["margin"] == "20.000000"
+        assert mine["event"] == "open" and mine["openPrice"] == "150.0000" and mine["margin"] == 2_000
         trades = (await client.get("/api/v1/trades/open", headers=bearer(token))).json()["trades"]
         assert [t["orderId"] for t in trades] == [opened_id]  # the other user's trade is not in it

@@ -35,6 +35,7 @@ from cashmarkets.core.products.chartgame import (
     GameConfig,
     OnchainDraw,
 )
+from cashmarkets.products.chartgame.views import PositionOut, position_out
 from cashmarkets.store import chart_queries, queries
 from cashmarkets.store.tables import chart_candles, chart_positions, chart_rounds
 
@@ -51,22 +52,6 @@ class PositionOpen(RequestBody):
     side: Literal["long", "short"]
     stake: AmountText
     leverage: Annotated[int, Meta(ge=1, le=1_000)]
-
-
-class PositionOut(ResponseBody):
-    position_id: int
-    game: str
-    round: int
-    side: str
-    stake: str
-    fee: str
-    leverage: int
-    entry_price: str
-    bust_price: str
-    opened_candle: int
-    status: str
-    exit_price: str | None = None
-    payout: str | None = None
 
 
 class PositionsOut(ResponseBody):
@@ -180,27 +165,6 @@ async def game_of(svc: Services, game: str) -> GameConfig:
     if found is None:
         raise ApiError(404, "unknown_game", f"no game {game!r}")
     return found
-
-
-def position_out(p: Any, games: dict[str, GameConfig]) -> PositionOut:
-    g = games[p.game]
-    d, money = g.model.price_decimals, ASSETS[g.asset].decimals
-    done = p.status != "open"
-    return PositionOut(
-        position_id=p.position_id,
-        game=p.game,
-        round=p.round_no,
-        side=p.side,
-        stake=format_amount(p.stake, money),
-        fee=format_amount(p.fee, money),
-        leverage=p.leverage,
-        entry_price=format_amount(p.entry_price, d),
-        bust_price=format_amount(p.bust_price, d),
-        opened_candle=p.opened_candle,
-        status=p.status,
-        exit_price=format_amount(p.exit_price, d) if done else None,
-        payout=format_amount(p.payout, money) if done else None,
-    )
 
 
 def round_out(r: Any) -> RoundOut:
@@ -399,7 +363,7 @@ class ChartgameController(Controller):
         rows = rows[:limit]
         in_force = await games_in_force(services(request))
         return PositionsOut(
-            positions=[position_out(r, in_force) for r in rows],
+            positions=[position_out(r, in_force[r.game]) for r in rows],
             next_cursor=encode_cursor(rows[-1].position_id if more and rows else None),
         )
 
@@ -434,13 +398,15 @@ async def open_chart_position(svc: Services, user_id: str, data: PositionOpen, c
             command_id=cid, owner=user_id, game=g.game, side=data.side, stake=stake, leverage=data.leverage
         )
     )
-    return position_out(result_data(result, ChartPositionView), in_force)
+    view = result_data(result, ChartPositionView)
+    return position_out(view, in_force[view.game])
 
 
 async def close_chart_position(svc: Services, user_id: str, position_id: int, cid: str) -> PositionOut:
     """Submit a close (HTTP and the WebSocket CLOSE_POSITION with a `positionId`)."""
     result = await svc.execute(ChartClosePosition(command_id=cid, owner=user_id, position_id=position_id))
-    return position_out(result_data(result, ChartPositionView), await games_in_force(svc))
+    view = result_data(result, ChartPositionView)
+    return position_out(view, (await games_in_force(svc))[view.game])
 
 
 async def _round_row(request: Request[Any, Any, Any], game: str, round_no: int) -> Any:

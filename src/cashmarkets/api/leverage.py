@@ -33,9 +33,9 @@ from cashmarkets.core.products.leverage import (
     PositionClosedView,
     PositionView,
 )
+from cashmarkets.products.leverage.views import MINOR_PER_CENT, Trade, TradeClosed, closed_view, trade_view
 from cashmarkets.store import queries
 
-MINOR_PER_CENT = 10_000  # USDC has 6 decimals, cents 2
 Cents = Annotated[int, Meta(gt=0, le=100_000_000, description="USD cents")]
 
 
@@ -53,32 +53,6 @@ class TradeCreate(RequestBody):
 
 class TradeClose(RequestBody):
     order_id: Annotated[int, Meta(ge=1, le=2**63 - 1)]
-
-
-class Trade(ResponseBody):
-    order_id: int
-    asset: str
-    type: str
-    margin: int  # cents
-    leverage: int
-    open_price: str
-    liquidation_price: str
-    status: Literal["open", "closed"]  # always present, unlike the optional fields below
-    take_profit: str | None = None
-    stop_loss: str | None = None
-    opened_at_ns: int = 0
-    close_price: str | None = None
-    close_reason: str | None = None
-    pnl: int | None = None  # cents, realized
-    closed_at_ns: int | None = None
-
-
-class TradeClosed(ResponseBody):
-    order_id: int
-    close_price: str
-    close_reason: str
-    pnl: int  # cents
-    payout: int  # cents
 
 
 class Trades(ResponseBody):
@@ -165,36 +139,17 @@ async def open_trade(svc: Services, user_id: str, data: TradeCreate, cid: str) -
         stop_loss=_parse_price(market, data.stop_loss, "stopLoss"),
     )
     result = await svc.execute(cmd)
-    return trade_view(result_data(result, PositionView), in_force)
+    view = result_data(result, PositionView)
+    return trade_view(view, in_force[view.symbol])
 
 
 async def close_trade(svc: Services, user_id: str, data: TradeClose, cid: str) -> TradeClosed:
     """Submit a close (HTTP `trade/close` and the WebSocket CLOSE_POSITION)."""
     result = await svc.execute(ClosePosition(command_id=cid, owner=user_id, position_id=data.order_id))
     closed = result_data(result, PositionClosedView)
-    return TradeClosed(
-        order_id=closed.position_id,
-        close_price=_price((await markets(svc))[closed.symbol], closed.exit_price),
-        close_reason=closed.reason,
-        pnl=closed.pnl // MINOR_PER_CENT,
-        payout=closed.payout // MINOR_PER_CENT,
-    )
-
-
-def trade_view(p: PositionView, in_force: dict[str, MarketConfig]) -> Trade:
-    market = in_force[p.symbol]
-    return Trade(
-        order_id=p.position_id,
-        asset=p.symbol,
-        type=p.side,
-        margin=p.margin // MINOR_PER_CENT,
-        leverage=p.leverage,
-        open_price=_price(market, p.entry_price),
-        liquidation_price=_price(market, p.liquidation_price),
-        take_profit=_price(market, p.take_profit) if p.take_profit else None,
-        stop_loss=_price(market, p.stop_loss) if p.stop_loss else None,
-        status="open",
-        opened_at_ns=p.opened_ts_ns,
+    market = (await markets(svc))[closed.symbol]
+    return closed_view(
+        closed.position_id, closed.reason, closed.exit_price, closed.pnl, closed.payout, market
     )
 
 
@@ -222,7 +177,9 @@ class LeverageController(Controller):
     async def open_trades(self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser]) -> Trades:
         svc = services(request)
         in_force = await markets(svc)
-        return Trades(trades=[trade_view(p, in_force) for p in await svc.balances.open_positions(user.id)])
+        return Trades(
+            trades=[trade_view(p, in_force[p.symbol]) for p in await svc.balances.open_positions(user.id)]
+        )
 
     @get("/trades", dependencies={"user": current_user})
     async def closed_trades(
@@ -238,14 +195,14 @@ class LeverageController(Controller):
         in_force = await markets(svc)
         if status == "open":
             positions = await svc.balances.open_positions(user.id)
-            return Trades(trades=[trade_view(p, in_force) for p in positions])
+            return Trades(trades=[trade_view(p, in_force[p.symbol]) for p in positions])
         rows, next_id = await queries.closed_positions_page(
             svc.db, user.id, before_id=decode_cursor(cursor), limit=limit
         )
         trades = []
         for r in rows:
-            view = trade_view(queries.position_view(r), in_force)
             market = in_force[r.symbol]
+            view = trade_view(queries.position_view(r), market)
             trades.append(
                 msgspec.structs.replace(
                     view,

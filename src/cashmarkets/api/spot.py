@@ -41,6 +41,8 @@ from cashmarkets.core.products.spot import (
 )
 from cashmarkets.core.products.spot.book import DAY_MS
 from cashmarkets.core.products.spot.marketdata import INTERVALS_MS, change_percent
+from cashmarkets.products.spot.views import OrderOut
+from cashmarkets.products.spot.views import order_out as order_view
 from cashmarkets.store import queries, spot_queries
 
 MARKETS: Final = {m.symbol: m for m in SpotConfig().markets}
@@ -73,25 +75,6 @@ class OrderCreate(RequestBody):
 class OrderAmend(RequestBody):
     price: AmountText | None = None
     quantity: AmountText | None = None  # the new total quantity
-
-
-class OrderOut(ResponseBody):
-    order_id: int
-    market: str
-    client_order_id: str
-    side: str
-    type: str
-    time_in_force: str
-    stp_mode: str
-    price: str
-    orig_qty: str
-    executed_qty: str
-    executed_quote_qty: str
-    remaining_qty: str
-    status: str
-    created_at_ns: int
-    updated_at_ns: int
-    quote_order_qty: str | None = None
 
 
 class FillOut(ResponseBody):
@@ -277,26 +260,7 @@ def place_command(
 
 
 def order_out(o: OrderView) -> OrderOut:
-    units = UNITS[o.market]
-    market = MARKETS[o.market]
-    return OrderOut(
-        order_id=o.order_id,
-        market=o.market,
-        client_order_id=o.client_order_id,
-        side=o.side,
-        type=o.order_type,
-        time_in_force=o.tif,
-        stp_mode=o.stp,
-        price=units.format_price(o.price_ticks),
-        orig_qty=units.format_qty(o.qty_lots),
-        executed_qty=units.format_qty(o.executed_lots),
-        executed_quote_qty=format_amount(o.executed_quote, market.quote_decimals),
-        remaining_qty=units.format_qty(o.remaining_lots),
-        status=o.status,
-        created_at_ns=o.created_ts_ns,
-        updated_at_ns=o.updated_ts_ns,
-        quote_order_qty=format_amount(o.quote_qty, market.quote_decimals) if o.quote_qty else None,
-    )
+    return order_view(o, MARKETS[o.market])
 
 
 def fill_out(t: SpotTrade, side: str) -> FillOut:

@@ -7,15 +7,17 @@ candles.<GAME>   {"game", "round", "i", "o", "h", "l", "c", "v"} every candle (d
 round.<GAME>     the round's lifecycle {"event": "announced" | "open" | "settled", "round",
                  "startMs", "beaconRound", "candles"}; at settlement ROUND_END (0x86) with the
                  revealed seed and the beacons (what a player needs to verify the round)
-account          POSITION_UPDATE (0x84) {"event": "chart", "positionId", "game", "round",
-                 "side", "stake", "leverage", "entryPrice", "bustPrice", "status", ...}
+account          POSITION_UPDATE (0x84) {"event": "chart", ...the socket reply's position}
+                 (products/chartgame/views.py)
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from cashmarkets.core.money import ASSETS, format_amount
+import msgspec
+
+from cashmarkets.core.money import format_amount
 from cashmarkets.core.products.chartgame import (
     Candle,
     CandleMade,
@@ -25,6 +27,7 @@ from cashmarkets.core.products.chartgame import (
 )
 from cashmarkets.gateway.protocol import MsgType
 from cashmarkets.gateway.topics import TopicRegistry
+from cashmarkets.products.chartgame.views import position_out
 
 # The spec's CandlePayload carries the candle's index as a uint16.
 CANDLE_INDEX_MAX: Final = 0xFFFF
@@ -114,25 +117,10 @@ class ChartStreams:
                 )
             elif kind is PositionChanged:
                 p = event.position
-                g = self.games[p.game]
-                d = g.model.price_decimals
-                money = ASSETS[g.asset].decimals
+                view = position_out(p, self.games[p.game])
                 publish(
                     f"account:{p.owner}",
-                    {
-                        "event": "chart",
-                        "positionId": p.position_id,
-                        "game": p.game,
-                        "round": p.round_no,
-                        "side": p.side,
-                        "stake": format_amount(p.stake, money),
-                        "leverage": p.leverage,
-                        "entryPrice": format_amount(p.entry_price, d),
-                        "bustPrice": format_amount(p.bust_price, d),
-                        "status": p.status,
-                        "exitPrice": format_amount(p.exit_price, d) if p.status != "open" else None,
-                        "payout": format_amount(p.payout, money) if p.status != "open" else None,
-                    },
+                    {"event": "chart", **msgspec.to_builtins(view)},
                     MsgType.POSITION_UPDATE,
                     ts_ms=ts_ms,
                 )

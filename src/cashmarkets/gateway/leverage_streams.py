@@ -3,13 +3,16 @@
 PriceUpdated           -> bookTicker.<SYMBOL>_USDC_PERP  {symbol, bid, ask, updateId, exchangeTsUs}
                           (leverage trades on perpetual futures prices: the exchange's symbol)
 PositionOpened/Closed  -> account (the owner's)           POSITION_UPDATE {event, position...}
+                          (the socket reply's view, products/leverage/views.py: margin in cents)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cashmarkets.core.money import ASSETS, format_amount
+import msgspec
+
+from cashmarkets.core.money import format_amount
 from cashmarkets.core.products.leverage import (
     MarketConfig,
     PositionClosed,
@@ -19,6 +22,7 @@ from cashmarkets.core.products.leverage import (
 )
 from cashmarkets.gateway.protocol import MsgType
 from cashmarkets.gateway.topics import TopicRegistry
+from cashmarkets.products.leverage.views import closed_view, trade_view
 
 SETTLEMENT = "USDC"
 
@@ -60,16 +64,12 @@ class LeverageStreams:
 
     def _closed(self, event: PositionClosed) -> dict[str, Any]:
         market = self.markets[event.symbol]
-        return {
-            "event": "closed",
-            "orderId": event.position_id,
-            "asset": event.symbol,
-            "type": event.side,
-            "reason": event.reason,
-            "closePrice": format_amount(event.exit_price, market.price_decimals),
-            "pnl": format_amount(event.pnl, ASSETS[SETTLEMENT].decimals),
-            "payout": format_amount(event.payout, ASSETS[SETTLEMENT].decimals),
-        }
+        closed = closed_view(
+            event.position_id, event.reason, event.exit_price, event.pnl, event.payout, market
+        )
+        # The socket CLOSE_POSITION reply's fields, plus which position it was (a stream reader
+        # did not send the close).
+        return {"event": "closed", **msgspec.to_builtins(closed), "asset": event.symbol, "type": event.side}
 
     def _ticker(self, event: PriceUpdated) -> dict[str, Any]:
         decimals = self.markets[event.symbol].price_decimals
@@ -82,14 +82,5 @@ class LeverageStreams:
         }
 
     def _position(self, view: PositionView) -> dict[str, Any]:
-        decimals = self.markets[view.symbol].price_decimals
-        usdc = ASSETS[SETTLEMENT].decimals
-        return {
-            "orderId": view.position_id,
-            "asset": view.symbol,
-            "type": view.side,
-            "margin": format_amount(view.margin, usdc),
-            "leverage": view.leverage,
-            "openPrice": format_amount(view.entry_price, decimals),
-            "liquidationPrice": format_amount(view.liquidation_price, decimals),
-        }
+        result: dict[str, Any] = msgspec.to_builtins(trade_view(view, self.markets[view.symbol]))
+        return result

@@ -5,7 +5,8 @@
     bookTicker.<MARKET>        best bid/ask when they change   {"u", "s", "b", "B", "a", "A"}
     kline.<INTERVAL>.<MARKET>  the open candle of the interval, after each batch that traded
     ticker.<MARKET>            the rolling 24 h statistics, after each batch that traded
-    account (private)          ORDER_UPDATE {"event": "order", ...} (every change of an order) and
+    account (private)          ORDER_UPDATE {"event": "order", "execType", ...the HTTP order view,
+                               products/spot/views.py} (every change of an order) and
                                {"event": "trade", ...} (each fill, to the taker and to the maker)
 
 The depth diff of a batch is the difference between the book after it and the levels last sent,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from cashmarkets.core.money import format_amount
 from cashmarkets.core.products.spot import OrderView, SpotOrderUpdated, SpotProduct, SpotTrade
 from cashmarkets.core.products.spot.config import SpotMarket
@@ -23,6 +26,7 @@ from cashmarkets.core.products.spot.marketdata import INTERVALS_MS, change_perce
 from cashmarkets.gateway.depth import DepthBook
 from cashmarkets.gateway.protocol import MsgType
 from cashmarkets.gateway.topics import TopicRegistry
+from cashmarkets.products.spot.views import order_out
 
 
 class SpotStreams:
@@ -212,22 +216,7 @@ class SpotStreams:
         }
 
     def order_message(self, exec_type: str, o: OrderView) -> dict[str, Any]:
-        """An order's state; `execType` says what happened (OPEN: sent on subscribing)."""
-        m = self.markets[o.market]
-        return {
-            "event": "order",
-            "execType": exec_type,
-            "orderId": o.order_id,
-            "market": o.market,
-            "clientOrderId": o.client_order_id,
-            "side": o.side,
-            "type": o.order_type,
-            "timeInForce": o.tif,
-            "price": self._price(m, o.price_ticks),
-            "origQty": self._qty(m, o.qty_lots),
-            "executedQty": self._qty(m, o.executed_lots),
-            "executedQuoteQty": format_amount(o.executed_quote, m.quote_decimals),
-            "remainingQty": self._qty(m, o.remaining_lots),
-            "status": o.status,
-            "updatedAtNs": o.updated_ts_ns,
-        }
+        """An order's state (the HTTP replies' view); `execType` says what happened (OPEN: sent
+        on subscribing)."""
+        view = msgspec.to_builtins(order_out(o, self.markets[o.market]))
+        return {"event": "order", "execType": exec_type, **view}
