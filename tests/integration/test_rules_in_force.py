@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio
+import typer
 
 from cashmarkets.bootstrap import build_engine
 from cashmarkets.core.commands import SetRules
@@ -118,3 +119,23 @@ async def test_embedded_spot_routes_follow_the_engines_rules(tmp_path: Path) -> 
         eth = await client.get("/api/v3/depth", params={"symbol": "ETHUSDC"})
         assert eth.status_code == 400 and eth.json() == {"code": -1121, "msg": "Invalid symbol."}
         assert (await client.get("/api/v3/depth", params={"symbol": "BTCUSDC"})).status_code == 200
+
+
+@pytest.mark.redis
+async def test_verify_round_looks_games_up_in_the_published_rules(tmp_path: Path) -> None:
+    from cashmarkets.cli import chart_rules
+    from cashmarkets.ops.settings import Settings
+
+    stream = f"cashmarkets:test:rules:{uuid.uuid4().hex}"
+    settings = Settings.from_env(data_dir=tmp_path, redis_url=REDIS_URL, redis_stream=stream)
+    client: Any = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        with pytest.raises(typer.Exit) as nothing:
+            await chart_rules(settings)  # nothing published: no guessing
+        assert nothing.value.exit_code == 2
+        renamed = ChartgameConfig(games=(GameConfig(game="eth-30s", name="Chart 30 s (ETH)"),))
+        await client.hset(rules_key(stream), "chartgame", msgspec.msgpack.encode(renamed))
+        assert [g.game for g in (await chart_rules(settings)).games] == ["eth-30s"]
+    finally:
+        await client.delete(rules_key(stream))
+        await client.aclose()
