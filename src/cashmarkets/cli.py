@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
 
 from cashmarkets.ops.settings import Settings
+
+if TYPE_CHECKING:
+    from cashmarkets.core.products.chartgame import ChartgameConfig
 
 app = typer.Typer(
     help="Cash Markets: five real-time money products on one deterministic engine.",
@@ -531,7 +534,6 @@ def verify_round(
     """Check a settled round from the store: chain, beacons, every candle. Exit 0 only if fair."""
     from cashmarkets.beacons.bls import LocalBeacon
     from cashmarkets.bootstrap import store_url
-    from cashmarkets.core.products.chartgame import ChartgameConfig
     from cashmarkets.fairness import drand
     from cashmarkets.runtime.chart_setup import local_beacon_secret
     from cashmarkets.runtime.chart_verify import verify_document
@@ -539,7 +541,7 @@ def verify_round(
     from cashmarkets.store.db import create_engine
 
     settings = Settings.from_env(data_dir=data_dir)
-    games = {g.game: g for g in ChartgameConfig().games}
+    games = {g.game: g for g in asyncio.run(chart_rules(settings)).games}
     if game not in games:
         raise typer.BadParameter(f"unknown game {game!r}; games: {sorted(games)}")
     if settings.beacon_source == "local":
@@ -573,6 +575,28 @@ def verify_round(
     report = {"game": game, "round": round_no, "fair": fair, "checks": dict(checks), "skipped": skipped}
     print(json.dumps(report))
     raise typer.Exit(1 if not passed else 2 if skipped else 0)
+
+
+async def chart_rules(settings: Settings) -> ChartgameConfig:
+    """The chartgame rules in force: with Redis, what the engine publishes from the log
+    (decision 023; exit 2 while nothing is published); an embedded data directory's store has no
+    rules of its own, so the build's."""
+    from cashmarkets.core.products.chartgame import ChartgameConfig
+    from cashmarkets.ops.dependencies import DependencyUnavailable
+    from cashmarkets.runtime.distributed import SqlBalances
+
+    if not settings.redis_url:
+        return ChartgameConfig()
+    import redis.asyncio
+
+    client: Any = redis.asyncio.Redis.from_url(settings.redis_url)
+    try:
+        return await SqlBalances(None, client, settings.redis_stream).rules("chartgame", ChartgameConfig)
+    except DependencyUnavailable as exc:
+        typer.echo(f"cannot read the chartgame rules: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        await client.aclose()
 
 
 async def _read_draw(node_url: str, module: str, game: str, round_no: int) -> tuple[bytes, bytes]:

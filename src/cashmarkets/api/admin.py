@@ -25,7 +25,7 @@ from cashmarkets.api.schemas import (
 )
 from cashmarkets.api.security import authenticate, require_roles
 from cashmarkets.api.services import command_id, parse_money, services
-from cashmarkets.api.spot import MARKETS as SPOT_MARKETS
+from cashmarkets.api.spot import spot_markets
 from cashmarkets.core.commands import CompleteWithdrawal, Deposit, RejectWithdrawal
 from cashmarkets.core.products.spot import SetMarketStatus
 from cashmarkets.store import queries
@@ -83,7 +83,7 @@ class AdminController(Controller):
     ) -> SpotMarketStatusOut:
         """Halt a spot market (orders may still be canceled, not placed or amended) or resume it."""
         svc = services(request)
-        if market not in SPOT_MARKETS:
+        if market not in await spot_markets(svc):
             raise ApiError(404, "unknown_market", f"unknown market {market!r}")
         result = await svc.execute(
             SetMarketStatus(

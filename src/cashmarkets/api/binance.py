@@ -14,10 +14,11 @@ ccxt maps to its exceptions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -43,7 +44,6 @@ from cashmarkets.store import spot_queries
 
 RECV_WINDOW_DEFAULT_MS: Final = 5_000
 RECV_WINDOW_MAX_MS: Final = 60_000
-SYMBOLS: Final = {m.symbol.replace("_", ""): m for m in v1.MARKETS.values()}
 
 # Our error codes -> (Binance code, message). Unlisted: -1013 with our message.
 _CODES: Final = {
@@ -108,10 +108,20 @@ async def _guard(body: Callable[[], Awaitable[Any]], not_found: tuple[int, str] 
         return _error(BinanceError(code, msg, 400 if exc.status < 500 else exc.status))
 
 
-def _market(symbol: str | None) -> SpotMarket:
+@functools.lru_cache(maxsize=8)
+def _symbols_of(markets: tuple[SpotMarket, ...]) -> Mapping[str, SpotMarket]:
+    return {m.symbol.replace("_", ""): m for m in markets}
+
+
+async def _symbols(svc: Services) -> Mapping[str, SpotMarket]:
+    """The spot markets in force (decision 023) by their Binance symbol (no underscore)."""
+    return _symbols_of(tuple((await v1.spot_markets(svc)).values()))
+
+
+async def _market(svc: Services, symbol: str | None) -> SpotMarket:
     if not symbol:
         raise BinanceError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-    found = SYMBOLS.get(symbol.upper())
+    found = (await _symbols(svc)).get(symbol.upper())
     if found is None:
         raise BinanceError(-1121, "Invalid symbol.")
     return found
@@ -142,9 +152,9 @@ def _sym(symbol: str) -> str:
     return symbol.replace("_", "")
 
 
-def order_json(o: OrderView) -> dict[str, Any]:
-    units = v1.UNITS[o.market]
-    m = v1.MARKETS[o.market]
+def order_json(o: OrderView, markets: Mapping[str, SpotMarket]) -> dict[str, Any]:
+    m = markets[o.market]
+    units = v1.units_of(m)
     return {
         "symbol": _sym(o.market),
         "orderId": o.order_id,
@@ -169,8 +179,8 @@ def order_json(o: OrderView) -> dict[str, Any]:
     }
 
 
-def _fill_json(t: SpotTrade, side: str) -> dict[str, Any]:
-    f = v1.fill_out(t, side)
+def _fill_json(t: SpotTrade, side: str, markets: Mapping[str, SpotMarket]) -> dict[str, Any]:
+    f = v1.fill_out(t, side, markets)
     return {
         "price": f.price,
         "qty": f.qty,
@@ -243,9 +253,9 @@ class BinanceController(Controller):
         return {"serverTime": time.time_ns() // 1_000_000}
 
     @get("/exchangeInfo")
-    async def exchange_info(self) -> dict[str, Any]:
+    async def exchange_info(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         symbols = []
-        for sym, m in SYMBOLS.items():
+        for sym, m in (await _symbols(services(request))).items():
             info = v1.market_info(m)
             symbols.append(
                 {
@@ -307,10 +317,10 @@ class BinanceController(Controller):
     async def depth(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             params, _, _ = await self._params(request)
-            m = _market(params.get("symbol"))
+            m = await _market(services(request), params.get("symbol"))
             limit = _int(params, "limit", 100, 1, v1.DEPTH_LIMIT_MAX)
             assert limit is not None
-            units = v1.UNITS[m.symbol]
+            units = v1.units_of(m)
             update_id, bids, asks = await services(request).balances.depth(m.symbol, limit)
             return {
                 "lastUpdateId": update_id,
@@ -324,10 +334,10 @@ class BinanceController(Controller):
     async def trades(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             params, _, _ = await self._params(request)
-            m = _market(params.get("symbol"))
+            m = await _market(services(request), params.get("symbol"))
             limit = _int(params, "limit", 500, 1, v1.TRADES_LIMIT_MAX)
             assert limit is not None
-            units = v1.UNITS[m.symbol]
+            units = v1.units_of(m)
             rows = await spot_queries.recent_trades(services(request).db, m.symbol, limit)
             return [
                 {
@@ -348,7 +358,7 @@ class BinanceController(Controller):
     async def klines(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             params, _, _ = await self._params(request)
-            m = _market(params.get("symbol"))
+            m = await _market(services(request), params.get("symbol"))
             interval = params.get("interval", "")
             if interval not in INTERVALS_MS:
                 raise BinanceError(-1120, "Invalid interval.")
@@ -372,12 +382,16 @@ class BinanceController(Controller):
         async def body() -> Any:
             params, _, _ = await self._params(request)
             svc = services(request)
-            symbols = [_market(params["symbol"])] if params.get("symbol") else list(SYMBOLS.values())
+            symbols = (
+                [(await _market(services(request), params["symbol"]))]
+                if params.get("symbol")
+                else list((await _symbols(svc)).values())
+            )
             out = []
             for m in symbols:
-                t = await v1.ticker_of(svc, m.symbol)
+                t = await v1.ticker_of(svc, m)
                 _, bids, asks = await svc.balances.depth(m.symbol, 1)
-                units = v1.UNITS[m.symbol]
+                units = v1.units_of(m)
                 out.append(
                     {
                         "symbol": _sym(m.symbol),
@@ -411,8 +425,8 @@ class BinanceController(Controller):
     async def book_ticker(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             params, _, _ = await self._params(request)
-            m = _market(params.get("symbol"))
-            units = v1.UNITS[m.symbol]
+            m = await _market(services(request), params.get("symbol"))
+            units = v1.units_of(m)
             _, bids, asks = await services(request).balances.depth(m.symbol, 1)
             return {
                 "symbol": _sym(m.symbol),
@@ -430,7 +444,7 @@ class BinanceController(Controller):
     async def new_order(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             svc, user_id, p = await self._signed(request)
-            m = _market(p.get("symbol"))
+            m = await _market(services(request), p.get("symbol"))
             side, order_type = p.get("side", "").upper(), p.get("type", "").upper()
             if side not in ("BUY", "SELL"):
                 raise BinanceError(
@@ -463,7 +477,7 @@ class BinanceController(Controller):
             result = await svc.execute(cmd)
             assert isinstance(result.data, OrderPlaced)
             placed = result.data
-            out = order_json(placed.order)
+            out = order_json(placed.order, {m.symbol: m})
             resp = p.get("newOrderRespType", "FULL").upper()
             if resp == "ACK":
                 return {
@@ -475,7 +489,7 @@ class BinanceController(Controller):
                 }
             out["transactTime"] = out["updateTime"]
             if resp == "FULL":
-                out["fills"] = [_fill_json(t, placed.order.side) for t in placed.trades]
+                out["fills"] = [_fill_json(t, placed.order.side, {m.symbol: m}) for t in placed.trades]
             return out
 
         return await _guard(body)
@@ -484,7 +498,7 @@ class BinanceController(Controller):
     async def cancel_order(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             svc, user_id, p = await self._signed(request)
-            m = _market(p.get("symbol"))
+            m = await _market(services(request), p.get("symbol"))
             order_id = _int(p, "orderId", 0, 0) or 0
             client_id = p.get("origClientOrderId", "")
             if not order_id and not client_id:
@@ -501,7 +515,7 @@ class BinanceController(Controller):
                 )
             )
             assert isinstance(result.data, OrderView)
-            out = order_json(result.data)
+            out = order_json(result.data, {m.symbol: m})
             out["origClientOrderId"] = out["clientOrderId"]
             return out
 
@@ -511,14 +525,14 @@ class BinanceController(Controller):
     async def query_order(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             svc, user_id, p = await self._signed(request)
-            m = _market(p.get("symbol"))
+            m = await _market(services(request), p.get("symbol"))
             order_id = _int(p, "orderId", None, 1)
             client_id = p.get("origClientOrderId") or None
             if order_id is None and client_id is None:
                 raise BinanceError(
                     -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
                 )
-            return order_json(await v1.find_order(svc, user_id, m.symbol, order_id, client_id))
+            return order_json(await v1.find_order(svc, user_id, m.symbol, order_id, client_id), {m.symbol: m})
 
         return await _guard(body)
 
@@ -526,8 +540,9 @@ class BinanceController(Controller):
     async def open_orders(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             svc, user_id, p = await self._signed(request)
-            symbol = _market(p["symbol"]).symbol if p.get("symbol") else None
-            return [order_json(o) for o in await svc.balances.open_orders(user_id, symbol)]
+            symbol = (await _market(services(request), p["symbol"])).symbol if p.get("symbol") else None
+            markets = await v1.spot_markets(svc)
+            return [order_json(o, markets) for o in await svc.balances.open_orders(user_id, symbol)]
 
         return await _guard(body)
 
@@ -535,12 +550,12 @@ class BinanceController(Controller):
     async def cancel_open_orders(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             svc, user_id, p = await self._signed(request)
-            m = _market(p.get("symbol"))
+            m = await _market(services(request), p.get("symbol"))
             result = await svc.execute(
                 CancelAllOrders(command_id=new_command_id(user_id), owner=user_id, market=m.symbol)
             )
             assert isinstance(result.data, OrdersCanceled)
-            return [order_json(o) for o in result.data.orders]
+            return [order_json(o, {m.symbol: m}) for o in result.data.orders]
 
         return await _guard(body)
 
@@ -548,7 +563,7 @@ class BinanceController(Controller):
     async def my_trades(self, request: Request[Any, Any, Any]) -> Any:
         async def body() -> Any:
             svc, user_id, p = await self._signed(request)
-            m = _market(p.get("symbol"))
+            m = await _market(services(request), p.get("symbol"))
             limit = _int(p, "limit", 500, 1, 1_000)
             assert limit is not None
             from_id = _int(p, "fromId")
@@ -560,7 +575,7 @@ class BinanceController(Controller):
                 rows = [r for r in rows if r.trade_id >= from_id][:limit]
             out = []
             for r in rows:
-                t = v1.my_trade_out(r, user_id)
+                t = v1.my_trade_out(r, user_id, m)
                 out.append(
                     {
                         "symbol": _sym(m.symbol),
@@ -598,8 +613,9 @@ class BinanceController(Controller):
                         "locked": format_amount(acc.balance - acc.available, decimals),
                     }
                 )
-            maker = max(m.maker_fee_bps for m in v1.MARKETS.values())
-            taker = max(m.taker_fee_bps for m in v1.MARKETS.values())
+            markets = (await v1.spot_markets(svc)).values()
+            maker = max(m.maker_fee_bps for m in markets)
+            taker = max(m.taker_fee_bps for m in markets)
             return {
                 "makerCommission": maker,
                 "takerCommission": taker,

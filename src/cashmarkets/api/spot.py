@@ -9,8 +9,9 @@ from the engine (embedded) or the projection (distributed); history, trades, can
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Final, Literal
 
 from litestar import Controller, Request, delete, get, post
@@ -45,8 +46,7 @@ from cashmarkets.products.spot.views import OrderOut
 from cashmarkets.products.spot.views import order_out as order_view
 from cashmarkets.store import queries, spot_queries
 
-MARKETS: Final = {m.symbol: m for m in SpotConfig().markets}
-UNITS: Final = {m.symbol: m.units() for m in MARKETS.values()}
+SPOT: Final = "spot"
 DEPTH_LIMIT_MAX: Final = 5_000
 TRADES_LIMIT_MAX: Final = 1_000
 KLINES_LIMIT_MAX: Final = 1_000
@@ -180,8 +180,24 @@ class BookTickerOut(ResponseBody):
 # ---- parsing and views (shared with the Binance routes) --------------------------------------------
 
 
-def market_of(symbol: str) -> SpotMarket:
-    found = MARKETS.get(symbol)
+@functools.lru_cache(maxsize=8)
+def _markets_of(config: SpotConfig) -> Mapping[str, SpotMarket]:
+    return {m.symbol: m for m in config.markets}
+
+
+@functools.lru_cache(maxsize=64)
+def units_of(m: SpotMarket) -> Market:
+    """The market's tick and lot arithmetic (cached: markets are frozen)."""
+    return m.units()
+
+
+async def spot_markets(svc: Services) -> Mapping[str, SpotMarket]:
+    """The spot markets in force: the rules the log pins (decision 023), by symbol."""
+    return _markets_of(await svc.balances.rules(SPOT, SpotConfig))
+
+
+def market_of(markets: Mapping[str, SpotMarket], symbol: str) -> SpotMarket:
+    found = markets.get(symbol)
     if found is None:
         raise ApiError(
             400,
@@ -233,7 +249,7 @@ def place_command(
     client_order_id: str | None,
 ) -> PlaceOrder:
     """A PlaceOrder from decimal strings, with a clear 400 for each missing or malformed part."""
-    units = UNITS[market.symbol]
+    units = units_of(market)
     if order_type != "MARKET" and price is None:
         raise ApiError(400, "missing_price", f"a {order_type} order needs a price")
     if quote_order_qty is not None and order_type != "MARKET":
@@ -259,14 +275,14 @@ def place_command(
     )
 
 
-def order_out(o: OrderView) -> OrderOut:
-    return order_view(o, MARKETS[o.market])
+def order_out(o: OrderView, markets: Mapping[str, SpotMarket]) -> OrderOut:
+    return order_view(o, markets[o.market])
 
 
-def fill_out(t: SpotTrade, side: str) -> FillOut:
+def fill_out(t: SpotTrade, side: str, markets: Mapping[str, SpotMarket]) -> FillOut:
     """A fill from the placing (taker) order's side: its fee, in the asset it received."""
-    units = UNITS[t.market]
-    market = MARKETS[t.market]
+    market = markets[t.market]
+    units = units_of(market)
     fee, fee_asset = market.fee_text(side == "BUY", t.buyer_fee, t.seller_fee)
     return FillOut(
         trade_id=t.trade_id,
@@ -278,14 +294,15 @@ def fill_out(t: SpotTrade, side: str) -> FillOut:
     )
 
 
-def placed_out(placed: OrderPlaced) -> OrderResult:
+def placed_out(placed: OrderPlaced, markets: Mapping[str, SpotMarket]) -> OrderResult:
     return OrderResult(
-        order=order_out(placed.order), fills=[fill_out(t, placed.order.side) for t in placed.trades]
+        order=order_out(placed.order, markets),
+        fills=[fill_out(t, placed.order.side, markets) for t in placed.trades],
     )
 
 
 def market_info(m: SpotMarket) -> MarketInfo:
-    units = UNITS[m.symbol]
+    units = units_of(m)
     return MarketInfo(
         symbol=m.symbol,
         status="TRADING",
@@ -324,11 +341,11 @@ async def find_order(
     return found
 
 
-async def ticker_of(svc: Services, symbol: str) -> TickerOut:
+async def ticker_of(svc: Services, market: SpotMarket) -> TickerOut:
     now_ms = time.time_ns() // 1_000_000
+    symbol = market.symbol
     t = await spot_queries.ticker_24h(svc.db, symbol, now_ms)
-    units = UNITS[symbol]
-    market = MARKETS[symbol]
+    units = units_of(market)
     if t is None:
         zero = units.format_price(0)
         return TickerOut(
@@ -370,8 +387,9 @@ class SpotController(Controller):
     # ---- market data (public) ----
 
     @get("/exchangeInfo")
-    async def exchange_info(self) -> ExchangeInfo:
-        return ExchangeInfo(markets=[market_info(m) for m in MARKETS.values()])
+    async def exchange_info(self, request: Request[Any, Any, Any]) -> ExchangeInfo:
+        markets = await spot_markets(services(request))
+        return ExchangeInfo(markets=[market_info(m) for m in markets.values()])
 
     @get("/depth")
     async def depth(
@@ -382,8 +400,8 @@ class SpotController(Controller):
     ) -> DepthOut:
         """The book aggregated by price, best first; `lastUpdateId` lines up with the
         `depth.<market>` stream's update ids."""
-        m = market_of(market)
-        units = UNITS[m.symbol]
+        m = market_of(await spot_markets(services(request)), market)
+        units = units_of(m)
         update_id, bids, asks = await services(request).balances.depth(m.symbol, limit)
         return DepthOut(
             last_update_id=update_id,
@@ -395,8 +413,8 @@ class SpotController(Controller):
     async def book_ticker(
         self, request: Request[Any, Any, Any], market: Annotated[str, QueryParameter(max_length=16)]
     ) -> BookTickerOut:
-        m = market_of(market)
-        units = UNITS[m.symbol]
+        m = market_of(await spot_markets(services(request)), market)
+        units = units_of(m)
         update_id, bids, asks = await services(request).balances.depth(m.symbol, 1)
         return BookTickerOut(
             market=m.symbol,
@@ -414,8 +432,8 @@ class SpotController(Controller):
         market: Annotated[str, QueryParameter(max_length=16)],
         limit: Annotated[int, QueryParameter(ge=1, le=TRADES_LIMIT_MAX)] = 500,
     ) -> list[TradeOut]:
-        m = market_of(market)
-        units = UNITS[m.symbol]
+        m = market_of(await spot_markets(services(request)), market)
+        units = units_of(m)
         rows = await spot_queries.recent_trades(services(request).db, m.symbol, limit)
         return [
             TradeOut(
@@ -441,7 +459,7 @@ class SpotController(Controller):
     ) -> list[list[Any]]:
         """Binance's array layout: [openTime, open, high, low, close, volume, closeTime,
         quoteVolume, trades]; times in ms."""
-        m = market_of(market)
+        m = market_of(await spot_markets(services(request)), market)
         return kline_rows(
             await spot_queries.klines(services(request).db, m.symbol, interval, start_time, end_time, limit),
             m,
@@ -455,9 +473,10 @@ class SpotController(Controller):
         market: Annotated[str | None, QueryParameter(max_length=16)] = None,
     ) -> list[TickerOut]:
         """The rolling 24 h statistics (by the minute), one market or all."""
-        symbols = [market_of(market).symbol] if market else list(MARKETS)
         svc = services(request)
-        return [await ticker_of(svc, s) for s in symbols]
+        markets = await spot_markets(svc)
+        chosen = [market_of(markets, market)] if market else list(markets.values())
+        return [await ticker_of(svc, m) for m in chosen]
 
     # ---- orders (signed-in users) ----
 
@@ -467,7 +486,7 @@ class SpotController(Controller):
     ) -> OrderResult:
         """Place an order; the answer has the order as it stands and its fills."""
         await strict_body(request, OrderCreate)
-        m = market_of(data.market)
+        m = market_of(await spot_markets(services(request)), data.market)
         cmd = place_command(
             user.id,
             command_id(request, user.id),
@@ -481,14 +500,16 @@ class SpotController(Controller):
             data.stp_mode,
             data.client_order_id,
         )
-        result = await services(request).execute(cmd)
-        return placed_out(result_data(result, OrderPlaced))
+        svc = services(request)
+        result = await svc.execute(cmd)
+        return placed_out(result_data(result, OrderPlaced), await spot_markets(svc))
 
     @get("/orders/{order_id:int}", dependencies={"user": current_user})
     async def get_order(
         self, request: Request[Any, Any, Any], user: NamedDependency[AuthUser], order_id: OrderId
     ) -> OrderOut:
-        return order_out(await find_order(services(request), user.id, None, order_id, None))
+        svc = services(request)
+        return order_out(await find_order(svc, user.id, None, order_id, None), await spot_markets(svc))
 
     @delete("/orders/{order_id:int}", status_code=200, dependencies={"user": current_user})
     async def cancel(
@@ -499,13 +520,13 @@ class SpotController(Controller):
         market: Annotated[str, QueryParameter(max_length=16)],
     ) -> OrderOut:
         """Cancel an open order: its hold is released at once."""
-        m = market_of(market)
+        m = market_of(await spot_markets(services(request)), market)
         result = await services(request).execute(
             CancelOrder(
                 command_id=command_id(request, user.id), owner=user.id, market=m.symbol, order_id=order_id
             )
         )
-        return order_out(result_data(result, OrderView))
+        return order_out(result_data(result, OrderView), {m.symbol: m})
 
     @post("/orders/{order_id:int}/amend", status_code=200, dependencies={"user": current_user})
     async def amend(
@@ -518,10 +539,10 @@ class SpotController(Controller):
     ) -> OrderResult:
         """New price and/or total quantity. A smaller quantity at the same price keeps the
         order's place in the queue; anything else sends it to the back (and it may trade)."""
-        m = market_of(market)
+        m = market_of(await spot_markets(services(request)), market)
         if data.price is None and data.quantity is None:
             raise ApiError(400, "nothing_to_amend", "give a price, a quantity or both")
-        units = UNITS[m.symbol]
+        units = units_of(m)
         result = await services(request).execute(
             AmendOrder(
                 command_id=command_id(request, user.id),
@@ -532,7 +553,7 @@ class SpotController(Controller):
                 qty_lots=parse_qty(units, data.quantity) if data.quantity is not None else 0,
             )
         )
-        return placed_out(result_data(result, OrderPlaced))
+        return placed_out(result_data(result, OrderPlaced), {m.symbol: m})
 
     @get("/openOrders", dependencies={"user": current_user})
     async def open_orders(
@@ -541,9 +562,11 @@ class SpotController(Controller):
         user: NamedDependency[AuthUser],
         market: Annotated[str | None, QueryParameter(max_length=16)] = None,
     ) -> OrdersOut:
-        symbol = market_of(market).symbol if market else None
+        svc = services(request)
+        markets = await spot_markets(svc)
+        symbol = market_of(markets, market).symbol if market else None
         return OrdersOut(
-            orders=[order_out(o) for o in await services(request).balances.open_orders(user.id, symbol)]
+            orders=[order_out(o, markets) for o in await svc.balances.open_orders(user.id, symbol)]
         )
 
     @delete("/openOrders", status_code=200, dependencies={"user": current_user})
@@ -553,11 +576,12 @@ class SpotController(Controller):
         user: NamedDependency[AuthUser],
         market: Annotated[str, QueryParameter(max_length=16)],
     ) -> OrdersOut:
-        m = market_of(market)
+        m = market_of(await spot_markets(services(request)), market)
         result = await services(request).execute(
             CancelAllOrders(command_id=command_id(request, user.id), owner=user.id, market=m.symbol)
         )
-        return OrdersOut(orders=[order_out(o) for o in result_data(result, OrdersCanceled).orders])
+        orders = result_data(result, OrdersCanceled).orders
+        return OrdersOut(orders=[order_out(o, {m.symbol: m}) for o in orders])
 
     @get("/orders", dependencies={"user": current_user})
     async def history(
@@ -569,11 +593,11 @@ class SpotController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
     ) -> OrdersOut:
         """Every order of the caller, newest first; pass `nextCursor` back as `cursor`."""
-        symbol = market_of(market).symbol if market else None
-        rows, next_id = await spot_queries.orders_page(
-            services(request).db, user.id, symbol, decode_cursor(cursor), limit
-        )
-        return OrdersOut(orders=[order_out(o) for o in rows], next_cursor=encode_cursor(next_id))
+        svc = services(request)
+        markets = await spot_markets(svc)
+        symbol = market_of(markets, market).symbol if market else None
+        rows, next_id = await spot_queries.orders_page(svc.db, user.id, symbol, decode_cursor(cursor), limit)
+        return OrdersOut(orders=[order_out(o, markets) for o in rows], next_cursor=encode_cursor(next_id))
 
     @get("/myTrades", dependencies={"user": current_user})
     async def my_trades(
@@ -584,19 +608,18 @@ class SpotController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=64)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=queries.PAGE_LIMIT_MAX)] = 50,
     ) -> MyTradesOut:
-        m = market_of(market)
+        m = market_of(await spot_markets(services(request)), market)
         rows, next_id = await spot_queries.my_trades_page(
             services(request).db, user.id, m.symbol, decode_cursor(cursor), limit
         )
         return MyTradesOut(
-            trades=[my_trade_out(r, user.id) for r in rows], next_cursor=encode_cursor(next_id)
+            trades=[my_trade_out(r, user.id, m) for r in rows], next_cursor=encode_cursor(next_id)
         )
 
 
-def my_trade_out(r: Any, owner: str) -> MyTradeOut:
-    """One trade from `owner`'s side (a self-trade cannot happen: STP expires it)."""
-    m = MARKETS[r.market]
-    units = UNITS[r.market]
+def my_trade_out(r: Any, owner: str, m: SpotMarket) -> MyTradeOut:
+    """One trade from `owner`'s side, in market `m` (a self-trade cannot happen: STP expires it)."""
+    units = units_of(m)
     taker = r.taker_owner == owner
     buyer = (r.taker_side == "BUY") == taker
     fee, fee_asset = m.fee_text(buyer, r.buyer_fee, r.seller_fee)
@@ -615,7 +638,7 @@ def my_trade_out(r: Any, owner: str) -> MyTradeOut:
 
 
 def kline_rows(rows: list[Any], m: SpotMarket, interval: str) -> list[list[Any]]:
-    units = UNITS[m.symbol]
+    units = units_of(m)
     size = INTERVALS_MS[interval]
     return [
         [

@@ -34,9 +34,20 @@ class SpotStreams:
         self.registry = registry
         self.engine = engine
         self.spot: SpotProduct = engine.products["spot"]
-        self.markets: dict[str, SpotMarket] = {m.symbol: m for m in self.spot.config.markets}
+        self.markets: dict[str, SpotMarket] = {}
         self.depth: dict[str, DepthBook] = {}
         self.best: dict[str, tuple[int, int, int, int]] = {}
+        self._follow_rules()
+
+    def _follow_rules(self) -> None:
+        """Topics for the markets of the spot rules in force (decision 023): the replica's, which
+        a `SetRules` in the log may re-pin after this gateway started."""
+        self.config = self.spot.config
+        self.markets = {m.symbol: m for m in self.config.markets}
+        self.depth = {}
+        self.best = {}
+        engine = self.engine
+        registry = self.registry
         for symbol, m in self.markets.items():
             topics = [f"trade.{symbol}", f"bookTicker.{symbol}", f"ticker.{symbol}"]
             topics += [f"kline.{interval}.{symbol}" for interval in INTERVALS_MS]
@@ -57,6 +68,8 @@ class SpotStreams:
         ]
 
     def on_events(self, events: list[Any], ts_ms: int) -> None:
+        if self.spot.config is not self.config:
+            self._follow_rules()
         touched: dict[str, bool] = {}  # market -> traded in this batch
         publish = self.registry.publish
         for event in events:

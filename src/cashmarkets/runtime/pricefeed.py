@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cashmarkets.core.engine import EngineCodec
-from cashmarkets.core.products.leverage import DEFAULT_MARKETS, PriceTick
+from cashmarkets.core.products.leverage import DEFAULT_MARKETS, MarketConfig, PriceTick
 from cashmarkets.feeds import BackpackFeed, ReplayFeed, SyntheticFeed, TickSink
 from cashmarkets.feeds.ticks import should_log
 from cashmarkets.ops.settings import Settings
@@ -64,8 +64,11 @@ class LogSink:
         self.appended += 1
 
 
-def build_feed(settings: Settings, sink: TickSink) -> Any | None:
-    """The configured feed (`CASHMARKETS_PRICE_SOURCE`: synthetic, backpack, replay or none)."""
+def build_feed(
+    settings: Settings, sink: TickSink, markets: tuple[MarketConfig, ...] = DEFAULT_MARKETS
+) -> Any | None:
+    """The configured feed (`CASHMARKETS_PRICE_SOURCE`: synthetic, backpack, replay or none), for
+    `markets`: the leverage rules in force where the caller has them (decision 023)."""
     source = settings.price_source
     if source == "none":
         return None
@@ -74,7 +77,7 @@ def build_feed(settings: Settings, sink: TickSink) -> Any | None:
         # engine requires, without reading the engine's state. Its "exchange" times start now.
         now_us = time.time_ns() // 1_000
         return SyntheticFeed(
-            DEFAULT_MARKETS,
+            markets,
             sink,
             seed=settings.price_seed,
             interval_ms=settings.price_interval_ms,
@@ -84,7 +87,7 @@ def build_feed(settings: Settings, sink: TickSink) -> Any | None:
     if source == "backpack":
         return BackpackFeed(
             settings.backpack_url,
-            DEFAULT_MARKETS,
+            markets,
             sink,
             coalesce_ms=settings.price_interval_ms,
             stale_after_s=settings.price_stale_after_s,
@@ -97,7 +100,7 @@ def build_feed(settings: Settings, sink: TickSink) -> Any | None:
             raise SystemExit(f"no replay file at {path}")
         return ReplayFeed(
             path,
-            DEFAULT_MARKETS,
+            markets,
             sink,
             speed=settings.price_replay_speed,
             coalesce_ms=settings.price_interval_ms,

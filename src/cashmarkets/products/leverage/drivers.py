@@ -18,7 +18,9 @@ from cashmarkets.products.module import EmbeddedContext
 async def price_feed(context: EmbeddedContext) -> AsyncIterator[None]:
     from cashmarkets.runtime.pricefeed import build_feed, runtime_sink, unwatch_feed, watch_feed
 
-    feed = build_feed(context.settings, runtime_sink(context.runtime))
+    # The markets of the leverage rules the log pins (decision 023), not the build's defaults.
+    markets = context.runtime.engine.products["leverage"].config.markets
+    feed = build_feed(context.settings, runtime_sink(context.runtime), markets)
     if feed is None:
         yield
         return
