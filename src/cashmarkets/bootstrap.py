@@ -71,6 +71,18 @@ def build_log(settings: Settings) -> CommandLog:
     return SqliteJournal(settings.journal_path, synchronous=settings.journal_synchronous)
 
 
+def build_replica(settings: Settings) -> Runtime:
+    """A read-only follower of the distributed log (gateway, chartgame): it writes no snapshots
+    and no genesis, the engine process does; same engine build as every other process."""
+    return Runtime(
+        build_engine(settings.native),
+        build_log(settings),
+        build_snapshots(settings, migrate=False),
+        RuntimeConfig(snapshots=False, genesis=False),
+        scratch_dir=settings.data_dir,
+    )
+
+
 def build_runtime(settings: Settings) -> Runtime:
     config = RuntimeConfig(
         snapshot_interval_s=settings.snapshot_interval_s,

@@ -9,12 +9,10 @@ from typing import Any
 import structlog
 
 from cashmarkets.bootstrap import (
-    build_engine,
     build_gateway,
     build_limiters,
-    build_log,
+    build_replica,
     build_services,
-    build_snapshots,
     store_url,
 )
 from cashmarkets.gateway.bridge import EngineBridge
@@ -25,7 +23,6 @@ from cashmarkets.ops.settings import Settings
 from cashmarkets.runtime.bus import EngineBalances
 from cashmarkets.runtime.distributed import RedisBus
 from cashmarkets.runtime.processes import ignore_results, serve_metrics, stop_event, wait_for_dependencies
-from cashmarkets.runtime.runner import Runtime, RuntimeConfig
 from cashmarkets.store import migrate
 from cashmarkets.store.db import create_engine
 
@@ -48,13 +45,7 @@ async def run_gateway(settings: Settings) -> None:
     await wait_for_dependencies(settings)
     await migrate.require_head(url)
     stop = stop_event()
-    runtime = Runtime(
-        build_engine(),
-        build_log(settings),
-        build_snapshots(settings, migrate=False),
-        RuntimeConfig(snapshots=False, genesis=False),
-        scratch_dir=settings.data_dir,
-    )
+    runtime = build_replica(settings)
     registry = TopicRegistry()
     runtime.subscribe(EngineBridge(registry, runtime.engine))
     # Redis down: the replica stops hearing the log. The sockets stay open and every subscription

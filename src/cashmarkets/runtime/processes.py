@@ -15,10 +15,9 @@ import structlog
 
 from cashmarkets.bootstrap import (
     build_engine,
-    build_log,
     build_projector,
+    build_replica,
     build_runtime,
-    build_snapshots,
     store_url,
 )
 from cashmarkets.ops import dependencies
@@ -247,7 +246,6 @@ async def run_chartgame(settings: Settings) -> None:
     follows the log with a replica and, while it holds the "chartgame" lease, schedules rounds
     through Redis; a second one stands by (following the log) until the lease is free."""
     from cashmarkets.runtime.distributed import RedisBus
-    from cashmarkets.runtime.runner import Runtime, RuntimeConfig
     from cashmarkets.runtime.singletons import run_chart_role
 
     if not settings.distributed:
@@ -259,13 +257,7 @@ async def run_chartgame(settings: Settings) -> None:
     stop = stop_event()
     db = create_engine(url)
     try:
-        replica = Runtime(
-            build_engine(),
-            build_log(settings),
-            build_snapshots(settings, migrate=False),
-            RuntimeConfig(snapshots=False, genesis=False),
-            scratch_dir=settings.data_dir,
-        )
+        replica = build_replica(settings)
         await replica.start(follow=ignore_results)
         bus = RedisBus(settings.redis_url, settings.redis_stream, replica.engine.codec)
         await bus.start()
